@@ -1,0 +1,110 @@
+//! Errors of the datapath layer; each names the map, program, path or interface.
+
+use std::path::PathBuf;
+
+/// Why a datapath operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The binary was built without its eBPF object.
+    #[error(
+        "this palisade binary was built without its eBPF object; build it with `cargo xtask build`"
+    )]
+    NoObject,
+    /// A bpffs directory could not be prepared.
+    #[error("bpffs directory {path}: {source}")]
+    Bpffs {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The object failed to load (maps or programs).
+    #[error("loading the eBPF object (pins under {pins}): {source}")]
+    Load {
+        /// Map pin directory.
+        pins: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    /// A program the agent needs is not in the object.
+    #[error("program {name} is missing from the eBPF object")]
+    ProgramMissing {
+        /// Program name.
+        name: &'static str,
+    },
+    /// A program operation failed.
+    #[error("program {name}: {source}")]
+    Program {
+        /// Program name.
+        name: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// A map the agent needs is not in the object.
+    #[error("map {name} is missing from the eBPF object")]
+    MapMissing {
+        /// Map name.
+        name: &'static str,
+    },
+    /// A map operation failed.
+    #[error("map {name}: {source}")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    /// An interface name could not be resolved.
+    #[error("interface {interface}: {source}")]
+    Interface {
+        /// Interface name.
+        interface: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Attaching a program to an interface failed.
+    #[error("attaching {program} to {interface}: {source}")]
+    Attach {
+        /// Program name.
+        program: &'static str,
+        /// Interface name.
+        interface: String,
+        /// The cause.
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// Pinning or adopting a pinned link failed.
+    #[error("link pin {path}: {reason}")]
+    LinkPin {
+        /// Pin path.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn map(name: &'static str, source: aya::maps::MapError) -> Self {
+        Error::Map {
+            name,
+            source: Box::new(source),
+        }
+    }
+
+    /// Whether this is a map insert that failed because the map is full.
+    pub fn is_map_full(&self) -> bool {
+        match self {
+            Error::Map { source, .. } => matches!(
+                source.as_ref(),
+                aya::maps::MapError::SyscallError(e)
+                    if matches!(e.io_error.raw_os_error(), Some(libc::E2BIG) | Some(libc::ENOSPC) | Some(libc::ENOMEM))
+            ),
+            _ => false,
+        }
+    }
+}

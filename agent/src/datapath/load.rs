@@ -1,0 +1,281 @@
+//! Loading the eBPF object: maps pinned under the agent's bpffs directory (so a
+//! restarted agent adopts them and enforcement never pauses), capacities from
+//! the configuration, both programs loaded and ready to attach.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use aya::programs::SchedClassifier;
+use aya::{Ebpf, EbpfLoader};
+use palisade_common::maps;
+
+use super::attach::Attachment;
+use super::error::Error;
+use super::maps::Maps;
+
+/// The eBPF object embedded at build time (empty when built without it).
+const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/palisade-ebpf.o"));
+/// Whether this binary carries its eBPF object.
+pub const OBJECT_EMBEDDED: bool = cfg!(palisade_ebpf_embedded);
+
+/// Program names, as declared in `ebpf/src/main.rs`.
+pub(crate) const PROG_POD_EGRESS: &str = "pod_egress";
+pub(crate) const PROG_POD_INGRESS: &str = "pod_ingress";
+
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// Map capacities. A full map fails closed (see `sync::apply`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacities {
+    /// Local endpoints.
+    pub endpoints: u32,
+    /// ipcache prefixes.
+    pub ipcache: u32,
+    /// Policy entries.
+    pub policy: u32,
+    /// Tracked connections.
+    pub conntrack: u32,
+    /// Tracked first fragments.
+    pub fragments: u32,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        Capacities {
+            endpoints: maps::DEFAULT_ENDPOINTS_MAX,
+            ipcache: maps::DEFAULT_IPCACHE_MAX,
+            policy: maps::DEFAULT_POLICY_MAX,
+            conntrack: maps::DEFAULT_CONNTRACK_MAX,
+            fragments: maps::DEFAULT_FRAGMENTS_MAX,
+        }
+    }
+}
+
+/// Where and how big.
+#[derive(Clone, Debug)]
+pub struct DatapathConfig {
+    /// The agent's own bpffs directory (maps under `maps/`, links under `links/`).
+    pub bpffs: PathBuf,
+    /// Map capacities.
+    pub capacities: Capacities,
+}
+
+/// The loaded object, its typed maps and the interfaces carrying its programs.
+pub struct Datapath {
+    pub(crate) ebpf: Ebpf,
+    /// Typed handles on every map.
+    pub maps: Maps,
+    pub(crate) bpffs: PathBuf,
+    pub(crate) attachments: BTreeMap<u32, Attachment>,
+}
+
+impl Datapath {
+    /// Loads the embedded object, creating or adopting the pinned maps under
+    /// `config.bpffs`.
+    pub fn load(config: &DatapathConfig) -> Result<Datapath, Error> {
+        if !OBJECT_EMBEDDED {
+            return Err(Error::NoObject);
+        }
+        Self::load_object(OBJECT, config)
+    }
+
+    /// Loads a given object (tests and upgrades load a specific build).
+    pub fn load_object(object: &[u8], config: &DatapathConfig) -> Result<Datapath, Error> {
+        let maps_dir = maps_dir(&config.bpffs);
+        ensure_bpffs(&config.bpffs)?;
+        for dir in [&maps_dir, &links_dir(&config.bpffs)] {
+            fs::create_dir_all(dir).map_err(|source| Error::Bpffs {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let caps = config.capacities;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .map_max_entries(maps::ENDPOINTS, caps.endpoints)
+            .map_max_entries(maps::IPCACHE, caps.ipcache)
+            .map_max_entries(maps::POLICY, caps.policy)
+            .map_max_entries(maps::CONNTRACK, caps.conntrack)
+            .map_max_entries(maps::FRAGMENTS, caps.fragments)
+            .load(object)
+            .map_err(|source| Error::Load {
+                pins: maps_dir.clone(),
+                source: Box::new(source),
+            })?;
+        for name in [PROG_POD_EGRESS, PROG_POD_INGRESS] {
+            program_mut(&mut ebpf, name)?
+                .load()
+                .map_err(|source| Error::Program {
+                    name,
+                    source: Box::new(source),
+                })?;
+        }
+        let maps = Maps::take(&mut ebpf, caps)?;
+        Ok(Datapath {
+            ebpf,
+            maps,
+            bpffs: config.bpffs.clone(),
+            attachments: BTreeMap::new(),
+        })
+    }
+
+    /// The agent's bpffs directory.
+    pub fn bpffs(&self) -> &Path {
+        &self.bpffs
+    }
+
+    /// Kernel program ids of (pod_egress, pod_ingress), to check attachments.
+    pub fn program_ids(&self) -> Result<(u32, u32), Error> {
+        let id = |name: &'static str| -> Result<u32, Error> {
+            let prog: &SchedClassifier = self
+                .ebpf
+                .program(name)
+                .ok_or(Error::ProgramMissing { name })?
+                .try_into()
+                .map_err(|source| Error::Program {
+                    name,
+                    source: Box::new(source),
+                })?;
+            prog.info().map(|i| i.id()).map_err(|source| Error::Program {
+                name,
+                source: Box::new(source),
+            })
+        };
+        Ok((id(PROG_POD_EGRESS)?, id(PROG_POD_INGRESS)?))
+    }
+}
+
+pub(crate) fn program_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, Error> {
+    ebpf.program_mut(name)
+        .ok_or(Error::ProgramMissing { name })?
+        .try_into()
+        .map_err(|source| Error::Program {
+            name,
+            source: Box::new(source),
+        })
+}
+
+/// Directory of the pinned maps.
+pub fn maps_dir(bpffs: &Path) -> PathBuf {
+    bpffs.join("maps")
+}
+
+/// Directory of the pinned links.
+pub fn links_dir(bpffs: &Path) -> PathBuf {
+    bpffs.join("links")
+}
+
+/// Makes sure the parent of `dir` lives on a bpf filesystem, mounting one at
+/// `/sys/fs/bpf` when that is where it should be and nothing is mounted.
+fn ensure_bpffs(dir: &Path) -> Result<(), Error> {
+    let bpffs_err = |path: &Path, source| Error::Bpffs {
+        path: path.to_path_buf(),
+        source,
+    };
+    let root = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"))
+        .to_path_buf();
+    if is_bpffs(&root).map_err(|e| bpffs_err(&root, e))? {
+        return Ok(());
+    }
+    let sys_bpf = Path::new("/sys/fs/bpf");
+    if dir.starts_with(sys_bpf) && !is_bpffs(sys_bpf).unwrap_or(false) {
+        fs::create_dir_all(sys_bpf).map_err(|e| bpffs_err(sys_bpf, e))?;
+        mount_bpffs(sys_bpf).map_err(|e| bpffs_err(sys_bpf, e))?;
+        return Ok(());
+    }
+    Err(bpffs_err(
+        &root,
+        std::io::Error::other("not on a bpf filesystem (mount -t bpf bpf <dir>)"),
+    ))
+}
+
+fn is_bpffs(path: &Path) -> std::io::Result<bool> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: `c` is a valid NUL-terminated path and `buf` a writable statfs.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statfs(c.as_ptr(), &mut buf) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    #[expect(clippy::unnecessary_cast, reason = "f_type's width differs between libc targets")]
+    Ok(buf.f_type as i64 == BPF_FS_MAGIC)
+}
+
+fn mount_bpffs(path: &Path) -> std::io::Result<()> {
+    let target =
+        CString::new(path.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+    let fstype = c"bpf";
+    // SAFETY: all pointers are valid NUL-terminated strings; data is null.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The result of one `BPF_PROG_TEST_RUN`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestRunOutcome {
+    /// The program's return code (`TC_ACT_*` as i32).
+    pub verdict: i32,
+    /// Kernel-measured average time per run.
+    pub avg_ns: u64,
+}
+
+impl Datapath {
+    /// Runs the program of `direction` on a crafted Ethernet frame in the kernel
+    /// (`BPF_PROG_TEST_RUN`), `repeat` times. The kernel runs it as if received
+    /// on the loopback interface of the calling thread's network namespace, so
+    /// the endpoint under test is keyed by that ifindex (1).
+    pub fn test_run(
+        &self,
+        direction: palisade_common::verdict::Direction,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<TestRunOutcome, Error> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let name = match direction {
+            palisade_common::verdict::Direction::Egress => PROG_POD_EGRESS,
+            palisade_common::verdict::Direction::Ingress => PROG_POD_INGRESS,
+        };
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(name)
+            .ok_or(Error::ProgramMissing { name })?
+            .try_into()
+            .map_err(|source| Error::Program {
+                name,
+                source: Box::new(source),
+            })?;
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: repeat.max(1),
+                ..TestRunOptions::default()
+            })
+            .map_err(|source| Error::Program {
+                name,
+                source: Box::new(source),
+            })?;
+        Ok(TestRunOutcome {
+            verdict: result.return_value as i32,
+            avg_ns: result.duration.as_nanos() as u64,
+        })
+    }
+}

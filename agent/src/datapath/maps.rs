@@ -1,0 +1,205 @@
+//! Typed handles on every map, opened by their `palisade_common::maps` names, so
+//! a key or value size that drifted from the eBPF side fails at load time.
+
+use aya::Ebpf;
+use aya::maps::lpm_trie::Key;
+use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
+use palisade_common::addr::Addr16;
+use palisade_common::conntrack::{CtKey, CtValue};
+use palisade_common::endpoint::EndpointInfo;
+use palisade_common::ids::{Revision, RuleId};
+use palisade_common::ipcache::IpcacheValue;
+use palisade_common::maps as names;
+use palisade_common::policy::{PolicyKey, PolicyValue};
+use palisade_common::stats::{REVISION_INDEX, RuleCounter, StatCounter, StatIndex};
+use palisade_common::verdict::Direction;
+
+use super::error::Error;
+use super::load::Capacities;
+
+/// Every map of the object, typed.
+pub struct Maps {
+    /// `ENDPOINTS`.
+    pub endpoints: HashMap<MapData, u32, EndpointInfo>,
+    /// `IPCACHE`.
+    pub ipcache: LpmTrie<MapData, Addr16, IpcacheValue>,
+    /// `POLICY`.
+    pub policy: LpmTrie<MapData, PolicyKey, PolicyValue>,
+    /// `CONNTRACK` (LRU).
+    pub conntrack: HashMap<MapData, CtKey, CtValue>,
+    /// `REVISION`.
+    pub revision: Array<MapData, Revision>,
+    /// `RULE_COUNTERS`.
+    pub rule_counters: PerCpuArray<MapData, RuleCounter>,
+    /// `STATS`.
+    pub stats: PerCpuArray<MapData, StatCounter>,
+    /// `EVENTS`, until the flow reader takes it.
+    pub events: Option<RingBuf<MapData>>,
+    /// Configured capacities.
+    pub capacities: Capacities,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(Error::MapMissing { name })?;
+    T::try_from(map).map_err(|e| Error::map(name, e))
+}
+
+impl Maps {
+    pub(crate) fn take(ebpf: &mut Ebpf, capacities: Capacities) -> Result<Maps, Error> {
+        Ok(Maps {
+            endpoints: take(ebpf, names::ENDPOINTS)?,
+            ipcache: take(ebpf, names::IPCACHE)?,
+            policy: take(ebpf, names::POLICY)?,
+            conntrack: take(ebpf, names::CONNTRACK)?,
+            revision: take(ebpf, names::REVISION)?,
+            rule_counters: take(ebpf, names::RULE_COUNTERS)?,
+            stats: take(ebpf, names::STATS)?,
+            events: Some(take(ebpf, names::EVENTS)?),
+            capacities,
+        })
+    }
+
+    /// The policy revision in the kernel.
+    pub fn revision(&self) -> Result<Revision, Error> {
+        self.revision
+            .get(&REVISION_INDEX, 0)
+            .map_err(|e| Error::map(names::REVISION, e))
+    }
+
+    /// Sets the policy revision (the last write of every plan change).
+    pub fn set_revision(&mut self, revision: Revision) -> Result<(), Error> {
+        self.revision
+            .set(REVISION_INDEX, revision, 0)
+            .map_err(|e| Error::map(names::REVISION, e))
+    }
+
+    /// Packets and bytes a rule allowed, summed over CPUs.
+    pub fn rule_counter(&self, rule: RuleId) -> Result<RuleCounter, Error> {
+        let per_cpu = self
+            .rule_counters
+            .get(&rule.0, 0)
+            .map_err(|e| Error::map(names::RULE_COUNTERS, e))?;
+        Ok(per_cpu.iter().fold(RuleCounter::default(), |acc, c| RuleCounter {
+            packets: acc.packets + c.packets,
+            bytes: acc.bytes + c.bytes,
+        }))
+    }
+
+    /// A `STATS` slot summed over CPUs.
+    pub fn stat(&self, stat: StatIndex, direction: Direction) -> Result<StatCounter, Error> {
+        let per_cpu = self
+            .stats
+            .get(&stat.index(direction), 0)
+            .map_err(|e| Error::map(names::STATS, e))?;
+        Ok(per_cpu.iter().fold(StatCounter::default(), |acc, c| StatCounter {
+            packets: acc.packets + c.packets,
+            bytes: acc.bytes + c.bytes,
+        }))
+    }
+
+    /// Every endpoint entry in the kernel.
+    pub fn read_endpoints(&self) -> Result<Vec<(u32, EndpointInfo)>, Error> {
+        self.endpoints
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::map(names::ENDPOINTS, e))
+    }
+
+    /// Every ipcache entry in the kernel, as (prefix length, address, value).
+    pub fn read_ipcache(&self) -> Result<Vec<(u32, Addr16, IpcacheValue)>, Error> {
+        self.ipcache
+            .iter()
+            .map(|r| r.map(|(k, v)| (k.prefix_len(), k.data(), v)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::map(names::IPCACHE, e))
+    }
+
+    /// Every policy entry in the kernel, as (prefix length, key, value).
+    pub fn read_policy(&self) -> Result<Vec<(u32, PolicyKey, PolicyValue)>, Error> {
+        self.policy
+            .iter()
+            .map(|r| r.map(|(k, v)| (k.prefix_len(), k.data(), v)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::map(names::POLICY, e))
+    }
+
+    /// Writes an endpoint entry.
+    pub fn put_endpoint(&mut self, ifindex: u32, info: EndpointInfo) -> Result<(), Error> {
+        self.endpoints
+            .insert(ifindex, info, 0)
+            .map_err(|e| Error::map(names::ENDPOINTS, e))
+    }
+
+    /// Removes an endpoint entry (absent is fine).
+    pub fn delete_endpoint(&mut self, ifindex: u32) -> Result<(), Error> {
+        ignore_missing(self.endpoints.remove(&ifindex)).map_err(|e| Error::map(names::ENDPOINTS, e))
+    }
+
+    /// Writes an ipcache entry.
+    pub fn put_ipcache(&mut self, prefix_len: u32, addr: Addr16, value: IpcacheValue) -> Result<(), Error> {
+        self.ipcache
+            .insert(&Key::new(prefix_len, addr), value, 0)
+            .map_err(|e| Error::map(names::IPCACHE, e))
+    }
+
+    /// Removes an ipcache entry (absent is fine).
+    pub fn delete_ipcache(&mut self, prefix_len: u32, addr: Addr16) -> Result<(), Error> {
+        ignore_missing(self.ipcache.remove(&Key::new(prefix_len, addr)))
+            .map_err(|e| Error::map(names::IPCACHE, e))
+    }
+
+    /// Writes a policy entry.
+    pub fn put_policy(&mut self, prefix_len: u32, key: PolicyKey, value: PolicyValue) -> Result<(), Error> {
+        self.policy
+            .insert(&Key::new(prefix_len, key), value, 0)
+            .map_err(|e| Error::map(names::POLICY, e))
+    }
+
+    /// Removes a policy entry (absent is fine).
+    pub fn delete_policy(&mut self, prefix_len: u32, key: PolicyKey) -> Result<(), Error> {
+        ignore_missing(self.policy.remove(&Key::new(prefix_len, key)))
+            .map_err(|e| Error::map(names::POLICY, e))
+    }
+
+    /// Number of live conntrack entries (walks the map; for metrics and tests).
+    pub fn conntrack_len(&self) -> usize {
+        self.conntrack.keys().filter(Result::is_ok).count()
+    }
+}
+
+fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match r {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
+/// Decodes one `EVENTS` record; `None` when the size does not match.
+pub fn decode_event(bytes: &[u8]) -> Option<palisade_common::event::FlowEvent> {
+    if bytes.len() != std::mem::size_of::<palisade_common::event::FlowEvent>() {
+        return None;
+    }
+    // SAFETY: the length matches, `FlowEvent` is `#[repr(C)]` plain data for
+    // which every bit pattern is valid, and the read is unaligned-safe.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+}
+
+impl Maps {
+    /// Drains the flow events currently in the ring buffer (tests and `flows`).
+    pub fn drain_events(&mut self) -> Vec<palisade_common::event::FlowEvent> {
+        let Some(ring) = self.events.as_mut() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            if let Some(event) = decode_event(&item) {
+                out.push(event);
+            }
+        }
+        out
+    }
+}

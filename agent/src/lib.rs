@@ -1,0 +1,5 @@
+//! Palisade agent library.
+pub mod datapath;
+pub mod policy;
+pub mod state;
+pub mod sync;

@@ -1,0 +1,358 @@
+//! The compiler: [`ClusterState`] -> [`DatapathPlan`] for one node.
+//!
+//! 1. Local endpoints and the policies selecting each (isolation per direction).
+//! 2. The atoms (peer questions) of the rules of those policies, and identities
+//!    for every remote address ([`super::identity`]).
+//! 3. Allow entries: endpoints whose applying policies (and, for ingress, whose
+//!    container ports) are equal get the same entries, so each distinct group
+//!    is expanded once and stamped per endpoint.
+//! 4. Service ClusterIPs: allowed on a service port when every ready backend is.
+//!
+//! Ids (identities, endpoints, rules) are stable across compiles of the same
+//! [`Compiler`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use palisade_common::ids::{EndpointId, IdentityId, RuleId};
+
+use super::identity::{self, Atom, AtomTable, DescriptionCache, Identities};
+use super::ids::IdAllocator;
+use super::lookup::{ipcache_lookup, l4_matches};
+use super::plan::{
+    DatapathPlan, Direction, EndpointPlan, L4Match, PodRef, PolicyRef, RuleKey, RuleOrigin,
+};
+use crate::state::model::{ContainerPort, Pod, Service};
+use crate::state::netpol::{NetworkPolicy, Peer, PortRef, Rule};
+use crate::state::ClusterState;
+
+/// Key of a rule id: policy, direction, index in its rule list.
+type RuleSlot = (PolicyRef, Direction, u32);
+
+/// Compiles plans, keeping ids stable across compiles.
+#[derive(Debug)]
+pub struct Compiler {
+    atoms: IdAllocator<Atom>,
+    identities: IdAllocator<Vec<u32>>,
+    endpoints: IdAllocator<PodRef>,
+    rules: IdAllocator<RuleSlot>,
+    descriptions: DescriptionCache,
+}
+
+impl Default for Compiler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One entry of a group's expansion: identity, L4, rule.
+type Entry = (IdentityId, L4Match, RuleId);
+
+impl Compiler {
+    /// A compiler with no ids allocated yet.
+    pub fn new() -> Self {
+        Compiler {
+            atoms: IdAllocator::new(1),
+            identities: IdAllocator::new(IdentityId::FIRST_ALLOCATED),
+            endpoints: IdAllocator::new(1),
+            rules: IdAllocator::new(1),
+            descriptions: DescriptionCache::default(),
+        }
+    }
+
+    /// The plan for node `node_name`: its pods are the endpoints, its
+    /// addresses (and its hostNetwork pods') are HOST.
+    pub fn compile(&mut self, cluster: &ClusterState, node_name: &str) -> DatapathPlan {
+        let host = cluster.node_addresses(node_name);
+        self.compile_for(cluster, |p| p.node_name.as_deref() == Some(node_name), &host)
+    }
+
+    /// The plan with the endpoint pods accepted by `is_local` as endpoints and
+    /// `host` as the node's own addresses.
+    pub fn compile_for(
+        &mut self,
+        cluster: &ClusterState,
+        is_local: impl Fn(&Pod) -> bool,
+        host: &BTreeSet<IpAddr>,
+    ) -> DatapathPlan {
+        let policies: Vec<&NetworkPolicy> = cluster.policies().collect();
+        let locals: Vec<&Pod> = cluster.pods().filter(|p| p.is_endpoint() && is_local(p)).collect();
+        let applying = applying_policies(&policies, &locals);
+
+        // Rule ids and atoms of every policy that selects a local pod.
+        let mut relevant: Vec<usize> = applying.iter().flatten().copied().collect();
+        relevant.sort_unstable();
+        relevant.dedup();
+        let mut table = AtomTable::default();
+        let mut rule_ids: HashMap<(usize, Direction, usize), RuleId> = HashMap::new();
+        let mut rule_atoms: HashMap<(usize, Direction, usize), Vec<u32>> = HashMap::new();
+        let mut rule_origins = BTreeMap::new();
+        for &pi in &relevant {
+            let pol = policies[pi];
+            for d in Direction::ALL {
+                for (ri, rule) in pol.allowing_rules(d).iter().enumerate() {
+                    let index = u32::try_from(ri).unwrap_or(u32::MAX);
+                    let id = RuleId(self.rules.get(&(pol.policy_ref(), d, index)));
+                    rule_ids.insert((pi, d, ri), id);
+                    rule_origins.insert(id, RuleOrigin { policy: pol.policy_ref(), direction: d, index });
+                    let atoms = rule
+                        .peers
+                        .iter()
+                        .flatten()
+                        .map(|p| match p {
+                            Peer::Pods(pp) => table.intern(&mut self.atoms, &Atom::Pods(pp.clone())),
+                            Peer::IpBlock(b) => table.intern(&mut self.atoms, &Atom::IpBlock(b.clone())),
+                        })
+                        .collect();
+                    rule_atoms.insert((pi, d, ri), atoms);
+                    if d == Direction::Egress {
+                        for spec in rule.ports.iter().flatten() {
+                            if let Some(PortRef::Named(n)) = &spec.port {
+                                table.egress_names.insert((n.clone(), spec.protocol));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        let isolated = |l: usize, d: Direction| applying[l].iter().any(|&pi| policies[pi].policy_types.has(d));
+        let any_egress_isolated = (0..locals.len()).any(|l| isolated(l, Direction::Egress));
+        let services: Vec<&Service> = if any_egress_isolated {
+            cluster.services().filter(|s| !s.cluster_ips.is_empty() && !s.ports.is_empty()).collect()
+        } else {
+            Vec::new()
+        };
+        let ids = identity::assign(cluster, &mut table, &mut self.atoms, &mut self.identities, &services, host);
+
+        let mut plan = DatapathPlan::default();
+        let mut groups: HashMap<(Direction, Vec<usize>, Vec<ContainerPort>), Vec<usize>> = HashMap::new();
+        let mut endpoint_ids = Vec::with_capacity(locals.len());
+        for (l, pod) in locals.iter().enumerate() {
+            let key = pod.pod_ref();
+            let id = EndpointId(self.endpoints.get(&key));
+            endpoint_ids.push(id);
+            let ep = EndpointPlan {
+                id,
+                ipv4: pod.ips.iter().find_map(|ip| match ip {
+                    IpAddr::V4(a) => Some(*a),
+                    IpAddr::V6(_) => None,
+                }),
+                ipv6: pod.ips.iter().find_map(|ip| match ip {
+                    IpAddr::V6(a) => Some(*a),
+                    IpAddr::V4(_) => None,
+                }),
+                ingress_isolated: isolated(l, Direction::Ingress),
+                egress_isolated: isolated(l, Direction::Egress),
+                audit: cluster.namespace(&pod.namespace).is_some_and(|n| n.audit()),
+                policies: applying[l].iter().map(|&pi| policies[pi].policy_ref()).collect(),
+            };
+            for d in Direction::ALL {
+                if !isolated(l, d) {
+                    continue;
+                }
+                let pols: Vec<usize> = applying[l].iter().copied().filter(|&pi| policies[pi].policy_types.has(d)).collect();
+                let ports = if d == Direction::Ingress { pod.ports.clone() } else { Vec::new() };
+                groups.entry((d, pols, ports)).or_default().push(l);
+            }
+            plan.endpoints.insert(key, ep);
+        }
+
+        let ctx = RuleContext { policies: &policies, rule_ids: &rule_ids, rule_atoms: &rule_atoms, ids: &ids };
+        for ((d, pols, _), members) in &groups {
+            let entries = ctx.expand(*d, pols, locals[members[0]]);
+            for &l in members {
+                for (identity, l4, rule) in &entries {
+                    insert_min(&mut plan, RuleKey { endpoint: endpoint_ids[l], direction: *d, identity: *identity, l4: *l4 }, *rule);
+                }
+            }
+            if *d == Direction::Egress {
+                for (sid, l4, rule, denied) in service_entries(cluster, &services, &ids, &entries) {
+                    for &l in members {
+                        // Denied backends that are the endpoint itself are allowed (self).
+                        if denied.iter().all(|a| locals[l].ips.contains(a)) {
+                            let key = RuleKey { endpoint: endpoint_ids[l], direction: *d, identity: sid, l4 };
+                            insert_min(&mut plan, key, rule);
+                        }
+                    }
+                }
+            }
+        }
+
+        plan.identities = self.descriptions.describe(&ids, &table);
+        plan.ipcache = ids.ipcache;
+        plan.rule_origins = rule_origins;
+        let mut rejections: Vec<_> = cluster.rejections().cloned().collect();
+        rejections.sort();
+        plan.rejections = rejections;
+
+        self.atoms.finish();
+        self.identities.finish();
+        self.endpoints.finish();
+        self.rules.finish();
+        plan
+    }
+}
+
+/// Keeps the lowest rule id when several rules produce the same key.
+fn insert_min(plan: &mut DatapathPlan, key: RuleKey, rule: RuleId) {
+    plan.rules.entry(key).and_modify(|r| *r = (*r).min(rule)).or_insert(rule);
+}
+
+/// For each local pod, the indices of the policies selecting it (ascending).
+/// Each distinct (namespace, podSelector) is evaluated once.
+fn applying_policies(policies: &[&NetworkPolicy], locals: &[&Pod]) -> Vec<Vec<usize>> {
+    let mut by_ns: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (l, p) in locals.iter().enumerate() {
+        by_ns.entry(p.namespace.as_str()).or_default().push(l);
+    }
+    let mut cache: HashMap<(&str, &super::selector::Selector), Vec<usize>> = HashMap::new();
+    let mut out = vec![Vec::new(); locals.len()];
+    for (pi, pol) in policies.iter().enumerate() {
+        let Some(members) = by_ns.get(pol.namespace.as_str()) else { continue };
+        let hits = cache
+            .entry((pol.namespace.as_str(), &pol.pod_selector))
+            .or_insert_with(|| members.iter().copied().filter(|&l| pol.pod_selector.matches(&locals[l].labels)).collect());
+        for &l in hits.iter() {
+            out[l].push(pi);
+        }
+    }
+    out
+}
+
+/// Which remote identities a rule's peers cover.
+enum Targets {
+    /// Every peer (`from`/`to` empty or omitted).
+    Any,
+    /// These identities (sorted).
+    Set(Vec<IdentityId>),
+}
+
+/// What rule expansion needs.
+struct RuleContext<'a> {
+    policies: &'a [&'a NetworkPolicy],
+    rule_ids: &'a HashMap<(usize, Direction, usize), RuleId>,
+    rule_atoms: &'a HashMap<(usize, Direction, usize), Vec<u32>>,
+    ids: &'a Identities,
+}
+
+impl RuleContext<'_> {
+    /// The allow entries of `pols`' rules in direction `d` for a local pod
+    /// (`pod` resolves ingress named ports).
+    fn expand(&self, d: Direction, pols: &[usize], pod: &Pod) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for &pi in pols {
+            for (ri, rule) in self.policies[pi].allowing_rules(d).iter().enumerate() {
+                let (Some(&id), Some(atoms)) = (self.rule_ids.get(&(pi, d, ri)), self.rule_atoms.get(&(pi, d, ri)))
+                else {
+                    continue;
+                };
+                self.expand_rule(d, rule, atoms, id, pod, &mut out);
+            }
+        }
+        out
+    }
+
+    fn expand_rule(&self, d: Direction, rule: &Rule, atoms: &[u32], id: RuleId, pod: &Pod, out: &mut Vec<Entry>) {
+        let targets = match &rule.peers {
+            None => Targets::Any,
+            Some(_) => {
+                let mut v: Vec<IdentityId> =
+                    atoms.iter().filter_map(|a| self.ids.by_atom.get(a)).flatten().copied().collect();
+                v.sort_unstable();
+                v.dedup();
+                Targets::Set(v)
+            }
+        };
+        let emit = |out: &mut Vec<Entry>, l4: L4Match| match &targets {
+            Targets::Any => out.push((IdentityId::ANY, l4, id)),
+            Targets::Set(v) => out.extend(v.iter().map(|i| (*i, l4, id))),
+        };
+        let Some(ports) = &rule.ports else {
+            emit(out, L4Match::Any);
+            return;
+        };
+        for spec in ports {
+            let protocol = spec.protocol.number();
+            match &spec.port {
+                None => emit(out, L4Match::Protocol(protocol)),
+                Some(PortRef::Range { first, last }) => emit(out, L4Match::Ports { protocol, first: *first, last: *last }),
+                Some(PortRef::Named(name)) if d == Direction::Ingress => {
+                    if let Some(n) = pod.named_port(name, spec.protocol) {
+                        emit(out, L4Match::Ports { protocol, first: n, last: n });
+                    }
+                }
+                Some(PortRef::Named(name)) => {
+                    // Egress: resolved per peer identity (pods carry their numbers).
+                    let Some(holders) = self.ids.named.get(&(name.clone(), spec.protocol)) else { continue };
+                    for (identity, n) in holders {
+                        let covered = match &targets {
+                            Targets::Any => true,
+                            Targets::Set(v) => v.binary_search(identity).is_ok(),
+                        };
+                        if covered {
+                            out.push((*identity, L4Match::Ports { protocol, first: *n, last: *n }, id));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Service entries for one egress group with expansion `entries`: for each
+/// ClusterIP and service port with ready backends, the identity, L4, rule
+/// credited, and the backends the group's rules do not allow (an endpoint gets
+/// the entry only if those are its own addresses).
+fn service_entries(
+    cluster: &ClusterState,
+    services: &[&Service],
+    ids: &Identities,
+    entries: &[Entry],
+) -> Vec<(IdentityId, L4Match, RuleId, Vec<IpAddr>)> {
+    let mut by_identity: HashMap<IdentityId, Vec<(L4Match, RuleId)>> = HashMap::new();
+    for (i, l4, r) in entries {
+        by_identity.entry(*i).or_default().push((*l4, *r));
+    }
+    let allows = |identity: IdentityId, protocol: u8, port: u16| -> Option<RuleId> {
+        [identity, IdentityId::ANY]
+            .iter()
+            .filter_map(|i| by_identity.get(i))
+            .flatten()
+            .filter(|(l4, _)| l4_matches(*l4, protocol, port))
+            .map(|(_, r)| *r)
+            .min()
+    };
+    let mut out = Vec::new();
+    for svc in services {
+        let Some(ips) = ids.service_ips.get(&(svc.namespace.clone(), svc.name.clone())) else { continue };
+        for sp in &svc.ports {
+            let protocol = sp.protocol.number();
+            for (cip, sid) in ips {
+                let backends = cluster.service_backends(svc, sp, *cip);
+                if backends.is_empty() {
+                    continue;
+                }
+                let mut denied = Vec::new();
+                let mut credited: Option<RuleId> = None;
+                for (addr, port) in backends {
+                    let identity = ipcache_lookup(&ids.ipcache, addr);
+                    if identity == IdentityId::HOST {
+                        continue;
+                    }
+                    match allows(identity, protocol, port) {
+                        Some(r) => credited = Some(credited.map_or(r, |c| c.min(r))),
+                        None => denied.push(addr),
+                    }
+                }
+                let l4 = L4Match::Ports { protocol, first: sp.port, last: sp.port };
+                out.push((*sid, l4, credited.unwrap_or(RuleId::NONE), denied));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "compile_tests.rs"]
+mod tests;

@@ -1,0 +1,13 @@
+//! NetworkPolicy semantics and the compiler (pure: no I/O).
+pub mod compile;
+pub mod eval;
+pub mod identity;
+pub mod ids;
+pub mod lookup;
+pub mod plan;
+pub mod selector;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+pub use compile::Compiler;

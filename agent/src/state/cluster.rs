@@ -1,0 +1,302 @@
+//! [`ClusterState`]: every object the compiler reads, by key, in stable order.
+//!
+//! Objects are converted once when applied; terminated pods are dropped on
+//! arrival. Iteration order is the key order, so compiles are deterministic.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1::EndpointSlice as K8sEndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy as K8sNetworkPolicy;
+
+use super::model::{EndpointSlice, ModelError, Namespace, Node, Pod, PodPhase, Service, ServicePort, TargetPort};
+use super::netpol::NetworkPolicy;
+use crate::policy::plan::{PodRef, PolicyRef, Rejection};
+
+/// A namespaced object's key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// Builds a key.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectKey { namespace: namespace.into(), name: name.into() }
+    }
+}
+
+/// Any object the state tracks, as received from the API server.
+#[derive(Clone, Debug)]
+pub enum K8sObject {
+    /// A Namespace.
+    Namespace(core::Namespace),
+    /// A Pod.
+    Pod(core::Pod),
+    /// A NetworkPolicy.
+    NetworkPolicy(K8sNetworkPolicy),
+    /// A Node.
+    Node(core::Node),
+    /// A Service.
+    Service(core::Service),
+    /// An EndpointSlice.
+    EndpointSlice(K8sEndpointSlice),
+}
+
+/// The validated view of the cluster.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterState {
+    namespaces: BTreeMap<String, Namespace>,
+    pods: BTreeMap<PodRef, Pod>,
+    policies: BTreeMap<PolicyRef, NetworkPolicy>,
+    nodes: BTreeMap<String, Node>,
+    services: BTreeMap<ObjectKey, Service>,
+    slices: BTreeMap<ObjectKey, EndpointSlice>,
+    /// Endpoint pods by IP (several only if the cluster is inconsistent).
+    pods_by_ip: BTreeMap<IpAddr, BTreeSet<PodRef>>,
+}
+
+impl ClusterState {
+    /// An empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Inserts or replaces any object.
+    pub fn apply(&mut self, obj: &K8sObject) -> Result<(), ModelError> {
+        match obj {
+            K8sObject::Namespace(o) => self.apply_namespace(o),
+            K8sObject::Pod(o) => self.apply_pod(o),
+            K8sObject::NetworkPolicy(o) => self.apply_policy(o),
+            K8sObject::Node(o) => self.apply_node(o),
+            K8sObject::Service(o) => self.apply_service(o),
+            K8sObject::EndpointSlice(o) => self.apply_endpoint_slice(o),
+        }
+    }
+
+    /// Inserts or replaces a Namespace.
+    pub fn apply_namespace(&mut self, ns: &core::Namespace) -> Result<(), ModelError> {
+        let ns = Namespace::from_k8s(ns)?;
+        self.namespaces.insert(ns.name.clone(), ns);
+        Ok(())
+    }
+
+    /// Removes a Namespace.
+    pub fn delete_namespace(&mut self, name: &str) {
+        self.namespaces.remove(name);
+    }
+
+    /// Inserts or replaces a Pod; a terminated pod is removed instead.
+    pub fn apply_pod(&mut self, pod: &core::Pod) -> Result<(), ModelError> {
+        let pod = Pod::from_k8s(pod)?;
+        let key = pod.pod_ref();
+        self.delete_pod(&key.namespace, &key.name);
+        if pod.phase == PodPhase::Terminated {
+            return Ok(());
+        }
+        if pod.is_endpoint() {
+            for ip in &pod.ips {
+                self.pods_by_ip.entry(*ip).or_default().insert(key.clone());
+            }
+        }
+        self.pods.insert(key, pod);
+        Ok(())
+    }
+
+    /// Removes a Pod.
+    pub fn delete_pod(&mut self, namespace: &str, name: &str) {
+        let key = PodRef { namespace: namespace.into(), name: name.into() };
+        if let Some(old) = self.pods.remove(&key) {
+            for ip in &old.ips {
+                if let Some(set) = self.pods_by_ip.get_mut(ip) {
+                    set.remove(&key);
+                    if set.is_empty() {
+                        self.pods_by_ip.remove(ip);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Inserts or replaces a NetworkPolicy (rejections are kept with it).
+    pub fn apply_policy(&mut self, np: &K8sNetworkPolicy) -> Result<(), ModelError> {
+        let np = NetworkPolicy::from_k8s(np)?;
+        self.policies.insert(np.policy_ref(), np);
+        Ok(())
+    }
+
+    /// Removes a NetworkPolicy.
+    pub fn delete_policy(&mut self, namespace: &str, name: &str) {
+        self.policies.remove(&PolicyRef { namespace: namespace.into(), name: name.into() });
+    }
+
+    /// Inserts or replaces a Node.
+    pub fn apply_node(&mut self, node: &core::Node) -> Result<(), ModelError> {
+        let node = Node::from_k8s(node)?;
+        self.nodes.insert(node.name.clone(), node);
+        Ok(())
+    }
+
+    /// Removes a Node.
+    pub fn delete_node(&mut self, name: &str) {
+        self.nodes.remove(name);
+    }
+
+    /// Inserts or replaces a Service.
+    pub fn apply_service(&mut self, svc: &core::Service) -> Result<(), ModelError> {
+        let svc = Service::from_k8s(svc)?;
+        self.services.insert(ObjectKey::new(&svc.namespace, &svc.name), svc);
+        Ok(())
+    }
+
+    /// Removes a Service.
+    pub fn delete_service(&mut self, namespace: &str, name: &str) {
+        self.services.remove(&ObjectKey::new(namespace, name));
+    }
+
+    /// Inserts or replaces an EndpointSlice.
+    pub fn apply_endpoint_slice(&mut self, slice: &K8sEndpointSlice) -> Result<(), ModelError> {
+        let slice = EndpointSlice::from_k8s(slice)?;
+        self.slices.insert(ObjectKey::new(&slice.namespace, &slice.name), slice);
+        Ok(())
+    }
+
+    /// Removes an EndpointSlice.
+    pub fn delete_endpoint_slice(&mut self, namespace: &str, name: &str) {
+        self.slices.remove(&ObjectKey::new(namespace, name));
+    }
+
+    /// A namespace by name.
+    pub fn namespace(&self, name: &str) -> Option<&Namespace> {
+        self.namespaces.get(name)
+    }
+
+    /// Every namespace, by name.
+    pub fn namespaces(&self) -> impl Iterator<Item = &Namespace> {
+        self.namespaces.values()
+    }
+
+    /// A pod by key.
+    pub fn pod(&self, key: &PodRef) -> Option<&Pod> {
+        self.pods.get(key)
+    }
+
+    /// Every (non-terminated) pod, by key.
+    pub fn pods(&self) -> impl Iterator<Item = &Pod> {
+        self.pods.values()
+    }
+
+    /// The pods of one namespace, by name.
+    pub fn pods_in(&self, namespace: &str) -> impl Iterator<Item = &Pod> {
+        let start = PodRef { namespace: namespace.to_string(), name: String::new() };
+        self.pods.range(start..).map(|(_, p)| p).take_while(move |p| p.namespace == namespace)
+    }
+
+    /// The endpoint pod (see [`Pod::is_endpoint`]) holding `ip`; the first by
+    /// key if the cluster is inconsistent and several claim it.
+    pub fn endpoint_pod_by_ip(&self, ip: IpAddr) -> Option<&Pod> {
+        self.pods_by_ip.get(&ip).and_then(|s| s.first()).and_then(|k| self.pods.get(k))
+    }
+
+    /// A policy by key.
+    pub fn policy(&self, key: &PolicyRef) -> Option<&NetworkPolicy> {
+        self.policies.get(key)
+    }
+
+    /// Every policy, by key.
+    pub fn policies(&self) -> impl Iterator<Item = &NetworkPolicy> {
+        self.policies.values()
+    }
+
+    /// Every validation failure, by policy.
+    pub fn rejections(&self) -> impl Iterator<Item = &Rejection> {
+        self.policies.values().flat_map(|p| p.rejections.iter())
+    }
+
+    /// A node by name.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.get(name)
+    }
+
+    /// Every node, by name.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    /// Every service, by key.
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.services.values()
+    }
+
+    /// A service by key.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
+        self.services.get(&ObjectKey::new(namespace, name))
+    }
+
+    /// Every EndpointSlice, by key.
+    pub fn endpoint_slices(&self) -> impl Iterator<Item = &EndpointSlice> {
+        self.slices.values()
+    }
+
+    /// The EndpointSlices of a service, by key.
+    pub fn slices_of<'a>(&'a self, svc: &'a Service) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
+        let start = ObjectKey::new(&svc.namespace, "");
+        self.slices
+            .range(start..)
+            .map(|(_, s)| s)
+            .take_while(move |s| s.namespace == svc.namespace)
+            .filter(move |s| s.service_name.as_deref() == Some(svc.name.as_str()))
+    }
+
+    /// The ready backends of service port `port` reachable through `cluster_ip`:
+    /// each address of the same family of every endpoint (of the service's
+    /// EndpointSlices) whose `ready` is not false, with the backend's port.
+    /// The port is the EndpointSlice port of the same name and protocol, else
+    /// the numeric targetPort, else the named targetPort looked up on the
+    /// backend pod; backends whose port cannot be resolved are left out (no
+    /// traffic can reach them).
+    pub fn service_backends(&self, svc: &Service, port: &ServicePort, cluster_ip: IpAddr) -> Vec<(IpAddr, u16)> {
+        let mut out = Vec::new();
+        for slice in self.slices_of(svc) {
+            let slice_port = slice
+                .ports
+                .iter()
+                .find(|p| p.name == port.name && p.protocol == port.protocol)
+                .and_then(|p| p.port);
+            for ep in slice.endpoints.iter().filter(|e| e.ready) {
+                for addr in ep.addresses.iter().filter(|a| a.is_ipv4() == cluster_ip.is_ipv4()) {
+                    let number = slice_port.or_else(|| match &port.target_port {
+                        TargetPort::Number(n) => Some(*n),
+                        TargetPort::Name(name) => {
+                            let pod = ep.pod.as_ref().and_then(|r| self.pod(r)).or_else(|| self.endpoint_pod_by_ip(*addr));
+                            pod.and_then(|p| p.named_port(name, port.protocol))
+                        }
+                    });
+                    if let Some(n) = number
+                        && !out.contains(&(*addr, n))
+                    {
+                        out.push((*addr, n));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The addresses that are the node `node_name` itself: its InternalIP and
+    /// ExternalIP addresses and the IPs of hostNetwork pods running on it.
+    pub fn node_addresses(&self, node_name: &str) -> BTreeSet<IpAddr> {
+        let mut out: BTreeSet<IpAddr> =
+            self.nodes.get(node_name).map(|n| n.addresses.iter().copied().collect()).unwrap_or_default();
+        for p in self.pods.values() {
+            if p.host_network && p.node_name.as_deref() == Some(node_name) {
+                out.extend(p.ips.iter().copied());
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,158 @@
+//! Two kernel states -> the ordered writes between them (pure).
+//!
+//! Order, make-before-break:
+//! 1. policy entries added or changed (new allows exist before anything uses them);
+//! 2. ipcache entries added or changed (addresses move to identities whose
+//!    allows are already in place);
+//! 3. endpoints added or changed (isolation switches on after its allows exist,
+//!    and switches off before they go);
+//! 4. ipcache entries removed; 5. policy entries removed; 6. endpoints removed;
+//! 7. the revision bump, last, so established flows are re-checked against the
+//!    final state only.
+//!
+//! Traffic that both the old and the new state allow is allowed at every step;
+//! traffic both deny is denied at every step.
+
+use std::collections::BTreeMap;
+
+use palisade_common::addr::Addr16;
+use palisade_common::endpoint::EndpointInfo;
+use palisade_common::ipcache::IpcacheValue;
+use palisade_common::policy::{PolicyKey, PolicyValue};
+
+use super::render::KernelState;
+
+/// One map write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapOp {
+    /// Insert or replace an endpoint.
+    PutEndpoint(u32, EndpointInfo),
+    /// Remove an endpoint.
+    DeleteEndpoint(u32),
+    /// Insert or replace an ipcache prefix.
+    PutIpcache(u32, Addr16, IpcacheValue),
+    /// Remove an ipcache prefix.
+    DeleteIpcache(u32, Addr16),
+    /// Insert or replace a policy entry.
+    PutPolicy(u32, PolicyKey, PolicyValue),
+    /// Remove a policy entry.
+    DeletePolicy(u32, PolicyKey),
+    /// Bump the policy revision (re-checks established flows).
+    BumpRevision,
+}
+
+fn puts<K: Ord + Copy, V: PartialEq + Copy>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Vec<(K, V)> {
+    new.iter()
+        .filter(|(k, v)| old.get(k) != Some(v))
+        .map(|(k, v)| (*k, *v))
+        .collect()
+}
+
+fn deletes<K: Ord + Copy, V>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Vec<K> {
+    old.keys().filter(|k| !new.contains_key(k)).copied().collect()
+}
+
+/// The writes that turn `old` into `new`, in make-before-break order; empty
+/// when they are equal.
+pub fn diff(old: &KernelState, new: &KernelState) -> Vec<MapOp> {
+    let mut ops = Vec::new();
+    ops.extend(puts(&old.policy, &new.policy).into_iter().map(|((l, k), v)| MapOp::PutPolicy(l, k, v)));
+    ops.extend(puts(&old.ipcache, &new.ipcache).into_iter().map(|((l, a), v)| MapOp::PutIpcache(l, a, v)));
+    ops.extend(puts(&old.endpoints, &new.endpoints).into_iter().map(|(i, e)| MapOp::PutEndpoint(i, e)));
+    ops.extend(deletes(&old.ipcache, &new.ipcache).into_iter().map(|(l, a)| MapOp::DeleteIpcache(l, a)));
+    ops.extend(deletes(&old.policy, &new.policy).into_iter().map(|(l, k)| MapOp::DeletePolicy(l, k)));
+    ops.extend(deletes(&old.endpoints, &new.endpoints).into_iter().map(MapOp::DeleteEndpoint));
+    if !ops.is_empty() {
+        ops.push(MapOp::BumpRevision);
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use palisade_common::endpoint::FLAG_INGRESS_ISOLATED;
+    use palisade_common::ids::{EndpointId, IdentityId, RuleId};
+    use palisade_common::verdict::Direction;
+
+    use super::*;
+
+    fn ep(flags: u32) -> EndpointInfo {
+        EndpointInfo {
+            id: EndpointId(7),
+            flags,
+            ..Default::default()
+        }
+    }
+
+    fn rule(identity: u32) -> (u32, PolicyKey) {
+        (96, PolicyKey::new(EndpointId(7), IdentityId(identity), Direction::Ingress, 6, 80))
+    }
+
+    #[test]
+    fn diff_of_equal_states_is_empty() {
+        let mut s = KernelState::default();
+        s.endpoints.insert(3, ep(0));
+        assert!(diff(&s, &s.clone()).is_empty());
+    }
+
+    #[test]
+    fn diff_adds_allows_before_isolating() {
+        let old = KernelState::default();
+        let mut new = KernelState::default();
+        new.endpoints.insert(3, ep(FLAG_INGRESS_ISOLATED));
+        new.policy.insert(rule(20), PolicyValue { rule: RuleId(1) });
+        let ops = diff(&old, &new);
+        let policy_at = ops.iter().position(|o| matches!(o, MapOp::PutPolicy(..))).expect("policy put");
+        let ep_at = ops.iter().position(|o| matches!(o, MapOp::PutEndpoint(..))).expect("endpoint put");
+        assert!(policy_at < ep_at, "{ops:?}");
+        assert_eq!(ops.last(), Some(&MapOp::BumpRevision));
+    }
+
+    #[test]
+    fn diff_unisolates_before_removing_allows() {
+        let mut old = KernelState::default();
+        old.endpoints.insert(3, ep(FLAG_INGRESS_ISOLATED));
+        old.policy.insert(rule(20), PolicyValue { rule: RuleId(1) });
+        let mut new = KernelState::default();
+        new.endpoints.insert(3, ep(0));
+        let ops = diff(&old, &new);
+        let ep_at = ops.iter().position(|o| matches!(o, MapOp::PutEndpoint(..))).expect("endpoint put");
+        let del_at = ops.iter().position(|o| matches!(o, MapOp::DeletePolicy(..))).expect("policy delete");
+        assert!(ep_at < del_at, "{ops:?}");
+    }
+
+    #[test]
+    fn diff_moves_address_to_new_identity_after_its_allows_exist() {
+        let a = Addr16::from_v4([10, 0, 0, 1]);
+        let mut old = KernelState::default();
+        old.ipcache.insert((128, a), IpcacheValue { identity: IdentityId(20) });
+        old.policy.insert(rule(20), PolicyValue { rule: RuleId(1) });
+        let mut new = KernelState::default();
+        new.ipcache.insert((128, a), IpcacheValue { identity: IdentityId(21) });
+        new.policy.insert(rule(21), PolicyValue { rule: RuleId(1) });
+        let ops = diff(&old, &new);
+        let kinds: Vec<&str> = ops
+            .iter()
+            .map(|o| match o {
+                MapOp::PutPolicy(..) => "put-policy",
+                MapOp::PutIpcache(..) => "put-ipcache",
+                MapOp::DeletePolicy(..) => "del-policy",
+                MapOp::BumpRevision => "bump",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["put-policy", "put-ipcache", "del-policy", "bump"]);
+    }
+
+    #[test]
+    fn diff_changed_value_is_a_single_put() {
+        let mut old = KernelState::default();
+        old.policy.insert(rule(20), PolicyValue { rule: RuleId(1) });
+        let mut new = KernelState::default();
+        new.policy.insert(rule(20), PolicyValue { rule: RuleId(2) });
+        assert_eq!(
+            diff(&old, &new),
+            vec![MapOp::PutPolicy(96, rule(20).1, PolicyValue { rule: RuleId(2) }), MapOp::BumpRevision]
+        );
+    }
+}

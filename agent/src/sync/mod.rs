@@ -1,0 +1,13 @@
+//! From plan to kernel: `render` turns a [`DatapathPlan`] into the exact map
+//! entries it needs, `diff` orders the writes between two such states
+//! make-before-break, and `apply` (the only map writer) performs them.
+//!
+//! [`DatapathPlan`]: crate::policy::plan::DatapathPlan
+
+pub mod apply;
+pub mod diff;
+pub mod render;
+
+pub use apply::{ApplyReport, Syncer};
+pub use diff::{MapOp, diff};
+pub use render::{KernelState, port_range_prefixes, render};

@@ -1,0 +1,174 @@
+//! Plan -> map entries (pure).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use palisade_common::addr::{Addr16, V4_MAPPED_PREFIX_BITS};
+use palisade_common::endpoint::{
+    EndpointInfo, FLAG_AUDIT, FLAG_EGRESS_ISOLATED, FLAG_INGRESS_ISOLATED,
+};
+use palisade_common::ids::RuleId;
+use palisade_common::ipcache::IpcacheValue;
+use palisade_common::policy::{PREFIX_ANY_PORT, PREFIX_ANY_PROTOCOL, PREFIX_FULL, PolicyKey, PolicyValue};
+
+use crate::policy::plan::{DatapathPlan, L4Match, PodRef};
+
+/// The entries of the maps the agent writes, exactly as the kernel holds them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelState {
+    /// `ENDPOINTS`: ifindex -> endpoint.
+    pub endpoints: BTreeMap<u32, EndpointInfo>,
+    /// `IPCACHE`: (prefix length, address) -> identity.
+    pub ipcache: BTreeMap<(u32, Addr16), IpcacheValue>,
+    /// `POLICY`: (prefix length, key) -> rule.
+    pub policy: BTreeMap<(u32, PolicyKey), PolicyValue>,
+}
+
+/// The 16-byte key form of an address.
+pub fn addr16(ip: IpAddr) -> Addr16 {
+    match ip {
+        IpAddr::V4(v4) => Addr16::from_v4(v4.octets()),
+        IpAddr::V6(v6) => Addr16(v6.octets()),
+    }
+}
+
+/// The (prefix length, address) key of a network, IPv4 as v4-mapped.
+pub fn prefix_key(net: &IpNet) -> (u32, Addr16) {
+    match net {
+        IpNet::V4(n) => (
+            V4_MAPPED_PREFIX_BITS + u32::from(n.prefix_len()),
+            addr16(IpAddr::V4(n.network())),
+        ),
+        IpNet::V6(n) => (u32::from(n.prefix_len()), addr16(IpAddr::V6(n.network()))),
+    }
+}
+
+/// The minimal list of `(port, prefix bits)` blocks covering `first..=last`,
+/// each block being the ports sharing the top `prefix bits` of 16 with `port`.
+pub fn port_range_prefixes(first: u16, last: u16) -> Vec<(u16, u32)> {
+    let mut out = Vec::new();
+    if first > last {
+        return out;
+    }
+    let mut lo = u32::from(first);
+    let hi = u32::from(last);
+    while lo <= hi {
+        // Largest aligned block starting at `lo` that stays within `hi`.
+        let mut size = if lo == 0 { 1 << 16 } else { 1u32 << lo.trailing_zeros() };
+        while lo + size - 1 > hi {
+            size >>= 1;
+        }
+        out.push((lo as u16, 16 - size.trailing_zeros()));
+        lo += size;
+    }
+    out
+}
+
+/// Renders a plan for the interfaces that carry its endpoints. Endpoints
+/// without an interface are not written (their pod has no programs yet).
+pub fn render(plan: &DatapathPlan, interfaces: &BTreeMap<PodRef, u32>) -> KernelState {
+    let mut state = KernelState::default();
+    for (pod, ep) in &plan.endpoints {
+        let Some(&ifindex) = interfaces.get(pod) else {
+            continue;
+        };
+        let mut flags = 0;
+        if ep.ingress_isolated {
+            flags |= FLAG_INGRESS_ISOLATED;
+        }
+        if ep.egress_isolated {
+            flags |= FLAG_EGRESS_ISOLATED;
+        }
+        if ep.audit {
+            flags |= FLAG_AUDIT;
+        }
+        state.endpoints.insert(
+            ifindex,
+            EndpointInfo {
+                id: ep.id,
+                flags,
+                ipv4: ep.ipv4.map(|a| addr16(IpAddr::V4(a))).unwrap_or_default(),
+                ipv6: ep.ipv6.map(|a| addr16(IpAddr::V6(a))).unwrap_or_default(),
+            },
+        );
+    }
+    for (net, identity) in &plan.ipcache {
+        state.ipcache.insert(prefix_key(net), IpcacheValue { identity: *identity });
+    }
+    for (key, rule) in &plan.rules {
+        for (prefix_len, policy_key) in policy_keys(key) {
+            let entry = state
+                .policy
+                .entry((prefix_len, policy_key))
+                .or_insert(PolicyValue { rule: *rule });
+            entry.rule = RuleId(entry.rule.0.min(rule.0));
+        }
+    }
+    state
+}
+
+/// The LPM entries of one rule key.
+fn policy_keys(key: &crate::policy::plan::RuleKey) -> Vec<(u32, PolicyKey)> {
+    let make = |protocol, port| PolicyKey::new(key.endpoint, key.identity, key.direction, protocol, port);
+    match key.l4 {
+        L4Match::Any => vec![(PREFIX_ANY_PROTOCOL, make(0, 0))],
+        L4Match::Protocol(p) => vec![(PREFIX_ANY_PORT, make(p, 0))],
+        L4Match::Ports { protocol, first, last } => port_range_prefixes(first, last)
+            .into_iter()
+            .map(|(port, bits)| (PREFIX_ANY_PORT + bits, make(protocol, port)))
+            .collect(),
+    }
+    .into_iter()
+    .map(|(len, k)| (len.min(PREFIX_FULL), k))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn covered(blocks: &[(u16, u32)]) -> Vec<u32> {
+        let mut ports: Vec<u32> = blocks
+            .iter()
+            .flat_map(|&(port, bits)| {
+                let size = 1u32 << (16 - bits);
+                (u32::from(port)..u32::from(port) + size).collect::<Vec<_>>()
+            })
+            .collect();
+        ports.sort_unstable();
+        ports
+    }
+
+    #[test]
+    fn port_range_prefixes_cover_exactly_the_range() {
+        for (first, last) in [(1, 1), (80, 80), (1, 65535), (1000, 2000), (8080, 8090), (0, 65535), (65535, 65535), (32768, 40000)] {
+            let blocks = port_range_prefixes(first, last);
+            assert_eq!(
+                covered(&blocks),
+                (u32::from(first)..=u32::from(last)).collect::<Vec<_>>(),
+                "range {first}-{last}"
+            );
+            assert!(blocks.len() <= 32, "range {first}-{last} took {} blocks", blocks.len());
+        }
+    }
+
+    #[test]
+    fn port_range_prefixes_single_port_is_full_length() {
+        assert_eq!(port_range_prefixes(443, 443), vec![(443, 16)]);
+    }
+
+    #[test]
+    fn port_range_prefixes_empty_when_reversed() {
+        assert!(port_range_prefixes(10, 9).is_empty());
+    }
+
+    #[test]
+    fn prefix_key_maps_ipv4_into_v4_mapped_space() {
+        let (len, addr) = prefix_key(&"10.1.0.0/16".parse().expect("valid cidr"));
+        assert_eq!(len, 112);
+        assert_eq!(addr, Addr16::from_v4([10, 1, 0, 0]));
+        let (len6, _) = prefix_key(&"fd00::/8".parse().expect("valid cidr"));
+        assert_eq!(len6, 8);
+    }
+}

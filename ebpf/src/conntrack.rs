@@ -1,0 +1,203 @@
+//! Connection tracking: lookup, create and refresh of `CONNTRACK` entries.
+//!
+//! Races: the agent never writes this map except to delete; several CPUs may
+//! refresh one entry at once. Each refresh writes whole words (timestamp,
+//! revision, flags), so the worst case is a lost flag bit or an older timestamp,
+//! which at most shortens an idle timeout; it never lets a packet bypass policy.
+
+use aya_ebpf::{macros::map, maps::LruHashMap};
+use palisade_common::{
+    addr::Addr16,
+    conntrack::{
+        CT_FLAG_CLOSING, CT_FLAG_ESTABLISHED, CT_FLAG_ORIGIN_EGRESS, CT_FLAG_REPLIED, CtKey,
+        CtValue, TIMEOUT_OTHER_NS, TIMEOUT_TCP_CLOSING_NS, TIMEOUT_TCP_ESTABLISHED_NS,
+        TIMEOUT_TCP_SYN_NS, TIMEOUT_UDP_NS,
+    },
+    ids::{Revision, RuleId},
+    maps::DEFAULT_CONNTRACK_MAX,
+    verdict::Direction,
+};
+
+use crate::parse::{IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+
+#[map]
+static CONNTRACK: LruHashMap<CtKey, CtValue> =
+    LruHashMap::pinned(DEFAULT_CONNTRACK_MAX, 0);
+
+/// Only refresh the timestamp when it is older than this, so established flows
+/// do not write the entry on every packet.
+const REFRESH_NS: u64 = 1_000_000_000;
+
+/// The flow as seen from the endpoint: local = the pod's side.
+#[derive(Clone, Copy)]
+pub struct Flow {
+    pub key: CtKey,
+}
+
+impl Flow {
+    #[inline(always)]
+    pub fn new(
+        ifindex: u32,
+        protocol: u8,
+        local: Addr16,
+        remote: Addr16,
+        local_port: u16,
+        remote_port: u16,
+    ) -> Self {
+        Flow {
+            key: CtKey {
+                ifindex,
+                protocol,
+                _pad: [0; 3],
+                local_port_be: local_port.to_be_bytes(),
+                remote_port_be: remote_port.to_be_bytes(),
+                local,
+                remote,
+            },
+        }
+    }
+
+    /// The server's port of a flow opened in `origin`: the pod's own port when
+    /// the remote opened it, the remote's port when the pod did.
+    #[inline(always)]
+    pub fn server_port(&self, origin: Direction) -> u16 {
+        match origin {
+            Direction::Ingress => u16::from_be_bytes(self.key.local_port_be),
+            Direction::Egress => u16::from_be_bytes(self.key.remote_port_be),
+        }
+    }
+}
+
+/// A live entry for a flow.
+pub struct Entry {
+    value: *mut CtValue,
+}
+
+impl Entry {
+    #[inline(always)]
+    fn get(&self) -> CtValue {
+        // SAFETY: `value` points into a map value that stays valid for the
+        // program's run (RCU); the read is a plain copy.
+        unsafe { core::ptr::read_volatile(self.value) }
+    }
+
+    /// The direction in which the flow was opened.
+    #[inline(always)]
+    pub fn origin(&self) -> Direction {
+        if self.get().flags & CT_FLAG_ORIGIN_EGRESS != 0 {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        }
+    }
+
+    /// The revision that last allowed the flow.
+    #[inline(always)]
+    pub fn revision(&self) -> Revision {
+        self.get().revision
+    }
+
+
+    /// Records that `revision` (re)allowed the flow via `rule`.
+    #[inline(always)]
+    pub fn revalidate(&self, revision: Revision, rule: RuleId) {
+        // SAFETY: see `get`; word-sized writes into the map value.
+        unsafe {
+            (*self.value).revision = revision;
+            (*self.value).rule = rule;
+        }
+    }
+
+    /// Refreshes the timestamp and TCP state for a packet in `direction`.
+    #[inline(always)]
+    pub fn touch(&self, direction: Direction, protocol: u8, tcp_flags: u8, now: u64) {
+        let v = self.get();
+        let mut flags = v.flags;
+        let origin_is_egress = flags & CT_FLAG_ORIGIN_EGRESS != 0;
+        let is_reply = origin_is_egress != (direction == Direction::Egress);
+        if is_reply {
+            flags |= CT_FLAG_REPLIED;
+        } else if protocol == IPPROTO_TCP && tcp_flags & TCP_ACK != 0 && flags & CT_FLAG_REPLIED != 0 {
+            flags |= CT_FLAG_ESTABLISHED;
+        }
+        if protocol == IPPROTO_TCP && tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+            flags |= CT_FLAG_CLOSING;
+        }
+        if protocol == IPPROTO_TCP && tcp_flags & TCP_SYN != 0 && tcp_flags & TCP_ACK == 0 && !is_reply {
+            // A new SYN on a closing tuple reopens it.
+            flags &= !CT_FLAG_CLOSING;
+        }
+        if flags != v.flags || now.wrapping_sub(v.last_seen_ns) > REFRESH_NS {
+            // SAFETY: see `get`.
+            unsafe {
+                (*self.value).flags = flags;
+                (*self.value).last_seen_ns = now;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn timeout(protocol: u8, flags: u32) -> u64 {
+    match protocol {
+        IPPROTO_TCP => {
+            if flags & CT_FLAG_CLOSING != 0 {
+                TIMEOUT_TCP_CLOSING_NS
+            } else if flags & CT_FLAG_ESTABLISHED != 0 {
+                TIMEOUT_TCP_ESTABLISHED_NS
+            } else {
+                TIMEOUT_TCP_SYN_NS
+            }
+        }
+        IPPROTO_UDP | IPPROTO_SCTP => TIMEOUT_UDP_NS,
+        _ => TIMEOUT_OTHER_NS,
+    }
+}
+
+/// The live (not expired) entry of a flow.
+#[inline(always)]
+pub fn lookup(flow: &Flow, now: u64) -> Option<Entry> {
+    let value = CONNTRACK.get_ptr_mut(&flow.key)?;
+    let entry = Entry { value };
+    let v = entry.get();
+    if now.wrapping_sub(v.last_seen_ns) > timeout(flow.key.protocol, v.flags) {
+        return None;
+    }
+    Some(entry)
+}
+
+/// Creates (or replaces) the entry of a flow opened in `origin`.
+/// Returns false when the insert failed.
+#[inline(always)]
+pub fn create(
+    flow: &Flow,
+    origin: Direction,
+    revision: Revision,
+    rule: RuleId,
+    extra_flags: u32,
+    tcp_flags: u8,
+    now: u64,
+) -> bool {
+    let mut flags = extra_flags;
+    if origin == Direction::Egress {
+        flags |= CT_FLAG_ORIGIN_EGRESS;
+    }
+    if flow.key.protocol == IPPROTO_TCP && tcp_flags & TCP_SYN == 0 {
+        // Picked up mid-stream (e.g. after an agent restart without pins).
+        flags |= CT_FLAG_ESTABLISHED;
+    }
+    let value = CtValue {
+        last_seen_ns: now,
+        revision,
+        rule,
+        flags,
+        _pad: 0,
+    };
+    CONNTRACK.insert(&flow.key, &value, 0).is_ok()
+}
+
+/// Removes the entry of a flow that is no longer allowed.
+#[inline(always)]
+pub fn remove(flow: &Flow) {
+    let _ = CONNTRACK.remove(&flow.key);
+}

@@ -1,0 +1,46 @@
+//! Palisade's TC programs, one per direction of the pod.
+//!
+//! `pod_egress` runs on the TC *ingress* hook of a pod's host-side veth (what the
+//! pod sends) and `pod_ingress` on its TC *egress* hook (what the pod receives).
+//! Both run the same pipeline ([`enforce::enforce`]):
+//! conntrack -> endpoint -> ipcache -> policy -> verdict, a constant number of map
+//! lookups per packet whatever the number of pods, policies and rules.
+#![no_std]
+#![no_main]
+
+mod conntrack;
+mod endpoint;
+mod enforce;
+mod fragment;
+mod ipcache;
+mod parse;
+mod policy;
+mod stats;
+mod verdict;
+
+use aya_ebpf::{macros::classifier, programs::TcContext};
+use palisade_common::verdict::Direction;
+
+/// Policy for traffic leaving the pod; attach to the host-side TC ingress hook.
+#[classifier]
+pub fn pod_egress(ctx: TcContext) -> i32 {
+    enforce::enforce(&ctx, Direction::Egress)
+}
+
+/// Policy for traffic entering the pod; attach to the host-side TC egress hook.
+#[classifier]
+pub fn pod_ingress(ctx: TcContext) -> i32 {
+    enforce::enforce(&ctx, Direction::Ingress)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program with a reachable panic path, so this is
+    // never called at run time.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

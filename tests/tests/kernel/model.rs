@@ -1,0 +1,91 @@
+//! A userspace reading of what the programs do with a new flow, over the same
+//! map entries the kernel holds (`KernelState`). The differential test checks
+//! the kernel against it.
+
+use palisade_agent::sync::KernelState;
+use palisade_common::addr::Addr16;
+use palisade_common::endpoint::{
+    FLAG_AUDIT, FLAG_EGRESS_ISOLATED, FLAG_FAIL_CLOSED, FLAG_INGRESS_ISOLATED,
+};
+use palisade_common::ids::IdentityId;
+use palisade_common::policy::PolicyKey;
+use palisade_common::verdict::Direction;
+
+/// A packet of a new flow, from the endpoint's point of view.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelPacket {
+    pub direction: Direction,
+    pub remote: Addr16,
+    pub protocol: u8,
+    pub dst_port: u16,
+}
+
+fn prefix_matches(data: &[u8], key: &[u8], prefix_len: u32) -> bool {
+    let full = (prefix_len / 8) as usize;
+    if data[..full] != key[..full] {
+        return false;
+    }
+    let rest = prefix_len % 8;
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    data[full] & mask == key[full] & mask
+}
+
+fn policy_bytes(k: &PolicyKey) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[0..4].copy_from_slice(&k.endpoint_be);
+    b[4..8].copy_from_slice(&k.identity_be);
+    b[8] = k.direction;
+    b[9] = k.protocol;
+    b[10..12].copy_from_slice(&k.port_be);
+    b
+}
+
+fn identity_of(state: &KernelState, remote: &Addr16) -> IdentityId {
+    state
+        .ipcache
+        .iter()
+        .filter(|((len, addr), _)| prefix_matches(&remote.0, &addr.0, *len))
+        .max_by_key(|((len, _), _)| *len)
+        .map(|(_, v)| v.identity)
+        .unwrap_or(IdentityId::WORLD)
+}
+
+fn policy_hit(state: &KernelState, key: &PolicyKey) -> bool {
+    let want = policy_bytes(key);
+    state
+        .policy
+        .keys()
+        .any(|(len, k)| prefix_matches(&want, &policy_bytes(k), *len))
+}
+
+/// Whether the kernel should let the packet pass.
+pub fn passes(state: &KernelState, ifindex: u32, p: &ModelPacket) -> bool {
+    let Some(ep) = state.endpoints.get(&ifindex) else {
+        return false;
+    };
+    let isolated = ep.flags
+        & match p.direction {
+            Direction::Ingress => FLAG_INGRESS_ISOLATED,
+            Direction::Egress => FLAG_EGRESS_ISOLATED,
+        }
+        != 0;
+    if !isolated || p.remote == ep.ipv4 || p.remote == ep.ipv6 {
+        return true;
+    }
+    let identity = identity_of(state, &p.remote);
+    if p.direction == Direction::Ingress && identity == IdentityId::HOST {
+        return true;
+    }
+    let audit = ep.flags & FLAG_AUDIT != 0;
+    if ep.flags & FLAG_FAIL_CLOSED != 0 {
+        return audit;
+    }
+    let port = if matches!(p.protocol, 6 | 17 | 132) { p.dst_port } else { 0 };
+    let hit = [identity, IdentityId::ANY]
+        .iter()
+        .any(|id| policy_hit(state, &PolicyKey::new(ep.id, *id, p.direction, p.protocol, port)));
+    hit || audit
+}

@@ -1,0 +1,36 @@
+//! `cargo xtask <command>`: everything beyond a plain `cargo build` on stable.
+mod build;
+mod demo;
+mod exec;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Palisade build, setup, test and demo automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the prerequisites (apt packages, nightly rust-src, bpf-linker); idempotent.
+    Setup(setup::Options),
+    /// Build the eBPF object and the agent (with the object embedded).
+    Build(build::Options),
+    /// Run every test: unit, kernel (BPF_PROG_TEST_RUN) and end-to-end. Needs root.
+    Test(test::Options),
+    /// Show enforcement on a virtual node: reachability before and after policies. Needs root.
+    Demo(demo::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Setup(o) => setup::run(o),
+        Command::Build(o) => build::run(o).map(|_| ()),
+        Command::Test(o) => test::run(o),
+        Command::Demo(o) => demo::run(o),
+    }
+}
