@@ -18,7 +18,12 @@ fn newest_source(dir: &Path) -> Option<(SystemTime, PathBuf)> {
         let candidate = if path.is_dir() {
             newest_source(&path)
         } else {
-            entry.metadata().ok()?.modified().ok().map(|t| (t, path.clone()))
+            entry
+                .metadata()
+                .ok()?
+                .modified()
+                .ok()
+                .map(|t| (t, path.clone()))
         };
         if let Some(c) = candidate
             && newest.as_ref().is_none_or(|n| c.0 > n.0)

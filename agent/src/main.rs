@@ -1,1 +1,45 @@
-fn main() {}
+//! The `palisade` binary: parse the command line, set up logging, dispatch.
+use std::process::ExitCode;
+
+use clap::Parser;
+use palisade_agent::cli::{Cli, Command};
+use palisade_agent::{cmd, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = telemetry::init(&cli.log_level, cli.log_format) {
+        eprintln!("palisade: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("palisade: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => cmd::run::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Explain(args) => cmd::explain::run(&args).await,
+            Command::Status(args) => cmd::status::run(&args).map(|()| ExitCode::SUCCESS),
+            Command::Cleanup(args) => cmd::cleanup::run(&args).map(|()| ExitCode::SUCCESS),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("palisade: {e}");
+            let mut source = e.source();
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::from(2)
+        }
+    }
+}

@@ -7,7 +7,7 @@
 //! the echo identifier stands in for both ports.
 
 use crate::addr::Addr16;
-use crate::ids::{RuleId, Revision};
+use crate::ids::{Revision, RuleId};
 
 /// Key of `CONNTRACK`.
 #[repr(C)]

@@ -4,14 +4,19 @@
 /// satisfies. Every address with the same answers shares one identity.
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize), serde(transparent))]
+#[cfg_attr(
+    feature = "user",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(transparent)
+)]
 pub struct IdentityId(pub u32);
 
 impl IdentityId {
     /// Wildcard used in [`crate::policy::PolicyKey`] for rules that allow every peer.
     pub const ANY: IdentityId = IdentityId(0);
-    /// The node's own addresses: traffic from them is always allowed.
-    pub const HOST: IdentityId = IdentityId(1);
+    /// Reserved (the node's addresses carry a flag in the ipcache instead,
+    /// keeping their ipBlock membership for egress rules).
+    pub const RESERVED: IdentityId = IdentityId(1);
     /// Addresses the ipcache does not know.
     pub const WORLD: IdentityId = IdentityId(2);
     /// First id available for identities allocated by the compiler.
@@ -21,14 +26,22 @@ impl IdentityId {
 /// A local endpoint (pod) on this node; keys its rules in the policy map.
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize), serde(transparent))]
+#[cfg_attr(
+    feature = "user",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(transparent)
+)]
 pub struct EndpointId(pub u32);
 
 /// A rule's id: indexes [`crate::maps::RULE_COUNTERS`] and maps back to
 /// namespace/policy/direction/rule index in the agent.
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize), serde(transparent))]
+#[cfg_attr(
+    feature = "user",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(transparent)
+)]
 pub struct RuleId(pub u32);
 
 impl RuleId {
@@ -40,7 +53,11 @@ impl RuleId {
 /// remember the revision that allowed them and are re-checked when it changes.
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize), serde(transparent))]
+#[cfg_attr(
+    feature = "user",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(transparent)
+)]
 pub struct Revision(pub u32);
 
 crate::user_pod!(IdentityId, EndpointId, RuleId, Revision);

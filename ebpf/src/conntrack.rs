@@ -21,8 +21,7 @@ use palisade_common::{
 use crate::parse::{IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 #[map]
-static CONNTRACK: LruHashMap<CtKey, CtValue> =
-    LruHashMap::pinned(DEFAULT_CONNTRACK_MAX, 0);
+static CONNTRACK: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(DEFAULT_CONNTRACK_MAX, 0);
 
 /// Only refresh the timestamp when it is older than this, so established flows
 /// do not write the entry on every packet.
@@ -97,7 +96,6 @@ impl Entry {
         self.get().revision
     }
 
-
     /// Records that `revision` (re)allowed the flow via `rule`.
     #[inline(always)]
     pub fn revalidate(&self, revision: Revision, rule: RuleId) {
@@ -117,13 +115,20 @@ impl Entry {
         let is_reply = origin_is_egress != (direction == Direction::Egress);
         if is_reply {
             flags |= CT_FLAG_REPLIED;
-        } else if protocol == IPPROTO_TCP && tcp_flags & TCP_ACK != 0 && flags & CT_FLAG_REPLIED != 0 {
+        } else if protocol == IPPROTO_TCP
+            && tcp_flags & TCP_ACK != 0
+            && flags & CT_FLAG_REPLIED != 0
+        {
             flags |= CT_FLAG_ESTABLISHED;
         }
         if protocol == IPPROTO_TCP && tcp_flags & (TCP_FIN | TCP_RST) != 0 {
             flags |= CT_FLAG_CLOSING;
         }
-        if protocol == IPPROTO_TCP && tcp_flags & TCP_SYN != 0 && tcp_flags & TCP_ACK == 0 && !is_reply {
+        if protocol == IPPROTO_TCP
+            && tcp_flags & TCP_SYN != 0
+            && tcp_flags & TCP_ACK == 0
+            && !is_reply
+        {
             // A new SYN on a closing tuple reopens it.
             flags &= !CT_FLAG_CLOSING;
         }
@@ -183,7 +188,7 @@ pub fn create(
         flags |= CT_FLAG_ORIGIN_EGRESS;
     }
     if flow.key.protocol == IPPROTO_TCP && tcp_flags & TCP_SYN == 0 {
-        // Picked up mid-stream (e.g. after an agent restart without pins).
+        // Only audited flows are picked up mid-stream.
         flags |= CT_FLAG_ESTABLISHED;
     }
     let value = CtValue {

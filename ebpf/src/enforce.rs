@@ -39,15 +39,21 @@ enum Decision {
 /// The policy decision for a flow opened in `origin` towards/from `remote` on
 /// the server port `port`, ignoring conntrack.
 #[inline(always)]
-fn decide(ep: &EndpointInfo, origin: Direction, remote: &Addr16, protocol: u8, port: u16) -> Decision {
+fn decide(
+    ep: &EndpointInfo,
+    origin: Direction,
+    remote: &Addr16,
+    protocol: u8,
+    port: u16,
+) -> Decision {
     if !isolated(ep, origin) {
         return Decision::Allow(None);
     }
     if *remote == ep.ipv4 || *remote == ep.ipv6 {
         return Decision::Allow(None);
     }
-    let identity = ipcache::identity_of(remote);
-    if origin == Direction::Ingress && identity == IdentityId::HOST {
+    let (identity, from_node) = ipcache::lookup(remote);
+    if origin == Direction::Ingress && from_node {
         return Decision::Allow(None);
     }
     if ep.has(FLAG_FAIL_CLOSED) {
@@ -99,7 +105,14 @@ pub fn enforce(ctx: &TcContext, direction: Direction) -> i32 {
         Direction::Egress => (packet.src, packet.dst, packet.src_port, packet.dst_port),
         Direction::Ingress => (packet.dst, packet.src, packet.dst_port, packet.src_port),
     };
-    let flow = Flow::new(ifindex, packet.protocol, local, remote, local_port, remote_port);
+    let flow = Flow::new(
+        ifindex,
+        packet.protocol,
+        local,
+        remote,
+        local_port,
+        remote_port,
+    );
     let revision = stats::revision();
 
     let verdict = if let Some(entry) = conntrack::lookup(&flow, now) {
@@ -112,9 +125,21 @@ pub fn enforce(ctx: &TcContext, direction: Direction) -> i32 {
             let origin = entry.origin();
             let Some(ep) = endpoint::lookup(ifindex) else {
                 conntrack::remove(&flow);
-                return verdict::deny(direction, DropReason::EndpointUnknown, false, bytes, &info(ifindex, None, &packet, IdentityId::WORLD));
+                return verdict::deny(
+                    direction,
+                    DropReason::EndpointUnknown,
+                    false,
+                    bytes,
+                    &info(ifindex, None, &packet, IdentityId::WORLD),
+                );
             };
-            match decide(&ep, origin, &remote, packet.protocol, flow.server_port(origin)) {
+            match decide(
+                &ep,
+                origin,
+                &remote,
+                packet.protocol,
+                flow.server_port(origin),
+            ) {
                 Decision::Allow(rule) => {
                     entry.revalidate(revision, rule.unwrap_or(RuleId::NONE));
                     verdict::pass(direction, None, bytes)
@@ -126,12 +151,20 @@ pub fn enforce(ctx: &TcContext, direction: Direction) -> i32 {
                     } else {
                         conntrack::remove(&flow);
                     }
-                    verdict::deny(direction, DropReason::PolicyRevoked, audit, bytes, &info(ifindex, Some(&ep), &packet, identity))
+                    verdict::deny(
+                        direction,
+                        DropReason::PolicyRevoked,
+                        audit,
+                        bytes,
+                        &info(ifindex, Some(&ep), &packet, identity),
+                    )
                 }
             }
         }
     } else {
-        new_flow(ifindex, direction, &packet, &flow, &remote, revision, now, bytes)
+        new_flow(
+            ifindex, direction, &packet, &flow, &remote, revision, now, bytes,
+        )
     };
 
     if verdict == TC_ACT_UNSPEC {
@@ -143,7 +176,10 @@ pub fn enforce(ctx: &TcContext, direction: Direction) -> i32 {
 }
 
 #[inline(always)]
-#[expect(clippy::too_many_arguments, reason = "inlined pipeline stage; a struct would only rename the locals")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "inlined pipeline stage; a struct would only rename the locals"
+)]
 fn new_flow(
     ifindex: u32,
     direction: Direction,
@@ -155,11 +191,34 @@ fn new_flow(
     bytes: u32,
 ) -> i32 {
     let Some(ep) = endpoint::lookup(ifindex) else {
-        return verdict::deny(direction, DropReason::EndpointUnknown, false, bytes, &info(ifindex, None, packet, IdentityId::WORLD));
+        return verdict::deny(
+            direction,
+            DropReason::EndpointUnknown,
+            false,
+            bytes,
+            &info(ifindex, None, packet, IdentityId::WORLD),
+        );
     };
     match decide(&ep, direction, remote, packet.protocol, packet.dst_port) {
         Decision::Allow(rule) => {
-            if !conntrack::create(flow, direction, revision, rule.unwrap_or(RuleId::NONE), 0, packet.tcp_flags, now) {
+            // Only a SYN opens a TCP connection. A mid-stream segment without an
+            // entry (e.g. the server's side of a flow whose entry was just
+            // revoked) passes on its own direction's policy but must not open an
+            // entry in that direction, or the revoked peer's packets would come
+            // back in as "replies".
+            let opens =
+                packet.protocol != parse::IPPROTO_TCP || packet.tcp_flags & parse::TCP_SYN != 0;
+            if opens
+                && !conntrack::create(
+                    flow,
+                    direction,
+                    revision,
+                    rule.unwrap_or(RuleId::NONE),
+                    0,
+                    packet.tcp_flags,
+                    now,
+                )
+            {
                 stats::count(StatIndex::CtInsertFailed, direction, 0);
             }
             verdict::pass(direction, rule, bytes)
@@ -168,9 +227,23 @@ fn new_flow(
             let audit = ep.has(FLAG_AUDIT);
             if audit {
                 // Track the audited flow so its replies are not reported again.
-                let _ = conntrack::create(flow, direction, revision, RuleId::NONE, CT_FLAG_AUDITED, packet.tcp_flags, now);
+                let _ = conntrack::create(
+                    flow,
+                    direction,
+                    revision,
+                    RuleId::NONE,
+                    CT_FLAG_AUDITED,
+                    packet.tcp_flags,
+                    now,
+                );
             }
-            verdict::deny(direction, reason, audit, bytes, &info(ifindex, Some(&ep), packet, identity))
+            verdict::deny(
+                direction,
+                reason,
+                audit,
+                bytes,
+                &info(ifindex, Some(&ep), packet, identity),
+            )
         }
     }
 }
@@ -178,23 +251,47 @@ fn new_flow(
 /// Non-first fragments carry no ports: they pass only when the first fragment
 /// of their datagram passed at this endpoint.
 #[inline(always)]
-fn later_fragment(ifindex: u32, direction: Direction, packet: &Packet, id: u32, now: u64, bytes: u32) -> i32 {
+fn later_fragment(
+    ifindex: u32,
+    direction: Direction,
+    packet: &Packet,
+    id: u32,
+    now: u64,
+    bytes: u32,
+) -> i32 {
     if fragment::first_passed(ifindex, packet, id, now) {
         return verdict::pass(direction, None, bytes);
     }
     let Some(ep) = endpoint::lookup(ifindex) else {
-        return verdict::deny(direction, DropReason::EndpointUnknown, false, bytes, &info(ifindex, None, packet, IdentityId::WORLD));
+        return verdict::deny(
+            direction,
+            DropReason::EndpointUnknown,
+            false,
+            bytes,
+            &info(ifindex, None, packet, IdentityId::WORLD),
+        );
     };
     if !isolated(&ep, direction) {
         return verdict::pass(direction, None, bytes);
     }
-    verdict::deny(direction, DropReason::FragmentUnknown, ep.has(FLAG_AUDIT), bytes, &info(ifindex, Some(&ep), packet, IdentityId::WORLD))
+    verdict::deny(
+        direction,
+        DropReason::FragmentUnknown,
+        ep.has(FLAG_AUDIT),
+        bytes,
+        &info(ifindex, Some(&ep), packet, IdentityId::WORLD),
+    )
 }
 
 /// Malformed IP and non-IP frames: pass when the pod is not isolated in this
 /// direction, otherwise drop as malformed.
 #[inline(always)]
-fn other(ifindex: u32, direction: Direction, bytes: u32, addrs: Option<(Addr16, Addr16, u8)>) -> i32 {
+fn other(
+    ifindex: u32,
+    direction: Direction,
+    bytes: u32,
+    addrs: Option<(Addr16, Addr16, u8)>,
+) -> i32 {
     let (src, dst, protocol) = addrs.unwrap_or((Addr16::default(), Addr16::default(), 0));
     let packet = Packet {
         src,
@@ -206,10 +303,22 @@ fn other(ifindex: u32, direction: Direction, bytes: u32, addrs: Option<(Addr16, 
         fragment: Fragment::None,
     };
     let Some(ep) = endpoint::lookup(ifindex) else {
-        return verdict::deny(direction, DropReason::EndpointUnknown, false, bytes, &info(ifindex, None, &packet, IdentityId::WORLD));
+        return verdict::deny(
+            direction,
+            DropReason::EndpointUnknown,
+            false,
+            bytes,
+            &info(ifindex, None, &packet, IdentityId::WORLD),
+        );
     };
     if !isolated(&ep, direction) {
         return verdict::pass(direction, None, bytes);
     }
-    verdict::deny(direction, DropReason::Malformed, ep.has(FLAG_AUDIT), bytes, &info(ifindex, Some(&ep), &packet, IdentityId::WORLD))
+    verdict::deny(
+        direction,
+        DropReason::Malformed,
+        ep.has(FLAG_AUDIT),
+        bytes,
+        &info(ifindex, Some(&ep), &packet, IdentityId::WORLD),
+    )
 }

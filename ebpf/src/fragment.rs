@@ -9,8 +9,7 @@ use palisade_common::{
 use crate::parse::Packet;
 
 #[map]
-static FRAGMENTS: LruHashMap<FragKey, FragValue> =
-    LruHashMap::pinned(DEFAULT_FRAGMENTS_MAX, 0);
+static FRAGMENTS: LruHashMap<FragKey, FragValue> = LruHashMap::pinned(DEFAULT_FRAGMENTS_MAX, 0);
 
 #[inline(always)]
 fn key(ifindex: u32, packet: &Packet, id: u32) -> FragKey {

@@ -48,7 +48,13 @@ pub fn pass(direction: Direction, rule: Option<RuleId>, bytes: u32) -> i32 {
 /// Denies the packet, or under audit lets it pass; either way counts the reason
 /// and reports the flow.
 #[inline(always)]
-pub fn deny(direction: Direction, reason: DropReason, audit: bool, bytes: u32, info: &DenyInfo) -> i32 {
+pub fn deny(
+    direction: Direction,
+    reason: DropReason,
+    audit: bool,
+    bytes: u32,
+    info: &DenyInfo,
+) -> i32 {
     if audit {
         stats::count(StatIndex::Audited(reason), direction, bytes);
         stats::count(StatIndex::Forwarded, direction, bytes);
@@ -71,7 +77,11 @@ fn take_token(now: u64) -> bool {
     let refill = elapsed / (1_000_000_000 / EVENTS_PER_SEC_PER_CPU);
     if refill > 0 {
         let tokens = b.tokens + refill;
-        b.tokens = if tokens > EVENTS_BURST { EVENTS_BURST } else { tokens };
+        b.tokens = if tokens > EVENTS_BURST {
+            EVENTS_BURST
+        } else {
+            tokens
+        };
         b.last_ns = now;
     }
     if b.tokens == 0 {

@@ -22,7 +22,7 @@
 //!
 //! | module | job |
 //! | --- | --- |
-//! | [`netns`] | [`NetNs`]: a named namespace (`plsd-<tag>-<label>`) deleted on drop; run closures or commands inside it; [`unique_tag`]; [`leftovers`] / [`sweep_leftovers`] |
+//! | [`netns`] | [`NetNs`]: a named namespace (`plsd-<tag>-<label>`) deleted on drop; run closures or commands inside it; [`unique_tag`]; [`leftovers`] / [`sweep_leftovers`] / [`sweep_leftovers_matching`] |
 //! | [`bpffs`] | [`BpffsDir`]: `/sys/fs/bpf/palisade-test-<tag>`, mounted if needed, removed on drop |
 //! | [`node`] | [`Node`] and [`Pod`], Calico-style routing (veth per pod, proxy ARP, /32 and /128 routes); [`link_nodes`] |
 //! | [`servers`] | TCP/UDP/raw-SCTP echo [`Server`]s in a pod or node, stopped on drop |
@@ -50,6 +50,7 @@
 
 pub mod bpffs;
 pub mod checksum;
+pub mod cluster;
 pub mod frames;
 pub mod netns;
 pub mod node;
@@ -63,7 +64,7 @@ pub mod wait;
 
 pub use bpffs::BpffsDir;
 pub use frames::{Frame, Ipv6Ext, TcpFlags};
-pub use netns::{NetNs, leftovers, sweep_leftovers, unique_tag};
+pub use netns::{NetNs, leftovers, sweep_leftovers, sweep_leftovers_matching, unique_tag};
 pub use node::{Node, Pod, link_nodes};
 pub use probes::{EchoConn, Outcome};
 pub use process::ChildGuard;

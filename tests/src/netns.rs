@@ -15,6 +15,7 @@ use std::{
         Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
@@ -69,7 +70,9 @@ pub fn unique_tag() -> String {
 
 /// Serialises the first `ip netns add` of the process: that call may set up
 /// the shared `/run/netns` mount, and two racing set-ups stack mounts.
-static NETNS_SETUP: Mutex<bool> = Mutex::new(false);
+static NETNS_SETUP: Mutex<()> = Mutex::new(());
+/// Set once an `ip netns add` succeeded: `/run/netns` is set up from then on.
+static NETNS_READY: AtomicBool = AtomicBool::new(false);
 
 /// A named network namespace (`/run/netns/plsd-<tag>-<label>`), deleted when
 /// the guard is dropped (also while unwinding from a panic).
@@ -108,16 +111,21 @@ impl NetNs {
             if path.exists() {
                 continue;
             }
-            let output = {
-                let mut first = NETNS_SETUP
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let output = Command::new("ip")
+            let add = || {
+                Command::new("ip")
                     .args(["netns", "add", &name])
                     .output()
-                    .context("running `ip netns add`")?;
-                if !*first && output.status.success() {
-                    *first = true;
+                    .context("running `ip netns add`")
+            };
+            let output = if NETNS_READY.load(Ordering::Acquire) {
+                add()?
+            } else {
+                let _first = NETNS_SETUP
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let output = add()?;
+                if output.status.success() {
+                    NETNS_READY.store(true, Ordering::Release);
                 }
                 output
             };
@@ -276,6 +284,34 @@ impl NetNs {
         })?
     }
 
+    /// Waits until interface `ifname` is operationally up (`lo`: just up)
+    /// and none of its addresses is still tentative.
+    ///
+    /// A veth end that was set up before its peer gets its carrier through
+    /// the kernel's asynchronous link watcher; until that has run the device
+    /// still has its no-op qdisc and silently drops what is sent to it (and
+    /// IPv6 keeps its addresses tentative, even `nodad` ones, until a worker
+    /// has run). Waiting here keeps a test's first packet from vanishing and
+    /// lets later commands use the addresses as route sources.
+    pub fn wait_link_ready(&self, ifname: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let shown = self.ip(["addr", "show", "dev", ifname])?;
+            // Loopback has no carrier and reports its state as UNKNOWN.
+            let up = shown.contains(" state UP ") || shown.contains("link/loopback");
+            if up && !shown.contains("tentative") {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{ifname} in {} not ready after {timeout:?}:\n{shown}",
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Deletes the namespace handle now (what drop does). Idempotent.
     pub fn delete(&self) -> Result<()> {
         if self.deleted.swap(true, Ordering::SeqCst) {
@@ -391,11 +427,21 @@ pub fn leftovers() -> Vec<String> {
 /// Removes everything [`leftovers`] reports: SIGKILLs the processes, deletes
 /// the namespace handles and removes the bpffs directories. Meant for a
 /// runner before a suite starts (never while a suite runs: it would pull the
-/// resources out from under live tests). Returns what it removed.
+/// resources out from under live tests). Returns what it removed, in the
+/// words of [`leftovers`].
 pub fn sweep_leftovers() -> Result<Vec<String>> {
+    sweep_leftovers_matching(|_| true)
+}
+
+/// Like [`sweep_leftovers`], limited to the entries of [`leftovers`] for
+/// which `select` is true (e.g. those containing one test's tag).
+pub fn sweep_leftovers_matching(select: impl Fn(&str) -> bool) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     let mut errors = Vec::new();
-    let found = find_leftovers();
+    let found: Vec<Leftover> = find_leftovers()
+        .into_iter()
+        .filter(|item| select(&item.to_string()))
+        .collect();
     // Processes first: they may hold namespaces or pins.
     for item in &found {
         if let Leftover::Process { pid, .. } = item {

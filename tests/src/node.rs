@@ -22,6 +22,7 @@
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
@@ -32,6 +33,9 @@ use crate::netns::NetNs;
 const FIRST_POD: u16 = 2;
 /// Last host number handed to a pod.
 const LAST_POD: u16 = 254;
+
+/// How long a new veth may take to come up.
+const LINK_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The link-local IPv4 gateway every pod routes through.
 pub const POD_GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -169,6 +173,8 @@ impl Node {
             format!("addr add {}/128 dev lo", node_ipv6(index, 1)),
             format!("route add {POD_GATEWAY_V4}/32 dev lo"),
         ])?;
+        // Pod routes use the lo addresses as sources: they must be usable.
+        netns.wait_link_ready("lo", LINK_READY_TIMEOUT)?;
         Ok(Self {
             index,
             netns,
@@ -287,6 +293,9 @@ impl Node {
             ])
             .with_context(|| format!("configuring pod {name}"))?;
 
+        self.netns.wait_link_ready(&host_veth, LINK_READY_TIMEOUT)?;
+        netns.wait_link_ready("eth0", LINK_READY_TIMEOUT)?;
+
         let host_ifindex = self
             .netns
             .try_run(|| nix::net::if_::if_nametoindex(host_veth.as_str()))?
@@ -368,5 +377,7 @@ pub fn link_nodes(a: &Node, b: &Node) -> Result<()> {
             ),
         ])?;
     }
+    a.netns.wait_link_ready(&a_if, LINK_READY_TIMEOUT)?;
+    b.netns.wait_link_ready(&b_if, LINK_READY_TIMEOUT)?;
     Ok(())
 }

@@ -232,7 +232,7 @@ fn probes_without_a_server_fail_fast() {
         assert!(matches!(tcp, Outcome::Refused(_)), "tcp {dst}: {tcp}");
         assert!(
             start.elapsed() < Duration::from_millis(500),
-            "TCP RST took {:?}",
+            "TCP RST from {dst} took {:?}",
             start.elapsed()
         );
 
@@ -397,6 +397,48 @@ fn panic_in_a_thread_leaves_nothing_behind() {
     let result = std::thread::spawn(move || build_and_panic(&shared)).join();
     assert!(result.is_err(), "the thread panicked");
     assert_gone(&names.lock().expect("names"));
+}
+
+#[test]
+fn sweep_removes_what_a_killed_run_left() {
+    // Simulate a run that died without cleaning up: raw resources with the
+    // bed's prefixes, owned by no guard.
+    let tag = palisade_tests::unique_tag();
+    let ns = format!("plsd-{tag}-orphan");
+    let status = std::process::Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .expect("ip netns add");
+    assert!(status.success());
+    palisade_tests::bpffs::ensure_bpffs().expect("bpffs");
+    let dir = std::path::Path::new("/sys/fs/bpf").join(format!("palisade-test-{tag}-orphan"));
+    std::fs::create_dir_all(dir.join("nested")).expect("bpffs dirs");
+    let mut orphan = std::process::Command::new("sh")
+        .args(["-c", "read x", &ns])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("orphan process");
+    wait_until(
+        Duration::from_secs(2),
+        "leftovers() to list all three",
+        || {
+            leftovers()
+                .iter()
+                .filter(|l| l.contains(tag.as_str()))
+                .count()
+                == 3
+        },
+    );
+
+    let removed =
+        palisade_tests::sweep_leftovers_matching(|l| l.contains(tag.as_str())).expect("sweep");
+    assert_eq!(removed.len(), 3, "{removed:?}");
+    assert!(!std::path::Path::new("/run/netns").join(&ns).exists());
+    assert!(!dir.exists());
+    let status = orphan.wait().expect("reap orphan");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "killed by SIGKILL");
+    assert!(leftovers().iter().all(|l| !l.contains(tag.as_str())));
 }
 
 #[test]

@@ -23,18 +23,34 @@ pub const OBJECT_ENV: &str = "PALISADE_EBPF_OBJECT";
 /// rejects debug-profile BPF objects.
 pub fn build_ebpf() -> Result<PathBuf> {
     setup::ensure()?;
-    let flags = ["--cfg=bpf_target_arch=\"x86_64\"", "-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f");
+    let flags = [
+        "--cfg=bpf_target_arch=\"x86_64\"",
+        "-Cdebuginfo=2",
+        "-Clink-arg=--btf",
+    ]
+    .join("\x1f");
+    // `rustup run` rather than `cargo +nightly`: under `cargo xtask`, $CARGO is
+    // the stable toolchain's cargo itself, which does not understand `+toolchain`.
+    let mut cmd = std::process::Command::new("rustup");
+    cmd.current_dir(workspace_root());
     exec(
-        cargo()
-            .args(["+nightly", "build", "-p", "palisade-ebpf", "--release"])
-            .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
-            .env("CARGO_ENCODED_RUSTFLAGS", flags)
-            .env_remove("RUSTFLAGS")
-            .env_remove("RUSTC")
-            .env_remove("RUSTC_WRAPPER")
-            // Running under `cargo xtask` sets these for the stable toolchain.
-            .env_remove("CARGO")
-            .env_remove("RUSTUP_TOOLCHAIN"),
+        cmd.args([
+            "run",
+            "nightly",
+            "cargo",
+            "build",
+            "-p",
+            "palisade-ebpf",
+            "--release",
+        ])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .env("CARGO_ENCODED_RUSTFLAGS", flags)
+        .env_remove("RUSTFLAGS")
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WRAPPER")
+        // Running under `cargo xtask` sets these for the stable toolchain.
+        .env_remove("CARGO")
+        .env_remove("RUSTUP_TOOLCHAIN"),
     )?;
     Ok(workspace_root().join("target/bpfel-unknown-none/release/palisade-ebpf"))
 }
@@ -43,7 +59,8 @@ pub fn build_ebpf() -> Result<PathBuf> {
 pub fn run(opts: Options) -> Result<PathBuf> {
     let object = build_ebpf()?;
     let mut cmd = cargo();
-    cmd.args(["build", "-p", "palisade-agent"]).env(OBJECT_ENV, &object);
+    cmd.args(["build", "-p", "palisade-agent"])
+        .env(OBJECT_ENV, &object);
     if opts.release {
         cmd.arg("--release");
     }

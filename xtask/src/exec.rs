@@ -7,7 +7,9 @@ use anyhow::{Context, Result, bail};
 
 /// Runs a command to completion, inheriting stdio; errors name the command.
 pub fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("failed to start {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("failed to start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }

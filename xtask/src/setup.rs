@@ -36,7 +36,9 @@ fn missing() -> Vec<String> {
     let pkgs: Vec<&str> = APT_PACKAGES
         .iter()
         .copied()
-        .filter(|p| !succeeds(Command::new("dpkg-query").args(["-W", "-f=${Status}", p])) || !installed(p))
+        .filter(|p| {
+            !succeeds(Command::new("dpkg-query").args(["-W", "-f=${Status}", p])) || !installed(p)
+        })
         .collect();
     if !pkgs.is_empty() {
         out.push(format!("apt packages: {}", pkgs.join(" ")));
@@ -44,8 +46,14 @@ fn missing() -> Vec<String> {
     if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
         out.push("rust toolchain: nightly".into());
     }
-    let components = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]))
-        .unwrap_or_default();
+    let components = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))
+    .unwrap_or_default();
     if !components.lines().any(|l| l.starts_with("rust-src")) {
         out.push("rustup component: rust-src (nightly)".into());
     }
@@ -68,7 +76,11 @@ pub fn ensure() -> Result<()> {
         return Ok(());
     }
     eprintln!("setup: installing {}", todo.join("; "));
-    let pkgs: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    let pkgs: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed(p))
+        .collect();
     if !pkgs.is_empty() {
         exec(Command::new("apt-get").args(["update", "-qq"]))?;
         exec(
@@ -79,7 +91,13 @@ pub fn ensure() -> Result<()> {
         )?;
     }
     if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
-        exec(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        exec(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
     }
     exec(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
     let linker = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
@@ -87,7 +105,13 @@ pub fn ensure() -> Result<()> {
         exec(
             Command::new("cargo")
                 .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
-                .args(["--no-default-features", "--features", "llvm-22", "--locked", "--force"])
+                .args([
+                    "--no-default-features",
+                    "--features",
+                    "llvm-22",
+                    "--locked",
+                    "--force",
+                ])
                 .env("LLVM_PREFIX", LLVM_PREFIX),
         )?;
     }
@@ -102,7 +126,10 @@ pub fn run(opts: Options) -> Result<()> {
     if opts.check {
         let todo = missing();
         if !todo.is_empty() {
-            bail!("missing prerequisites (run `cargo xtask setup`): {}", todo.join("; "));
+            bail!(
+                "missing prerequisites (run `cargo xtask setup`): {}",
+                todo.join("; ")
+            );
         }
         println!("setup: everything is installed");
         return Ok(());

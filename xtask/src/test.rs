@@ -18,7 +18,10 @@ pub fn run(opts: Options) -> Result<()> {
     let object = build_ebpf()?;
     let stale = palisade_tests::netns::sweep_leftovers()?;
     if !stale.is_empty() {
-        eprintln!("test: removed leftovers of an earlier run: {}", stale.join(", "));
+        eprintln!(
+            "test: removed leftovers of an earlier run: {}",
+            stale.join(", ")
+        );
     }
     let result = exec(
         cargo()

@@ -85,7 +85,11 @@ impl Datapath {
         let attachment = Attachment {
             ifindex,
             interface: interface.to_string(),
-            mode: if tcx { AttachMode::Tcx } else { AttachMode::Netlink },
+            mode: if tcx {
+                AttachMode::Tcx
+            } else {
+                AttachMode::Netlink
+            },
             adopted,
         };
         self.attachments.insert(ifindex, attachment);
@@ -111,7 +115,11 @@ impl Datapath {
             reason,
         };
         let (egress_id, ingress_id) = self.program_ids()?;
-        let want = if program == PROG_POD_EGRESS { egress_id } else { ingress_id };
+        let want = if program == PROG_POD_EGRESS {
+            egress_id
+        } else {
+            ingress_id
+        };
         let prog = program_mut(&mut self.ebpf, program)?;
 
         let mut adopted = false;
@@ -123,7 +131,10 @@ impl Datapath {
             let link = SchedClassifierLink::try_from(fd).map_err(|e| pin_err(e.to_string()))?;
             let id = prog.attach_to_link(link).map_err(attach_err)?;
             let link = prog.take_link(id).map_err(attach_err)?;
-            if attached_ids(interface, hook).map_err(attach_err)?.contains(&want) {
+            if attached_ids(interface, hook)
+                .map_err(attach_err)?
+                .contains(&want)
+            {
                 drop(keep_pinned(link, &pin).map_err(pin_err)?);
                 adopted = true;
             } else {
@@ -135,7 +146,11 @@ impl Datapath {
         }
         if !adopted {
             let id = prog
-                .attach_with_options(interface, hook, TcAttachOptions::TcxOrder(LinkOrder::first()))
+                .attach_with_options(
+                    interface,
+                    hook,
+                    TcAttachOptions::TcxOrder(LinkOrder::first()),
+                )
                 .map_err(attach_err)?;
             let link = prog.take_link(id).map_err(attach_err)?;
             drop(keep_pinned(link, &pin).map_err(pin_err)?);
@@ -143,16 +158,25 @@ impl Datapath {
         Ok(adopted)
     }
 
-    fn attach_netlink(&mut self, interface: &str, program: &'static str, hook: TcAttachType) -> Result<(), Error> {
+    fn attach_netlink(
+        &mut self,
+        interface: &str,
+        program: &'static str,
+        hook: TcAttachType,
+    ) -> Result<(), Error> {
         // EEXIST when the CNI (or a previous run) already added clsact.
         let _ = aya::programs::tc::qdisc_add_clsact(interface);
         let prog = program_mut(&mut self.ebpf, program)?;
-        prog.attach_with_options(interface, hook, TcAttachOptions::Netlink(Default::default()))
-            .map_err(|source| Error::Attach {
-                program,
-                interface: interface.to_string(),
-                source: Box::new(source),
-            })?;
+        prog.attach_with_options(
+            interface,
+            hook,
+            TcAttachOptions::Netlink(Default::default()),
+        )
+        .map_err(|source| Error::Attach {
+            program,
+            interface: interface.to_string(),
+            source: Box::new(source),
+        })?;
         Ok(())
     }
 
@@ -208,7 +232,9 @@ impl Datapath {
 
 /// Pins a tcx link at `pin` (replacing a pin file of the same link).
 fn keep_pinned(link: SchedClassifierLink, pin: &std::path::Path) -> Result<PinnedLink, String> {
-    let fd: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| e.to_string())?;
+    let fd: FdLink = link
+        .try_into()
+        .map_err(|e: aya::programs::links::LinkError| e.to_string())?;
     match fs::remove_file(pin) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -218,7 +244,10 @@ fn keep_pinned(link: SchedClassifierLink, pin: &std::path::Path) -> Result<Pinne
 }
 
 /// Program ids attached by tcx on one hook of an interface.
-fn attached_ids(interface: &str, hook: TcAttachType) -> Result<Vec<u32>, aya::programs::ProgramError> {
+fn attached_ids(
+    interface: &str,
+    hook: TcAttachType,
+) -> Result<Vec<u32>, aya::programs::ProgramError> {
     let (_, programs) = SchedClassifier::query_tcx(interface, hook)?;
     Ok(programs.iter().map(|p| p.id()).collect())
 }

@@ -138,10 +138,12 @@ impl Datapath {
                     name,
                     source: Box::new(source),
                 })?;
-            prog.info().map(|i| i.id()).map_err(|source| Error::Program {
-                name,
-                source: Box::new(source),
-            })
+            prog.info()
+                .map(|i| i.id())
+                .map_err(|source| Error::Program {
+                    name,
+                    source: Box::new(source),
+                })
         };
         Ok((id(PROG_POD_EGRESS)?, id(PROG_POD_INGRESS)?))
     }
@@ -205,7 +207,10 @@ fn is_bpffs(path: &Path) -> std::io::Result<bool> {
     if unsafe { libc::statfs(c.as_ptr(), &mut buf) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    #[expect(clippy::unnecessary_cast, reason = "f_type's width differs between libc targets")]
+    #[expect(
+        clippy::unnecessary_cast,
+        reason = "f_type's width differs between libc targets"
+    )]
     Ok(buf.f_type as i64 == BPF_FS_MAGIC)
 }
 

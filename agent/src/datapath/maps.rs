@@ -82,10 +82,12 @@ impl Maps {
             .rule_counters
             .get(&rule.0, 0)
             .map_err(|e| Error::map(names::RULE_COUNTERS, e))?;
-        Ok(per_cpu.iter().fold(RuleCounter::default(), |acc, c| RuleCounter {
-            packets: acc.packets + c.packets,
-            bytes: acc.bytes + c.bytes,
-        }))
+        Ok(per_cpu
+            .iter()
+            .fold(RuleCounter::default(), |acc, c| RuleCounter {
+                packets: acc.packets + c.packets,
+                bytes: acc.bytes + c.bytes,
+            }))
     }
 
     /// A `STATS` slot summed over CPUs.
@@ -94,10 +96,12 @@ impl Maps {
             .stats
             .get(&stat.index(direction), 0)
             .map_err(|e| Error::map(names::STATS, e))?;
-        Ok(per_cpu.iter().fold(StatCounter::default(), |acc, c| StatCounter {
-            packets: acc.packets + c.packets,
-            bytes: acc.bytes + c.bytes,
-        }))
+        Ok(per_cpu
+            .iter()
+            .fold(StatCounter::default(), |acc, c| StatCounter {
+                packets: acc.packets + c.packets,
+                bytes: acc.bytes + c.bytes,
+            }))
     }
 
     /// Every endpoint entry in the kernel.
@@ -139,7 +143,12 @@ impl Maps {
     }
 
     /// Writes an ipcache entry.
-    pub fn put_ipcache(&mut self, prefix_len: u32, addr: Addr16, value: IpcacheValue) -> Result<(), Error> {
+    pub fn put_ipcache(
+        &mut self,
+        prefix_len: u32,
+        addr: Addr16,
+        value: IpcacheValue,
+    ) -> Result<(), Error> {
         self.ipcache
             .insert(&Key::new(prefix_len, addr), value, 0)
             .map_err(|e| Error::map(names::IPCACHE, e))
@@ -152,7 +161,12 @@ impl Maps {
     }
 
     /// Writes a policy entry.
-    pub fn put_policy(&mut self, prefix_len: u32, key: PolicyKey, value: PolicyValue) -> Result<(), Error> {
+    pub fn put_policy(
+        &mut self,
+        prefix_len: u32,
+        key: PolicyKey,
+        value: PolicyValue,
+    ) -> Result<(), Error> {
         self.policy
             .insert(&Key::new(prefix_len, key), value, 0)
             .map_err(|e| Error::map(names::POLICY, e))
@@ -173,7 +187,11 @@ impl Maps {
 fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
     match r {
         Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
         other => other,
     }
 }

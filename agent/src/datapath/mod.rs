@@ -3,10 +3,12 @@
 //! (with `node/`) that talks to the kernel.
 
 mod attach;
+mod cleanup;
 mod error;
 mod load;
 pub mod maps;
 
 pub use attach::{AttachMode, Attachment};
+pub use cleanup::{CleanupReport, cleanup};
 pub use error::Error;
 pub use load::{Capacities, Datapath, DatapathConfig, OBJECT_EMBEDDED, TestRunOutcome};

@@ -22,9 +22,9 @@ use super::lookup::{ipcache_lookup, l4_matches};
 use super::plan::{
     DatapathPlan, Direction, EndpointPlan, L4Match, PodRef, PolicyRef, RuleKey, RuleOrigin,
 };
+use crate::state::ClusterState;
 use crate::state::model::{ContainerPort, Pod, Service};
 use crate::state::netpol::{NetworkPolicy, Peer, PortRef, Rule};
-use crate::state::ClusterState;
 
 /// Key of a rule id: policy, direction, index in its rule list.
 type RuleSlot = (PolicyRef, Direction, u32);
@@ -64,7 +64,11 @@ impl Compiler {
     /// addresses (and its hostNetwork pods') are HOST.
     pub fn compile(&mut self, cluster: &ClusterState, node_name: &str) -> DatapathPlan {
         let host = cluster.node_addresses(node_name);
-        self.compile_for(cluster, |p| p.node_name.as_deref() == Some(node_name), &host)
+        self.compile_for(
+            cluster,
+            |p| p.node_name.as_deref() == Some(node_name),
+            &host,
+        )
     }
 
     /// The plan with the endpoint pods accepted by `is_local` as endpoints and
@@ -76,7 +80,10 @@ impl Compiler {
         host: &BTreeSet<IpAddr>,
     ) -> DatapathPlan {
         let policies: Vec<&NetworkPolicy> = cluster.policies().collect();
-        let locals: Vec<&Pod> = cluster.pods().filter(|p| p.is_endpoint() && is_local(p)).collect();
+        let locals: Vec<&Pod> = cluster
+            .pods()
+            .filter(|p| p.is_endpoint() && is_local(p))
+            .collect();
         let applying = applying_policies(&policies, &locals);
 
         // Rule ids and atoms of every policy that selects a local pod.
@@ -94,14 +101,25 @@ impl Compiler {
                     let index = u32::try_from(ri).unwrap_or(u32::MAX);
                     let id = RuleId(self.rules.get(&(pol.policy_ref(), d, index)));
                     rule_ids.insert((pi, d, ri), id);
-                    rule_origins.insert(id, RuleOrigin { policy: pol.policy_ref(), direction: d, index });
+                    rule_origins.insert(
+                        id,
+                        RuleOrigin {
+                            policy: pol.policy_ref(),
+                            direction: d,
+                            index,
+                        },
+                    );
                     let atoms = rule
                         .peers
                         .iter()
                         .flatten()
                         .map(|p| match p {
-                            Peer::Pods(pp) => table.intern(&mut self.atoms, &Atom::Pods(pp.clone())),
-                            Peer::IpBlock(b) => table.intern(&mut self.atoms, &Atom::IpBlock(b.clone())),
+                            Peer::Pods(pp) => {
+                                table.intern(&mut self.atoms, &Atom::Pods(pp.clone()))
+                            }
+                            Peer::IpBlock(b) => {
+                                table.intern(&mut self.atoms, &Atom::IpBlock(b.clone()))
+                            }
                         })
                         .collect();
                     rule_atoms.insert((pi, d, ri), atoms);
@@ -116,17 +134,32 @@ impl Compiler {
             }
         }
 
-        let isolated = |l: usize, d: Direction| applying[l].iter().any(|&pi| policies[pi].policy_types.has(d));
+        let isolated = |l: usize, d: Direction| {
+            applying[l]
+                .iter()
+                .any(|&pi| policies[pi].policy_types.has(d))
+        };
         let any_egress_isolated = (0..locals.len()).any(|l| isolated(l, Direction::Egress));
         let services: Vec<&Service> = if any_egress_isolated {
-            cluster.services().filter(|s| !s.cluster_ips.is_empty() && !s.ports.is_empty()).collect()
+            cluster
+                .services()
+                .filter(|s| !s.cluster_ips.is_empty() && !s.ports.is_empty())
+                .collect()
         } else {
             Vec::new()
         };
-        let ids = identity::assign(cluster, &mut table, &mut self.atoms, &mut self.identities, &services, host);
+        let ids = identity::assign(
+            cluster,
+            &mut table,
+            &mut self.atoms,
+            &mut self.identities,
+            &services,
+            host,
+        );
 
         let mut plan = DatapathPlan::default();
-        let mut groups: HashMap<(Direction, Vec<usize>, Vec<ContainerPort>), Vec<usize>> = HashMap::new();
+        let mut groups: HashMap<(Direction, Vec<usize>, Vec<ContainerPort>), Vec<usize>> =
+            HashMap::new();
         let mut endpoint_ids = Vec::with_capacity(locals.len());
         for (l, pod) in locals.iter().enumerate() {
             let key = pod.pod_ref();
@@ -145,25 +178,50 @@ impl Compiler {
                 ingress_isolated: isolated(l, Direction::Ingress),
                 egress_isolated: isolated(l, Direction::Egress),
                 audit: cluster.namespace(&pod.namespace).is_some_and(|n| n.audit()),
-                policies: applying[l].iter().map(|&pi| policies[pi].policy_ref()).collect(),
+                policies: applying[l]
+                    .iter()
+                    .map(|&pi| policies[pi].policy_ref())
+                    .collect(),
             };
             for d in Direction::ALL {
                 if !isolated(l, d) {
                     continue;
                 }
-                let pols: Vec<usize> = applying[l].iter().copied().filter(|&pi| policies[pi].policy_types.has(d)).collect();
-                let ports = if d == Direction::Ingress { pod.ports.clone() } else { Vec::new() };
+                let pols: Vec<usize> = applying[l]
+                    .iter()
+                    .copied()
+                    .filter(|&pi| policies[pi].policy_types.has(d))
+                    .collect();
+                let ports = if d == Direction::Ingress {
+                    pod.ports.clone()
+                } else {
+                    Vec::new()
+                };
                 groups.entry((d, pols, ports)).or_default().push(l);
             }
             plan.endpoints.insert(key, ep);
         }
 
-        let ctx = RuleContext { policies: &policies, rule_ids: &rule_ids, rule_atoms: &rule_atoms, ids: &ids };
+        let ctx = RuleContext {
+            policies: &policies,
+            rule_ids: &rule_ids,
+            rule_atoms: &rule_atoms,
+            ids: &ids,
+        };
         for ((d, pols, _), members) in &groups {
             let entries = ctx.expand(*d, pols, locals[members[0]]);
             for &l in members {
                 for (identity, l4, rule) in &entries {
-                    insert_min(&mut plan, RuleKey { endpoint: endpoint_ids[l], direction: *d, identity: *identity, l4: *l4 }, *rule);
+                    insert_min(
+                        &mut plan,
+                        RuleKey {
+                            endpoint: endpoint_ids[l],
+                            direction: *d,
+                            identity: *identity,
+                            l4: *l4,
+                        },
+                        *rule,
+                    );
                 }
             }
             if *d == Direction::Egress {
@@ -171,7 +229,12 @@ impl Compiler {
                     for &l in members {
                         // Denied backends that are the endpoint itself are allowed (self).
                         if denied.iter().all(|a| locals[l].ips.contains(a)) {
-                            let key = RuleKey { endpoint: endpoint_ids[l], direction: *d, identity: sid, l4 };
+                            let key = RuleKey {
+                                endpoint: endpoint_ids[l],
+                                direction: *d,
+                                identity: sid,
+                                l4,
+                            };
                             insert_min(&mut plan, key, rule);
                         }
                     }
@@ -181,6 +244,7 @@ impl Compiler {
 
         plan.identities = self.descriptions.describe(&ids, &table);
         plan.ipcache = ids.ipcache;
+        plan.host_addresses = host.clone();
         plan.rule_origins = rule_origins;
         let mut rejections: Vec<_> = cluster.rejections().cloned().collect();
         rejections.sort();
@@ -196,7 +260,10 @@ impl Compiler {
 
 /// Keeps the lowest rule id when several rules produce the same key.
 fn insert_min(plan: &mut DatapathPlan, key: RuleKey, rule: RuleId) {
-    plan.rules.entry(key).and_modify(|r| *r = (*r).min(rule)).or_insert(rule);
+    plan.rules
+        .entry(key)
+        .and_modify(|r| *r = (*r).min(rule))
+        .or_insert(rule);
 }
 
 /// For each local pod, the indices of the policies selecting it (ascending).
@@ -209,10 +276,18 @@ fn applying_policies(policies: &[&NetworkPolicy], locals: &[&Pod]) -> Vec<Vec<us
     let mut cache: HashMap<(&str, &super::selector::Selector), Vec<usize>> = HashMap::new();
     let mut out = vec![Vec::new(); locals.len()];
     for (pi, pol) in policies.iter().enumerate() {
-        let Some(members) = by_ns.get(pol.namespace.as_str()) else { continue };
+        let Some(members) = by_ns.get(pol.namespace.as_str()) else {
+            continue;
+        };
         let hits = cache
             .entry((pol.namespace.as_str(), &pol.pod_selector))
-            .or_insert_with(|| members.iter().copied().filter(|&l| pol.pod_selector.matches(&locals[l].labels)).collect());
+            .or_insert_with(|| {
+                members
+                    .iter()
+                    .copied()
+                    .filter(|&l| pol.pod_selector.matches(&locals[l].labels))
+                    .collect()
+            });
         for &l in hits.iter() {
             out[l].push(pi);
         }
@@ -243,8 +318,10 @@ impl RuleContext<'_> {
         let mut out = Vec::new();
         for &pi in pols {
             for (ri, rule) in self.policies[pi].allowing_rules(d).iter().enumerate() {
-                let (Some(&id), Some(atoms)) = (self.rule_ids.get(&(pi, d, ri)), self.rule_atoms.get(&(pi, d, ri)))
-                else {
+                let (Some(&id), Some(atoms)) = (
+                    self.rule_ids.get(&(pi, d, ri)),
+                    self.rule_atoms.get(&(pi, d, ri)),
+                ) else {
                     continue;
                 };
                 self.expand_rule(d, rule, atoms, id, pod, &mut out);
@@ -253,12 +330,24 @@ impl RuleContext<'_> {
         out
     }
 
-    fn expand_rule(&self, d: Direction, rule: &Rule, atoms: &[u32], id: RuleId, pod: &Pod, out: &mut Vec<Entry>) {
+    fn expand_rule(
+        &self,
+        d: Direction,
+        rule: &Rule,
+        atoms: &[u32],
+        id: RuleId,
+        pod: &Pod,
+        out: &mut Vec<Entry>,
+    ) {
         let targets = match &rule.peers {
             None => Targets::Any,
             Some(_) => {
-                let mut v: Vec<IdentityId> =
-                    atoms.iter().filter_map(|a| self.ids.by_atom.get(a)).flatten().copied().collect();
+                let mut v: Vec<IdentityId> = atoms
+                    .iter()
+                    .filter_map(|a| self.ids.by_atom.get(a))
+                    .flatten()
+                    .copied()
+                    .collect();
                 v.sort_unstable();
                 v.dedup();
                 Targets::Set(v)
@@ -276,22 +365,46 @@ impl RuleContext<'_> {
             let protocol = spec.protocol.number();
             match &spec.port {
                 None => emit(out, L4Match::Protocol(protocol)),
-                Some(PortRef::Range { first, last }) => emit(out, L4Match::Ports { protocol, first: *first, last: *last }),
+                Some(PortRef::Range { first, last }) => emit(
+                    out,
+                    L4Match::Ports {
+                        protocol,
+                        first: *first,
+                        last: *last,
+                    },
+                ),
                 Some(PortRef::Named(name)) if d == Direction::Ingress => {
                     if let Some(n) = pod.named_port(name, spec.protocol) {
-                        emit(out, L4Match::Ports { protocol, first: n, last: n });
+                        emit(
+                            out,
+                            L4Match::Ports {
+                                protocol,
+                                first: n,
+                                last: n,
+                            },
+                        );
                     }
                 }
                 Some(PortRef::Named(name)) => {
                     // Egress: resolved per peer identity (pods carry their numbers).
-                    let Some(holders) = self.ids.named.get(&(name.clone(), spec.protocol)) else { continue };
+                    let Some(holders) = self.ids.named.get(&(name.clone(), spec.protocol)) else {
+                        continue;
+                    };
                     for (identity, n) in holders {
                         let covered = match &targets {
                             Targets::Any => true,
                             Targets::Set(v) => v.binary_search(identity).is_ok(),
                         };
                         if covered {
-                            out.push((*identity, L4Match::Ports { protocol, first: *n, last: *n }, id));
+                            out.push((
+                                *identity,
+                                L4Match::Ports {
+                                    protocol,
+                                    first: *n,
+                                    last: *n,
+                                },
+                                id,
+                            ));
                         }
                     }
                 }
@@ -325,7 +438,12 @@ fn service_entries(
     };
     let mut out = Vec::new();
     for svc in services {
-        let Some(ips) = ids.service_ips.get(&(svc.namespace.clone(), svc.name.clone())) else { continue };
+        let Some(ips) = ids
+            .service_ips
+            .get(&(svc.namespace.clone(), svc.name.clone()))
+        else {
+            continue;
+        };
         for sp in &svc.ports {
             let protocol = sp.protocol.number();
             for (cip, sid) in ips {
@@ -337,15 +455,16 @@ fn service_entries(
                 let mut credited: Option<RuleId> = None;
                 for (addr, port) in backends {
                     let identity = ipcache_lookup(&ids.ipcache, addr);
-                    if identity == IdentityId::HOST {
-                        continue;
-                    }
                     match allows(identity, protocol, port) {
                         Some(r) => credited = Some(credited.map_or(r, |c| c.min(r))),
                         None => denied.push(addr),
                     }
                 }
-                let l4 = L4Match::Ports { protocol, first: sp.port, last: sp.port };
+                let l4 = L4Match::Ports {
+                    protocol,
+                    first: sp.port,
+                    last: sp.port,
+                };
                 out.push((*sid, l4, credited.unwrap_or(RuleId::NONE), denied));
             }
         }

@@ -5,14 +5,15 @@
 //! A connection from A to B on (protocol, port) is allowed when A's egress
 //! allows it (or A is not a pod, or not egress-isolated) and B's ingress
 //! allows it (or B is not a pod, or not ingress-isolated). A pod always
-//! reaches itself and is always reachable from / may always reach its node.
+//! reaches itself and is always reachable from its node; connections from a
+//! pod to its node are policed like any other address.
 
 use std::net::IpAddr;
 
 use super::plan::Direction;
+use crate::state::ClusterState;
 use crate::state::model::Pod;
 use crate::state::netpol::{NamespaceScope, NetworkPolicy, Peer, PortRef, Rule};
-use crate::state::ClusterState;
 
 /// Whether the connection `src` -> `dst` (`protocol`, destination `port`) is
 /// allowed by both ends' policies.
@@ -41,18 +42,22 @@ pub fn direction_allows(
         .policies()
         .filter(|p| p.selects(&pod.namespace, &pod.labels) && p.policy_types.has(direction))
         .collect();
-    if applying.is_empty() || pod.ips.contains(&remote) || is_host(cluster, pod, remote) {
+    let from_node = direction == Direction::Ingress && is_host(cluster, pod, remote);
+    if applying.is_empty() || pod.ips.contains(&remote) || from_node {
         return true;
     }
     if rules_allow(cluster, pod, &applying, direction, remote, protocol, port) {
         return true;
     }
-    direction == Direction::Egress && service_allows(cluster, pod, &applying, remote, protocol, port)
+    direction == Direction::Egress
+        && service_allows(cluster, pod, &applying, remote, protocol, port)
 }
 
 /// Whether `ip` is the pod's node (its addresses or a hostNetwork pod on it).
 fn is_host(cluster: &ClusterState, pod: &Pod, ip: IpAddr) -> bool {
-    pod.node_name.as_deref().is_some_and(|n| cluster.node_addresses(n).contains(&ip))
+    pod.node_name
+        .as_deref()
+        .is_some_and(|n| cluster.node_addresses(n).contains(&ip))
 }
 
 fn rules_allow(
@@ -72,20 +77,31 @@ fn rules_allow(
     };
     applying.iter().any(|pol| {
         pol.allowing_rules(direction).iter().any(|rule| {
-            peer_matches(cluster, rule, remote, remote_pod) && port_matches(rule, server, protocol, port)
+            peer_matches(cluster, rule, remote, remote_pod)
+                && port_matches(rule, server, protocol, port)
         })
     })
 }
 
-fn peer_matches(cluster: &ClusterState, rule: &Rule, remote: IpAddr, remote_pod: Option<&Pod>) -> bool {
-    let Some(peers) = &rule.peers else { return true };
+fn peer_matches(
+    cluster: &ClusterState,
+    rule: &Rule,
+    remote: IpAddr,
+    remote_pod: Option<&Pod>,
+) -> bool {
+    let Some(peers) = &rule.peers else {
+        return true;
+    };
     peers.iter().any(|peer| match peer {
         Peer::IpBlock(b) => b.contains(remote),
         Peer::Pods(pp) => remote_pod.is_some_and(|rp| {
             let ns_ok = match &pp.namespaces {
                 NamespaceScope::Own(ns) => &rp.namespace == ns,
                 NamespaceScope::Selected(sel) => {
-                    let labels = cluster.namespace(&rp.namespace).map(|n| n.labels.clone()).unwrap_or_default();
+                    let labels = cluster
+                        .namespace(&rp.namespace)
+                        .map(|n| n.labels.clone())
+                        .unwrap_or_default();
                     sel.matches(&labels)
                 }
             };
@@ -95,13 +111,17 @@ fn peer_matches(cluster: &ClusterState, rule: &Rule, remote: IpAddr, remote_pod:
 }
 
 fn port_matches(rule: &Rule, server: Option<&Pod>, protocol: u8, port: u16) -> bool {
-    let Some(ports) = &rule.ports else { return true };
+    let Some(ports) = &rule.ports else {
+        return true;
+    };
     ports.iter().any(|spec| {
         spec.protocol.number() == protocol
             && match &spec.port {
                 None => true,
                 Some(PortRef::Range { first, last }) => (*first..=*last).contains(&port),
-                Some(PortRef::Named(name)) => server.and_then(|s| s.named_port(name, spec.protocol)) == Some(port),
+                Some(PortRef::Named(name)) => {
+                    server.and_then(|s| s.named_port(name, spec.protocol)) == Some(port)
+                }
             }
     })
 }
@@ -116,15 +136,28 @@ fn service_allows(
     protocol: u8,
     port: u16,
 ) -> bool {
-    cluster.services().filter(|s| s.cluster_ips.contains(&remote)).any(|svc| {
-        svc.ports.iter().filter(|sp| sp.protocol.number() == protocol && sp.port == port).any(|sp| {
-            let backends = cluster.service_backends(svc, sp, remote);
-            !backends.is_empty()
-                && backends.iter().all(|(addr, bport)| {
-                    pod.ips.contains(addr)
-                        || is_host(cluster, pod, *addr)
-                        || rules_allow(cluster, pod, applying, Direction::Egress, *addr, protocol, *bport)
+    cluster
+        .services()
+        .filter(|s| s.cluster_ips.contains(&remote))
+        .any(|svc| {
+            svc.ports
+                .iter()
+                .filter(|sp| sp.protocol.number() == protocol && sp.port == port)
+                .any(|sp| {
+                    let backends = cluster.service_backends(svc, sp, remote);
+                    !backends.is_empty()
+                        && backends.iter().all(|(addr, bport)| {
+                            pod.ips.contains(addr)
+                                || rules_allow(
+                                    cluster,
+                                    pod,
+                                    applying,
+                                    Direction::Egress,
+                                    *addr,
+                                    protocol,
+                                    *bport,
+                                )
+                        })
                 })
         })
-    })
 }

@@ -11,7 +11,9 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::api::networking::v1 as net;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::compile::Compiler;
@@ -20,7 +22,11 @@ use super::plan::{DatapathPlan, Direction, PodRef};
 use crate::state::{ClusterState, K8sObject};
 
 fn meta(ns: Option<&str>, name: &str) -> ObjectMeta {
-    ObjectMeta { name: Some(name.into()), namespace: ns.map(Into::into), ..Default::default() }
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: ns.map(Into::into),
+        ..Default::default()
+    }
 }
 
 /// Pod builder.
@@ -33,10 +39,16 @@ pub fn pod(name: &str) -> PodB {
         metadata: meta(Some("default"), name),
         spec: Some(core::PodSpec {
             node_name: Some("node-1".into()),
-            containers: vec![core::Container { name: "c".into(), ..Default::default() }],
+            containers: vec![core::Container {
+                name: "c".into(),
+                ..Default::default()
+            }],
             ..Default::default()
         }),
-        status: Some(core::PodStatus { phase: Some("Running".into()), ..Default::default() }),
+        status: Some(core::PodStatus {
+            phase: Some("Running".into()),
+            ..Default::default()
+        }),
     })
 }
 
@@ -54,7 +66,11 @@ impl PodB {
     }
     /// Adds a label.
     pub fn label(mut self, k: &str, v: &str) -> Self {
-        self.0.metadata.labels.get_or_insert_with(BTreeMap::new).insert(k.into(), v.into());
+        self.0
+            .metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(k.into(), v.into());
         self
     }
     /// Adds an IP (the first also becomes `podIP`).
@@ -63,18 +79,22 @@ impl PodB {
         if st.pod_ip.is_none() {
             st.pod_ip = Some(ip.into());
         }
-        st.pod_ips.get_or_insert_with(Vec::new).push(core::PodIP { ip: ip.into() });
+        st.pod_ips
+            .get_or_insert_with(Vec::new)
+            .push(core::PodIP { ip: ip.into() });
         self
     }
     /// Adds a container port.
     pub fn port(mut self, name: &str, number: i32, protocol: &str) -> Self {
         let c = &mut self.spec().containers[0];
-        c.ports.get_or_insert_with(Vec::new).push(core::ContainerPort {
-            name: (!name.is_empty()).then(|| name.into()),
-            container_port: number,
-            protocol: Some(protocol.into()),
-            ..Default::default()
-        });
+        c.ports
+            .get_or_insert_with(Vec::new)
+            .push(core::ContainerPort {
+                name: (!name.is_empty()).then(|| name.into()),
+                container_port: number,
+                protocol: Some(protocol.into()),
+                ..Default::default()
+            });
         self
     }
     /// Node.
@@ -107,18 +127,29 @@ pub struct NsB(pub core::Namespace);
 
 /// A namespace.
 pub fn namespace(name: &str) -> NsB {
-    NsB(core::Namespace { metadata: meta(None, name), ..Default::default() })
+    NsB(core::Namespace {
+        metadata: meta(None, name),
+        ..Default::default()
+    })
 }
 
 impl NsB {
     /// Adds a label.
     pub fn label(mut self, k: &str, v: &str) -> Self {
-        self.0.metadata.labels.get_or_insert_with(BTreeMap::new).insert(k.into(), v.into());
+        self.0
+            .metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(k.into(), v.into());
         self
     }
     /// Adds an annotation.
     pub fn annotation(mut self, k: &str, v: &str) -> Self {
-        self.0.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(k.into(), v.into());
+        self.0
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(k.into(), v.into());
         self
     }
 }
@@ -126,7 +157,11 @@ impl NsB {
 /// `matchLabels` selector.
 pub fn labels(kv: &[(&str, &str)]) -> LabelSelector {
     LabelSelector {
-        match_labels: Some(kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+        match_labels: Some(
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
         match_expressions: None,
     }
 }
@@ -156,7 +191,10 @@ pub struct PolicyB(pub net::NetworkPolicy);
 pub fn policy(ns: &str, name: &str) -> PolicyB {
     PolicyB(net::NetworkPolicy {
         metadata: meta(Some(ns), name),
-        spec: Some(net::NetworkPolicySpec { pod_selector: Some(all()), ..Default::default() }),
+        spec: Some(net::NetworkPolicySpec {
+            pod_selector: Some(all()),
+            ..Default::default()
+        }),
     })
 }
 
@@ -176,10 +214,13 @@ impl PolicyB {
     }
     /// Appends an ingress rule.
     pub fn ingress(mut self, r: RuleB) -> Self {
-        self.spec().ingress.get_or_insert_with(Vec::new).push(net::NetworkPolicyIngressRule {
-            from: r.peers,
-            ports: r.ports,
-        });
+        self.spec()
+            .ingress
+            .get_or_insert_with(Vec::new)
+            .push(net::NetworkPolicyIngressRule {
+                from: r.peers,
+                ports: r.ports,
+            });
         self
     }
     /// `ingress: []`.
@@ -189,7 +230,13 @@ impl PolicyB {
     }
     /// Appends an egress rule.
     pub fn egress(mut self, r: RuleB) -> Self {
-        self.spec().egress.get_or_insert_with(Vec::new).push(net::NetworkPolicyEgressRule { to: r.peers, ports: r.ports });
+        self.spec()
+            .egress
+            .get_or_insert_with(Vec::new)
+            .push(net::NetworkPolicyEgressRule {
+                to: r.peers,
+                ports: r.ports,
+            });
         self
     }
     /// `egress: []`.
@@ -236,17 +283,27 @@ impl RuleB {
 
 /// Peer: podSelector alone.
 pub fn pods(s: LabelSelector) -> net::NetworkPolicyPeer {
-    net::NetworkPolicyPeer { pod_selector: Some(s), ..Default::default() }
+    net::NetworkPolicyPeer {
+        pod_selector: Some(s),
+        ..Default::default()
+    }
 }
 
 /// Peer: namespaceSelector alone.
 pub fn namespaces(s: LabelSelector) -> net::NetworkPolicyPeer {
-    net::NetworkPolicyPeer { namespace_selector: Some(s), ..Default::default() }
+    net::NetworkPolicyPeer {
+        namespace_selector: Some(s),
+        ..Default::default()
+    }
 }
 
 /// Peer: namespaceSelector AND podSelector.
 pub fn pods_in(ns: LabelSelector, p: LabelSelector) -> net::NetworkPolicyPeer {
-    net::NetworkPolicyPeer { namespace_selector: Some(ns), pod_selector: Some(p), ..Default::default() }
+    net::NetworkPolicyPeer {
+        namespace_selector: Some(ns),
+        pod_selector: Some(p),
+        ..Default::default()
+    }
 }
 
 /// Peer: ipBlock.
@@ -262,22 +319,38 @@ pub fn ip_block(cidr: &str, except: &[&str]) -> net::NetworkPolicyPeer {
 
 /// Port: number, TCP.
 pub fn tcp(n: i32) -> net::NetworkPolicyPort {
-    net::NetworkPolicyPort { port: Some(IntOrString::Int(n)), protocol: Some("TCP".into()), end_port: None }
+    net::NetworkPolicyPort {
+        port: Some(IntOrString::Int(n)),
+        protocol: Some("TCP".into()),
+        end_port: None,
+    }
 }
 
 /// Port: number with protocol.
 pub fn port_of(protocol: &str, n: i32) -> net::NetworkPolicyPort {
-    net::NetworkPolicyPort { port: Some(IntOrString::Int(n)), protocol: Some(protocol.into()), end_port: None }
+    net::NetworkPolicyPort {
+        port: Some(IntOrString::Int(n)),
+        protocol: Some(protocol.into()),
+        end_port: None,
+    }
 }
 
 /// Port: number without protocol (defaults to TCP).
 pub fn port_default_protocol(n: i32) -> net::NetworkPolicyPort {
-    net::NetworkPolicyPort { port: Some(IntOrString::Int(n)), protocol: None, end_port: None }
+    net::NetworkPolicyPort {
+        port: Some(IntOrString::Int(n)),
+        protocol: None,
+        end_port: None,
+    }
 }
 
 /// Port: range, TCP.
 pub fn range(first: i32, last: i32) -> net::NetworkPolicyPort {
-    net::NetworkPolicyPort { port: Some(IntOrString::Int(first)), protocol: Some("TCP".into()), end_port: Some(last) }
+    net::NetworkPolicyPort {
+        port: Some(IntOrString::Int(first)),
+        protocol: Some("TCP".into()),
+        end_port: Some(last),
+    }
 }
 
 /// Port: named.
@@ -291,7 +364,11 @@ pub fn named(name: &str, protocol: &str) -> net::NetworkPolicyPort {
 
 /// Port: protocol only.
 pub fn protocol_only(protocol: &str) -> net::NetworkPolicyPort {
-    net::NetworkPolicyPort { port: None, protocol: Some(protocol.into()), end_port: None }
+    net::NetworkPolicyPort {
+        port: None,
+        protocol: Some(protocol.into()),
+        end_port: None,
+    }
 }
 
 /// Service builder.
@@ -300,7 +377,11 @@ pub struct ServiceB(pub core::Service);
 
 /// A service with no IPs or ports.
 pub fn service(ns: &str, name: &str) -> ServiceB {
-    ServiceB(core::Service { metadata: meta(Some(ns), name), spec: Some(Default::default()), status: None })
+    ServiceB(core::Service {
+        metadata: meta(Some(ns), name),
+        spec: Some(Default::default()),
+        status: None,
+    })
 }
 
 impl ServiceB {
@@ -310,19 +391,23 @@ impl ServiceB {
         if spec.cluster_ip.is_none() {
             spec.cluster_ip = Some(ip.into());
         }
-        spec.cluster_ips.get_or_insert_with(Vec::new).push(ip.into());
+        spec.cluster_ips
+            .get_or_insert_with(Vec::new)
+            .push(ip.into());
         self
     }
     /// Adds a port.
     pub fn port(mut self, name: &str, port: i32, target: IntOrString) -> Self {
         let spec = self.0.spec.get_or_insert_with(Default::default);
-        spec.ports.get_or_insert_with(Vec::new).push(core::ServicePort {
-            name: Some(name.into()),
-            port,
-            protocol: Some("TCP".into()),
-            target_port: Some(target),
-            ..Default::default()
-        });
+        spec.ports
+            .get_or_insert_with(Vec::new)
+            .push(core::ServicePort {
+                name: Some(name.into()),
+                port,
+                protocol: Some("TCP".into()),
+                target_port: Some(target),
+                ..Default::default()
+            });
         self
     }
 }
@@ -334,35 +419,52 @@ pub struct SliceB(pub discovery::EndpointSlice);
 /// An IPv4 slice of `service` with no endpoints or ports.
 pub fn slice(ns: &str, name: &str, service: &str) -> SliceB {
     let mut m = meta(Some(ns), name);
-    m.labels = Some(BTreeMap::from([(crate::state::model::SERVICE_NAME_LABEL.to_string(), service.to_string())]));
-    SliceB(discovery::EndpointSlice { address_type: "IPv4".into(), endpoints: None, metadata: m, ports: None })
+    m.labels = Some(BTreeMap::from([(
+        crate::state::model::SERVICE_NAME_LABEL.to_string(),
+        service.to_string(),
+    )]));
+    SliceB(discovery::EndpointSlice {
+        address_type: "IPv4".into(),
+        endpoints: None,
+        metadata: m,
+        ports: None,
+    })
 }
 
 impl SliceB {
     /// Adds a backend, optionally backed by pod `pod` of the slice's namespace.
     pub fn endpoint(mut self, ip: &str, ready: Option<bool>, pod: Option<&str>) -> Self {
         let ns = self.0.metadata.namespace.clone();
-        self.0.endpoints.get_or_insert_with(Vec::new).push(discovery::Endpoint {
-            addresses: vec![ip.into()],
-            conditions: Some(discovery::EndpointConditions { ready, ..Default::default() }),
-            target_ref: pod.map(|p| core::ObjectReference {
-                kind: Some("Pod".into()),
-                name: Some(p.into()),
-                namespace: ns,
+        self.0
+            .endpoints
+            .get_or_insert_with(Vec::new)
+            .push(discovery::Endpoint {
+                addresses: vec![ip.into()],
+                conditions: Some(discovery::EndpointConditions {
+                    ready,
+                    ..Default::default()
+                }),
+                target_ref: pod.map(|p| core::ObjectReference {
+                    kind: Some("Pod".into()),
+                    name: Some(p.into()),
+                    namespace: ns,
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        });
+            });
         self
     }
     /// Adds a port.
     pub fn port(mut self, name: &str, port: i32) -> Self {
-        self.0.ports.get_or_insert_with(Vec::new).push(discovery::EndpointPort {
-            name: Some(name.into()),
-            port: Some(port),
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        });
+        self.0
+            .ports
+            .get_or_insert_with(Vec::new)
+            .push(discovery::EndpointPort {
+                name: Some(name.into()),
+                port: Some(port),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            });
         self
     }
 }
@@ -374,7 +476,13 @@ pub fn node(name: &str, addresses: &[(&str, &str)]) -> core::Node {
         spec: None,
         status: Some(core::NodeStatus {
             addresses: Some(
-                addresses.iter().map(|(t, a)| core::NodeAddress { type_: t.to_string(), address: a.to_string() }).collect(),
+                addresses
+                    .iter()
+                    .map(|(t, a)| core::NodeAddress {
+                        type_: t.to_string(),
+                        address: a.to_string(),
+                    })
+                    .collect(),
             ),
             ..Default::default()
         }),
@@ -436,7 +544,12 @@ pub fn plan_all(c: &ClusterState) -> DatapathPlan {
 /// that is not a local endpoint does not restrict).
 pub fn plan_allows(plan: &DatapathPlan, src: &str, dst: &str, protocol: u8, port: u16) -> bool {
     let (src, dst): (IpAddr, IpAddr) = (src.parse().expect("src ip"), dst.parse().expect("dst ip"));
-    let flow = Flow { src, dst, protocol, dst_port: port };
+    let flow = Flow {
+        src,
+        dst,
+        protocol,
+        dst_port: port,
+    };
     let at = |ip: IpAddr, d: Direction| {
         plan.endpoints
             .values()

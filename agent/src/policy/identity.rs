@@ -20,9 +20,9 @@ use palisade_common::ids::IdentityId;
 use super::ids::IdAllocator;
 use super::plan::IdentityInfo;
 use super::selector::{Requirement, Selector};
+use crate::state::ClusterState;
 use crate::state::model::{Pod, Protocol, Service};
 use crate::state::netpol::{IpBlock, NamespaceScope, PodPeer};
-use crate::state::ClusterState;
 
 /// One question a rule asks about a remote address.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -62,7 +62,11 @@ impl Atom {
                 let ex: Vec<String> = b.except.iter().map(|e| e.to_string()).collect();
                 format!("ipBlock {} except {}", b.cidr, ex.join(","))
             }
-            Atom::NamedPort { name, protocol, port } => format!("port {name}/{protocol}={port}"),
+            Atom::NamedPort {
+                name,
+                protocol,
+                port,
+            } => format!("port {name}/{protocol}={port}"),
             Atom::Service { namespace, name } => format!("service {namespace}/{name}"),
         }
     }
@@ -120,17 +124,29 @@ pub struct DescriptionCache {
 
 impl DescriptionCache {
     /// Descriptions of the identities in use; drops the others.
-    pub fn describe(&mut self, ids: &Identities, table: &AtomTable) -> BTreeMap<IdentityId, IdentityInfo> {
+    pub fn describe(
+        &mut self,
+        ids: &Identities,
+        table: &AtomTable,
+    ) -> BTreeMap<IdentityId, IdentityInfo> {
         let mut out = BTreeMap::new();
         for (id, atoms) in &ids.atoms_of {
             let fresh = self.by_id.get(id).is_none_or(|(k, _)| k != atoms);
             if fresh {
-                let parts: Vec<String> =
-                    atoms.iter().filter_map(|a| table.atoms.get(a)).map(Atom::describe).collect();
+                let parts: Vec<String> = atoms
+                    .iter()
+                    .filter_map(|a| table.atoms.get(a))
+                    .map(Atom::describe)
+                    .collect();
                 self.by_id.insert(*id, (atoms.clone(), parts.join("; ")));
             }
             if let Some((_, d)) = self.by_id.get(id) {
-                out.insert(*id, IdentityInfo { description: d.clone() });
+                out.insert(
+                    *id,
+                    IdentityInfo {
+                        description: d.clone(),
+                    },
+                );
             }
         }
         self.by_id.retain(|id, _| ids.atoms_of.contains_key(id));
@@ -149,12 +165,20 @@ struct PodIndex<'a> {
 impl<'a> PodIndex<'a> {
     fn new(cluster: &'a ClusterState) -> Self {
         let pods: Vec<&Pod> = cluster.pods().filter(|p| p.is_endpoint()).collect();
-        let mut idx = PodIndex { pods, by_ns: BTreeMap::new(), by_label: HashMap::new(), by_key: HashMap::new() };
+        let mut idx = PodIndex {
+            pods,
+            by_ns: BTreeMap::new(),
+            by_label: HashMap::new(),
+            by_key: HashMap::new(),
+        };
         for (i, p) in idx.pods.iter().enumerate() {
             let ns = p.namespace.as_str();
             idx.by_ns.entry(ns).or_default().push(i);
             for (k, v) in &p.labels {
-                idx.by_label.entry((ns, k.as_str(), v.as_str())).or_default().push(i);
+                idx.by_label
+                    .entry((ns, k.as_str(), v.as_str()))
+                    .or_default()
+                    .push(i);
                 idx.by_key.entry((ns, k.as_str())).or_default().push(i);
             }
         }
@@ -172,13 +196,21 @@ impl<'a> PodIndex<'a> {
                 Requirement::In(k, vs) => {
                     let mut v: Vec<usize> = vs
                         .iter()
-                        .flat_map(|val| self.by_label.get(&(ns, k.as_str(), val.as_str())).map_or(EMPTY, Vec::as_slice))
+                        .flat_map(|val| {
+                            self.by_label
+                                .get(&(ns, k.as_str(), val.as_str()))
+                                .map_or(EMPTY, Vec::as_slice)
+                        })
                         .copied()
                         .collect();
                     v.sort_unstable();
                     v
                 }
-                Requirement::Exists(k) => self.by_key.get(&(ns, k.as_str())).cloned().unwrap_or_default(),
+                Requirement::Exists(k) => self
+                    .by_key
+                    .get(&(ns, k.as_str()))
+                    .cloned()
+                    .unwrap_or_default(),
                 _ => continue,
             };
             if best.as_ref().is_none_or(|b| cand.len() < b.len()) {
@@ -186,7 +218,10 @@ impl<'a> PodIndex<'a> {
             }
         }
         let cands = best.unwrap_or_else(|| all.to_vec());
-        cands.into_iter().filter(|i| sel.matches(&self.pods[*i].labels)).collect()
+        cands
+            .into_iter()
+            .filter(|i| sel.matches(&self.pods[*i].labels))
+            .collect()
     }
 }
 
@@ -225,12 +260,20 @@ impl BlockIndex {
             set.into_iter().rev().collect::<Vec<u8>>()
         };
         let (lens_v4, lens_v6) = (lens(true), lens(false));
-        BlockIndex { prefixes, lens_v4, lens_v6 }
+        BlockIndex {
+            prefixes,
+            lens_v4,
+            lens_v6,
+        }
     }
 
     /// Atoms of the ipBlocks containing `ip`.
     fn membership(&self, ip: IpAddr) -> &[u32] {
-        let lens = if ip.is_ipv4() { &self.lens_v4 } else { &self.lens_v6 };
+        let lens = if ip.is_ipv4() {
+            &self.lens_v4
+        } else {
+            &self.lens_v6
+        };
         for len in lens {
             if let Ok(net) = IpNet::new(ip, *len)
                 && let Some(m) = self.prefixes.get(&net.trunc())
@@ -276,8 +319,12 @@ pub fn assign(
                 .clone(),
         };
         for ns in namespaces {
-            let Some(ns) = index.by_ns.get_key_value(ns).map(|(k, _)| *k) else { continue };
-            let hits = sel_cache.entry((&peer.pods, ns)).or_insert_with(|| index.select(ns, &peer.pods));
+            let Some(ns) = index.by_ns.get_key_value(ns).map(|(k, _)| *k) else {
+                continue;
+            };
+            let hits = sel_cache
+                .entry((&peer.pods, ns))
+                .or_insert_with(|| index.select(ns, &peer.pods));
             for i in hits.iter() {
                 pod_atoms[*i].push(*atom);
             }
@@ -290,7 +337,11 @@ pub fn assign(
             for cp in &p.ports {
                 let Some(name) = &cp.name else { continue };
                 if table.egress_names.contains(&(name.clone(), cp.protocol)) {
-                    let atom = Atom::NamedPort { name: name.clone(), protocol: cp.protocol, port: cp.port };
+                    let atom = Atom::NamedPort {
+                        name: name.clone(),
+                        protocol: cp.protocol,
+                        port: cp.port,
+                    };
                     pod_atoms[i].push(table.intern(atom_alloc, &atom));
                 }
             }
@@ -318,14 +369,20 @@ pub fn assign(
         out.ipcache.insert(*net, id);
     }
     for svc in services {
-        let atom = Atom::Service { namespace: svc.namespace.clone(), name: svc.name.clone() };
+        let atom = Atom::Service {
+            namespace: svc.namespace.clone(),
+            name: svc.name.clone(),
+        };
         let a = table.intern(atom_alloc, &atom);
         for ip in &svc.cluster_ips {
             let mut key = vec![a];
             key.extend_from_slice(blocks.membership(*ip));
             let id = identity_of(normalize(key), &mut out);
             out.ipcache.insert(IpNet::from(*ip), id);
-            out.service_ips.entry((svc.namespace.clone(), svc.name.clone())).or_default().push((*ip, id));
+            out.service_ips
+                .entry((svc.namespace.clone(), svc.name.clone()))
+                .or_default()
+                .push((*ip, id));
         }
     }
     for (i, p) in index.pods.iter().enumerate() {
@@ -336,8 +393,13 @@ pub fn assign(
             out.ipcache.insert(IpNet::from(*ip), id);
         }
     }
+    // The node's addresses keep their ipBlock membership: egress to them is
+    // policed like any address (the datapath lets connections *from* them in
+    // by a flag, see `DatapathPlan::host_addresses`).
     for ip in host {
-        out.ipcache.insert(IpNet::from(*ip), IdentityId::HOST);
+        let key = blocks.membership(*ip).to_vec();
+        let id = identity_of(normalize(key), &mut out);
+        out.ipcache.insert(IpNet::from(*ip), id);
     }
 
     // Only identities still present in the ipcache count.
@@ -346,8 +408,16 @@ pub fn assign(
     for (id, atoms) in &out.atoms_of {
         for a in atoms {
             out.by_atom.entry(*a).or_default().push(*id);
-            if let Some(Atom::NamedPort { name, protocol, port }) = table.atoms.get(a) {
-                out.named.entry((name.clone(), *protocol)).or_default().push((*id, *port));
+            if let Some(Atom::NamedPort {
+                name,
+                protocol,
+                port,
+            }) = table.atoms.get(a)
+            {
+                out.named
+                    .entry((name.clone(), *protocol))
+                    .or_default()
+                    .push((*id, *port));
             }
         }
     }

@@ -26,7 +26,12 @@ struct Slot {
 impl<K: Hash + Eq + Clone> IdAllocator<K> {
     /// An allocator handing out ids from `first` upwards.
     pub fn new(first: u32) -> Self {
-        IdAllocator { ids: HashMap::new(), next: first, free: BTreeSet::new(), generation: 1 }
+        IdAllocator {
+            ids: HashMap::new(),
+            next: first,
+            free: BTreeSet::new(),
+            generation: 1,
+        }
     }
 
     /// The id of `key`, allocating one (lowest free first) if it has none.
@@ -44,7 +49,13 @@ impl<K: Hash + Eq + Clone> IdAllocator<K> {
                 id
             }
         };
-        self.ids.insert(key.clone(), Slot { id, used_in: generation });
+        self.ids.insert(
+            key.clone(),
+            Slot {
+                id,
+                used_in: generation,
+            },
+        );
         id
     }
 

@@ -5,8 +5,8 @@
 //! Order of checks (first match decides):
 //! 1. the endpoint is not isolated in this direction: allowed, [`RuleId::NONE`];
 //! 2. the remote address is one of the endpoint's own addresses: allowed;
-//! 3. the remote identity (ipcache longest prefix; WORLD when none) is
-//!    [`IdentityId::HOST`]: allowed;
+//! 3. ingress from one of the node's own addresses
+//!    ([`DatapathPlan::host_addresses`]): allowed;
 //! 4. the policy lookup with the remote identity, then with
 //!    [`IdentityId::ANY`]: allowed with the rule found;
 //! 5. denied.
@@ -97,9 +97,11 @@ pub fn l4_matches(l4: L4Match, protocol: u8, port: u16) -> bool {
     match l4 {
         L4Match::Any => true,
         L4Match::Protocol(p) => p == protocol && has_ports(protocol),
-        L4Match::Ports { protocol: p, first, last } => {
-            p == protocol && has_ports(protocol) && (first..=last).contains(&port)
-        }
+        L4Match::Ports {
+            protocol: p,
+            first,
+            last,
+        } => p == protocol && has_ports(protocol) && (first..=last).contains(&port),
     }
 }
 
@@ -122,7 +124,11 @@ pub fn match_prefix_len(l4: L4Match, port: u16) -> u32 {
             let (mut lo, hi, port) = (u32::from(first), u32::from(last), u32::from(port));
             while lo <= hi {
                 // Largest aligned block starting at `lo` that stays within `hi`.
-                let mut size: u32 = if lo == 0 { 1 << 16 } else { 1 << lo.trailing_zeros().min(16) };
+                let mut size: u32 = if lo == 0 {
+                    1 << 16
+                } else {
+                    1 << lo.trailing_zeros().min(16)
+                };
                 while lo + size - 1 > hi {
                     size >>= 1;
                 }
@@ -147,10 +153,17 @@ fn find_rule(
     protocol: u8,
     port: u16,
 ) -> Option<RuleId> {
-    let lo = RuleKey { endpoint: ep.id, direction, identity, l4: L4Match::Any };
+    let lo = RuleKey {
+        endpoint: ep.id,
+        direction,
+        identity,
+        l4: L4Match::Any,
+    };
     plan.rules
         .range(lo..)
-        .take_while(|(k, _)| k.endpoint == ep.id && k.direction == direction && k.identity == identity)
+        .take_while(|(k, _)| {
+            k.endpoint == ep.id && k.direction == direction && k.identity == identity
+        })
         .filter(|(k, _)| l4_matches(k.l4, protocol, port))
         .map(|(k, r)| (std::cmp::Reverse(match_prefix_len(k.l4, port)), *r))
         .min()
@@ -158,10 +171,20 @@ fn find_rule(
 }
 
 /// Evaluates `flow` at endpoint `ep` of `plan` in `direction`.
-pub fn evaluate(plan: &DatapathPlan, ep: &EndpointPlan, direction: Direction, flow: &Flow) -> Verdict {
+pub fn evaluate(
+    plan: &DatapathPlan,
+    ep: &EndpointPlan,
+    direction: Direction,
+    flow: &Flow,
+) -> Verdict {
     let remote = flow.remote(direction);
     let remote_identity = ipcache_lookup(&plan.ipcache, remote);
-    let verdict = |allowed, reason, rule| Verdict { allowed, reason, rule, remote_identity };
+    let verdict = |allowed, reason, rule| Verdict {
+        allowed,
+        reason,
+        rule,
+        remote_identity,
+    };
     let isolated = match direction {
         Direction::Ingress => ep.ingress_isolated,
         Direction::Egress => ep.egress_isolated,
@@ -176,10 +199,14 @@ pub fn evaluate(plan: &DatapathPlan, ep: &EndpointPlan, direction: Direction, fl
     if own {
         return verdict(true, Reason::SelfTraffic, RuleId::NONE);
     }
-    if remote_identity == IdentityId::HOST {
+    if direction == Direction::Ingress && plan.host_addresses.contains(&remote) {
         return verdict(true, Reason::Host, RuleId::NONE);
     }
-    let port = if has_ports(flow.protocol) { flow.dst_port } else { 0 };
+    let port = if has_ports(flow.protocol) {
+        flow.dst_port
+    } else {
+        0
+    };
     let hit = find_rule(plan, ep, direction, remote_identity, flow.protocol, port)
         .or_else(|| find_rule(plan, ep, direction, IdentityId::ANY, flow.protocol, port));
     match hit {
@@ -209,7 +236,12 @@ mod tests {
     }
 
     fn flow(src: &str, proto: u8, port: u16) -> Flow {
-        Flow { src: src.parse().expect("ip"), dst: "10.0.0.1".parse().expect("ip"), protocol: proto, dst_port: port }
+        Flow {
+            src: src.parse().expect("ip"),
+            dst: "10.0.0.1".parse().expect("ip"),
+            protocol: proto,
+            dst_port: port,
+        }
     }
 
     fn net(s: &str) -> IpNet {
@@ -221,9 +253,18 @@ mod tests {
         let mut plan = DatapathPlan::default();
         plan.ipcache.insert(net("10.0.0.0/8"), IdentityId(16));
         plan.ipcache.insert(net("10.1.0.0/16"), IdentityId(17));
-        assert_eq!(ipcache_lookup(&plan.ipcache, "10.1.2.3".parse().expect("ip")), IdentityId(17));
-        assert_eq!(ipcache_lookup(&plan.ipcache, "10.2.2.3".parse().expect("ip")), IdentityId(16));
-        assert_eq!(ipcache_lookup(&plan.ipcache, "11.0.0.1".parse().expect("ip")), IdentityId::WORLD);
+        assert_eq!(
+            ipcache_lookup(&plan.ipcache, "10.1.2.3".parse().expect("ip")),
+            IdentityId(17)
+        );
+        assert_eq!(
+            ipcache_lookup(&plan.ipcache, "10.2.2.3".parse().expect("ip")),
+            IdentityId(16)
+        );
+        assert_eq!(
+            ipcache_lookup(&plan.ipcache, "11.0.0.1".parse().expect("ip")),
+            IdentityId::WORLD
+        );
     }
 
     #[test]
@@ -231,9 +272,25 @@ mod tests {
         let mut plan = DatapathPlan::default();
         plan.ipcache.insert(net("10.9.0.0/16"), IdentityId(16));
         let e = ep();
-        let key = |identity, l4| RuleKey { endpoint: e.id, direction: Direction::Ingress, identity, l4 };
-        plan.rules.insert(key(IdentityId(16), L4Match::Ports { protocol: 6, first: 80, last: 90 }), RuleId(3));
-        plan.rules.insert(key(IdentityId::ANY, L4Match::Protocol(17)), RuleId(4));
+        let key = |identity, l4| RuleKey {
+            endpoint: e.id,
+            direction: Direction::Ingress,
+            identity,
+            l4,
+        };
+        plan.rules.insert(
+            key(
+                IdentityId(16),
+                L4Match::Ports {
+                    protocol: 6,
+                    first: 80,
+                    last: 90,
+                },
+            ),
+            RuleId(3),
+        );
+        plan.rules
+            .insert(key(IdentityId::ANY, L4Match::Protocol(17)), RuleId(4));
         let v = |src, proto, port| evaluate(&plan, &e, Direction::Ingress, &flow(src, proto, port));
         assert_eq!(v("10.9.0.5", 6, 90).rule, RuleId(3));
         assert!(!v("10.9.0.5", 6, 91).allowed);
@@ -244,29 +301,97 @@ mod tests {
 
     #[test]
     fn the_most_specific_entry_names_the_rule() {
-        assert_eq!(match_prefix_len(L4Match::Ports { protocol: 6, first: 80, last: 80 }, 80), 96);
+        assert_eq!(
+            match_prefix_len(
+                L4Match::Ports {
+                    protocol: 6,
+                    first: 80,
+                    last: 80
+                },
+                80
+            ),
+            96
+        );
         // 0..=65535 is one block of 2^16.
-        assert_eq!(match_prefix_len(L4Match::Ports { protocol: 6, first: 0, last: 65535 }, 7), 80);
+        assert_eq!(
+            match_prefix_len(
+                L4Match::Ports {
+                    protocol: 6,
+                    first: 0,
+                    last: 65535
+                },
+                7
+            ),
+            80
+        );
         // 80..=95 is one aligned block of 16; 79..=80 is [79] + [80].
-        assert_eq!(match_prefix_len(L4Match::Ports { protocol: 6, first: 80, last: 95 }, 90), 92);
-        assert_eq!(match_prefix_len(L4Match::Ports { protocol: 6, first: 79, last: 80 }, 80), 96);
+        assert_eq!(
+            match_prefix_len(
+                L4Match::Ports {
+                    protocol: 6,
+                    first: 80,
+                    last: 95
+                },
+                90
+            ),
+            92
+        );
+        assert_eq!(
+            match_prefix_len(
+                L4Match::Ports {
+                    protocol: 6,
+                    first: 79,
+                    last: 80
+                },
+                80
+            ),
+            96
+        );
         let mut plan = DatapathPlan::default();
         let e = ep();
-        let key = |l4| RuleKey { endpoint: e.id, direction: Direction::Ingress, identity: IdentityId::ANY, l4 };
+        let key = |l4| RuleKey {
+            endpoint: e.id,
+            direction: Direction::Ingress,
+            identity: IdentityId::ANY,
+            l4,
+        };
         plan.rules.insert(key(L4Match::Any), RuleId(1));
-        plan.rules.insert(key(L4Match::Ports { protocol: 6, first: 80, last: 80 }), RuleId(9));
-        assert_eq!(evaluate(&plan, &e, Direction::Ingress, &flow("10.8.0.5", 6, 80)).rule, RuleId(9));
-        assert_eq!(evaluate(&plan, &e, Direction::Ingress, &flow("10.8.0.5", 6, 81)).rule, RuleId(1));
+        plan.rules.insert(
+            key(L4Match::Ports {
+                protocol: 6,
+                first: 80,
+                last: 80,
+            }),
+            RuleId(9),
+        );
+        assert_eq!(
+            evaluate(&plan, &e, Direction::Ingress, &flow("10.8.0.5", 6, 80)).rule,
+            RuleId(9)
+        );
+        assert_eq!(
+            evaluate(&plan, &e, Direction::Ingress, &flow("10.8.0.5", 6, 81)).rule,
+            RuleId(1)
+        );
     }
 
     #[test]
     fn host_self_and_unisolated_are_allowed_without_rules() {
         let mut plan = DatapathPlan::default();
-        plan.ipcache.insert(net("192.168.0.1/32"), IdentityId::HOST);
+        plan.host_addresses
+            .insert("192.168.0.1".parse().expect("ip"));
         let e = ep();
-        assert_eq!(evaluate(&plan, &e, Direction::Ingress, &flow("192.168.0.1", 6, 1)).reason, Reason::Host);
-        assert_eq!(evaluate(&plan, &e, Direction::Ingress, &flow("10.0.0.1", 6, 1)).reason, Reason::SelfTraffic);
-        assert_eq!(evaluate(&plan, &e, Direction::Egress, &flow("10.0.0.1", 6, 1)).reason, Reason::NotIsolated);
+        assert_eq!(
+            evaluate(&plan, &e, Direction::Ingress, &flow("192.168.0.1", 6, 1)).reason,
+            Reason::Host
+        );
+        assert_eq!(
+            evaluate(&plan, &e, Direction::Ingress, &flow("10.0.0.1", 6, 1)).reason,
+            Reason::SelfTraffic
+        );
+        assert_eq!(
+            evaluate(&plan, &e, Direction::Egress, &flow("10.0.0.1", 6, 1)).reason,
+            Reason::NotIsolated
+        );
         assert!(!evaluate(&plan, &e, Direction::Ingress, &flow("10.0.0.2", 6, 1)).allowed);
     }
 }

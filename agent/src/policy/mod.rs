@@ -1,6 +1,7 @@
 //! NetworkPolicy semantics and the compiler (pure: no I/O).
 pub mod compile;
 pub mod eval;
+pub mod explain;
 pub mod identity;
 pub mod ids;
 pub mod lookup;
@@ -9,5 +10,7 @@ pub mod selector;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
+#[cfg(test)]
+mod proptests;
 
 pub use compile::Compiler;

@@ -1,9 +1,9 @@
 //! The compiler's output: a plain value that can be diffed, printed, serialised
 //! and evaluated without a kernel. `sync` turns it into map writes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use palisade_common::ids::{EndpointId, IdentityId, RuleId};
@@ -14,10 +14,14 @@ use serde::{Deserialize, Serialize};
 pub struct DatapathPlan {
     /// Allocated identities and what they stand for (for `explain` and status).
     pub identities: BTreeMap<IdentityId, IdentityInfo>,
-    /// Remote prefix -> identity. Includes the node's own addresses with
-    /// [`IdentityId::HOST`]. Addresses under no prefix are WORLD.
+    /// Remote prefix -> identity. Addresses under no prefix are WORLD.
     #[serde(with = "as_pairs")]
     pub ipcache: BTreeMap<IpNet, IdentityId>,
+    /// This node's own addresses (each also has an exact ipcache entry, with
+    /// its ipBlock membership): connections from them to a pod are always
+    /// allowed; connections to them are policed like any address.
+    #[serde(default)]
+    pub host_addresses: BTreeSet<IpAddr>,
     /// Local endpoints (pods of this node that have an IP), by pod.
     #[serde(with = "as_pairs")]
     pub endpoints: BTreeMap<PodRef, EndpointPlan>,
@@ -171,6 +175,8 @@ mod as_pairs {
         V: Deserialize<'de>,
         D: Deserializer<'de>,
     {
-        Ok(Vec::<(K, V)>::deserialize(deserializer)?.into_iter().collect())
+        Ok(Vec::<(K, V)>::deserialize(deserializer)?
+            .into_iter()
+            .collect())
     }
 }

@@ -19,7 +19,9 @@ pub type Labels = BTreeMap<String, String>;
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum SelectorError {
     /// The operator is not one of In, NotIn, Exists, DoesNotExist.
-    #[error("matchExpressions[{index}]: unknown operator {operator:?} (expected In, NotIn, Exists or DoesNotExist)")]
+    #[error(
+        "matchExpressions[{index}]: unknown operator {operator:?} (expected In, NotIn, Exists or DoesNotExist)"
+    )]
     UnknownOperator {
         /// Index in `matchExpressions`.
         index: usize,
@@ -99,7 +101,9 @@ impl Selector {
     /// Builds a selector from requirements (order does not matter).
     pub fn from_requirements(requirements: impl IntoIterator<Item = Requirement>) -> Self {
         let set: BTreeSet<Requirement> = requirements.into_iter().collect();
-        Selector { requirements: set.into_iter().collect() }
+        Selector {
+            requirements: set.into_iter().collect(),
+        }
     }
 
     /// Validates a Kubernetes `LabelSelector`.
@@ -124,7 +128,11 @@ impl Selector {
                     }
                 }
                 "Exists" | "DoesNotExist" => {
-                    let operator = if expr.operator == "Exists" { "Exists" } else { "DoesNotExist" };
+                    let operator = if expr.operator == "Exists" {
+                        "Exists"
+                    } else {
+                        "DoesNotExist"
+                    };
                     if !values.is_empty() {
                         return Err(SelectorError::UnexpectedValues { index, operator });
                     }
@@ -192,7 +200,9 @@ mod tests {
     use super::*;
 
     fn labels(kv: &[(&str, &str)]) -> Labels {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn expr(key: &str, op: &str, values: Option<&[&str]>) -> LabelSelectorRequirement {
@@ -220,7 +230,10 @@ mod tests {
 
     #[test]
     fn match_labels_and_expressions_are_anded() {
-        let s = selector(&[("app", "web")], vec![expr("tier", "In", Some(&["a", "b"]))]);
+        let s = selector(
+            &[("app", "web")],
+            vec![expr("tier", "In", Some(&["a", "b"]))],
+        );
         assert!(s.matches(&labels(&[("app", "web"), ("tier", "b")])));
         assert!(!s.matches(&labels(&[("app", "web"), ("tier", "c")])));
         assert!(!s.matches(&labels(&[("app", "db"), ("tier", "a")])));
@@ -228,7 +241,13 @@ mod tests {
 
     #[test]
     fn not_in_and_does_not_exist_match_when_the_key_is_absent() {
-        let s = selector(&[], vec![expr("x", "NotIn", Some(&["1"])), expr("y", "DoesNotExist", None)]);
+        let s = selector(
+            &[],
+            vec![
+                expr("x", "NotIn", Some(&["1"])),
+                expr("y", "DoesNotExist", None),
+            ],
+        );
         assert!(s.matches(&labels(&[])));
         assert!(s.matches(&labels(&[("x", "2")])));
         assert!(!s.matches(&labels(&[("x", "1")])));
@@ -244,7 +263,10 @@ mod tests {
 
     #[test]
     fn invalid_operators_and_value_counts_are_rejected() {
-        let bad = |e| LabelSelector { match_expressions: Some(vec![e]), match_labels: None };
+        let bad = |e| LabelSelector {
+            match_expressions: Some(vec![e]),
+            match_labels: None,
+        };
         assert!(matches!(
             Selector::parse(&bad(expr("k", "Equals", Some(&["1"])))),
             Err(SelectorError::UnknownOperator { .. })

@@ -10,7 +10,9 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1::EndpointSlice as K8sEndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy as K8sNetworkPolicy;
 
-use super::model::{EndpointSlice, ModelError, Namespace, Node, Pod, PodPhase, Service, ServicePort, TargetPort};
+use super::model::{
+    EndpointSlice, ModelError, Namespace, Node, Pod, PodPhase, Service, ServicePort, TargetPort,
+};
 use super::netpol::NetworkPolicy;
 use crate::policy::plan::{PodRef, PolicyRef, Rejection};
 
@@ -26,12 +28,19 @@ pub struct ObjectKey {
 impl ObjectKey {
     /// Builds a key.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        ObjectKey { namespace: namespace.into(), name: name.into() }
+        ObjectKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 }
 
 /// Any object the state tracks, as received from the API server.
 #[derive(Clone, Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "short-lived event payloads; boxing would complicate every producer (fn(K) -> K8sObject)"
+)]
 pub enum K8sObject {
     /// A Namespace.
     Namespace(core::Namespace),
@@ -109,7 +118,10 @@ impl ClusterState {
 
     /// Removes a Pod.
     pub fn delete_pod(&mut self, namespace: &str, name: &str) {
-        let key = PodRef { namespace: namespace.into(), name: name.into() };
+        let key = PodRef {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
         if let Some(old) = self.pods.remove(&key) {
             for ip in &old.ips {
                 if let Some(set) = self.pods_by_ip.get_mut(ip) {
@@ -131,7 +143,10 @@ impl ClusterState {
 
     /// Removes a NetworkPolicy.
     pub fn delete_policy(&mut self, namespace: &str, name: &str) {
-        self.policies.remove(&PolicyRef { namespace: namespace.into(), name: name.into() });
+        self.policies.remove(&PolicyRef {
+            namespace: namespace.into(),
+            name: name.into(),
+        });
     }
 
     /// Inserts or replaces a Node.
@@ -149,7 +164,8 @@ impl ClusterState {
     /// Inserts or replaces a Service.
     pub fn apply_service(&mut self, svc: &core::Service) -> Result<(), ModelError> {
         let svc = Service::from_k8s(svc)?;
-        self.services.insert(ObjectKey::new(&svc.namespace, &svc.name), svc);
+        self.services
+            .insert(ObjectKey::new(&svc.namespace, &svc.name), svc);
         Ok(())
     }
 
@@ -161,7 +177,8 @@ impl ClusterState {
     /// Inserts or replaces an EndpointSlice.
     pub fn apply_endpoint_slice(&mut self, slice: &K8sEndpointSlice) -> Result<(), ModelError> {
         let slice = EndpointSlice::from_k8s(slice)?;
-        self.slices.insert(ObjectKey::new(&slice.namespace, &slice.name), slice);
+        self.slices
+            .insert(ObjectKey::new(&slice.namespace, &slice.name), slice);
         Ok(())
     }
 
@@ -192,14 +209,23 @@ impl ClusterState {
 
     /// The pods of one namespace, by name.
     pub fn pods_in(&self, namespace: &str) -> impl Iterator<Item = &Pod> {
-        let start = PodRef { namespace: namespace.to_string(), name: String::new() };
-        self.pods.range(start..).map(|(_, p)| p).take_while(move |p| p.namespace == namespace)
+        let start = PodRef {
+            namespace: namespace.to_string(),
+            name: String::new(),
+        };
+        self.pods
+            .range(start..)
+            .map(|(_, p)| p)
+            .take_while(move |p| p.namespace == namespace)
     }
 
     /// The endpoint pod (see [`Pod::is_endpoint`]) holding `ip`; the first by
     /// key if the cluster is inconsistent and several claim it.
     pub fn endpoint_pod_by_ip(&self, ip: IpAddr) -> Option<&Pod> {
-        self.pods_by_ip.get(&ip).and_then(|s| s.first()).and_then(|k| self.pods.get(k))
+        self.pods_by_ip
+            .get(&ip)
+            .and_then(|s| s.first())
+            .and_then(|k| self.pods.get(k))
     }
 
     /// A policy by key.
@@ -243,7 +269,10 @@ impl ClusterState {
     }
 
     /// The EndpointSlices of a service, by key.
-    pub fn slices_of<'a>(&'a self, svc: &'a Service) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
+    pub fn slices_of<'a>(
+        &'a self,
+        svc: &'a Service,
+    ) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
         let start = ObjectKey::new(&svc.namespace, "");
         self.slices
             .range(start..)
@@ -259,7 +288,12 @@ impl ClusterState {
     /// the numeric targetPort, else the named targetPort looked up on the
     /// backend pod; backends whose port cannot be resolved are left out (no
     /// traffic can reach them).
-    pub fn service_backends(&self, svc: &Service, port: &ServicePort, cluster_ip: IpAddr) -> Vec<(IpAddr, u16)> {
+    pub fn service_backends(
+        &self,
+        svc: &Service,
+        port: &ServicePort,
+        cluster_ip: IpAddr,
+    ) -> Vec<(IpAddr, u16)> {
         let mut out = Vec::new();
         for slice in self.slices_of(svc) {
             let slice_port = slice
@@ -268,11 +302,19 @@ impl ClusterState {
                 .find(|p| p.name == port.name && p.protocol == port.protocol)
                 .and_then(|p| p.port);
             for ep in slice.endpoints.iter().filter(|e| e.ready) {
-                for addr in ep.addresses.iter().filter(|a| a.is_ipv4() == cluster_ip.is_ipv4()) {
+                for addr in ep
+                    .addresses
+                    .iter()
+                    .filter(|a| a.is_ipv4() == cluster_ip.is_ipv4())
+                {
                     let number = slice_port.or_else(|| match &port.target_port {
                         TargetPort::Number(n) => Some(*n),
                         TargetPort::Name(name) => {
-                            let pod = ep.pod.as_ref().and_then(|r| self.pod(r)).or_else(|| self.endpoint_pod_by_ip(*addr));
+                            let pod = ep
+                                .pod
+                                .as_ref()
+                                .and_then(|r| self.pod(r))
+                                .or_else(|| self.endpoint_pod_by_ip(*addr));
                             pod.and_then(|p| p.named_port(name, port.protocol))
                         }
                     });
@@ -290,8 +332,11 @@ impl ClusterState {
     /// The addresses that are the node `node_name` itself: its InternalIP and
     /// ExternalIP addresses and the IPs of hostNetwork pods running on it.
     pub fn node_addresses(&self, node_name: &str) -> BTreeSet<IpAddr> {
-        let mut out: BTreeSet<IpAddr> =
-            self.nodes.get(node_name).map(|n| n.addresses.iter().copied().collect()).unwrap_or_default();
+        let mut out: BTreeSet<IpAddr> = self
+            .nodes
+            .get(node_name)
+            .map(|n| n.addresses.iter().copied().collect())
+            .unwrap_or_default();
         for p in self.pods.values() {
             if p.host_network && p.node_name.as_deref() == Some(node_name) {
                 out.extend(p.ips.iter().copied());

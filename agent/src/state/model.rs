@@ -114,7 +114,11 @@ pub struct Namespace {
 impl Namespace {
     /// Converts a k8s Namespace.
     pub fn from_k8s(ns: &core::Namespace) -> Result<Self, ModelError> {
-        let name = ns.metadata.name.clone().ok_or(ModelError::MissingName { kind: "Namespace" })?;
+        let name = ns
+            .metadata
+            .name
+            .clone()
+            .ok_or(ModelError::MissingName { kind: "Namespace" })?;
         Ok(Namespace {
             name,
             labels: ns.metadata.labels.clone().unwrap_or_default(),
@@ -124,7 +128,9 @@ impl Namespace {
 
     /// Whether endpoints in this namespace run in audit mode.
     pub fn audit(&self) -> bool {
-        self.annotations.get(AUDIT_MODE_ANNOTATION).is_some_and(|v| v == "true")
+        self.annotations
+            .get(AUDIT_MODE_ANNOTATION)
+            .is_some_and(|v| v == "true")
     }
 }
 
@@ -172,12 +178,19 @@ pub struct Pod {
 impl Pod {
     /// Converts a k8s Pod.
     pub fn from_k8s(pod: &core::Pod) -> Result<Self, ModelError> {
-        let name = pod.metadata.name.clone().ok_or(ModelError::MissingName { kind: "Pod" })?;
-        let namespace = pod
+        let name = pod
             .metadata
-            .namespace
+            .name
             .clone()
-            .ok_or_else(|| ModelError::MissingNamespace { kind: "Pod", name: name.clone() })?;
+            .ok_or(ModelError::MissingName { kind: "Pod" })?;
+        let namespace =
+            pod.metadata
+                .namespace
+                .clone()
+                .ok_or_else(|| ModelError::MissingNamespace {
+                    kind: "Pod",
+                    name: name.clone(),
+                })?;
         let spec = pod.spec.as_ref();
         let status = pod.status.as_ref();
         let phase = match status.and_then(|s| s.phase.as_deref()) {
@@ -185,7 +198,9 @@ impl Pod {
             _ => PodPhase::Active,
         };
         let mut ips: Vec<IpAddr> = Vec::new();
-        let listed = status.and_then(|s| s.pod_ips.as_ref()).map(|v| v.iter().map(|p| p.ip.as_str()));
+        let listed = status
+            .and_then(|s| s.pod_ips.as_ref())
+            .map(|v| v.iter().map(|p| p.ip.as_str()));
         let single = status.and_then(|s| s.pod_ip.as_deref());
         for ip in listed.into_iter().flatten().chain(single) {
             if let Ok(ip) = ip.parse::<IpAddr>()
@@ -196,13 +211,21 @@ impl Pod {
         }
         let mut ports = Vec::new();
         if let Some(spec) = spec {
-            let containers = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+            let containers = spec
+                .containers
+                .iter()
+                .chain(spec.init_containers.iter().flatten());
             for cp in containers.flat_map(|c| c.ports.iter().flatten()) {
-                if let (Some(port), Some(protocol)) =
-                    (port_number(cp.container_port), Protocol::parse(cp.protocol.as_deref()))
-                {
+                if let (Some(port), Some(protocol)) = (
+                    port_number(cp.container_port),
+                    Protocol::parse(cp.protocol.as_deref()),
+                ) {
                     let name = cp.name.clone().filter(|n| !n.is_empty());
-                    ports.push(ContainerPort { name, port, protocol });
+                    ports.push(ContainerPort {
+                        name,
+                        port,
+                        protocol,
+                    });
                 }
             }
         }
@@ -210,7 +233,9 @@ impl Pod {
             namespace,
             name,
             labels: pod.metadata.labels.clone().unwrap_or_default(),
-            node_name: spec.and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
+            node_name: spec
+                .and_then(|s| s.node_name.clone())
+                .filter(|n| !n.is_empty()),
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
             phase,
             ips,
@@ -220,7 +245,10 @@ impl Pod {
 
     /// Its key.
     pub fn pod_ref(&self) -> PodRef {
-        PodRef { namespace: self.namespace.clone(), name: self.name.clone() }
+        PodRef {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
     }
 
     /// Whether the pod is a policy subject and peer: running, not on the host
@@ -250,7 +278,11 @@ pub struct Node {
 impl Node {
     /// Converts a k8s Node.
     pub fn from_k8s(node: &core::Node) -> Result<Self, ModelError> {
-        let name = node.metadata.name.clone().ok_or(ModelError::MissingName { kind: "Node" })?;
+        let name = node
+            .metadata
+            .name
+            .clone()
+            .ok_or(ModelError::MissingName { kind: "Node" })?;
         let mut addresses = Vec::new();
         let listed = node.status.as_ref().and_then(|s| s.addresses.as_ref());
         for a in listed.into_iter().flatten() {
@@ -303,15 +335,25 @@ pub struct Service {
 impl Service {
     /// Converts a k8s Service.
     pub fn from_k8s(svc: &core::Service) -> Result<Self, ModelError> {
-        let name = svc.metadata.name.clone().ok_or(ModelError::MissingName { kind: "Service" })?;
-        let namespace = svc
+        let name = svc
             .metadata
-            .namespace
+            .name
             .clone()
-            .ok_or_else(|| ModelError::MissingNamespace { kind: "Service", name: name.clone() })?;
+            .ok_or(ModelError::MissingName { kind: "Service" })?;
+        let namespace =
+            svc.metadata
+                .namespace
+                .clone()
+                .ok_or_else(|| ModelError::MissingNamespace {
+                    kind: "Service",
+                    name: name.clone(),
+                })?;
         let spec = svc.spec.as_ref();
         let mut cluster_ips = Vec::new();
-        let listed = spec.and_then(|s| s.cluster_ips.as_ref()).into_iter().flatten();
+        let listed = spec
+            .and_then(|s| s.cluster_ips.as_ref())
+            .into_iter()
+            .flatten();
         let single = spec.and_then(|s| s.cluster_ip.as_ref());
         for ip in listed.chain(single) {
             if let Ok(ip) = ip.parse::<IpAddr>()
@@ -322,8 +364,10 @@ impl Service {
         }
         let mut ports = Vec::new();
         for sp in spec.and_then(|s| s.ports.as_ref()).into_iter().flatten() {
-            let (Some(port), Some(protocol)) = (port_number(sp.port), Protocol::parse(sp.protocol.as_deref()))
-            else {
+            let (Some(port), Some(protocol)) = (
+                port_number(sp.port),
+                Protocol::parse(sp.protocol.as_deref()),
+            ) else {
                 continue;
             };
             let target_port = match &sp.target_port {
@@ -340,9 +384,19 @@ impl Service {
                     Err(_) => TargetPort::Name(s.clone()),
                 },
             };
-            ports.push(ServicePort { name: sp.name.clone().filter(|n| !n.is_empty()), port, protocol, target_port });
+            ports.push(ServicePort {
+                name: sp.name.clone().filter(|n| !n.is_empty()),
+                port,
+                protocol,
+                target_port,
+            });
         }
-        Ok(Service { namespace, name, cluster_ips, ports })
+        Ok(Service {
+            namespace,
+            name,
+            cluster_ips,
+            ports,
+        })
     }
 }
 
@@ -386,14 +440,24 @@ pub struct EndpointSlice {
 impl EndpointSlice {
     /// Converts a k8s EndpointSlice.
     pub fn from_k8s(slice: &K8sEndpointSlice) -> Result<Self, ModelError> {
-        let name = slice.metadata.name.clone().ok_or(ModelError::MissingName { kind: "EndpointSlice" })?;
-        let namespace = slice
+        let name = slice.metadata.name.clone().ok_or(ModelError::MissingName {
+            kind: "EndpointSlice",
+        })?;
+        let namespace =
+            slice
+                .metadata
+                .namespace
+                .clone()
+                .ok_or_else(|| ModelError::MissingNamespace {
+                    kind: "EndpointSlice",
+                    name: name.clone(),
+                })?;
+        let service_name = slice
             .metadata
-            .namespace
-            .clone()
-            .ok_or_else(|| ModelError::MissingNamespace { kind: "EndpointSlice", name: name.clone() })?;
-        let service_name =
-            slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).cloned();
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            .cloned();
         let endpoints = slice
             .endpoints
             .iter()
@@ -424,6 +488,12 @@ impl EndpointSlice {
                 })
             })
             .collect();
-        Ok(EndpointSlice { namespace, name, service_name, endpoints, ports })
+        Ok(EndpointSlice {
+            namespace,
+            name,
+            service_name,
+            endpoints,
+            ports,
+        })
     }
 }

@@ -150,7 +150,10 @@ pub struct NetworkPolicy {
 impl NetworkPolicy {
     /// Its key.
     pub fn policy_ref(&self) -> PolicyRef {
-        PolicyRef { namespace: self.namespace.clone(), name: self.name.clone() }
+        PolicyRef {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
     }
 
     /// Whether the policy selects pods of namespace `ns` with these labels.
@@ -169,13 +172,21 @@ impl NetworkPolicy {
 
     /// Parses and validates a k8s NetworkPolicy.
     pub fn from_k8s(np: &net::NetworkPolicy) -> Result<Self, ModelError> {
-        let name = np.metadata.name.clone().ok_or(ModelError::MissingName { kind: "NetworkPolicy" })?;
-        let namespace = np
-            .metadata
-            .namespace
-            .clone()
-            .ok_or_else(|| ModelError::MissingNamespace { kind: "NetworkPolicy", name: name.clone() })?;
-        let mut v = Validator { object: format!("NetworkPolicy {namespace}/{name}"), rejections: Vec::new() };
+        let name = np.metadata.name.clone().ok_or(ModelError::MissingName {
+            kind: "NetworkPolicy",
+        })?;
+        let namespace =
+            np.metadata
+                .namespace
+                .clone()
+                .ok_or_else(|| ModelError::MissingNamespace {
+                    kind: "NetworkPolicy",
+                    name: name.clone(),
+                })?;
+        let mut v = Validator {
+            object: format!("NetworkPolicy {namespace}/{name}"),
+            rejections: Vec::new(),
+        };
         let default_spec = net::NetworkPolicySpec::default();
         let spec = np.spec.as_ref().unwrap_or(&default_spec);
 
@@ -196,7 +207,13 @@ impl NetworkPolicy {
             .flatten()
             .enumerate()
             .map(|(i, r)| {
-                v.rule(&namespace, &format!("spec.ingress[{i}]"), "from", r.from.as_deref(), r.ports.as_deref())
+                v.rule(
+                    &namespace,
+                    &format!("spec.ingress[{i}]"),
+                    "from",
+                    r.from.as_deref(),
+                    r.ports.as_deref(),
+                )
             })
             .collect();
         let egress: Vec<Rule> = spec
@@ -204,10 +221,28 @@ impl NetworkPolicy {
             .iter()
             .flatten()
             .enumerate()
-            .map(|(i, r)| v.rule(&namespace, &format!("spec.egress[{i}]"), "to", r.to.as_deref(), r.ports.as_deref()))
+            .map(|(i, r)| {
+                v.rule(
+                    &namespace,
+                    &format!("spec.egress[{i}]"),
+                    "to",
+                    r.to.as_deref(),
+                    r.ports.as_deref(),
+                )
+            })
             .collect();
-        let rules = v.rejections.is_empty().then_some(PolicyRules { ingress, egress });
-        Ok(NetworkPolicy { namespace, name, pod_selector, policy_types, rules, rejections: v.rejections })
+        let rules = v
+            .rejections
+            .is_empty()
+            .then_some(PolicyRules { ingress, egress });
+        Ok(NetworkPolicy {
+            namespace,
+            name,
+            pod_selector,
+            policy_types,
+            rules,
+            rejections: v.rejections,
+        })
     }
 }
 
@@ -219,7 +254,11 @@ struct Validator {
 
 impl Validator {
     fn reject(&mut self, field: String, reason: String) {
-        self.rejections.push(Rejection { object: self.object.clone(), field, reason });
+        self.rejections.push(Rejection {
+            object: self.object.clone(),
+            field,
+            reason,
+        });
     }
 
     /// `spec.policyTypes` with the API's defaulting: Ingress always, plus
@@ -228,9 +267,15 @@ impl Validator {
         let listed = spec.policy_types.as_deref().unwrap_or_default();
         if listed.is_empty() {
             let has_egress = spec.egress.as_ref().is_some_and(|e| !e.is_empty());
-            return PolicyTypes { ingress: true, egress: has_egress };
+            return PolicyTypes {
+                ingress: true,
+                egress: has_egress,
+            };
         }
-        let mut types = PolicyTypes { ingress: false, egress: false };
+        let mut types = PolicyTypes {
+            ingress: false,
+            egress: false,
+        };
         for (i, t) in listed.iter().enumerate() {
             match t.as_str() {
                 "Ingress" => types.ingress = true,
@@ -240,7 +285,10 @@ impl Validator {
                         format!("spec.policyTypes[{i}]"),
                         format!("unknown policy type {other:?} (expected Ingress or Egress); failing closed: the policy isolates both directions"),
                     );
-                    types = PolicyTypes { ingress: true, egress: true };
+                    types = PolicyTypes {
+                        ingress: true,
+                        egress: true,
+                    };
                 }
             }
         }
@@ -262,12 +310,19 @@ impl Validator {
                 .collect()
         });
         let ports = ports.filter(|p| !p.is_empty()).map(|ps| {
-            ps.iter().enumerate().filter_map(|(j, p)| self.port(&format!("{path}.ports[{j}]"), p)).collect()
+            ps.iter()
+                .enumerate()
+                .filter_map(|(j, p)| self.port(&format!("{path}.ports[{j}]"), p))
+                .collect()
         });
         Rule { peers, ports }
     }
 
-    fn selector(&mut self, field: String, s: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector) -> Option<Selector> {
+    fn selector(
+        &mut self,
+        field: String,
+        s: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    ) -> Option<Selector> {
         match Selector::parse(s) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -283,19 +338,29 @@ impl Validator {
 
     fn peer(&mut self, namespace: &str, path: &str, p: &net::NetworkPolicyPeer) -> Option<Peer> {
         match (&p.ip_block, &p.namespace_selector, &p.pod_selector) {
-            (Some(b), None, None) => self.ip_block(&format!("{path}.ipBlock"), b).map(Peer::IpBlock),
+            (Some(b), None, None) => self
+                .ip_block(&format!("{path}.ipBlock"), b)
+                .map(Peer::IpBlock),
             (Some(_), _, _) => {
-                self.reject(path.to_string(), "ipBlock may not be combined with podSelector or namespaceSelector".into());
+                self.reject(
+                    path.to_string(),
+                    "ipBlock may not be combined with podSelector or namespaceSelector".into(),
+                );
                 None
             }
             (None, None, None) => {
-                self.reject(path.to_string(), "must specify a peer (podSelector, namespaceSelector or ipBlock)".into());
+                self.reject(
+                    path.to_string(),
+                    "must specify a peer (podSelector, namespaceSelector or ipBlock)".into(),
+                );
                 None
             }
             (None, ns, pods) => {
                 let namespaces = match ns {
                     None => NamespaceScope::Own(namespace.to_string()),
-                    Some(s) => NamespaceScope::Selected(self.selector(format!("{path}.namespaceSelector"), s)?),
+                    Some(s) => NamespaceScope::Selected(
+                        self.selector(format!("{path}.namespaceSelector"), s)?,
+                    ),
                 };
                 let pods = match pods {
                     None => Selector::everything(),
@@ -310,7 +375,10 @@ impl Validator {
         let cidr = match b.cidr.parse::<IpNet>() {
             Ok(c) => c.trunc(),
             Err(_) => {
-                self.reject(format!("{path}.cidr"), format!("{:?} is not a valid CIDR", b.cidr));
+                self.reject(
+                    format!("{path}.cidr"),
+                    format!("{:?} is not a valid CIDR", b.cidr),
+                );
                 return None;
             }
         };
@@ -325,9 +393,15 @@ impl Validator {
                 }
                 Ok(e) => {
                     let e = e.trunc();
-                    let same_family = matches!((cidr, e), (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_)));
+                    let same_family = matches!(
+                        (cidr, e),
+                        (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_))
+                    );
                     if !same_family {
-                        self.reject(field, format!("{e} is not of the same address family as cidr {cidr}"));
+                        self.reject(
+                            field,
+                            format!("{e} is not of the same address family as cidr {cidr}"),
+                        );
                         ok = false;
                     } else if !(cidr.contains(&e) && e.prefix_len() > cidr.prefix_len()) {
                         self.reject(field, format!("{e} is not strictly inside cidr {cidr}"));
@@ -347,7 +421,10 @@ impl Validator {
         let Some(protocol) = Protocol::parse(p.protocol.as_deref()) else {
             self.reject(
                 format!("{path}.protocol"),
-                format!("unknown protocol {:?} (expected TCP, UDP or SCTP)", p.protocol.as_deref().unwrap_or_default()),
+                format!(
+                    "unknown protocol {:?} (expected TCP, UDP or SCTP)",
+                    p.protocol.as_deref().unwrap_or_default()
+                ),
             );
             return None;
         };
@@ -363,7 +440,10 @@ impl Validator {
                     return self.numbered(path, protocol, n, end);
                 }
                 if end.is_some() {
-                    self.reject(format!("{path}.endPort"), "endPort cannot be used with a named port".into());
+                    self.reject(
+                        format!("{path}.endPort"),
+                        "endPort cannot be used with a named port".into(),
+                    );
                     return None;
                 }
                 if name.is_empty() {
@@ -377,25 +457,43 @@ impl Validator {
         Some(PortSpec { protocol, port })
     }
 
-    fn numbered(&mut self, path: &str, protocol: Protocol, n: i32, end: Option<i32>) -> Option<PortSpec> {
+    fn numbered(
+        &mut self,
+        path: &str,
+        protocol: Protocol,
+        n: i32,
+        end: Option<i32>,
+    ) -> Option<PortSpec> {
         let Some(first) = port_number(n) else {
-            self.reject(format!("{path}.port"), format!("{n} is not a valid port number (1-65535)"));
+            self.reject(
+                format!("{path}.port"),
+                format!("{n} is not a valid port number (1-65535)"),
+            );
             return None;
         };
         let last = match end {
             None => first,
             Some(e) => match port_number(e) {
                 None => {
-                    self.reject(format!("{path}.endPort"), format!("{e} is not a valid port number (1-65535)"));
+                    self.reject(
+                        format!("{path}.endPort"),
+                        format!("{e} is not a valid port number (1-65535)"),
+                    );
                     return None;
                 }
                 Some(e) if e < first => {
-                    self.reject(format!("{path}.endPort"), format!("endPort {e} is less than port {first}"));
+                    self.reject(
+                        format!("{path}.endPort"),
+                        format!("endPort {e} is less than port {first}"),
+                    );
                     return None;
                 }
                 Some(e) => e,
             },
         };
-        Some(PortSpec { protocol, port: Some(PortRef::Range { first, last }) })
+        Some(PortSpec {
+            protocol,
+            port: Some(PortRef::Range { first, last }),
+        })
     }
 }

@@ -51,9 +51,11 @@ impl Syncer {
     pub fn read_kernel(maps: &Maps) -> Result<Syncer, Error> {
         let mut current = KernelState::default();
         current.endpoints.extend(maps.read_endpoints()?);
-        current
-            .ipcache
-            .extend(maps.read_ipcache()?.into_iter().map(|(l, a, v)| ((l, a), v)));
+        current.ipcache.extend(
+            maps.read_ipcache()?
+                .into_iter()
+                .map(|(l, a, v)| ((l, a), v)),
+        );
         current
             .policy
             .extend(maps.read_policy()?.into_iter().map(|(l, k, v)| ((l, k), v)));
@@ -83,7 +85,12 @@ impl Syncer {
         Ok(report)
     }
 
-    fn fail_closed(&mut self, maps: &mut Maps, target: &KernelState, report: &mut ApplyReport) -> Result<(), Error> {
+    fn fail_closed(
+        &mut self,
+        maps: &mut Maps,
+        target: &KernelState,
+        report: &mut ApplyReport,
+    ) -> Result<(), Error> {
         tracing::error!(failures = ?report.map_full, "a map is full: isolated endpoints fail closed");
         for (ifindex, info) in &target.endpoints {
             if info.flags & (FLAG_INGRESS_ISOLATED | FLAG_EGRESS_ISOLATED) == 0 {

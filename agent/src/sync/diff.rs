@@ -41,7 +41,10 @@ pub enum MapOp {
     BumpRevision,
 }
 
-fn puts<K: Ord + Copy, V: PartialEq + Copy>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Vec<(K, V)> {
+fn puts<K: Ord + Copy, V: PartialEq + Copy>(
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+) -> Vec<(K, V)> {
     new.iter()
         .filter(|(k, v)| old.get(k) != Some(v))
         .map(|(k, v)| (*k, *v))
@@ -49,19 +52,46 @@ fn puts<K: Ord + Copy, V: PartialEq + Copy>(old: &BTreeMap<K, V>, new: &BTreeMap
 }
 
 fn deletes<K: Ord + Copy, V>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Vec<K> {
-    old.keys().filter(|k| !new.contains_key(k)).copied().collect()
+    old.keys()
+        .filter(|k| !new.contains_key(k))
+        .copied()
+        .collect()
 }
 
 /// The writes that turn `old` into `new`, in make-before-break order; empty
 /// when they are equal.
 pub fn diff(old: &KernelState, new: &KernelState) -> Vec<MapOp> {
     let mut ops = Vec::new();
-    ops.extend(puts(&old.policy, &new.policy).into_iter().map(|((l, k), v)| MapOp::PutPolicy(l, k, v)));
-    ops.extend(puts(&old.ipcache, &new.ipcache).into_iter().map(|((l, a), v)| MapOp::PutIpcache(l, a, v)));
-    ops.extend(puts(&old.endpoints, &new.endpoints).into_iter().map(|(i, e)| MapOp::PutEndpoint(i, e)));
-    ops.extend(deletes(&old.ipcache, &new.ipcache).into_iter().map(|(l, a)| MapOp::DeleteIpcache(l, a)));
-    ops.extend(deletes(&old.policy, &new.policy).into_iter().map(|(l, k)| MapOp::DeletePolicy(l, k)));
-    ops.extend(deletes(&old.endpoints, &new.endpoints).into_iter().map(MapOp::DeleteEndpoint));
+    ops.extend(
+        puts(&old.policy, &new.policy)
+            .into_iter()
+            .map(|((l, k), v)| MapOp::PutPolicy(l, k, v)),
+    );
+    ops.extend(
+        puts(&old.ipcache, &new.ipcache)
+            .into_iter()
+            .map(|((l, a), v)| MapOp::PutIpcache(l, a, v)),
+    );
+    ops.extend(
+        puts(&old.endpoints, &new.endpoints)
+            .into_iter()
+            .map(|(i, e)| MapOp::PutEndpoint(i, e)),
+    );
+    ops.extend(
+        deletes(&old.ipcache, &new.ipcache)
+            .into_iter()
+            .map(|(l, a)| MapOp::DeleteIpcache(l, a)),
+    );
+    ops.extend(
+        deletes(&old.policy, &new.policy)
+            .into_iter()
+            .map(|(l, k)| MapOp::DeletePolicy(l, k)),
+    );
+    ops.extend(
+        deletes(&old.endpoints, &new.endpoints)
+            .into_iter()
+            .map(MapOp::DeleteEndpoint),
+    );
     if !ops.is_empty() {
         ops.push(MapOp::BumpRevision);
     }
@@ -85,7 +115,16 @@ mod tests {
     }
 
     fn rule(identity: u32) -> (u32, PolicyKey) {
-        (96, PolicyKey::new(EndpointId(7), IdentityId(identity), Direction::Ingress, 6, 80))
+        (
+            96,
+            PolicyKey::new(
+                EndpointId(7),
+                IdentityId(identity),
+                Direction::Ingress,
+                6,
+                80,
+            ),
+        )
     }
 
     #[test]
@@ -102,8 +141,14 @@ mod tests {
         new.endpoints.insert(3, ep(FLAG_INGRESS_ISOLATED));
         new.policy.insert(rule(20), PolicyValue { rule: RuleId(1) });
         let ops = diff(&old, &new);
-        let policy_at = ops.iter().position(|o| matches!(o, MapOp::PutPolicy(..))).expect("policy put");
-        let ep_at = ops.iter().position(|o| matches!(o, MapOp::PutEndpoint(..))).expect("endpoint put");
+        let policy_at = ops
+            .iter()
+            .position(|o| matches!(o, MapOp::PutPolicy(..)))
+            .expect("policy put");
+        let ep_at = ops
+            .iter()
+            .position(|o| matches!(o, MapOp::PutEndpoint(..)))
+            .expect("endpoint put");
         assert!(policy_at < ep_at, "{ops:?}");
         assert_eq!(ops.last(), Some(&MapOp::BumpRevision));
     }
@@ -116,8 +161,14 @@ mod tests {
         let mut new = KernelState::default();
         new.endpoints.insert(3, ep(0));
         let ops = diff(&old, &new);
-        let ep_at = ops.iter().position(|o| matches!(o, MapOp::PutEndpoint(..))).expect("endpoint put");
-        let del_at = ops.iter().position(|o| matches!(o, MapOp::DeletePolicy(..))).expect("policy delete");
+        let ep_at = ops
+            .iter()
+            .position(|o| matches!(o, MapOp::PutEndpoint(..)))
+            .expect("endpoint put");
+        let del_at = ops
+            .iter()
+            .position(|o| matches!(o, MapOp::DeletePolicy(..)))
+            .expect("policy delete");
         assert!(ep_at < del_at, "{ops:?}");
     }
 
@@ -125,10 +176,22 @@ mod tests {
     fn diff_moves_address_to_new_identity_after_its_allows_exist() {
         let a = Addr16::from_v4([10, 0, 0, 1]);
         let mut old = KernelState::default();
-        old.ipcache.insert((128, a), IpcacheValue { identity: IdentityId(20) });
+        old.ipcache.insert(
+            (128, a),
+            IpcacheValue {
+                identity: IdentityId(20),
+                flags: 0,
+            },
+        );
         old.policy.insert(rule(20), PolicyValue { rule: RuleId(1) });
         let mut new = KernelState::default();
-        new.ipcache.insert((128, a), IpcacheValue { identity: IdentityId(21) });
+        new.ipcache.insert(
+            (128, a),
+            IpcacheValue {
+                identity: IdentityId(21),
+                flags: 0,
+            },
+        );
         new.policy.insert(rule(21), PolicyValue { rule: RuleId(1) });
         let ops = diff(&old, &new);
         let kinds: Vec<&str> = ops
@@ -152,7 +215,10 @@ mod tests {
         new.policy.insert(rule(20), PolicyValue { rule: RuleId(2) });
         assert_eq!(
             diff(&old, &new),
-            vec![MapOp::PutPolicy(96, rule(20).1, PolicyValue { rule: RuleId(2) }), MapOp::BumpRevision]
+            vec![
+                MapOp::PutPolicy(96, rule(20).1, PolicyValue { rule: RuleId(2) }),
+                MapOp::BumpRevision
+            ]
         );
     }
 }

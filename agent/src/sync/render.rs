@@ -9,8 +9,10 @@ use palisade_common::endpoint::{
     EndpointInfo, FLAG_AUDIT, FLAG_EGRESS_ISOLATED, FLAG_INGRESS_ISOLATED,
 };
 use palisade_common::ids::RuleId;
-use palisade_common::ipcache::IpcacheValue;
-use palisade_common::policy::{PREFIX_ANY_PORT, PREFIX_ANY_PROTOCOL, PREFIX_FULL, PolicyKey, PolicyValue};
+use palisade_common::ipcache::{IPCACHE_FLAG_HOST, IpcacheValue};
+use palisade_common::policy::{
+    PREFIX_ANY_PORT, PREFIX_ANY_PROTOCOL, PREFIX_FULL, PolicyKey, PolicyValue,
+};
 
 use crate::policy::plan::{DatapathPlan, L4Match, PodRef};
 
@@ -55,7 +57,11 @@ pub fn port_range_prefixes(first: u16, last: u16) -> Vec<(u16, u32)> {
     let hi = u32::from(last);
     while lo <= hi {
         // Largest aligned block starting at `lo` that stays within `hi`.
-        let mut size = if lo == 0 { 1 << 16 } else { 1u32 << lo.trailing_zeros() };
+        let mut size = if lo == 0 {
+            1 << 16
+        } else {
+            1u32 << lo.trailing_zeros()
+        };
         while lo + size - 1 > hi {
             size >>= 1;
         }
@@ -94,7 +100,16 @@ pub fn render(plan: &DatapathPlan, interfaces: &BTreeMap<PodRef, u32>) -> Kernel
         );
     }
     for (net, identity) in &plan.ipcache {
-        state.ipcache.insert(prefix_key(net), IpcacheValue { identity: *identity });
+        let is_host =
+            net.prefix_len() == net.max_prefix_len() && plan.host_addresses.contains(&net.addr());
+        let flags = if is_host { IPCACHE_FLAG_HOST } else { 0 };
+        state.ipcache.insert(
+            prefix_key(net),
+            IpcacheValue {
+                identity: *identity,
+                flags,
+            },
+        );
     }
     for (key, rule) in &plan.rules {
         for (prefix_len, policy_key) in policy_keys(key) {
@@ -110,11 +125,16 @@ pub fn render(plan: &DatapathPlan, interfaces: &BTreeMap<PodRef, u32>) -> Kernel
 
 /// The LPM entries of one rule key.
 fn policy_keys(key: &crate::policy::plan::RuleKey) -> Vec<(u32, PolicyKey)> {
-    let make = |protocol, port| PolicyKey::new(key.endpoint, key.identity, key.direction, protocol, port);
+    let make =
+        |protocol, port| PolicyKey::new(key.endpoint, key.identity, key.direction, protocol, port);
     match key.l4 {
         L4Match::Any => vec![(PREFIX_ANY_PROTOCOL, make(0, 0))],
         L4Match::Protocol(p) => vec![(PREFIX_ANY_PORT, make(p, 0))],
-        L4Match::Ports { protocol, first, last } => port_range_prefixes(first, last)
+        L4Match::Ports {
+            protocol,
+            first,
+            last,
+        } => port_range_prefixes(first, last)
             .into_iter()
             .map(|(port, bits)| (PREFIX_ANY_PORT + bits, make(protocol, port)))
             .collect(),
@@ -142,14 +162,27 @@ mod tests {
 
     #[test]
     fn port_range_prefixes_cover_exactly_the_range() {
-        for (first, last) in [(1, 1), (80, 80), (1, 65535), (1000, 2000), (8080, 8090), (0, 65535), (65535, 65535), (32768, 40000)] {
+        for (first, last) in [
+            (1, 1),
+            (80, 80),
+            (1, 65535),
+            (1000, 2000),
+            (8080, 8090),
+            (0, 65535),
+            (65535, 65535),
+            (32768, 40000),
+        ] {
             let blocks = port_range_prefixes(first, last);
             assert_eq!(
                 covered(&blocks),
                 (u32::from(first)..=u32::from(last)).collect::<Vec<_>>(),
                 "range {first}-{last}"
             );
-            assert!(blocks.len() <= 32, "range {first}-{last} took {} blocks", blocks.len());
+            assert!(
+                blocks.len() <= 32,
+                "range {first}-{last} took {} blocks",
+                blocks.len()
+            );
         }
     }
 

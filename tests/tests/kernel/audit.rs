@@ -9,8 +9,17 @@ use crate::protocols::to_pod;
 #[test]
 fn audit_passes_would_be_drops_and_counts_them() {
     let mut h = Harness::new();
-    h.apply(&PlanBuilder::new().isolate(Direction::Ingress).audit().build());
-    h.assert_pass(Direction::Ingress, &to_pod(OTHER_V4.into()).tcp(1, 80, TcpFlags::SYN).build(), "audited");
+    h.apply(
+        &PlanBuilder::new()
+            .isolate(Direction::Ingress)
+            .audit()
+            .build(),
+    );
+    h.assert_pass(
+        Direction::Ingress,
+        &to_pod(OTHER_V4.into()).tcp(1, 80, TcpFlags::SYN).build(),
+        "audited",
+    );
     assert_eq!(h.audited(Direction::Ingress, DropReason::PolicyDenied), 1);
     assert_eq!(h.dropped(Direction::Ingress, DropReason::PolicyDenied), 0);
     let events = crate::counters::drain_events(&mut h);
@@ -22,9 +31,26 @@ fn audit_passes_would_be_drops_and_counts_them() {
 #[test]
 fn leaving_audit_mode_enforces_again() {
     let mut h = Harness::new();
-    h.apply(&PlanBuilder::new().isolate(Direction::Ingress).audit().build());
-    h.assert_pass(Direction::Ingress, &to_pod(OTHER_V4.into()).tcp(1, 80, TcpFlags::SYN).build(), "audited");
+    h.apply(
+        &PlanBuilder::new()
+            .isolate(Direction::Ingress)
+            .audit()
+            .build(),
+    );
+    h.assert_pass(
+        Direction::Ingress,
+        &to_pod(OTHER_V4.into()).tcp(1, 80, TcpFlags::SYN).build(),
+        "audited",
+    );
     h.apply(&PlanBuilder::new().isolate(Direction::Ingress).build());
-    h.assert_drop(Direction::Ingress, &to_pod(OTHER_V4.into()).tcp(1, 80, TcpFlags::ACK).build(), "audited flow re-checked");
-    h.assert_drop(Direction::Ingress, &to_pod(OTHER_V4.into()).tcp(2, 80, TcpFlags::SYN).build(), "new flow");
+    h.assert_drop(
+        Direction::Ingress,
+        &to_pod(OTHER_V4.into()).tcp(1, 80, TcpFlags::ACK).build(),
+        "audited flow re-checked",
+    );
+    h.assert_drop(
+        Direction::Ingress,
+        &to_pod(OTHER_V4.into()).tcp(2, 80, TcpFlags::SYN).build(),
+        "new flow",
+    );
 }

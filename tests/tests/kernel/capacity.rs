@@ -17,15 +17,36 @@ fn full_policy_map_fails_closed_and_is_reported() {
     });
     let mut plan = PlanBuilder::new().isolate(Direction::Ingress);
     for port in 1..=10u16 {
-        plan = plan.allow(Direction::Ingress, PEER_ID, L4Match::Ports { protocol: 6, first: port * 100, last: port * 100 }, u32::from(port));
+        plan = plan.allow(
+            Direction::Ingress,
+            PEER_ID,
+            L4Match::Ports {
+                protocol: 6,
+                first: port * 100,
+                last: port * 100,
+            },
+            u32::from(port),
+        );
     }
     let report = h.apply(&plan.build());
     assert!(!report.complete(), "map full must be reported");
-    assert!(report.map_full.iter().any(|e| e.contains("POLICY")), "{:?}", report.map_full);
+    assert!(
+        report.map_full.iter().any(|e| e.contains("POLICY")),
+        "{:?}",
+        report.map_full
+    );
     // Port 100 made it into the map, but the endpoint fails closed.
-    h.assert_drop(Direction::Ingress, &to_pod(PEER_V4.into()).tcp(1, 100, TcpFlags::SYN).build(), "allowed port under fail-closed");
+    h.assert_drop(
+        Direction::Ingress,
+        &to_pod(PEER_V4.into()).tcp(1, 100, TcpFlags::SYN).build(),
+        "allowed port under fail-closed",
+    );
     assert_eq!(h.dropped(Direction::Ingress, DropReason::FailClosed), 1);
-    h.assert_pass(Direction::Ingress, &to_pod(NODE_V4.into()).tcp(2, 100, TcpFlags::SYN).build(), "node traffic still passes");
+    h.assert_pass(
+        Direction::Ingress,
+        &to_pod(NODE_V4.into()).tcp(2, 100, TcpFlags::SYN).build(),
+        "node traffic still passes",
+    );
 }
 
 #[test]
@@ -36,14 +57,36 @@ fn fail_closed_lifts_when_the_plan_fits_again() {
     });
     let mut big = PlanBuilder::new().isolate(Direction::Ingress);
     for port in 1..=10u16 {
-        big = big.allow(Direction::Ingress, PEER_ID, L4Match::Ports { protocol: 6, first: port, last: port }, u32::from(port));
+        big = big.allow(
+            Direction::Ingress,
+            PEER_ID,
+            L4Match::Ports {
+                protocol: 6,
+                first: port,
+                last: port,
+            },
+            u32::from(port),
+        );
     }
     assert!(!h.apply(&big.build()).complete());
     let small = PlanBuilder::new()
         .isolate(Direction::Ingress)
-        .allow(Direction::Ingress, PEER_ID, L4Match::Ports { protocol: 6, first: 1, last: 1 }, 1)
+        .allow(
+            Direction::Ingress,
+            PEER_ID,
+            L4Match::Ports {
+                protocol: 6,
+                first: 1,
+                last: 1,
+            },
+            1,
+        )
         .build();
     let report = h.apply(&small);
     assert!(report.complete(), "{:?}", report.map_full);
-    h.assert_pass(Direction::Ingress, &to_pod(PEER_V4.into()).tcp(9, 1, TcpFlags::SYN).build(), "allowed after recovery");
+    h.assert_pass(
+        Direction::Ingress,
+        &to_pod(PEER_V4.into()).tcp(9, 1, TcpFlags::SYN).build(),
+        "allowed after recovery",
+    );
 }

@@ -22,18 +22,44 @@ fn rule_counters_count_packets_and_bytes_of_new_flows() {
     h.apply(
         &PlanBuilder::new()
             .isolate(Direction::Ingress)
-            .allow(Direction::Ingress, PEER_ID, L4Match::Ports { protocol: 6, first: 80, last: 80 }, 5)
-            .allow(Direction::Ingress, PEER_ID, L4Match::Ports { protocol: 6, first: 443, last: 443 }, 6)
+            .allow(
+                Direction::Ingress,
+                PEER_ID,
+                L4Match::Ports {
+                    protocol: 6,
+                    first: 80,
+                    last: 80,
+                },
+                5,
+            )
+            .allow(
+                Direction::Ingress,
+                PEER_ID,
+                L4Match::Ports {
+                    protocol: 6,
+                    first: 443,
+                    last: 443,
+                },
+                6,
+            )
             .build(),
     );
-    let frame = |sport| to_pod(PEER_V4.into()).tcp(sport, 80, TcpFlags::SYN).payload(100).build();
+    let frame = |sport| {
+        to_pod(PEER_V4.into())
+            .tcp(sport, 80, TcpFlags::SYN)
+            .payload(100)
+            .build()
+    };
     let len = frame(1).len() as u64;
     for sport in 1..=3 {
         h.assert_pass(Direction::Ingress, &frame(sport), "80");
     }
     let c = h.dp.maps.rule_counter(RuleId(5)).expect("counter");
     assert_eq!((c.packets, c.bytes), (3, 3 * len));
-    assert_eq!(h.dp.maps.rule_counter(RuleId(6)).expect("counter").packets, 0);
+    assert_eq!(
+        h.dp.maps.rule_counter(RuleId(6)).expect("counter").packets,
+        0
+    );
     assert_eq!(h.forwarded(Direction::Ingress), 3);
 }
 
@@ -41,7 +67,11 @@ fn rule_counters_count_packets_and_bytes_of_new_flows() {
 fn denied_packets_emit_events_with_the_flow() {
     let mut h = Harness::new();
     h.apply(&PlanBuilder::new().isolate(Direction::Ingress).build());
-    h.assert_drop(Direction::Ingress, &to_pod(OTHER_V4.into()).udp(4444, 53).build(), "denied");
+    h.assert_drop(
+        Direction::Ingress,
+        &to_pod(OTHER_V4.into()).udp(4444, 53).build(),
+        "denied",
+    );
     let events = drain_events(&mut h);
     assert_eq!(events.len(), 1);
     let e = events[0];
@@ -49,7 +79,10 @@ fn denied_packets_emit_events_with_the_flow() {
     assert_eq!(e.reason, DropReason::PolicyDenied as u32);
     assert_eq!(e.protocol, 17);
     assert_eq!((e.src_port, e.dst_port), (4444, 53));
-    assert_eq!(e.src, palisade_common::addr::Addr16::from_v4(OTHER_V4.octets()));
+    assert_eq!(
+        e.src,
+        palisade_common::addr::Addr16::from_v4(OTHER_V4.octets())
+    );
     assert_eq!(e.remote_identity, OTHER_ID.0);
     assert_eq!(e.endpoint, EP.0);
     assert_eq!(e.audited, 0);
@@ -62,12 +95,28 @@ fn events_are_rate_limited_and_the_excess_is_counted() {
     let sent = EVENTS_BURST + 50;
     let frame = to_pod(OTHER_V4.into()).udp(4444, 53).build();
     // One run of `sent` repetitions happens on one CPU within microseconds.
-    let out = h.dp.test_run(Direction::Ingress, &frame, sent as u32).expect("test run");
+    let out =
+        h.dp.test_run(Direction::Ingress, &frame, sent as u32)
+            .expect("test run");
     assert_eq!(out.verdict, palisade_common::verdict::TC_ACT_SHOT);
     let events = drain_events(&mut h).len() as u64;
-    let lost = h.dp.maps.stat(StatIndex::EventsLost, Direction::Ingress).expect("stat").packets;
-    assert_eq!(events + lost, sent, "every denial is either reported or counted as lost");
-    assert!(events <= EVENTS_BURST + 1, "{events} events exceed the burst");
+    let lost =
+        h.dp.maps
+            .stat(StatIndex::EventsLost, Direction::Ingress)
+            .expect("stat")
+            .packets;
+    assert_eq!(
+        events + lost,
+        sent,
+        "every denial is either reported or counted as lost"
+    );
+    assert!(
+        events <= EVENTS_BURST + 1,
+        "{events} events exceed the burst"
+    );
     assert!(lost >= 49, "{lost} lost");
-    assert_eq!(h.dropped(Direction::Ingress, DropReason::PolicyDenied), sent);
+    assert_eq!(
+        h.dropped(Direction::Ingress, DropReason::PolicyDenied),
+        sent
+    );
 }

@@ -43,7 +43,16 @@ fn remote_v4(rng: &mut Rng) -> Ipv4Addr {
 }
 
 fn remote_v6(rng: &mut Rng) -> Ipv6Addr {
-    Ipv6Addr::new(0xfd00, 9, 0, 0, 0, 0, rng.below(4) as u16, rng.below(8) as u16)
+    Ipv6Addr::new(
+        0xfd00,
+        9,
+        0,
+        0,
+        0,
+        0,
+        rng.below(4) as u16,
+        rng.below(8) as u16,
+    )
 }
 
 fn random_plan(rng: &mut Rng, round: u32) -> palisade_agent::policy::plan::DatapathPlan {
@@ -57,20 +66,40 @@ fn random_plan(rng: &mut Rng, round: u32) -> palisade_agent::policy::plan::Datap
     if rng.chance(10) {
         b = b.audit();
     }
-    let identities = [IdentityId(16), IdentityId(17), IdentityId(18), IdentityId::HOST];
+    let identities = [
+        IdentityId(16),
+        IdentityId(17),
+        IdentityId(18),
+        IdentityId(19),
+    ];
     for _ in 0..rng.below(10) {
         let len4 = 24 + rng.below(9) as u8;
-        let net4 = IpNet::new(IpAddr::V4(remote_v4(rng)), len4).expect("prefix").trunc();
+        let net4 = IpNet::new(IpAddr::V4(remote_v4(rng)), len4)
+            .expect("prefix")
+            .trunc();
         let len6 = 112 + rng.below(17) as u8;
-        let net6 = IpNet::new(IpAddr::V6(remote_v6(rng)), len6).expect("prefix").trunc();
+        let net6 = IpNet::new(IpAddr::V6(remote_v6(rng)), len6)
+            .expect("prefix")
+            .trunc();
         for net in [net4, net6] {
             let id = identities[rng.below(identities.len() as u64) as usize];
             b = b.ipcache(&net.to_string(), id);
         }
     }
-    let rule_ids = [IdentityId::ANY, IdentityId(16), IdentityId(17), IdentityId(18), IdentityId::WORLD];
+    let rule_ids = [
+        IdentityId::ANY,
+        IdentityId(16),
+        IdentityId(17),
+        IdentityId(18),
+        IdentityId(19),
+        IdentityId::WORLD,
+    ];
     for rule in 0..rng.below(12) {
-        let direction = if rng.chance(50) { Direction::Ingress } else { Direction::Egress };
+        let direction = if rng.chance(50) {
+            Direction::Ingress
+        } else {
+            Direction::Egress
+        };
         let identity = rule_ids[rng.below(rule_ids.len() as u64) as usize];
         let protocol = PROTOCOLS[rng.below(3) as usize];
         let l4 = match rng.below(4) {
@@ -79,12 +108,26 @@ fn random_plan(rng: &mut Rng, round: u32) -> palisade_agent::policy::plan::Datap
             _ => {
                 let first = 1 + rng.below(200) as u16;
                 let last = first + rng.below(40) as u16;
-                L4Match::Ports { protocol, first, last }
+                L4Match::Ports {
+                    protocol,
+                    first,
+                    last,
+                }
             }
         };
         b = b.allow(direction, identity, l4, 1 + rule as u32 + round % 3);
     }
-    b.build()
+    let mut plan = b.build();
+    // The node's addresses: random identities, flagged as host.
+    for node in ["10.0.255.1", "fd00::ff:1"] {
+        let ip: IpAddr = node.parse().expect("node address");
+        plan.ipcache.insert(
+            IpNet::from(ip),
+            identities[rng.below(identities.len() as u64) as usize],
+        );
+        plan.host_addresses.insert(ip);
+    }
+    plan
 }
 
 #[test]
@@ -102,18 +145,28 @@ fn kernel_verdicts_match_the_model_on_random_maps_and_packets() {
         let mut plan = random_plan(&mut rng, round);
         // A fresh pod address per round keeps every flow new to conntrack.
         let ep = plan.endpoints.get_mut(&pod()).expect("endpoint");
-        ep.ipv4 = Some(Ipv4Addr::new(10, 1, (round / 250) as u8, (round % 250) as u8 + 1));
+        ep.ipv4 = Some(Ipv4Addr::new(
+            10,
+            1,
+            (round / 250) as u8,
+            (round % 250) as u8 + 1,
+        ));
         ep.ipv6 = Some(Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, round as u16 + 1));
         let (pod4, pod6) = (ep.ipv4.expect("set"), ep.ipv6.expect("set"));
         h.apply(&plan);
         let state = h.syncer.current().clone();
         let mut other_proto_seen = std::collections::BTreeSet::new();
         for i in 0..PACKETS_PER_ROUND {
-            let direction = if rng.chance(50) { Direction::Ingress } else { Direction::Egress };
+            let direction = if rng.chance(50) {
+                Direction::Ingress
+            } else {
+                Direction::Egress
+            };
             let v6 = rng.chance(50);
             let remote: IpAddr = match rng.below(20) {
                 0 if v6 => pod6.into(),
                 0 => pod4.into(),
+                1 if v6 => "fd00::ff:1".parse().expect("node"),
                 1 => "10.0.255.1".parse().expect("node"),
                 _ if v6 => remote_v6(&mut rng).into(),
                 _ => remote_v4(&mut rng).into(),
@@ -122,7 +175,11 @@ fn kernel_verdicts_match_the_model_on_random_maps_and_packets() {
                 (IpAddr::V4(_), true) => IpAddr::V6(remote_v6(&mut rng)),
                 (r, _) => r,
             };
-            let local: IpAddr = if remote.is_ipv6() { pod6.into() } else { pod4.into() };
+            let local: IpAddr = if remote.is_ipv6() {
+                pod6.into()
+            } else {
+                pod4.into()
+            };
             let mut protocol = PROTOCOLS[rng.below(PROTOCOLS.len() as u64) as usize];
             if protocol == 1 && remote.is_ipv6() {
                 protocol = 58;
@@ -158,15 +215,27 @@ fn kernel_verdicts_match_the_model_on_random_maps_and_packets() {
             };
             let want = passes(&state, TEST_IFINDEX, &packet);
             let got = h.verdict(direction, &bytes);
-            assert!(got == TC_ACT_UNSPEC || got == TC_ACT_SHOT, "unexpected return code {got}");
+            assert!(
+                got == TC_ACT_UNSPEC || got == TC_ACT_SHOT,
+                "unexpected return code {got}"
+            );
             total += 1;
             passed += u64::from(got == TC_ACT_UNSPEC);
             if (got == TC_ACT_UNSPEC) != want && mismatches.len() < 10 {
-                mismatches.push(format!("round {round} packet {i}: {packet:?} kernel={got} model_pass={want}"));
+                mismatches.push(format!(
+                    "round {round} packet {i}: {packet:?} kernel={got} model_pass={want}"
+                ));
             }
         }
     }
     assert!(total >= 100_000, "only {total} packets were checked");
-    assert!(passed > total / 10 && passed < total * 9 / 10, "verdicts too uniform to mean anything: {passed}/{total} passed");
-    assert!(mismatches.is_empty(), "seed {seed}: {} mismatches, first: {mismatches:#?}", mismatches.len());
+    assert!(
+        passed > total / 10 && passed < total * 9 / 10,
+        "verdicts too uniform to mean anything: {passed}/{total} passed"
+    );
+    assert!(
+        mismatches.is_empty(),
+        "seed {seed}: {} mismatches, first: {mismatches:#?}",
+        mismatches.len()
+    );
 }

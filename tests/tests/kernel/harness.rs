@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use palisade_agent::datapath::{Capacities, Datapath, DatapathConfig};
 use palisade_agent::policy::plan::{
-    DatapathPlan, EndpointPlan, L4Match, PodRef, RuleKey, RuleOrigin, PolicyRef,
+    DatapathPlan, EndpointPlan, L4Match, PodRef, PolicyRef, RuleKey, RuleOrigin,
 };
 use palisade_agent::sync::{ApplyReport, Syncer, render};
 use palisade_common::ids::{EndpointId, IdentityId, RuleId};
@@ -28,6 +28,8 @@ pub const OTHER_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3);
 pub const NODE_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 255, 1);
 pub const PEER_ID: IdentityId = IdentityId(20);
 pub const OTHER_ID: IdentityId = IdentityId(21);
+/// The node's own address has an identity by membership like any address.
+pub const NODE_ID: IdentityId = IdentityId(22);
 
 pub fn pod() -> PodRef {
     PodRef {
@@ -63,15 +65,19 @@ impl PlanBuilder {
             (IpAddr::V6(PEER_V6), PEER_ID),
             (IpAddr::V4(OTHER_V4), OTHER_ID),
             (IpAddr::V6(OTHER_V6), OTHER_ID),
-            (IpAddr::V4(NODE_V4), IdentityId::HOST),
+            (IpAddr::V4(NODE_V4), NODE_ID),
         ] {
             plan.ipcache.insert(IpNet::from(ip), id);
         }
+        plan.host_addresses.insert(IpAddr::V4(NODE_V4));
         PlanBuilder { plan }
     }
 
     fn ep(&mut self) -> &mut EndpointPlan {
-        self.plan.endpoints.get_mut(&pod()).expect("endpoint under test")
+        self.plan
+            .endpoints
+            .get_mut(&pod())
+            .expect("endpoint under test")
     }
 
     pub fn isolate(mut self, direction: Direction) -> Self {
@@ -87,7 +93,13 @@ impl PlanBuilder {
         self
     }
 
-    pub fn allow(mut self, direction: Direction, identity: IdentityId, l4: L4Match, rule: u32) -> Self {
+    pub fn allow(
+        mut self,
+        direction: Direction,
+        identity: IdentityId,
+        l4: L4Match,
+        rule: u32,
+    ) -> Self {
         self.plan.rules.insert(
             RuleKey {
                 endpoint: EP,
@@ -112,7 +124,9 @@ impl PlanBuilder {
     }
 
     pub fn ipcache(mut self, net: &str, identity: IdentityId) -> Self {
-        self.plan.ipcache.insert(net.parse().expect("test cidr"), identity);
+        self.plan
+            .ipcache
+            .insert(net.parse().expect("test cidr"), identity);
         self
     }
 
@@ -151,33 +165,58 @@ impl Harness {
     pub fn apply(&mut self, plan: &DatapathPlan) -> ApplyReport {
         let interfaces = BTreeMap::from([(pod(), TEST_IFINDEX)]);
         let state = render(plan, &interfaces);
-        self.syncer.apply(&mut self.dp.maps, &state).expect("apply plan")
+        self.syncer
+            .apply(&mut self.dp.maps, &state)
+            .expect("apply plan")
     }
 
     #[track_caller]
     pub fn verdict(&self, direction: Direction, frame: &[u8]) -> i32 {
-        self.dp.test_run(direction, frame, 1).expect("BPF_PROG_TEST_RUN").verdict
+        self.dp
+            .test_run(direction, frame, 1)
+            .expect("BPF_PROG_TEST_RUN")
+            .verdict
     }
 
     #[track_caller]
     pub fn assert_pass(&self, direction: Direction, frame: &[u8], what: &str) {
-        assert_eq!(self.verdict(direction, frame), TC_ACT_UNSPEC, "expected pass: {what}");
+        assert_eq!(
+            self.verdict(direction, frame),
+            TC_ACT_UNSPEC,
+            "expected pass: {what}"
+        );
     }
 
     #[track_caller]
     pub fn assert_drop(&self, direction: Direction, frame: &[u8], what: &str) {
-        assert_eq!(self.verdict(direction, frame), TC_ACT_SHOT, "expected drop: {what}");
+        assert_eq!(
+            self.verdict(direction, frame),
+            TC_ACT_SHOT,
+            "expected drop: {what}"
+        );
     }
 
     pub fn dropped(&self, direction: Direction, reason: DropReason) -> u64 {
-        self.dp.maps.stat(StatIndex::Dropped(reason), direction).expect("stats").packets
+        self.dp
+            .maps
+            .stat(StatIndex::Dropped(reason), direction)
+            .expect("stats")
+            .packets
     }
 
     pub fn audited(&self, direction: Direction, reason: DropReason) -> u64 {
-        self.dp.maps.stat(StatIndex::Audited(reason), direction).expect("stats").packets
+        self.dp
+            .maps
+            .stat(StatIndex::Audited(reason), direction)
+            .expect("stats")
+            .packets
     }
 
     pub fn forwarded(&self, direction: Direction) -> u64 {
-        self.dp.maps.stat(StatIndex::Forwarded, direction).expect("stats").packets
+        self.dp
+            .maps
+            .stat(StatIndex::Forwarded, direction)
+            .expect("stats")
+            .packets
     }
 }

@@ -17,10 +17,25 @@ fn a_restarted_datapath_adopts_pinned_maps_and_connections() {
     let plan = PlanBuilder::new()
         .isolate(Direction::Ingress)
         .isolate(Direction::Egress)
-        .allow(Direction::Egress, PEER_ID, L4Match::Ports { protocol: 6, first: 80, last: 80 }, 3)
+        .allow(
+            Direction::Egress,
+            PEER_ID,
+            L4Match::Ports {
+                protocol: 6,
+                first: 80,
+                last: 80,
+            },
+            3,
+        )
         .build();
     h.apply(&plan);
-    h.assert_pass(Direction::Egress, &from_pod(PEER_V4.into()).tcp(40000, 80, TcpFlags::SYN).build(), "syn");
+    h.assert_pass(
+        Direction::Egress,
+        &from_pod(PEER_V4.into())
+            .tcp(40000, 80, TcpFlags::SYN)
+            .build(),
+        "syn",
+    );
     let written = h.syncer.current().clone();
     let revision = h.dp.maps.revision().expect("revision");
 
@@ -31,10 +46,30 @@ fn a_restarted_datapath_adopts_pinned_maps_and_connections() {
     })
     .expect("second load adopts the pins");
     let adopted = Syncer::read_kernel(&second.maps).expect("read back");
-    assert_eq!(adopted.current(), &written, "the kernel holds exactly what was written");
+    assert_eq!(
+        adopted.current(),
+        &written,
+        "the kernel holds exactly what was written"
+    );
     assert_eq!(second.maps.revision().expect("revision"), revision);
-    assert_eq!(second.maps.rule_counter(RuleId(3)).expect("counter").packets, 1);
-    let reply = to_pod(PEER_V4.into()).tcp(80, 40000, TcpFlags::SYN | TcpFlags::ACK).build();
-    let verdict = second.test_run(Direction::Ingress, &reply, 1).expect("run").verdict;
-    assert_eq!(verdict, palisade_common::verdict::TC_ACT_UNSPEC, "the connection survived the restart");
+    assert_eq!(
+        second
+            .maps
+            .rule_counter(RuleId(3))
+            .expect("counter")
+            .packets,
+        1
+    );
+    let reply = to_pod(PEER_V4.into())
+        .tcp(80, 40000, TcpFlags::SYN | TcpFlags::ACK)
+        .build();
+    let verdict = second
+        .test_run(Direction::Ingress, &reply, 1)
+        .expect("run")
+        .verdict;
+    assert_eq!(
+        verdict,
+        palisade_common::verdict::TC_ACT_UNSPEC,
+        "the connection survived the restart"
+    );
 }

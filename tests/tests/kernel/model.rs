@@ -8,6 +8,7 @@ use palisade_common::endpoint::{
     FLAG_AUDIT, FLAG_EGRESS_ISOLATED, FLAG_FAIL_CLOSED, FLAG_INGRESS_ISOLATED,
 };
 use palisade_common::ids::IdentityId;
+use palisade_common::ipcache::IPCACHE_FLAG_HOST;
 use palisade_common::policy::PolicyKey;
 use palisade_common::verdict::Direction;
 
@@ -43,14 +44,15 @@ fn policy_bytes(k: &PolicyKey) -> [u8; 12] {
     b
 }
 
-fn identity_of(state: &KernelState, remote: &Addr16) -> IdentityId {
+/// (identity, is one of the node's addresses), by longest prefix.
+fn identity_of(state: &KernelState, remote: &Addr16) -> (IdentityId, bool) {
     state
         .ipcache
         .iter()
         .filter(|((len, addr), _)| prefix_matches(&remote.0, &addr.0, *len))
         .max_by_key(|((len, _), _)| *len)
-        .map(|(_, v)| v.identity)
-        .unwrap_or(IdentityId::WORLD)
+        .map(|(_, v)| (v.identity, v.flags & IPCACHE_FLAG_HOST != 0))
+        .unwrap_or((IdentityId::WORLD, false))
 }
 
 fn policy_hit(state: &KernelState, key: &PolicyKey) -> bool {
@@ -75,17 +77,24 @@ pub fn passes(state: &KernelState, ifindex: u32, p: &ModelPacket) -> bool {
     if !isolated || p.remote == ep.ipv4 || p.remote == ep.ipv6 {
         return true;
     }
-    let identity = identity_of(state, &p.remote);
-    if p.direction == Direction::Ingress && identity == IdentityId::HOST {
+    let (identity, from_node) = identity_of(state, &p.remote);
+    if p.direction == Direction::Ingress && from_node {
         return true;
     }
     let audit = ep.flags & FLAG_AUDIT != 0;
     if ep.flags & FLAG_FAIL_CLOSED != 0 {
         return audit;
     }
-    let port = if matches!(p.protocol, 6 | 17 | 132) { p.dst_port } else { 0 };
-    let hit = [identity, IdentityId::ANY]
-        .iter()
-        .any(|id| policy_hit(state, &PolicyKey::new(ep.id, *id, p.direction, p.protocol, port)));
+    let port = if matches!(p.protocol, 6 | 17 | 132) {
+        p.dst_port
+    } else {
+        0
+    };
+    let hit = [identity, IdentityId::ANY].iter().any(|id| {
+        policy_hit(
+            state,
+            &PolicyKey::new(ep.id, *id, p.direction, p.protocol, port),
+        )
+    });
     hit || audit
 }

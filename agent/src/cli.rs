@@ -1,0 +1,150 @@
+//! The command line: `palisade run | explain | status | cleanup`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+/// Palisade: Kubernetes NetworkPolicy enforcement on eBPF, beside your CNI.
+#[derive(Parser, Debug)]
+#[command(name = "palisade", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (`error`, `warn`, `info`, `debug`, or `RUST_LOG` syntax).
+    #[arg(long, global = true, env = "PALISADE_LOG", default_value = "info")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        env = "PALISADE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the agent (the DaemonSet process): follow the cluster or a manifest
+    /// directory and enforce NetworkPolicies on this node's pods.
+    Run(RunArgs),
+    /// Explain whether a connection between two pods is allowed, and by which
+    /// policies and rules. Exit status: 0 allowed, 1 denied, 2 error.
+    Explain(ExplainArgs),
+    /// Show the local agent's status (endpoints, policies, sync state, errors).
+    Status(StatusArgs),
+    /// Detach every program this agent attached and remove its pinned state.
+    Cleanup(CleanupArgs),
+}
+
+/// Where objects come from.
+#[derive(Args, Debug, Clone)]
+pub struct SourceArgs {
+    /// Read objects from this directory of YAML/JSON manifests instead of a
+    /// cluster (re-read on change).
+    #[arg(long, env = "PALISADE_MANIFESTS", conflicts_with = "kubeconfig")]
+    pub manifests: Option<PathBuf>,
+    /// Kubeconfig file. Default: in-cluster service account, then `KUBECONFIG`,
+    /// then `~/.kube/config`.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// `palisade run`.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// This node's name, as in `spec.nodeName` of its pods. Default: the
+    /// `NODE_NAME` environment variable, then the hostname.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// The agent's bpffs directory (pinned maps and links). Two agents on one
+    /// machine need two directories.
+    #[arg(long, env = "PALISADE_BPFFS", default_value = "/sys/fs/bpf/palisade")]
+    pub bpffs: PathBuf,
+    /// Address of the Prometheus endpoint (`/metrics`).
+    #[arg(long, env = "PALISADE_METRICS_ADDR", default_value = "0.0.0.0:9962")]
+    pub metrics_addr: SocketAddr,
+    /// Address of `/healthz`, `/readyz` and `/status`.
+    #[arg(long, env = "PALISADE_HEALTH_ADDR", default_value = "0.0.0.0:9963")]
+    pub health_addr: SocketAddr,
+    /// How long to gather a burst of changes into one recompile (milliseconds).
+    #[arg(long, env = "PALISADE_COALESCE_MS", default_value_t = 20)]
+    pub coalesce_ms: u64,
+    #[command(flatten)]
+    pub capacities: CapacityArgs,
+}
+
+/// Map capacities; a full map fails closed.
+#[derive(Args, Debug, Clone)]
+pub struct CapacityArgs {
+    /// Local endpoints (pods on this node).
+    #[arg(long, env = "PALISADE_MAX_ENDPOINTS", default_value_t = palisade_common::maps::DEFAULT_ENDPOINTS_MAX)]
+    pub max_endpoints: u32,
+    /// ipcache prefixes (pod IPs, ipBlock CIDRs, node addresses).
+    #[arg(long, env = "PALISADE_MAX_IPCACHE", default_value_t = palisade_common::maps::DEFAULT_IPCACHE_MAX)]
+    pub max_ipcache: u32,
+    /// Policy entries (per endpoint, identity, direction, protocol, port block).
+    #[arg(long, env = "PALISADE_MAX_POLICY", default_value_t = palisade_common::maps::DEFAULT_POLICY_MAX)]
+    pub max_policy: u32,
+    /// Tracked connections (LRU).
+    #[arg(long, env = "PALISADE_MAX_CONNTRACK", default_value_t = palisade_common::maps::DEFAULT_CONNTRACK_MAX)]
+    pub max_conntrack: u32,
+}
+
+/// `palisade explain`.
+#[derive(Args, Debug, Clone)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// The client pod, `namespace/name`.
+    #[arg(long)]
+    pub from: String,
+    /// The server pod, `namespace/name`.
+    #[arg(long)]
+    pub to: String,
+    /// The server port.
+    #[arg(long)]
+    pub port: u16,
+    /// The protocol.
+    #[arg(long, default_value = "TCP", value_parser = ["TCP", "UDP", "SCTP"])]
+    pub protocol: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+/// `palisade status`.
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// The local agent's health address.
+    #[arg(long, env = "PALISADE_HEALTH_ADDR", default_value = "127.0.0.1:9963")]
+    pub health_addr: SocketAddr,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+/// `palisade cleanup`.
+#[derive(Args, Debug, Clone)]
+pub struct CleanupArgs {
+    /// The agent's bpffs directory.
+    #[arg(long, env = "PALISADE_BPFFS", default_value = "/sys/fs/bpf/palisade")]
+    pub bpffs: PathBuf,
+}
+
+/// Text for people, JSON for tools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// A readable table or sentences.
+    Text,
+    /// JSON.
+    Json,
+}

@@ -1,0 +1,202 @@
+//! `palisade run`: wires source, reconcile loop, datapath and HTTP together.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::cli::RunArgs;
+use crate::datapath::{Capacities, Datapath, DatapathConfig};
+use crate::node::Discovery;
+use crate::observe::http;
+use crate::observe::metrics::{EndpointState, Metrics};
+use crate::observe::{SharedStatus, Status};
+use crate::policy::plan::PodRef;
+use crate::reconcile::{self, Interfaces, PodInterface, Settings};
+use crate::source::{self, Kind};
+
+/// Pod interfaces from netlink (routes, neighbours, bridge FDB).
+struct NetlinkInterfaces {
+    discovery: Discovery<PodRef>,
+}
+
+impl Interfaces for NetlinkInterfaces {
+    async fn resolve(
+        &mut self,
+        pods: Vec<(PodRef, Vec<IpAddr>)>,
+    ) -> BTreeMap<PodRef, Result<PodInterface, String>> {
+        self.discovery
+            .resolve_all(&pods)
+            .await
+            .into_iter()
+            .map(|(pod, r)| {
+                let r = r
+                    .map(|i| PodInterface {
+                        ifindex: i.ifindex,
+                        name: i.name,
+                    })
+                    .map_err(|u| u.to_string());
+                (pod, r)
+            })
+            .collect()
+    }
+
+    async fn changed(&mut self) {
+        if let Err(e) = self.discovery.changes().await {
+            tracing::warn!(error = %e, "netlink notifications failed; re-resolving all pods");
+        }
+    }
+}
+
+fn node_name(args: &RunArgs) -> Result<String, super::Error> {
+    if let Some(name) = &args.node_name {
+        return Ok(name.clone());
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_err(|e| format!("no --node-name/NODE_NAME and the hostname is unreadable: {e}"))?;
+    Ok(host.trim().to_string())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT. Pinned maps and links stay, so the
+/// node keeps enforcing while the agent is away; `palisade cleanup` removes them.
+pub async fn run(args: RunArgs) -> Result<(), super::Error> {
+    let node_name = node_name(&args)?;
+    let datapath = Datapath::load(&DatapathConfig {
+        bpffs: args.bpffs.clone(),
+        capacities: Capacities {
+            endpoints: args.capacities.max_endpoints,
+            ipcache: args.capacities.max_ipcache,
+            policy: args.capacities.max_policy,
+            conntrack: args.capacities.max_conntrack,
+            ..Capacities::default()
+        },
+    })?;
+    let status: SharedStatus = Arc::new(RwLock::new(Status {
+        node: node_name.clone(),
+        source_up: false,
+        ..Status::default()
+    }));
+    let metrics = Arc::new(Mutex::new(Metrics::new()));
+
+    let render_metrics: http::MetricsRender = {
+        let metrics = metrics.clone();
+        let status = status.clone();
+        Arc::new(move || {
+            let Ok(m) = metrics.lock() else {
+                return String::new();
+            };
+            if let Ok(s) = status.read() {
+                m.source_up.set(i64::from(s.source_up));
+                let enforced = s.endpoints.iter().filter(|e| e.enforced).count() as i64;
+                let audit = s.endpoints.iter().filter(|e| e.audit).count() as i64;
+                m.endpoints
+                    .get_or_create(&EndpointState { state: "enforced" })
+                    .set(enforced);
+                m.endpoints
+                    .get_or_create(&EndpointState {
+                        state: "unenforced",
+                    })
+                    .set(s.endpoints.len() as i64 - enforced);
+                m.endpoints
+                    .get_or_create(&EndpointState { state: "audit" })
+                    .set(audit);
+                m.policies.set(s.policies as i64);
+                m.identities.set(s.identities as i64);
+            }
+            m.render()
+        })
+    };
+    let router = http::router(status.clone(), render_metrics);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    let mut addrs = vec![args.health_addr];
+    if args.metrics_addr != args.health_addr {
+        addrs.push(args.metrics_addr);
+    }
+    for addr in addrs {
+        let listener_router = router.clone();
+        let mut stop = stop_rx.clone();
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        servers.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, listener_router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+        }));
+    }
+
+    let (tx, rx) = mpsc::channel(1024);
+    let source_task = match &args.source.manifests {
+        Some(dir) => {
+            let dir = dir.clone();
+            tracing::info!(dir = %dir.display(), node = %node_name, "following a manifest directory");
+            tokio::spawn(async move {
+                if let Err(e) = source::manifests::run(dir, tx).await {
+                    tracing::error!(error = %e, "manifest source failed");
+                }
+            })
+        }
+        None => {
+            let client = source::kube::client(args.source.kubeconfig.as_deref())
+                .await
+                .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
+            tracing::info!(node = %node_name, "following the Kubernetes API");
+            tokio::spawn(source::kube::run(client, tx))
+        }
+    };
+
+    let interfaces = NetlinkInterfaces {
+        discovery: Discovery::new().await?,
+    };
+    let programming = metrics
+        .lock()
+        .map_err(|_| "metrics lock poisoned")?
+        .programming_seconds
+        .clone();
+    let on_programmed = Box::new(
+        move |elapsed: Duration, _plan: &crate::policy::plan::DatapathPlan| {
+            programming.observe(elapsed.as_secs_f64());
+        },
+    );
+    let result = reconcile::run(
+        Settings {
+            node_name,
+            coalesce: Duration::from_millis(args.coalesce_ms),
+            retry: Duration::from_secs(2),
+        },
+        &Kind::ALL,
+        rx,
+        interfaces,
+        datapath,
+        status,
+        on_programmed,
+        shutdown_signal(),
+    )
+    .await;
+    source_task.abort();
+    let _ = stop_tx.send(true);
+    for s in servers {
+        let _ = s.await;
+    }
+    tracing::info!("stopped; pinned programs keep enforcing until `palisade cleanup`");
+    result.map_err(Into::into)
+}

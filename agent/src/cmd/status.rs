@@ -1,0 +1,86 @@
+//! `palisade status`: asks the local agent's `/status` and prints it.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::cli::{OutputFormat, StatusArgs};
+use crate::observe::Status;
+
+/// Fetches `path` from the agent with a plain HTTP/1.0 GET.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String, super::Error> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| {
+        format!("cannot reach the agent at {addr}: {e} (is `palisade run` running?)")
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or("malformed HTTP response from the agent")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(format!(
+            "agent answered: {}",
+            head.lines().next().unwrap_or_default()
+        )
+        .into());
+    }
+    Ok(body.to_string())
+}
+
+/// Prints the agent's status.
+pub fn run(args: &StatusArgs) -> Result<(), super::Error> {
+    let body = http_get(args.health_addr, "/status")?;
+    if args.output == OutputFormat::Json {
+        println!("{body}");
+        return Ok(());
+    }
+    let s: Status = serde_json::from_str(&body)?;
+    println!(
+        "node {}  ready: {}  source up: {}  revision: {}",
+        s.node, s.ready, s.source_up, s.revision
+    );
+    if let Some(why) = &s.not_ready_reason {
+        println!("not ready: {why}");
+    }
+    println!("policies: {}  identities: {}", s.policies, s.identities);
+    println!();
+    println!(
+        "{:<40} {:<16} {:<9} {:<8} {:<7} POLICIES",
+        "ENDPOINT", "INTERFACE", "ENFORCED", "ISOLATED", "AUDIT"
+    );
+    for e in &s.endpoints {
+        let isolated = match (e.ingress_isolated, e.egress_isolated) {
+            (true, true) => "in+out",
+            (true, false) => "in",
+            (false, true) => "out",
+            (false, false) => "-",
+        };
+        println!(
+            "{:<40} {:<16} {:<9} {:<8} {:<7} {}",
+            e.pod,
+            e.interface.as_deref().unwrap_or("-"),
+            if e.enforced { "yes" } else { "NO" },
+            isolated,
+            if e.audit { "yes" } else { "-" },
+            e.policies.join(",")
+        );
+        if let Some(reason) = &e.reason {
+            println!("    not enforced: {reason}");
+        }
+    }
+    if !s.rejections.is_empty() {
+        println!("\nrejected policy fields (they isolate but allow nothing):");
+        for r in &s.rejections {
+            println!("  {r}");
+        }
+    }
+    if !s.errors.is_empty() {
+        println!("\nrecent errors:");
+        for e in &s.errors {
+            println!("  {e}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! The Prometheus registry: one `Metrics` (prefix `palisade`) of the agent's
+//! own gauges and histograms. Kernel counters are read at scrape time.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// `palisade_endpoints{state}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointState {
+    /// `enforced`, `unenforced` or `audit`.
+    pub state: &'static str,
+}
+
+/// Build information.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildInfo {
+    version: &'static str,
+}
+
+/// The agent's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Source event to maps written.
+    pub programming_seconds: Histogram,
+    /// 1 when the source is up to date.
+    pub source_up: Gauge,
+    /// Local endpoints by state.
+    pub endpoints: Family<EndpointState, Gauge>,
+    /// NetworkPolicies known.
+    pub policies: Gauge,
+    /// Identities in the current plan.
+    pub identities: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every family.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("palisade");
+        let programming_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "policy_programming_seconds",
+            "Time from a source event to the kernel's maps being written",
+            programming_seconds.clone(),
+        );
+        let source_up = Gauge::default();
+        registry.register(
+            "source_up",
+            "1 when the source (API server or manifests) is up to date",
+            source_up.clone(),
+        );
+        let endpoints = Family::<EndpointState, Gauge>::default();
+        registry.register(
+            "endpoints",
+            "Local endpoints by enforcement state",
+            endpoints.clone(),
+        );
+        let policies = Gauge::default();
+        registry.register(
+            "policies",
+            "NetworkPolicies known to the agent",
+            policies.clone(),
+        );
+        let identities = Gauge::default();
+        registry.register(
+            "identities",
+            "Remote identities in the current plan",
+            identities.clone(),
+        );
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(BuildInfo {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+        Metrics {
+            registry,
+            programming_seconds,
+            source_up,
+            endpoints,
+            policies,
+            identities,
+        }
+    }
+
+    /// The text exposition of every family.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Metrics shared with the HTTP server.
+pub type SharedMetrics = Arc<Mutex<Metrics>>;

@@ -1,0 +1,73 @@
+//! The agent's state as the HTTP server and `palisade status` see it.
+
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::plan::Rejection;
+
+/// One local endpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EndpointStatus {
+    /// `namespace/name`.
+    pub pod: String,
+    /// Host-side interface, when found.
+    pub interface: Option<String>,
+    /// Whether the programs are attached and its entry written.
+    pub enforced: bool,
+    /// Why not, when not.
+    pub reason: Option<String>,
+    /// Ingress isolated.
+    pub ingress_isolated: bool,
+    /// Egress isolated.
+    pub egress_isolated: bool,
+    /// Audit mode.
+    pub audit: bool,
+    /// Policies selecting the pod.
+    pub policies: Vec<String>,
+}
+
+/// Everything the agent reports about itself.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Status {
+    /// The node this agent enforces.
+    pub node: String,
+    /// Ready: the initial sync is applied and every resolved pod interface is enforced.
+    pub ready: bool,
+    /// Why not ready.
+    pub not_ready_reason: Option<String>,
+    /// Whether the source is up to date.
+    pub source_up: bool,
+    /// Last source problem.
+    pub source_detail: Option<String>,
+    /// When the kernel last received a plan.
+    pub last_applied: Option<SystemTime>,
+    /// Policy revision in the kernel.
+    pub revision: u32,
+    /// Local endpoints.
+    pub endpoints: Vec<EndpointStatus>,
+    /// Number of policies known.
+    pub policies: usize,
+    /// Number of identities in the plan.
+    pub identities: usize,
+    /// Policies (or parts) rejected by validation.
+    pub rejections: Vec<Rejection>,
+    /// Recent errors (newest last, bounded).
+    pub errors: Vec<String>,
+}
+
+impl Status {
+    /// Records an error, keeping the last few.
+    pub fn error(&mut self, message: String) {
+        const KEEP: usize = 20;
+        self.errors.push(message);
+        if self.errors.len() > KEEP {
+            let excess = self.errors.len() - KEEP;
+            self.errors.drain(..excess);
+        }
+    }
+}
+
+/// Status shared between the reconcile loop and the HTTP server.
+pub type SharedStatus = Arc<RwLock<Status>>;

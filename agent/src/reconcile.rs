@@ -1,0 +1,358 @@
+//! The loop that keeps the kernel in step with the source:
+//! events -> state -> (coalesced) compile -> interfaces -> sync -> attach.
+//!
+//! Nothing reaches the kernel before the source has delivered its complete
+//! initial view. On start the loop adopts what the pinned maps hold (a
+//! previous agent's state), so the first apply writes only differences and
+//! enforcement never pauses across a restart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+
+use crate::datapath::{self, Datapath};
+use crate::observe::{EndpointStatus, SharedStatus};
+use crate::policy::Compiler;
+use crate::policy::plan::{DatapathPlan, PodRef};
+use crate::source::{Kind, ObjectRef, SourceEvent, object_ref};
+use crate::state::ClusterState;
+use crate::state::cluster::K8sObject;
+use crate::sync::{Syncer, render};
+
+/// A pod's host-side interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodInterface {
+    /// Interface index in the agent's network namespace.
+    pub ifindex: u32,
+    /// Interface name.
+    pub name: String,
+}
+
+/// Finds pod interfaces and tells when they may have changed (netlink in the
+/// agent, a fixed table in tests).
+pub trait Interfaces: Send {
+    /// Resolves each pod's addresses to its host-side interface, or says why not.
+    fn resolve(
+        &mut self,
+        pods: Vec<(PodRef, Vec<IpAddr>)>,
+    ) -> impl Future<Output = BTreeMap<PodRef, Result<PodInterface, String>>> + Send;
+
+    /// Resolves when links, routes or neighbours changed.
+    fn changed(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// Errors that stop the loop.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The datapath failed in a way the loop cannot work around.
+    #[error(transparent)]
+    Datapath(#[from] datapath::Error),
+    /// The source ended (its task died).
+    #[error("the source stopped sending events")]
+    SourceEnded,
+}
+
+/// Settings of the loop.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The node whose pods this agent enforces.
+    pub node_name: String,
+    /// How long to gather a burst of events before recompiling.
+    pub coalesce: Duration,
+    /// How often to retry pods whose interface was not found.
+    pub retry: Duration,
+}
+
+/// The loop's state.
+struct Reconciler<I: Interfaces> {
+    settings: Settings,
+    datapath: Datapath,
+    syncer: Syncer,
+    interfaces: I,
+    status: SharedStatus,
+    cluster: ClusterState,
+    known: BTreeMap<Kind, BTreeSet<ObjectRef>>,
+    synced: BTreeSet<Kind>,
+    compiler: Compiler,
+    /// Pods whose interface carries the programs, and where.
+    attached: BTreeMap<PodRef, PodInterface>,
+    unresolved: usize,
+    first_apply_done: bool,
+    /// Called with the time from the first event of a burst to maps written.
+    on_programmed: Box<dyn FnMut(Duration, &DatapathPlan) + Send>,
+}
+
+/// Runs until `shutdown` resolves. The source must send its initial
+/// `Replace` events first; `required` lists the kinds whose initial list must
+/// have arrived before anything is enforced.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the loop's dependencies are injected, as in mini-redis' server::run"
+)]
+pub async fn run<I: Interfaces>(
+    settings: Settings,
+    required: &[Kind],
+    mut source: mpsc::Receiver<SourceEvent>,
+    interfaces: I,
+    datapath: Datapath,
+    status: SharedStatus,
+    on_programmed: Box<dyn FnMut(Duration, &DatapathPlan) + Send>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let syncer = Syncer::read_kernel(&datapath.maps)?;
+    tracing::info!(
+        endpoints = syncer.current().endpoints.len(),
+        policy_entries = syncer.current().policy.len(),
+        "adopted the kernel's pinned state"
+    );
+    let mut r = Reconciler {
+        settings,
+        datapath,
+        syncer,
+        interfaces,
+        status,
+        cluster: ClusterState::new(),
+        known: BTreeMap::new(),
+        synced: BTreeSet::new(),
+        compiler: Compiler::new(),
+        attached: BTreeMap::new(),
+        unresolved: 0,
+        first_apply_done: false,
+        on_programmed,
+    };
+    r.set_not_ready("waiting for the source's initial state");
+    tokio::pin!(shutdown);
+    let mut burst_started: Option<Instant> = None;
+    loop {
+        let retry = tokio::time::sleep(r.settings.retry);
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            event = source.recv() => {
+                let Some(event) = event else { return Err(Error::SourceEnded) };
+                burst_started.get_or_insert_with(Instant::now);
+                r.on_event(event);
+            }
+            _ = r.interfaces.changed() => {}
+            _ = retry, if r.unresolved > 0 => {}
+        }
+        // Coalesce: take whatever else arrives within the window.
+        let deadline = tokio::time::Instant::now() + r.settings.coalesce;
+        loop {
+            tokio::select! {
+                event = source.recv() => match event {
+                    Some(event) => {
+                        burst_started.get_or_insert_with(Instant::now);
+                        r.on_event(event);
+                    }
+                    None => return Err(Error::SourceEnded),
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        if !required.iter().all(|k| r.synced.contains(k)) {
+            continue;
+        }
+        let plan = r.reconcile().await?;
+        if let Some(started) = burst_started.take() {
+            (r.on_programmed)(started.elapsed(), &plan);
+        }
+    }
+}
+
+impl<I: Interfaces> Reconciler<I> {
+    fn set_not_ready(&self, reason: &str) {
+        if let Ok(mut s) = self.status.write() {
+            s.ready = false;
+            s.not_ready_reason = Some(reason.to_string());
+        }
+    }
+
+    fn on_event(&mut self, event: SourceEvent) {
+        match event {
+            SourceEvent::Replace { kinds, objects } => {
+                let new: BTreeSet<ObjectRef> = objects.iter().map(object_ref).collect();
+                for kind in &kinds {
+                    let old = self.known.remove(kind).unwrap_or_default();
+                    for gone in old.iter().filter(|r| !new.contains(r)) {
+                        self.delete(gone);
+                    }
+                    self.synced.insert(*kind);
+                }
+                for object in &objects {
+                    self.apply(object);
+                }
+            }
+            SourceEvent::Apply(object) => self.apply(&object),
+            SourceEvent::Delete(r) => {
+                self.delete(&r);
+                if let Some(set) = self.known.get_mut(&r.kind) {
+                    set.remove(&r);
+                }
+            }
+            SourceEvent::Health { up, detail } => {
+                if up {
+                    tracing::info!(%detail, "source is up to date");
+                } else {
+                    tracing::warn!(%detail, "source problem; the last good state stays enforced");
+                }
+                if let Ok(mut s) = self.status.write() {
+                    s.source_up = up;
+                    s.source_detail = (!detail.is_empty()).then_some(detail.clone());
+                    if !up {
+                        s.error(detail);
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, object: &K8sObject) {
+        let r = object_ref(object);
+        match self.cluster.apply(object) {
+            Ok(()) => {
+                self.known.entry(r.kind).or_default().insert(r);
+            }
+            Err(e) => {
+                tracing::error!(object = %r, error = %e, "object rejected");
+                if let Ok(mut s) = self.status.write() {
+                    s.error(format!("{r}: {e}"));
+                }
+            }
+        }
+    }
+
+    fn delete(&mut self, r: &ObjectRef) {
+        let (ns, name) = (r.namespace.as_str(), r.name.as_str());
+        match r.kind {
+            Kind::Namespace => self.cluster.delete_namespace(name),
+            Kind::Pod => self.cluster.delete_pod(ns, name),
+            Kind::NetworkPolicy => self.cluster.delete_policy(ns, name),
+            Kind::Node => self.cluster.delete_node(name),
+            Kind::Service => self.cluster.delete_service(ns, name),
+            Kind::EndpointSlice => self.cluster.delete_endpoint_slice(ns, name),
+        }
+    }
+
+    async fn reconcile(&mut self) -> Result<DatapathPlan, Error> {
+        let plan = self
+            .compiler
+            .compile(&self.cluster, &self.settings.node_name);
+        for rejection in &plan.rejections {
+            tracing::warn!(object = %rejection.object, field = %rejection.field, reason = %rejection.reason,
+                "policy rejected: it still isolates the pods it selects but allows nothing");
+        }
+        let pods: Vec<(PodRef, Vec<IpAddr>)> = plan
+            .endpoints
+            .iter()
+            .map(|(pod, ep)| {
+                let ips = ep
+                    .ipv4
+                    .map(IpAddr::V4)
+                    .into_iter()
+                    .chain(ep.ipv6.map(IpAddr::V6))
+                    .collect();
+                (pod.clone(), ips)
+            })
+            .collect();
+        let resolved = self.interfaces.resolve(pods).await;
+        let mut ifaces: BTreeMap<PodRef, u32> = BTreeMap::new();
+        let mut reasons: BTreeMap<PodRef, String> = BTreeMap::new();
+        for (pod, result) in &resolved {
+            match result {
+                Ok(iface) => {
+                    ifaces.insert(pod.clone(), iface.ifindex);
+                }
+                Err(reason) => {
+                    reasons.insert(pod.clone(), reason.clone());
+                }
+            }
+        }
+        self.unresolved = reasons.len();
+
+        // Maps first (entries exist before programs look them up), then attach.
+        let target = render(&plan, &ifaces);
+        let report = self.syncer.apply(&mut self.datapath.maps, &target)?;
+        if !report.complete() {
+            if let Ok(mut s) = self.status.write() {
+                for e in &report.map_full {
+                    s.error(format!("map full, failing closed: {e}"));
+                }
+            }
+        }
+
+        for (pod, result) in &resolved {
+            let Ok(iface) = result else { continue };
+            if self.attached.get(pod) == Some(iface) {
+                continue;
+            }
+            match self.datapath.attach(&iface.name) {
+                Ok(a) => {
+                    tracing::info!(%pod, interface = %iface.name, adopted = a.adopted, "enforcing");
+                    self.attached.insert(pod.clone(), iface.clone());
+                }
+                Err(e) => {
+                    tracing::error!(%pod, interface = %iface.name, error = %e, "attach failed; will retry");
+                    reasons.insert(pod.clone(), e.to_string());
+                    self.unresolved += 1;
+                }
+            }
+        }
+        // Forget interfaces of pods that are gone or moved, and (on the first
+        // apply) links a previous agent pinned for interfaces no longer ours.
+        let keep: BTreeSet<u32> = self
+            .attached
+            .iter()
+            .filter(|(pod, iface)| ifaces.get(*pod) == Some(&iface.ifindex))
+            .map(|(_, iface)| iface.ifindex)
+            .collect();
+        self.attached
+            .retain(|pod, iface| ifaces.get(pod) == Some(&iface.ifindex));
+        let mut stale: BTreeSet<u32> = self.datapath.attachments().map(|a| a.ifindex).collect();
+        if !self.first_apply_done {
+            stale.extend(self.datapath.pinned_ifindexes());
+        }
+        for ifindex in stale.difference(&keep) {
+            if let Err(e) = self.datapath.detach(*ifindex) {
+                tracing::warn!(ifindex, error = %e, "detach failed");
+            }
+        }
+        self.first_apply_done = true;
+
+        for (pod, reason) in &reasons {
+            tracing::warn!(%pod, %reason, "pod not enforced yet");
+        }
+        self.publish(&plan, &reasons, report.revision.0);
+        Ok(plan)
+    }
+
+    fn publish(&self, plan: &DatapathPlan, reasons: &BTreeMap<PodRef, String>, revision: u32) {
+        let Ok(mut s) = self.status.write() else {
+            return;
+        };
+        s.node = self.settings.node_name.clone();
+        s.endpoints = plan
+            .endpoints
+            .iter()
+            .map(|(pod, ep)| EndpointStatus {
+                pod: pod.to_string(),
+                interface: self.attached.get(pod).map(|i| i.name.clone()),
+                enforced: self.attached.contains_key(pod),
+                reason: reasons.get(pod).cloned(),
+                ingress_isolated: ep.ingress_isolated,
+                egress_isolated: ep.egress_isolated,
+                audit: ep.audit,
+                policies: ep.policies.iter().map(ToString::to_string).collect(),
+            })
+            .collect();
+        s.policies = self.cluster.policies().count();
+        s.identities = plan.identities.len();
+        s.rejections = plan.rejections.clone();
+        s.revision = revision;
+        s.last_applied = Some(SystemTime::now());
+        s.ready = true;
+        s.not_ready_reason = None;
+    }
+}

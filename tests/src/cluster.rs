@@ -1,0 +1,437 @@
+//! A virtual cluster driven through the real `palisade` binary: nodes and pods
+//! from the bed, their objects written as manifests, one agent per node
+//! (`palisade run --manifests`) running inside the node's namespace.
+//!
+//! Used by the end-to-end and conformance tests, and by `cargo xtask demo`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+
+use crate::bpffs::BpffsDir;
+use crate::netns::unique_tag;
+use crate::node::{Node, Pod};
+use crate::process::ChildGuard;
+
+/// Where each agent serves health and status inside its node namespace.
+pub const AGENT_HEALTH: &str = "127.0.0.1:9963";
+/// Where each agent serves metrics inside its node namespace.
+pub const AGENT_METRICS: &str = "127.0.0.1:9962";
+
+/// A container port: name, number, protocol (`TCP`, `UDP`, `SCTP`).
+#[derive(Clone, Debug)]
+pub struct PortSpec {
+    /// Port name (may be empty).
+    pub name: String,
+    /// Port number.
+    pub port: u16,
+    /// Protocol.
+    pub protocol: String,
+}
+
+/// A pod of the virtual cluster.
+pub struct ClusterPod {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Index of the node it runs on.
+    pub node: usize,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Container ports.
+    pub ports: Vec<PortSpec>,
+    /// The bed pod (namespace, veth, addresses).
+    pub pod: Pod,
+}
+
+/// One running agent.
+struct Agent {
+    child: ChildGuard,
+    bpffs: BpffsDir,
+    log: PathBuf,
+}
+
+/// Nodes, pods, a manifest directory and the agents following it.
+pub struct Cluster {
+    /// The nodes.
+    pub nodes: Vec<Node>,
+    /// The pods, in creation order.
+    pub pods: Vec<ClusterPod>,
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    dir: PathBuf,
+    binary: PathBuf,
+    agents: Vec<Option<Agent>>,
+}
+
+/// The `palisade` binary the tests drive: `$PALISADE_BIN`, else next to the
+/// test executable's `deps/` directory (where cargo puts workspace binaries).
+pub fn palisade_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("PALISADE_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().context("current_exe")?;
+    let mut dir = exe
+        .parent()
+        .map(Path::to_path_buf)
+        .context("test executable has a parent")?;
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let candidate = dir.join("palisade");
+    if candidate.exists() {
+        return Ok(candidate);
+    }
+    bail!(
+        "palisade binary not found at {} (run through `cargo xtask test`, or set PALISADE_BIN)",
+        candidate.display()
+    )
+}
+
+fn yaml_map(indent: usize, map: &BTreeMap<String, String>) -> String {
+    if map.is_empty() {
+        return " {}\n".into();
+    }
+    let mut out = "\n".to_string();
+    for (k, v) in map {
+        let _ = writeln!(out, "{}{k:?}: {v:?}", " ".repeat(indent));
+    }
+    out
+}
+
+impl Cluster {
+    /// A cluster of `nodes` nodes (linked to each other when more than one).
+    pub fn new(nodes: usize) -> Result<Cluster> {
+        let nodes: Vec<Node> = (0..nodes)
+            .map(|i| Node::new(i as u8))
+            .collect::<Result<_>>()?;
+        for i in 0..nodes.len() {
+            for j in i + 1..nodes.len() {
+                crate::node::link_nodes(&nodes[i], &nodes[j])?;
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("palisade-test-{}", unique_tag()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let agents = (0..nodes.len()).map(|_| None).collect();
+        let cluster = Cluster {
+            nodes,
+            pods: Vec::new(),
+            namespaces: BTreeMap::new(),
+            dir,
+            binary: palisade_binary()?,
+            agents,
+        };
+        cluster.write_nodes()?;
+        Ok(cluster)
+    }
+
+    /// The manifest directory.
+    pub fn manifests(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Node name as pods reference it.
+    pub fn node_name(index: usize) -> String {
+        format!("node-{index}")
+    }
+
+    /// Writes a file into the manifest directory atomically (temp dotfile, rename).
+    pub fn write_file(&self, name: &str, content: &str) -> Result<()> {
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, content).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, self.dir.join(name))
+            .with_context(|| format!("renaming to {name}"))?;
+        Ok(())
+    }
+
+    /// Removes a file from the manifest directory.
+    pub fn remove_file(&self, name: &str) -> Result<()> {
+        std::fs::remove_file(self.dir.join(name)).with_context(|| format!("removing {name}"))
+    }
+
+    fn write_nodes(&self) -> Result<()> {
+        let mut out = String::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let _ = write!(
+                out,
+                "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {}\nstatus:\n  addresses:\n  - type: InternalIP\n    address: {}\n  - type: InternalIP\n    address: {}\n",
+                Self::node_name(i),
+                node.ipv4(),
+                node.ipv6()
+            );
+        }
+        self.write_file("00-nodes.yaml", &out)
+    }
+
+    /// Adds or relabels a namespace (also sets `kubernetes.io/metadata.name`).
+    pub fn set_namespace(&mut self, name: &str, labels: &[(&str, &str)]) -> Result<()> {
+        let mut map: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        map.insert("kubernetes.io/metadata.name".into(), name.into());
+        self.namespaces.insert(name.into(), map);
+        self.write_namespaces()
+    }
+
+    /// Sets an annotation-free namespace list file.
+    fn write_namespaces(&self) -> Result<()> {
+        let mut out = String::new();
+        for (name, labels) in &self.namespaces {
+            let _ = write!(
+                out,
+                "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:{}",
+                yaml_map(4, labels)
+            );
+        }
+        self.write_file("01-namespaces.yaml", &out)
+    }
+
+    /// Writes raw extra namespace YAML (e.g. with annotations) under its own file.
+    pub fn write_namespace_yaml(&self, file: &str, yaml: &str) -> Result<()> {
+        self.write_file(file, yaml)
+    }
+
+    /// Adds a pod on `node` with labels and container ports, and writes it.
+    pub fn add_pod(
+        &mut self,
+        node: usize,
+        namespace: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        ports: &[PortSpec],
+    ) -> Result<&ClusterPod> {
+        let pod = self.nodes[node].add_pod(&format!("{namespace}-{name}"))?;
+        self.pods.push(ClusterPod {
+            namespace: namespace.into(),
+            name: name.into(),
+            node,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ports: ports.to_vec(),
+            pod,
+        });
+        self.write_pods()?;
+        Ok(self.pods.last().expect("just pushed"))
+    }
+
+    /// Replaces a pod's labels and rewrites the pods file.
+    pub fn relabel_pod(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<()> {
+        let pod = self
+            .pods
+            .iter_mut()
+            .find(|p| p.namespace == namespace && p.name == name)
+            .with_context(|| format!("no pod {namespace}/{name}"))?;
+        pod.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.write_pods()
+    }
+
+    /// Removes a pod's object (its namespace and veth stay, like a pod being
+    /// torn down after the API deleted it).
+    pub fn remove_pod_object(&mut self, namespace: &str, name: &str) -> Result<ClusterPod> {
+        let at = self
+            .pods
+            .iter()
+            .position(|p| p.namespace == namespace && p.name == name)
+            .with_context(|| format!("no pod {namespace}/{name}"))?;
+        let pod = self.pods.remove(at);
+        self.write_pods()?;
+        Ok(pod)
+    }
+
+    /// The pod with this namespace and name.
+    pub fn pod(&self, namespace: &str, name: &str) -> &ClusterPod {
+        self.pods
+            .iter()
+            .find(|p| p.namespace == namespace && p.name == name)
+            .unwrap_or_else(|| panic!("test bug: no pod {namespace}/{name}"))
+    }
+
+    fn write_pods(&self) -> Result<()> {
+        let mut out = String::new();
+        for p in &self.pods {
+            let _ = write!(
+                out,
+                "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: {}\n  labels:{}spec:\n  nodeName: {}\n  containers:\n  - name: main\n    image: none\n    ports:",
+                p.name,
+                p.namespace,
+                yaml_map(4, &p.labels),
+                Self::node_name(p.node)
+            );
+            if p.ports.is_empty() {
+                out.push_str(" []\n");
+            } else {
+                out.push('\n');
+                for port in &p.ports {
+                    let _ = write!(
+                        out,
+                        "    - containerPort: {}\n      protocol: {}\n",
+                        port.port, port.protocol
+                    );
+                    if !port.name.is_empty() {
+                        let _ = writeln!(out, "      name: {}", port.name);
+                    }
+                }
+            }
+            let _ = write!(
+                out,
+                "status:\n  phase: Running\n  podIP: {}\n  podIPs:\n  - ip: {}\n  - ip: {}\n",
+                p.pod.ipv4(),
+                p.pod.ipv4(),
+                p.pod.ipv6()
+            );
+        }
+        self.write_file("10-pods.yaml", &out)
+    }
+
+    /// Writes a NetworkPolicy (or any YAML) as `50-<file>.yaml`.
+    pub fn apply_policy(&self, file: &str, yaml: &str) -> Result<()> {
+        self.write_file(&format!("50-{file}.yaml"), yaml)
+    }
+
+    /// Deletes what [`Cluster::apply_policy`] wrote.
+    pub fn delete_policy(&self, file: &str) -> Result<()> {
+        self.remove_file(&format!("50-{file}.yaml"))
+    }
+
+    /// Starts (or restarts) the agent of every node.
+    pub fn start_agents(&mut self) -> Result<()> {
+        for i in 0..self.nodes.len() {
+            self.start_agent(i)?;
+        }
+        Ok(())
+    }
+
+    /// Starts the agent of node `i`, reusing its bpffs directory on a restart.
+    pub fn start_agent(&mut self, i: usize) -> Result<()> {
+        let bpffs = match self.agents[i].take() {
+            Some(mut old) => {
+                let _ = old.child.child_mut().kill();
+                let _ = old.child.child_mut().wait();
+                old.bpffs
+            }
+            None => BpffsDir::new()?,
+        };
+        let log = self.dir.join(format!(".agent-{i}.log"));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let mut cmd = self.nodes[i].netns().command(&self.binary);
+        cmd.args(["run", "--manifests"])
+            .arg(&self.dir)
+            .args(["--node-name", &Self::node_name(i), "--bpffs"])
+            .arg(bpffs.path())
+            .args([
+                "--health-addr",
+                AGENT_HEALTH,
+                "--metrics-addr",
+                AGENT_METRICS,
+            ])
+            .env("PALISADE_LOG", "info,palisade_agent=debug")
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
+        let child = ChildGuard::spawn(&mut cmd)?;
+        self.agents[i] = Some(Agent { child, bpffs, log });
+        Ok(())
+    }
+
+    /// Kills node `i`'s agent with SIGKILL (its pins stay, as after a crash).
+    pub fn kill_agent(&mut self, i: usize) -> Result<()> {
+        let agent = self.agents[i].as_mut().context("agent not running")?;
+        agent.child.child_mut().kill()?;
+        agent.child.child_mut().wait()?;
+        Ok(())
+    }
+
+    /// The agent log of node `i` (for failure messages).
+    pub fn agent_log(&self, i: usize) -> String {
+        self.agents[i]
+            .as_ref()
+            .and_then(|a| std::fs::read_to_string(&a.log).ok())
+            .unwrap_or_default()
+    }
+
+    /// GETs `path` from node `i`'s agent (inside the node namespace).
+    pub fn agent_get(&self, i: usize, addr: &str, path: &str) -> Result<(u16, String)> {
+        let addr: SocketAddr = addr.parse()?;
+        let path = path.to_string();
+        self.nodes[i].netns().run(move || -> Result<(u16, String)> {
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            write!(s, "GET {path} HTTP/1.0\r\nHost: agent\r\n\r\n")?;
+            let mut body = String::new();
+            s.read_to_string(&mut body)?;
+            let code = body.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let body = body
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or_default();
+            Ok((code, body))
+        })
+    }
+
+    /// The agent's `/status` as JSON.
+    pub fn status(&self, i: usize) -> Result<serde_json::Value> {
+        let (_, body) = self.agent_get(i, AGENT_HEALTH, "/status")?;
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// Waits until every agent answers ready and has applied a plan after
+    /// `since` (so a manifest written before `since` is in the kernel).
+    pub fn wait_applied(&self, since: SystemTime, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        for i in 0..self.nodes.len() {
+            loop {
+                let ok = self.status(i).ok().is_some_and(|s| {
+                    let ready = s["ready"].as_bool() == Some(true);
+                    let applied =
+                        serde_json::from_value::<SystemTime>(s["last_applied"].clone()).ok();
+                    ready && applied.is_some_and(|t| t > since)
+                });
+                if ok {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "agent on node {i} did not apply the change within {timeout:?}; its log:\n{}",
+                        self.agent_log(i)
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    /// Addresses of a pod (IPv4, IPv6).
+    pub fn ips(&self, namespace: &str, name: &str) -> [IpAddr; 2] {
+        self.pod(namespace, name).pod.ips()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Agents first (they hold pins), then the directory; nodes and bpffs
+        // directories clean up through their own guards.
+        for agent in self.agents.iter_mut() {
+            drop(agent.take());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,158 @@
+//! A virtual node with pods a, b and c, the datapath loaded in the node's
+//! namespace and attached to every pod's host veth, and plans built by hand.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use palisade_agent::datapath::{Capacities, Datapath, DatapathConfig};
+use palisade_agent::policy::plan::{DatapathPlan, EndpointPlan, L4Match, PodRef, RuleKey};
+use palisade_agent::sync::{Syncer, render};
+use palisade_common::ids::{EndpointId, IdentityId, RuleId};
+use palisade_common::verdict::Direction;
+use palisade_tests::{BpffsDir, Node, Pod};
+
+pub const PROBE: Duration = Duration::from_millis(700);
+pub const PORT: u16 = 80;
+
+pub fn pod_ref(pod: &Pod) -> PodRef {
+    PodRef {
+        namespace: "default".into(),
+        name: pod.name().into(),
+    }
+}
+
+/// Identity of pod number `i` (each pod its own identity).
+pub fn identity(i: usize) -> IdentityId {
+    IdentityId(16 + i as u32)
+}
+
+pub struct Bed {
+    pub node: Node,
+    pub pods: Vec<Pod>,
+    pub dp: Option<Datapath>,
+    pub syncer: Syncer,
+    pub bpffs: BpffsDir,
+    rules: BTreeMap<RuleKey, RuleId>,
+    isolated: BTreeMap<(usize, Direction), bool>,
+}
+
+impl Bed {
+    pub fn new(index: u8, pods: &[&str]) -> Bed {
+        let node = Node::new(index).expect("node namespace");
+        let pods: Vec<Pod> = pods.iter().map(|p| node.add_pod(p).expect("pod")).collect();
+        let bpffs = BpffsDir::new().expect("bpffs dir");
+        let mut bed = Bed {
+            node,
+            pods,
+            dp: None,
+            syncer: Syncer::default(),
+            bpffs,
+            rules: BTreeMap::new(),
+            isolated: BTreeMap::new(),
+        };
+        bed.load();
+        bed
+    }
+
+    /// Loads (or re-loads, like a restarted agent) the datapath and attaches it.
+    pub fn load(&mut self) {
+        let bpffs = self.bpffs.path().to_path_buf();
+        let veths: Vec<String> = self
+            .pods
+            .iter()
+            .map(|p| p.host_veth().to_string())
+            .collect();
+        let dp = self.node.netns().run(move || {
+            let mut dp = Datapath::load(&DatapathConfig {
+                bpffs,
+                capacities: Capacities::default(),
+            })
+            .expect("load datapath");
+            for veth in &veths {
+                dp.attach(veth).expect("attach to a pod veth");
+            }
+            dp
+        });
+        self.syncer = Syncer::read_kernel(&dp.maps).expect("read pinned state");
+        self.dp = Some(dp);
+    }
+
+    /// Drops the datapath without detaching (an agent that died): pinned links
+    /// and maps keep enforcing.
+    pub fn crash(&mut self) {
+        self.dp = None;
+    }
+
+    pub fn isolate(&mut self, pod: usize, direction: Direction) -> &mut Self {
+        self.isolated.insert((pod, direction), true);
+        self
+    }
+
+    pub fn allow(
+        &mut self,
+        pod: usize,
+        direction: Direction,
+        peer: usize,
+        l4: L4Match,
+        rule: u32,
+    ) -> &mut Self {
+        self.rules.insert(
+            RuleKey {
+                endpoint: EndpointId(pod as u32 + 1),
+                direction,
+                identity: identity(peer),
+                l4,
+            },
+            RuleId(rule),
+        );
+        self
+    }
+
+    pub fn revoke_all(&mut self) -> &mut Self {
+        self.rules.clear();
+        self
+    }
+
+    pub fn plan(&self) -> DatapathPlan {
+        let mut plan = DatapathPlan::default();
+        for (i, pod) in self.pods.iter().enumerate() {
+            plan.endpoints.insert(
+                pod_ref(pod),
+                EndpointPlan {
+                    id: EndpointId(i as u32 + 1),
+                    ipv4: Some(pod.ipv4()),
+                    ipv6: Some(pod.ipv6()),
+                    ingress_isolated: self.isolated.contains_key(&(i, Direction::Ingress)),
+                    egress_isolated: self.isolated.contains_key(&(i, Direction::Egress)),
+                    audit: false,
+                    policies: vec![],
+                },
+            );
+            for ip in pod.ips() {
+                plan.ipcache.insert(IpNet::from(ip), identity(i));
+            }
+        }
+        for ip in [IpAddr::V4(self.node.ipv4()), IpAddr::V6(self.node.ipv6())] {
+            plan.ipcache.insert(IpNet::from(ip), IdentityId(15));
+            plan.host_addresses.insert(ip);
+        }
+        plan.rules = self.rules.clone();
+        plan
+    }
+
+    /// Writes the current plan through the real render + sync path.
+    pub fn apply(&mut self) {
+        let plan = self.plan();
+        let ifaces: BTreeMap<PodRef, u32> = self
+            .pods
+            .iter()
+            .map(|p| (pod_ref(p), p.host_ifindex()))
+            .collect();
+        let state = render(&plan, &ifaces);
+        let dp = self.dp.as_mut().expect("datapath loaded");
+        let report = self.syncer.apply(&mut dp.maps, &state).expect("apply");
+        assert!(report.complete(), "{:?}", report.map_full);
+    }
+}
