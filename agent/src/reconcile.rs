@@ -44,6 +44,10 @@ pub trait Interfaces: Send {
     fn changed(&mut self) -> impl Future<Output = ()> + Send;
 }
 
+/// Called after each apply with the time from the first event of the burst to
+/// maps written (the programming-latency histogram).
+pub type OnProgrammed = Box<dyn FnMut(Duration, &DatapathPlan) + Send>;
+
 /// Errors that stop the loop.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -82,7 +86,7 @@ struct Reconciler<I: Interfaces> {
     unresolved: usize,
     first_apply_done: bool,
     /// Called with the time from the first event of a burst to maps written.
-    on_programmed: Box<dyn FnMut(Duration, &DatapathPlan) + Send>,
+    on_programmed: OnProgrammed,
 }
 
 /// Runs until `shutdown` resolves. The source must send its initial
@@ -99,7 +103,7 @@ pub async fn run<I: Interfaces>(
     interfaces: I,
     datapath: Datapath,
     status: SharedStatus,
-    on_programmed: Box<dyn FnMut(Duration, &DatapathPlan) + Send>,
+    on_programmed: OnProgrammed,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let syncer = Syncer::read_kernel(&datapath.maps)?;
@@ -275,11 +279,11 @@ impl<I: Interfaces> Reconciler<I> {
         // Maps first (entries exist before programs look them up), then attach.
         let target = render(&plan, &ifaces);
         let report = self.syncer.apply(&mut self.datapath.maps, &target)?;
-        if !report.complete() {
-            if let Ok(mut s) = self.status.write() {
-                for e in &report.map_full {
-                    s.error(format!("map full, failing closed: {e}"));
-                }
+        if !report.complete()
+            && let Ok(mut s) = self.status.write()
+        {
+            for e in &report.map_full {
+                s.error(format!("map full, failing closed: {e}"));
             }
         }
 

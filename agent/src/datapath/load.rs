@@ -207,11 +207,7 @@ fn is_bpffs(path: &Path) -> std::io::Result<bool> {
     if unsafe { libc::statfs(c.as_ptr(), &mut buf) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    #[expect(
-        clippy::unnecessary_cast,
-        reason = "f_type's width differs between libc targets"
-    )]
-    Ok(buf.f_type as i64 == BPF_FS_MAGIC)
+    Ok(buf.f_type == BPF_FS_MAGIC)
 }
 
 fn mount_bpffs(path: &Path) -> std::io::Result<()> {

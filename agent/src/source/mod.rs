@@ -95,6 +95,10 @@ impl fmt::Display for ObjectRef {
 
 /// What a source reports.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "events are moved once through a channel; boxing buys nothing"
+)]
 pub enum SourceEvent {
     /// The complete current set of objects of `kinds` (an initial list, a
     /// relist, or a re-read directory): objects of those kinds not in `objects`
