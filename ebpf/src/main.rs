@@ -33,6 +33,13 @@ pub fn pod_ingress(ctx: TcContext) -> i32 {
     enforce::enforce(&ctx, Direction::Ingress)
 }
 
+/// Lets every packet continue and does nothing else: the floor that
+/// benchmarks subtract (BPF_PROG_TEST_RUN harness overhead). Never attached.
+#[classifier]
+pub fn bench_baseline(_ctx: TcContext) -> i32 {
+    palisade_common::verdict::TC_ACT_UNSPEC
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

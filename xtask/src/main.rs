@@ -1,4 +1,5 @@
 //! `cargo xtask <command>`: everything beyond a plain `cargo build` on stable.
+mod bench;
 mod build;
 mod demo;
 mod exec;
@@ -24,6 +25,8 @@ enum Command {
     Test(test::Options),
     /// Show enforcement on a virtual node: reachability before and after policies. Needs root.
     Demo(demo::Options),
+    /// Benchmarks (not part of `test`): datapath, wire, control plane. Needs root.
+    Bench(bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +35,6 @@ fn main() -> anyhow::Result<()> {
         Command::Build(o) => build::run(o).map(|_| ()),
         Command::Test(o) => test::run(o),
         Command::Demo(o) => demo::run(o),
+        Command::Bench(o) => bench::run(o),
     }
 }
