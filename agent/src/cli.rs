@@ -75,6 +75,10 @@ pub struct RunArgs {
     /// Address of `/healthz`, `/readyz` and `/status`.
     #[arg(long, env = "PALISADE_HEALTH_ADDR", default_value = "0.0.0.0:9963")]
     pub health_addr: SocketAddr,
+    /// Unix socket where the `palisade-cni` plugin asks the agent to enforce a
+    /// pod before it starts. Empty disables it.
+    #[arg(long, env = "PALISADE_CNI_SOCKET", default_value = crate::cni::DEFAULT_SOCKET)]
+    pub cni_socket: PathBuf,
     /// How long to gather a burst of changes into one recompile (milliseconds).
     #[arg(long, env = "PALISADE_COALESCE_MS", default_value_t = 20)]
     pub coalesce_ms: u64,

@@ -12,6 +12,7 @@
 //! - [`observe`]: status and the HTTP endpoints.
 pub mod cli;
 pub mod cmd;
+pub mod cni;
 pub mod datapath;
 pub mod node;
 pub mod observe;

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
+use crate::cni::protocol::{Request, Response};
+use crate::cni::server::CniCall;
 use crate::datapath::{self, Datapath};
 use crate::observe::{EndpointStatus, SharedStatus};
 use crate::policy::Compiler;
@@ -87,6 +89,22 @@ struct Reconciler<I: Interfaces> {
     first_apply_done: bool,
     /// Called with the time from the first event of a burst to maps written.
     on_programmed: OnProgrammed,
+    /// Pod objects as received, to re-apply them when the CNI plugin reports
+    /// addresses the API server does not show yet.
+    raw_pods: BTreeMap<PodRef, k8s_openapi::api::core::v1::Pod>,
+    /// Addresses the CNI plugin reported for pods being set up.
+    cni_ips: BTreeMap<PodRef, Vec<IpAddr>>,
+    /// CNI ADDs waiting for their pod to be enforced.
+    cni_waiters: Vec<CniWaiter>,
+    /// Why each unenforced pod is not enforced (from the last reconcile).
+    last_reasons: BTreeMap<PodRef, String>,
+}
+
+/// A CNI ADD waiting for its pod to be enforced.
+struct CniWaiter {
+    pod: PodRef,
+    deadline: Instant,
+    reply: tokio::sync::oneshot::Sender<Response>,
 }
 
 /// Runs until `shutdown` resolves. The source must send its initial
@@ -104,6 +122,7 @@ pub async fn run<I: Interfaces>(
     datapath: Datapath,
     status: SharedStatus,
     on_programmed: OnProgrammed,
+    mut cni_calls: mpsc::Receiver<CniCall>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let syncer = Syncer::read_kernel(&datapath.maps)?;
@@ -126,6 +145,10 @@ pub async fn run<I: Interfaces>(
         unresolved: 0,
         first_apply_done: false,
         on_programmed,
+        raw_pods: BTreeMap::new(),
+        cni_ips: BTreeMap::new(),
+        cni_waiters: Vec::new(),
+        last_reasons: BTreeMap::new(),
     };
     r.set_not_ready("waiting for the source's initial state");
     tokio::pin!(shutdown);
@@ -141,6 +164,14 @@ pub async fn run<I: Interfaces>(
             }
             _ = r.interfaces.changed() => {}
             _ = retry, if r.unresolved > 0 => {}
+            call = cni_calls.recv() => {
+                if let Some(call) = call
+                    && r.on_cni(call)
+                {
+                    burst_started.get_or_insert_with(Instant::now);
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)), if !r.cni_waiters.is_empty() => {}
         }
         // Coalesce: take whatever else arrives within the window.
         let deadline = tokio::time::Instant::now() + r.settings.coalesce;
@@ -163,6 +194,7 @@ pub async fn run<I: Interfaces>(
         if let Some(started) = burst_started.take() {
             (r.on_programmed)(started.elapsed(), &plan);
         }
+        r.answer_cni_waiters();
     }
 }
 
@@ -213,8 +245,78 @@ impl<I: Interfaces> Reconciler<I> {
         }
     }
 
+    /// Handles a CNI plugin request; returns whether the state changed.
+    fn on_cni(&mut self, call: CniCall) -> bool {
+        let pod = |namespace: String, name: String| PodRef { namespace, name };
+        match call.request {
+            Request::Add { namespace, name, interface, ips, timeout_ms } => {
+                let pod = pod(namespace, name);
+                tracing::info!(%pod, ?interface, ?ips, "CNI ADD: enforcing before the pod starts");
+                // Answer a little before the plugin gives up, with a reason.
+                let wait = Duration::from_millis(timeout_ms.saturating_sub(500).max(100));
+                self.cni_waiters.push(CniWaiter { pod: pod.clone(), deadline: Instant::now() + wait, reply: call.reply });
+                self.cni_ips.insert(pod.clone(), ips);
+                if let Some(raw) = self.raw_pods.get(&pod).cloned() {
+                    self.apply(&K8sObject::Pod(raw));
+                }
+                true
+            }
+            Request::Del { namespace, name } => {
+                self.cni_ips.remove(&pod(namespace, name));
+                let _ = call.reply.send(Response::ok());
+                false
+            }
+            Request::Check { namespace, name } => {
+                let pod = pod(namespace, name);
+                let answer = if self.attached.contains_key(&pod) {
+                    Response::ok()
+                } else {
+                    Response::error(self.last_reasons.get(&pod).cloned().unwrap_or_else(|| "not an enforced local pod".into()))
+                };
+                let _ = call.reply.send(answer);
+                false
+            }
+        }
+    }
+
+    /// Answers CNI ADDs whose pod is now enforced, or whose time is up.
+    fn answer_cni_waiters(&mut self) {
+        let now = Instant::now();
+        let waiters = std::mem::take(&mut self.cni_waiters);
+        for w in waiters {
+            if self.attached.contains_key(&w.pod) {
+                let _ = w.reply.send(Response::ok());
+            } else if now >= w.deadline {
+                let reason = match self.last_reasons.get(&w.pod) {
+                    Some(r) => r.clone(),
+                    None if self.cluster.pod(&w.pod).is_none() => "the agent has not seen this pod from the API server yet".into(),
+                    None => "the pod is not a local endpoint (not on this node, host network, or no IP)".into(),
+                };
+                tracing::warn!(pod = %w.pod, %reason, "CNI ADD timed out");
+                let _ = w.reply.send(Response::error(reason));
+            } else {
+                self.cni_waiters.push(w);
+            }
+        }
+    }
+
     fn apply(&mut self, object: &K8sObject) {
         let r = object_ref(object);
+        let patched;
+        let object = match object {
+            K8sObject::Pod(pod) => {
+                let key = PodRef { namespace: r.namespace.clone(), name: r.name.clone() };
+                self.raw_pods.insert(key.clone(), pod.clone());
+                match self.cni_ips.get(&key) {
+                    Some(ips) if !ips.is_empty() && pod.status.as_ref().is_none_or(|s| s.pod_ip.is_none()) => {
+                        patched = K8sObject::Pod(with_ips(pod, ips));
+                        &patched
+                    }
+                    _ => object,
+                }
+            }
+            other => other,
+        };
         match self.cluster.apply(object) {
             Ok(()) => {
                 self.known.entry(r.kind).or_default().insert(r);
@@ -230,6 +332,9 @@ impl<I: Interfaces> Reconciler<I> {
 
     fn delete(&mut self, r: &ObjectRef) {
         let (ns, name) = (r.namespace.as_str(), r.name.as_str());
+        if r.kind == Kind::Pod {
+            self.raw_pods.remove(&PodRef { namespace: r.namespace.clone(), name: r.name.clone() });
+        }
         match r.kind {
             Kind::Namespace => self.cluster.delete_namespace(name),
             Kind::Pod => self.cluster.delete_pod(ns, name),
@@ -328,6 +433,7 @@ impl<I: Interfaces> Reconciler<I> {
         for (pod, reason) in &reasons {
             tracing::warn!(%pod, %reason, "pod not enforced yet");
         }
+        self.last_reasons = reasons.clone();
         self.publish(&plan, &reasons, report.revision.0);
         Ok(plan)
     }
@@ -359,4 +465,18 @@ impl<I: Interfaces> Reconciler<I> {
         s.ready = true;
         s.not_ready_reason = None;
     }
+}
+
+/// A pod object with the addresses the CNI plugin reported (the API server
+/// shows them only after the kubelet's next status update).
+fn with_ips(pod: &k8s_openapi::api::core::v1::Pod, ips: &[IpAddr]) -> k8s_openapi::api::core::v1::Pod {
+    use k8s_openapi::api::core::v1::{PodIP, PodStatus};
+    let mut pod = pod.clone();
+    let status = pod.status.get_or_insert_with(PodStatus::default);
+    status.pod_ip = Some(ips[0].to_string());
+    status.pod_ips = Some(ips.iter().map(|ip| PodIP { ip: ip.to_string() }).collect());
+    if status.phase.is_none() {
+        status.phase = Some("Pending".into());
+    }
+    pod
 }

@@ -48,6 +48,19 @@ pub struct ClusterPod {
     pub ports: Vec<PortSpec>,
     /// The bed pod (namespace, veth, addresses).
     pub pod: Pod,
+    /// Whether the Pod object shows its addresses (false: like a pod whose
+    /// sandbox is being set up and whose status the kubelet has not updated).
+    pub report_ips: bool,
+}
+
+/// A pod object whose addresses no bed pod carries.
+struct GhostPod {
+    namespace: String,
+    name: String,
+    node: usize,
+    labels: BTreeMap<String, String>,
+    ports: Vec<PortSpec>,
+    ips: [IpAddr; 2],
 }
 
 /// One running agent.
@@ -63,6 +76,8 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     /// The pods, in creation order.
     pub pods: Vec<ClusterPod>,
+    /// Pod objects without a bed pod (see [`Cluster::add_pod_object`]).
+    ghosts: Vec<GhostPod>,
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
     dir: PathBuf,
     binary: PathBuf,
@@ -93,6 +108,50 @@ pub fn palisade_binary() -> Result<PathBuf> {
     )
 }
 
+/// Appends one Pod document.
+fn pod_yaml(
+    out: &mut String,
+    namespace: &str,
+    name: &str,
+    node: usize,
+    labels: &BTreeMap<String, String>,
+    ports: &[PortSpec],
+    ips: Option<&[IpAddr; 2]>,
+) {
+    let _ = write!(
+        out,
+        "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels:{}spec:\n  nodeName: {}\n  containers:\n  - name: main\n    image: none\n    ports:",
+        yaml_map(4, labels),
+        Cluster::node_name(node)
+    );
+    if ports.is_empty() {
+        out.push_str(" []\n");
+    } else {
+        out.push('\n');
+        for port in ports {
+            let _ = write!(
+                out,
+                "    - containerPort: {}\n      protocol: {}\n",
+                port.port, port.protocol
+            );
+            if !port.name.is_empty() {
+                let _ = writeln!(out, "      name: {}", port.name);
+            }
+        }
+    }
+    match ips {
+        Some(ips) => {
+            let _ = write!(
+                out,
+                "status:\n  phase: Running\n  podIP: {}\n  podIPs:\n  - ip: {}\n  - ip: {}\n",
+                ips[0], ips[0], ips[1]
+            );
+        }
+        // Sandbox being set up: the kubelet has not reported addresses yet.
+        None => out.push_str("status:\n  phase: Pending\n"),
+    }
+}
+
 fn yaml_map(indent: usize, map: &BTreeMap<String, String>) -> String {
     if map.is_empty() {
         return " {}\n".into();
@@ -121,6 +180,7 @@ impl Cluster {
         let cluster = Cluster {
             nodes,
             pods: Vec::new(),
+            ghosts: Vec::new(),
             namespaces: BTreeMap::new(),
             dir,
             binary: palisade_binary()?,
@@ -217,6 +277,7 @@ impl Cluster {
                 .collect(),
             ports: ports.to_vec(),
             pod,
+            report_ips: true,
         });
         self.write_pods()?;
         Ok(self.pods.last().expect("just pushed"))
@@ -254,6 +315,17 @@ impl Cluster {
         Ok(pod)
     }
 
+    /// Removes a pod object added by [`Cluster::add_pod_object`].
+    pub fn remove_ghost_object(&mut self, namespace: &str, name: &str) -> Result<()> {
+        let at = self
+            .ghosts
+            .iter()
+            .position(|g| g.namespace == namespace && g.name == name)
+            .with_context(|| format!("no pod object {namespace}/{name}"))?;
+        self.ghosts.remove(at);
+        self.write_pods()
+    }
+
     /// The pod with this namespace and name.
     pub fn pod(&self, namespace: &str, name: &str) -> &ClusterPod {
         self.pods
@@ -265,38 +337,51 @@ impl Cluster {
     fn write_pods(&self) -> Result<()> {
         let mut out = String::new();
         for p in &self.pods {
-            let _ = write!(
-                out,
-                "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: {}\n  labels:{}spec:\n  nodeName: {}\n  containers:\n  - name: main\n    image: none\n    ports:",
-                p.name,
-                p.namespace,
-                yaml_map(4, &p.labels),
-                Self::node_name(p.node)
-            );
-            if p.ports.is_empty() {
-                out.push_str(" []\n");
-            } else {
-                out.push('\n');
-                for port in &p.ports {
-                    let _ = write!(
-                        out,
-                        "    - containerPort: {}\n      protocol: {}\n",
-                        port.port, port.protocol
-                    );
-                    if !port.name.is_empty() {
-                        let _ = writeln!(out, "      name: {}", port.name);
-                    }
-                }
-            }
-            let _ = write!(
-                out,
-                "status:\n  phase: Running\n  podIP: {}\n  podIPs:\n  - ip: {}\n  - ip: {}\n",
-                p.pod.ipv4(),
-                p.pod.ipv4(),
-                p.pod.ipv6()
-            );
+            let ips = p.pod.ips();
+            let ips = p.report_ips.then_some(&ips);
+            pod_yaml(&mut out, &p.namespace, &p.name, p.node, &p.labels, &p.ports, ips);
+        }
+        for g in &self.ghosts {
+            pod_yaml(&mut out, &g.namespace, &g.name, g.node, &g.labels, &g.ports, Some(&g.ips));
         }
         self.write_file("10-pods.yaml", &out)
+    }
+
+    /// Adds a running pod object on `node` whose addresses (`ipv4`, `ipv6`)
+    /// no bed pod carries: the agent finds no interface for it. Written with
+    /// the other pods; remove it with [`Cluster::remove_pod_object`].
+    pub fn add_pod_object(
+        &mut self,
+        node: usize,
+        namespace: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        ports: &[PortSpec],
+        ips: [IpAddr; 2],
+    ) -> Result<()> {
+        if self
+            .pods
+            .iter()
+            .any(|p| p.namespace == namespace && p.name == name)
+            || self
+                .ghosts
+                .iter()
+                .any(|g| g.namespace == namespace && g.name == name)
+        {
+            bail!("pod {namespace}/{name} exists already");
+        }
+        self.ghosts.push(GhostPod {
+            namespace: namespace.into(),
+            name: name.into(),
+            node,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ports: ports.to_vec(),
+            ips,
+        });
+        self.write_pods()
     }
 
     /// Writes a NetworkPolicy (or any YAML) as `50-<file>.yaml`.
@@ -343,12 +428,30 @@ impl Cluster {
                 "--metrics-addr",
                 AGENT_METRICS,
             ])
+            .arg("--cni-socket")
+            .arg(self.cni_socket(i))
             .env("PALISADE_LOG", "info,palisade_agent=debug")
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
         let child = ChildGuard::spawn(&mut cmd)?;
         self.agents[i] = Some(Agent { child, bpffs, log });
         Ok(())
+    }
+
+    /// The CNI socket of node `i`'s agent (per node: agents share the filesystem).
+    pub fn cni_socket(&self, i: usize) -> PathBuf {
+        self.dir.join(format!(".cni-{i}.sock"))
+    }
+
+    /// Sets whether a pod's object shows its addresses, and rewrites the pods file.
+    pub fn set_report_ips(&mut self, namespace: &str, name: &str, report: bool) -> Result<()> {
+        let pod = self
+            .pods
+            .iter_mut()
+            .find(|p| p.namespace == namespace && p.name == name)
+            .with_context(|| format!("no pod {namespace}/{name}"))?;
+        pod.report_ips = report;
+        self.write_pods()
     }
 
     /// Kills node `i`'s agent with SIGKILL (its pins stay, as after a crash).
@@ -365,6 +468,20 @@ impl Cluster {
             .as_ref()
             .and_then(|a| std::fs::read_to_string(&a.log).ok())
             .unwrap_or_default()
+    }
+
+    /// The last `lines` lines of node `i`'s agent log.
+    pub fn agent_log_tail(&self, i: usize, lines: usize) -> String {
+        let log = self.agent_log(i);
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Whether node `i`'s agent process is running.
+    pub fn agent_running(&mut self, i: usize) -> bool {
+        self.agents[i]
+            .as_mut()
+            .is_some_and(|a| a.child.is_running())
     }
 
     /// GETs `path` from node `i`'s agent (inside the node namespace).

@@ -164,6 +164,15 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
         }
     };
 
+    let (cni_tx, cni_rx) = mpsc::channel(64);
+    let cni_task = if args.cni_socket.as_os_str().is_empty() {
+        None
+    } else {
+        let listener = crate::cni::server::bind(&args.cni_socket)
+            .map_err(|e| format!("cannot listen on the CNI socket {}: {e}", args.cni_socket.display()))?;
+        let path = args.cni_socket.clone();
+        Some(tokio::spawn(crate::cni::server::serve(listener, path, cni_tx)))
+    };
     let interfaces = NetlinkInterfaces {
         discovery: Discovery::new().await?,
     };
@@ -189,10 +198,15 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
         datapath,
         status,
         on_programmed,
+        cni_rx,
         shutdown_signal(),
     )
     .await;
     source_task.abort();
+    if let Some(task) = cni_task {
+        task.abort();
+        let _ = std::fs::remove_file(&args.cni_socket);
+    }
     let _ = stop_tx.send(true);
     for s in servers {
         let _ = s.await;

@@ -2,5 +2,6 @@
 //! programs attached to the pods' host-side veths. Needs root and the embedded
 //! object (`cargo xtask test`).
 
+mod cni;
 mod datapath;
 mod fixture;
