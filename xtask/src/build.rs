@@ -52,7 +52,15 @@ pub fn build_ebpf() -> Result<PathBuf> {
         .env_remove("CARGO")
         .env_remove("RUSTUP_TOOLCHAIN"),
     )?;
-    Ok(workspace_root().join("target/bpfel-unknown-none/release/palisade-ebpf"))
+    Ok(target_dir().join("bpfel-unknown-none/release/palisade-ebpf"))
+}
+
+/// Cargo's target directory (`CARGO_TARGET_DIR` when set).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => workspace_root().join("target"),
+    }
 }
 
 /// Builds everything; returns the object path.
