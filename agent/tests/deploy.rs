@@ -158,4 +158,32 @@ fn daemonset_arguments_and_settings_are_accepted_by_the_cli() {
         env.contains("NODE_NAME"),
         "NODE_NAME comes from the downward API"
     );
+    // The CNI socket the agent listens on lives on the hostPath the plugin sees.
+    let mounts: BTreeSet<&str> = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert!(
+        run.cni_socket
+            .parent()
+            .is_some_and(|d| mounts.contains(d.to_str().expect("utf-8")))
+    );
+
+    let init = &pod.init_containers.as_ref().expect("init containers")[0];
+    let mut init_argv = vec!["palisade".to_string()];
+    init_argv.extend(init.args.clone().unwrap_or_default());
+    let parsed = Cli::try_parse_from(&init_argv).unwrap_or_else(|e| panic!("{init_argv:?}: {e}"));
+    let Command::InstallCni(install) = parsed.command else {
+        panic!("the init container must run `palisade install-cni`")
+    };
+    let init_mounts: BTreeSet<&str> = init
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert!(init_mounts.contains(install.cni_bin_dir.to_str().expect("utf-8")));
+    assert!(init_mounts.contains(install.cni_conf_dir.to_str().expect("utf-8")));
 }
