@@ -20,7 +20,9 @@ spec:
 ";
 
 fn plugin() -> PathBuf {
-    palisade_binary().expect("palisade binary").with_file_name("palisade-cni")
+    palisade_binary()
+        .expect("palisade binary")
+        .with_file_name("palisade-cni")
 }
 
 /// Runs the plugin like a runtime: CNI_* variables, the config on stdin.
@@ -53,7 +55,11 @@ fn cni(command: &str, pod: &str, socket: &Path, prev_result: &Value) -> (bool, V
         .expect("write config");
     let out = child.wait_with_output().expect("plugin output");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let json = if stdout.trim().is_empty() { Value::Null } else { serde_json::from_str(&stdout).expect("plugin prints JSON") };
+    let json = if stdout.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&stdout).expect("plugin prints JSON")
+    };
     (out.status.success(), json)
 }
 
@@ -70,26 +76,49 @@ fn prev_result(cluster: &Cluster, pod: &str) -> Value {
 fn add_returns_once_the_pod_is_enforced_and_its_first_packet_is_policed() {
     let mut cluster = Cluster::new(1).expect("cluster");
     cluster.set_namespace("x", &[]).expect("namespace");
-    cluster.add_pod(0, "x", "client", &[("app", "client")], &[]).expect("client");
-    cluster.add_pod(0, "x", "new", &[("app", "new")], &[]).expect("new pod");
+    cluster
+        .add_pod(0, "x", "client", &[("app", "client")], &[])
+        .expect("client");
+    cluster
+        .add_pod(0, "x", "new", &[("app", "new")], &[])
+        .expect("new pod");
     // The API server has not reported the new pod's address yet.
     cluster.set_report_ips("x", "new", false).expect("hide ips");
     cluster.apply_policy("deny", DENY_INGRESS).expect("policy");
     let _server = cluster.pod("x", "new").pod.serve_tcp(80).expect("server");
     let since = SystemTime::now();
     cluster.start_agents().expect("agent");
-    cluster.wait_applied(since, Duration::from_secs(20)).expect("agent ready");
+    cluster
+        .wait_applied(since, Duration::from_secs(20))
+        .expect("agent ready");
 
     let socket = cluster.cni_socket(0);
     let prev = prev_result(&cluster, "new");
     let (ok, out) = cni("ADD", "new", &socket, &prev);
-    assert!(ok, "ADD failed: {out}\nagent log:\n{}", cluster.agent_log(0));
-    assert_eq!(out["ips"], prev["ips"], "prevResult passes through unchanged");
+    assert!(
+        ok,
+        "ADD failed: {out}\nagent log:\n{}",
+        cluster.agent_log(0)
+    );
+    assert_eq!(
+        out["ips"], prev["ips"],
+        "prevResult passes through unchanged"
+    );
     // Right after ADD: the first connection attempt is already denied.
     let dst = cluster.pod("x", "new").pod.ipv4().into();
-    assert!(!cluster.pod("x", "client").pod.probe_tcp(dst, 80, Duration::from_millis(500)).is_reachable());
+    assert!(
+        !cluster
+            .pod("x", "client")
+            .pod
+            .probe_tcp(dst, 80, Duration::from_millis(500))
+            .is_reachable()
+    );
     let status = cluster.status(0).expect("status");
-    let enforced = status["endpoints"].as_array().expect("endpoints").iter().any(|e| e["pod"] == "x/new" && e["enforced"] == true);
+    let enforced = status["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .any(|e| e["pod"] == "x/new" && e["enforced"] == true);
     assert!(enforced, "status: {status}");
 
     let (ok, out) = cni("CHECK", "new", &socket, &prev);
@@ -106,7 +135,10 @@ fn add_fails_with_a_clear_error_when_no_agent_is_listening() {
     assert!(!ok);
     assert_eq!(out["code"], 100);
     let details = out["details"].as_str().expect("details");
-    assert!(details.contains("cannot reach the palisade agent"), "{details}");
+    assert!(
+        details.contains("cannot reach the palisade agent"),
+        "{details}"
+    );
     // DEL is best effort and must succeed without an agent.
     let (ok, _) = cni("DEL", "a", &socket, &prev);
     assert!(ok);
@@ -114,9 +146,19 @@ fn add_fails_with_a_clear_error_when_no_agent_is_listening() {
 
 #[test]
 fn version_reports_the_supported_spec_versions() {
-    let out = Command::new(plugin()).env_clear().env("CNI_COMMAND", "VERSION").output().expect("run");
+    let out = Command::new(plugin())
+        .env_clear()
+        .env("CNI_COMMAND", "VERSION")
+        .output()
+        .expect("run");
     assert!(out.status.success());
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["cniVersion"], "1.0.0");
-    assert!(v["supportedVersions"].as_array().expect("list").iter().any(|s| s == "1.0.0"));
+    assert!(
+        v["supportedVersions"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|s| s == "1.0.0")
+    );
 }

@@ -5,3 +5,4 @@
 mod cni;
 mod datapath;
 mod fixture;
+mod upgrade;
