@@ -3,6 +3,7 @@ mod bench;
 mod build;
 mod demo;
 mod exec;
+mod image;
 mod setup;
 mod test;
 
@@ -25,6 +26,8 @@ enum Command {
     Test(test::Options),
     /// Show enforcement on a virtual node: reachability before and after policies. Needs root.
     Demo(demo::Options),
+    /// Build the container image (static binaries, from scratch) as an OCI archive.
+    Image(image::Options),
     /// Benchmarks (not part of `test`): datapath, wire, control plane. Needs root.
     Bench(bench::Options),
 }
@@ -36,5 +39,6 @@ fn main() -> anyhow::Result<()> {
         Command::Test(o) => test::run(o),
         Command::Demo(o) => demo::run(o),
         Command::Bench(o) => bench::run(o),
+        Command::Image(o) => image::run(o),
     }
 }
