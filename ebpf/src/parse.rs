@@ -244,8 +244,10 @@ fn l4(
                 return Parsed::Malformed(Some((src, dst, protocol)));
             };
             let ty = h[0];
-            if protocol == IPPROTO_ICMPV6 && (133..=137).contains(&ty) {
-                // Router/neighbour solicitation and advertisement, redirect.
+            if protocol == IPPROTO_ICMPV6 && ((130..=137).contains(&ty) || ty == 143) {
+                // Link-local control: multicast listener queries and reports
+                // (MLD, 130-132 and 143), router and neighbour discovery and
+                // redirects (133-137).
                 return Parsed::Control;
             }
             if is_echo(protocol, ty) {

@@ -12,7 +12,7 @@ use super::Compiler;
 use crate::policy::eval;
 use crate::policy::fixtures::*;
 use crate::policy::lookup::ipcache_lookup;
-use crate::policy::plan::{DatapathPlan, Direction, L4Match, PodRef};
+use crate::policy::plan::{Direction, L4Match, PodRef};
 use crate::state::ClusterState;
 
 /// Checks a flow with the compiled plan and asserts the reference evaluator agrees.
