@@ -1,4 +1,4 @@
-//! The command line: `palisade run | explain | status | cleanup`.
+//! The command line: `palisade run | explain | status | flows | cleanup`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,8 +39,13 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Show the local agent's status (endpoints, policies, sync state, errors).
     Status(StatusArgs),
+    /// Show denied (and audited) flows from the local agent's flow log.
+    Flows(FlowsArgs),
     /// Detach every program this agent attached and remove its pinned state.
     Cleanup(CleanupArgs),
+    /// Install the `palisade-cni` plugin and chain it into the node's CNI
+    /// configuration (the DaemonSet's init container runs this).
+    InstallCni(InstallCniArgs),
 }
 
 /// Where objects come from.
@@ -134,6 +139,43 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputFormat,
+}
+
+/// `palisade flows`.
+#[derive(Args, Debug, Clone)]
+pub struct FlowsArgs {
+    /// The local agent's health address (it serves `/flows`).
+    #[arg(long, env = "PALISADE_HEALTH_ADDR", default_value = "127.0.0.1:9963")]
+    pub health_addr: SocketAddr,
+    /// Only flows from or to this namespace.
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// Only flows from or to this pod (combine with `--namespace`).
+    #[arg(long)]
+    pub pod: Option<String>,
+    /// Keep printing new flows as they come (until interrupted).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Output format: one JSON object per line, or text lines.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+/// `palisade install-cni`.
+#[derive(Args, Debug, Clone)]
+pub struct InstallCniArgs {
+    /// The node's CNI binary directory, as mounted in the container.
+    #[arg(long, env = "PALISADE_CNI_BIN_DIR", default_value = "/host/opt/cni/bin")]
+    pub cni_bin_dir: PathBuf,
+    /// The node's CNI configuration directory, as mounted in the container.
+    #[arg(long, env = "PALISADE_CNI_CONF_DIR", default_value = "/host/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    /// The agent's CNI socket as the plugin (running on the host) sees it.
+    #[arg(long, env = "PALISADE_CNI_SOCKET", default_value = crate::cni::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// How long ADD waits for the agent before failing the pod's start.
+    #[arg(long, default_value_t = 10)]
+    pub timeout_seconds: u64,
 }
 
 /// `palisade cleanup`.

@@ -47,8 +47,9 @@ pub trait Interfaces: Send {
 }
 
 /// Called after each apply with the time from the first event of the burst to
-/// maps written (the programming-latency histogram).
-pub type OnProgrammed = Box<dyn FnMut(Duration, &DatapathPlan) + Send>;
+/// maps written (the programming-latency histogram), the plan now in the
+/// kernel and the cluster state it was compiled from (metrics and flow log).
+pub type OnProgrammed = Box<dyn FnMut(Duration, &DatapathPlan, &ClusterState) + Send>;
 
 /// Errors that stop the loop.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +161,7 @@ pub async fn run<I: Interfaces>(
             event = source.recv() => {
                 let Some(event) = event else { return Err(Error::SourceEnded) };
                 burst_started.get_or_insert_with(Instant::now);
+                r.note_event();
                 r.on_event(event);
             }
             _ = r.interfaces.changed() => {}
@@ -180,6 +182,7 @@ pub async fn run<I: Interfaces>(
                 event = source.recv() => match event {
                     Some(event) => {
                         burst_started.get_or_insert_with(Instant::now);
+                        r.note_event();
                         r.on_event(event);
                     }
                     None => return Err(Error::SourceEnded),
@@ -187,12 +190,13 @@ pub async fn run<I: Interfaces>(
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
+        r.note_sync(required);
         if !required.iter().all(|k| r.synced.contains(k)) {
             continue;
         }
         let plan = r.reconcile().await?;
         if let Some(started) = burst_started.take() {
-            (r.on_programmed)(started.elapsed(), &plan);
+            (r.on_programmed)(started.elapsed(), &plan, &r.cluster);
         }
         r.answer_cni_waiters();
     }
@@ -203,6 +207,27 @@ impl<I: Interfaces> Reconciler<I> {
         if let Ok(mut s) = self.status.write() {
             s.ready = false;
             s.not_ready_reason = Some(reason.to_string());
+        }
+    }
+
+    /// Records a source event's arrival (sync lag in status).
+    fn note_event(&self) {
+        if let Ok(mut s) = self.status.write() {
+            let now = SystemTime::now();
+            s.last_source_event = Some(now);
+            s.pending_since.get_or_insert(now);
+        }
+    }
+
+    /// Records which kinds still lack their initial list.
+    fn note_sync(&self, required: &[Kind]) {
+        if let Ok(mut s) = self.status.write() {
+            s.waiting_for = required
+                .iter()
+                .filter(|k| !self.synced.contains(k))
+                .map(|k| format!("{k:?}"))
+                .collect();
+            s.source_synced = s.waiting_for.is_empty();
         }
     }
 
@@ -249,12 +274,22 @@ impl<I: Interfaces> Reconciler<I> {
     fn on_cni(&mut self, call: CniCall) -> bool {
         let pod = |namespace: String, name: String| PodRef { namespace, name };
         match call.request {
-            Request::Add { namespace, name, interface, ips, timeout_ms } => {
+            Request::Add {
+                namespace,
+                name,
+                interface,
+                ips,
+                timeout_ms,
+            } => {
                 let pod = pod(namespace, name);
                 tracing::info!(%pod, ?interface, ?ips, "CNI ADD: enforcing before the pod starts");
                 // Answer a little before the plugin gives up, with a reason.
                 let wait = Duration::from_millis(timeout_ms.saturating_sub(500).max(100));
-                self.cni_waiters.push(CniWaiter { pod: pod.clone(), deadline: Instant::now() + wait, reply: call.reply });
+                self.cni_waiters.push(CniWaiter {
+                    pod: pod.clone(),
+                    deadline: Instant::now() + wait,
+                    reply: call.reply,
+                });
                 self.cni_ips.insert(pod.clone(), ips);
                 if let Some(raw) = self.raw_pods.get(&pod).cloned() {
                     self.apply(&K8sObject::Pod(raw));
@@ -271,7 +306,12 @@ impl<I: Interfaces> Reconciler<I> {
                 let answer = if self.attached.contains_key(&pod) {
                     Response::ok()
                 } else {
-                    Response::error(self.last_reasons.get(&pod).cloned().unwrap_or_else(|| "not an enforced local pod".into()))
+                    Response::error(
+                        self.last_reasons
+                            .get(&pod)
+                            .cloned()
+                            .unwrap_or_else(|| "not an enforced local pod".into()),
+                    )
                 };
                 let _ = call.reply.send(answer);
                 false
@@ -289,8 +329,13 @@ impl<I: Interfaces> Reconciler<I> {
             } else if now >= w.deadline {
                 let reason = match self.last_reasons.get(&w.pod) {
                     Some(r) => r.clone(),
-                    None if self.cluster.pod(&w.pod).is_none() => "the agent has not seen this pod from the API server yet".into(),
-                    None => "the pod is not a local endpoint (not on this node, host network, or no IP)".into(),
+                    None if self.cluster.pod(&w.pod).is_none() => {
+                        "the agent has not seen this pod from the API server yet".into()
+                    }
+                    None => {
+                        "the pod is not a local endpoint (not on this node, host network, or no IP)"
+                            .into()
+                    }
                 };
                 tracing::warn!(pod = %w.pod, %reason, "CNI ADD timed out");
                 let _ = w.reply.send(Response::error(reason));
@@ -305,10 +350,16 @@ impl<I: Interfaces> Reconciler<I> {
         let patched;
         let object = match object {
             K8sObject::Pod(pod) => {
-                let key = PodRef { namespace: r.namespace.clone(), name: r.name.clone() };
+                let key = PodRef {
+                    namespace: r.namespace.clone(),
+                    name: r.name.clone(),
+                };
                 self.raw_pods.insert(key.clone(), pod.clone());
                 match self.cni_ips.get(&key) {
-                    Some(ips) if !ips.is_empty() && pod.status.as_ref().is_none_or(|s| s.pod_ip.is_none()) => {
+                    Some(ips)
+                        if !ips.is_empty()
+                            && pod.status.as_ref().is_none_or(|s| s.pod_ip.is_none()) =>
+                    {
                         patched = K8sObject::Pod(with_ips(pod, ips));
                         &patched
                     }
@@ -333,7 +384,10 @@ impl<I: Interfaces> Reconciler<I> {
     fn delete(&mut self, r: &ObjectRef) {
         let (ns, name) = (r.namespace.as_str(), r.name.as_str());
         if r.kind == Kind::Pod {
-            self.raw_pods.remove(&PodRef { namespace: r.namespace.clone(), name: r.name.clone() });
+            self.raw_pods.remove(&PodRef {
+                namespace: r.namespace.clone(),
+                name: r.name.clone(),
+            });
         }
         match r.kind {
             Kind::Namespace => self.cluster.delete_namespace(name),
@@ -462,6 +516,7 @@ impl<I: Interfaces> Reconciler<I> {
         s.rejections = plan.rejections.clone();
         s.revision = revision;
         s.last_applied = Some(SystemTime::now());
+        s.pending_since = None;
         s.ready = true;
         s.not_ready_reason = None;
     }
@@ -469,7 +524,10 @@ impl<I: Interfaces> Reconciler<I> {
 
 /// A pod object with the addresses the CNI plugin reported (the API server
 /// shows them only after the kubelet's next status update).
-fn with_ips(pod: &k8s_openapi::api::core::v1::Pod, ips: &[IpAddr]) -> k8s_openapi::api::core::v1::Pod {
+fn with_ips(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    ips: &[IpAddr],
+) -> k8s_openapi::api::core::v1::Pod {
     use k8s_openapi::api::core::v1::{PodIP, PodStatus};
     let mut pod = pod.clone();
     let status = pod.status.get_or_insert_with(PodStatus::default);

@@ -10,12 +10,15 @@ use tokio::sync::mpsc;
 use crate::cli::RunArgs;
 use crate::datapath::{Capacities, Datapath, DatapathConfig};
 use crate::node::Discovery;
+use crate::observe::counters::Counters;
+use crate::observe::flows::{self, Directory, Flows};
 use crate::observe::http;
-use crate::observe::metrics::{EndpointState, Metrics};
+use crate::observe::metrics::Metrics;
 use crate::observe::{SharedStatus, Status};
-use crate::policy::plan::PodRef;
+use crate::policy::plan::{DatapathPlan, PodRef};
 use crate::reconcile::{self, Interfaces, PodInterface, Settings};
 use crate::source::{self, Kind};
+use crate::state::ClusterState;
 
 /// Pod interfaces from netlink (routes, neighbours, bridge FDB).
 struct NetlinkInterfaces {
@@ -77,7 +80,7 @@ async fn shutdown_signal() {
 /// node keeps enforcing while the agent is away; `palisade cleanup` removes them.
 pub async fn run(args: RunArgs) -> Result<(), super::Error> {
     let node_name = node_name(&args)?;
-    let datapath = Datapath::load(&DatapathConfig {
+    let mut datapath = Datapath::load(&DatapathConfig {
         bpffs: args.bpffs.clone(),
         capacities: Capacities {
             endpoints: args.capacities.max_endpoints,
@@ -89,10 +92,52 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
     })?;
     let status: SharedStatus = Arc::new(RwLock::new(Status {
         node: node_name.clone(),
-        source_up: false,
+        // The manifest source reports only changes of health and starts
+        // healthy; the API source says `up` once its initial lists arrived.
+        source_up: args.source.manifests.is_some(),
         ..Status::default()
     }));
-    let metrics = Arc::new(Mutex::new(Metrics::new()));
+    let mut metrics = Metrics::new();
+    // The datapath pins its maps under `<bpffs>/maps` (datapath::load::maps_dir).
+    let counters = match Counters::open(&args.bpffs.join("maps")) {
+        Ok(c) => {
+            let c = Arc::new(c);
+            metrics.register_counters(c.clone());
+            Some(c)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "kernel counters unavailable: /metrics lacks them");
+            None
+        }
+    };
+    let metrics = Arc::new(Mutex::new(metrics));
+    let flows = Arc::new(Flows::default());
+    let mut observers = Vec::new();
+    if let Some(ring) = datapath.maps.events.take() {
+        let flows = flows.clone();
+        let counters = counters.clone();
+        observers.push(tokio::spawn(async move {
+            let on_batch = move |batch: &[flows::FlowRecord]| {
+                if let Some(c) = &counters {
+                    c.on_flows(batch);
+                }
+            };
+            if let Err(e) = flows::read_events(ring, flows, on_batch).await {
+                tracing::error!(error = %e, "flow event reader stopped");
+            }
+        }));
+    }
+    if let Some(c) = counters.clone() {
+        // Audited-flow counts change with events: persist them shortly after.
+        observers.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                let c = c.clone();
+                let _ = tokio::task::spawn_blocking(move || c.persist()).await;
+            }
+        }));
+    }
 
     let render_metrics: http::MetricsRender = {
         let metrics = metrics.clone();
@@ -102,27 +147,18 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
                 return String::new();
             };
             if let Ok(s) = status.read() {
-                m.source_up.set(i64::from(s.source_up));
-                let enforced = s.endpoints.iter().filter(|e| e.enforced).count() as i64;
-                let audit = s.endpoints.iter().filter(|e| e.audit).count() as i64;
-                m.endpoints
-                    .get_or_create(&EndpointState { state: "enforced" })
-                    .set(enforced);
-                m.endpoints
-                    .get_or_create(&EndpointState {
-                        state: "unenforced",
-                    })
-                    .set(s.endpoints.len() as i64 - enforced);
-                m.endpoints
-                    .get_or_create(&EndpointState { state: "audit" })
-                    .set(audit);
-                m.policies.set(s.policies as i64);
-                m.identities.set(s.identities as i64);
+                m.update(&s);
             }
             m.render()
         })
     };
-    let router = http::router(status.clone(), render_metrics);
+    let extras = http::Extras {
+        flows: Some(flows.clone()),
+        pressure: counters
+            .clone()
+            .map(|c| -> http::PressureRead { Arc::new(move || c.pressure()) }),
+    };
+    let router = http::router_with(status.clone(), render_metrics, extras);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     let mut addrs = vec![args.health_addr];
@@ -168,10 +204,16 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
     let cni_task = if args.cni_socket.as_os_str().is_empty() {
         None
     } else {
-        let listener = crate::cni::server::bind(&args.cni_socket)
-            .map_err(|e| format!("cannot listen on the CNI socket {}: {e}", args.cni_socket.display()))?;
+        let listener = crate::cni::server::bind(&args.cni_socket).map_err(|e| {
+            format!(
+                "cannot listen on the CNI socket {}: {e}",
+                args.cni_socket.display()
+            )
+        })?;
         let path = args.cni_socket.clone();
-        Some(tokio::spawn(crate::cni::server::serve(listener, path, cni_tx)))
+        Some(tokio::spawn(crate::cni::server::serve(
+            listener, path, cni_tx,
+        )))
     };
     let interfaces = NetlinkInterfaces {
         discovery: Discovery::new().await?,
@@ -181,11 +223,21 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
         .map_err(|_| "metrics lock poisoned")?
         .programming_seconds
         .clone();
-    let on_programmed = Box::new(
-        move |elapsed: Duration, _plan: &crate::policy::plan::DatapathPlan| {
-            programming.observe(elapsed.as_secs_f64());
-        },
-    );
+    let on_programmed = {
+        let counters = counters.clone();
+        let flows = flows.clone();
+        Box::new(
+            move |elapsed: Duration, plan: &DatapathPlan, cluster: &ClusterState| {
+                programming.observe(elapsed.as_secs_f64());
+                if let Some(c) = &counters {
+                    c.on_plan(plan, |p| cluster.policy(p).is_some());
+                }
+                if let Ok(mut d) = flows.directory.write() {
+                    *d = Directory::build(plan, cluster);
+                }
+            },
+        )
+    };
     let result = reconcile::run(
         Settings {
             node_name,
@@ -203,6 +255,12 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
     )
     .await;
     source_task.abort();
+    for task in observers {
+        task.abort();
+    }
+    if let Some(c) = &counters {
+        c.persist();
+    }
     if let Some(task) = cni_task {
         task.abort();
         let _ = std::fs::remove_file(&args.cni_socket);

@@ -45,6 +45,37 @@ pub fn run(args: &StatusArgs) -> Result<(), super::Error> {
         println!("not ready: {why}");
     }
     println!("policies: {}  identities: {}", s.policies, s.identities);
+    let sync = if s.source_synced {
+        "synced".to_string()
+    } else {
+        format!("waiting for {}", s.waiting_for.join(", "))
+    };
+    println!(
+        "source: {sync}  lag: {:.3}s{}",
+        s.source_lag_seconds,
+        s.source_detail
+            .as_deref()
+            .map(|d| format!("  ({d})"))
+            .unwrap_or_default()
+    );
+    if !s.maps.is_empty() {
+        println!();
+        println!(
+            "{:<12} {:>10} {:>10} {:>6}",
+            "MAP", "ENTRIES", "CAPACITY", "USED"
+        );
+        for m in &s.maps {
+            let used = if m.capacity == 0 {
+                0.0
+            } else {
+                100.0 * m.entries as f64 / m.capacity as f64
+            };
+            println!(
+                "{:<12} {:>10} {:>10} {:>5.1}%",
+                m.map, m.entries, m.capacity, used
+            );
+        }
+    }
     println!();
     println!(
         "{:<40} {:<16} {:<9} {:<8} {:<7} POLICIES",
@@ -77,7 +108,11 @@ pub fn run(args: &StatusArgs) -> Result<(), super::Error> {
         }
     }
     if !s.errors.is_empty() {
-        println!("\nrecent errors:");
+        let at = s
+            .last_error_at
+            .map(|t| format!(" (last at {})", crate::observe::flows::rfc3339(t)))
+            .unwrap_or_default();
+        println!("\nrecent errors{at}:");
         for e in &s.errors {
             println!("  {e}");
         }

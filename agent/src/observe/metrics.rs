@@ -1,5 +1,6 @@
 //! The Prometheus registry: one `Metrics` (prefix `palisade`) of the agent's
-//! own gauges and histograms. Kernel counters are read at scrape time.
+//! own gauges and histograms. Kernel counters are read at scrape time by the
+//! [`super::counters::Counters`] collector registered with it.
 
 use std::sync::{Arc, Mutex};
 
@@ -36,6 +37,8 @@ pub struct Metrics {
     pub policies: Gauge,
     /// Identities in the current plan.
     pub identities: Gauge,
+    /// Seconds the kernel lags behind the source.
+    pub source_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -63,7 +66,7 @@ impl Metrics {
         let endpoints = Family::<EndpointState, Gauge>::default();
         registry.register(
             "endpoints",
-            "Local endpoints by enforcement state",
+            "Local endpoints by state: enforced and unenforced partition them; audit counts those in audit-mode namespaces",
             endpoints.clone(),
         );
         let policies = Gauge::default();
@@ -77,6 +80,12 @@ impl Metrics {
             "identities",
             "Remote identities in the current plan",
             identities.clone(),
+        );
+        let source_lag_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "source_lag_seconds",
+            "Age of the oldest source event not yet programmed into the kernel (0 when in step)",
+            source_lag_seconds.clone(),
         );
         registry.register(
             "build",
@@ -92,7 +101,33 @@ impl Metrics {
             endpoints,
             policies,
             identities,
+            source_lag_seconds,
         }
+    }
+
+    /// Adds the kernel counters, read on every scrape.
+    pub fn register_counters(&mut self, counters: Arc<super::counters::Counters>) {
+        self.registry.register_collector(Box::new(counters));
+    }
+
+    /// Sets the gauges that mirror the status.
+    pub fn update(&self, s: &super::Status) {
+        self.source_up.set(i64::from(s.source_up));
+        let enforced = s.endpoints.iter().filter(|e| e.enforced).count() as i64;
+        let audit = s.endpoints.iter().filter(|e| e.audit).count() as i64;
+        for (state, n) in [
+            ("enforced", enforced),
+            ("unenforced", s.endpoints.len() as i64 - enforced),
+            ("audit", audit),
+        ] {
+            self.endpoints
+                .get_or_create(&EndpointState { state })
+                .set(n);
+        }
+        self.policies.set(s.policies as i64);
+        self.identities.set(s.identities as i64);
+        self.source_lag_seconds
+            .set(s.lag_seconds(std::time::SystemTime::now()));
     }
 
     /// The text exposition of every family.

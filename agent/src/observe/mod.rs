@@ -1,8 +1,14 @@
-//! What the agent shows: status (readiness, endpoints, errors) and the HTTP
-//! endpoints that serve it.
+//! What the agent shows: status (readiness, endpoints, errors), Prometheus
+//! metrics (its own and the kernel's counters), the denied-flow log, and the
+//! HTTP endpoints that serve them.
 
+pub mod counters;
+pub mod flows;
 pub mod http;
+pub mod kernel;
+pub mod ledger;
 pub mod metrics;
 pub mod status;
+pub mod store;
 
 pub use status::{EndpointStatus, SharedStatus, Status};

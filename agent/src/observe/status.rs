@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use super::kernel::MapPressure;
 use crate::policy::plan::Rejection;
 
 /// One local endpoint.
@@ -55,6 +56,29 @@ pub struct Status {
     pub rejections: Vec<Rejection>,
     /// Recent errors (newest last, bounded).
     pub errors: Vec<String>,
+    /// When the newest error happened.
+    #[serde(default)]
+    pub last_error_at: Option<SystemTime>,
+    /// Every watched kind has delivered its initial list.
+    #[serde(default)]
+    pub source_synced: bool,
+    /// Kinds whose initial list has not arrived yet.
+    #[serde(default)]
+    pub waiting_for: Vec<String>,
+    /// When the source last sent an event.
+    #[serde(default)]
+    pub last_source_event: Option<SystemTime>,
+    /// Arrival of the oldest source event not yet in the kernel (`None` when
+    /// everything received is programmed).
+    #[serde(default)]
+    pub pending_since: Option<SystemTime>,
+    /// Seconds the kernel lags behind the source (from `pending_since`),
+    /// filled in when served.
+    #[serde(default)]
+    pub source_lag_seconds: f64,
+    /// Entries and capacity per map, filled in when served.
+    #[serde(default)]
+    pub maps: Vec<MapPressure>,
 }
 
 impl Status {
@@ -62,10 +86,20 @@ impl Status {
     pub fn error(&mut self, message: String) {
         const KEEP: usize = 20;
         self.errors.push(message);
+        self.last_error_at = Some(SystemTime::now());
         if self.errors.len() > KEEP {
             let excess = self.errors.len() - KEEP;
             self.errors.drain(..excess);
         }
+    }
+}
+
+impl Status {
+    /// Seconds from `pending_since` to `now` (0 when nothing is pending).
+    pub fn lag_seconds(&self, now: SystemTime) -> f64 {
+        self.pending_since
+            .and_then(|t| now.duration_since(t).ok())
+            .map_or(0.0, |d| d.as_secs_f64())
     }
 }
 

@@ -1,0 +1,350 @@
+//! Per-rule counters that never go backwards.
+//!
+//! The kernel counts allowed flows per rule id (`RULE_COUNTERS`, pinned, never
+//! reset). Rule ids are stable per (policy, direction, rule index) while the
+//! agent runs, but an id freed by one policy may be handed to another later,
+//! and a restarted agent allocates ids afresh. The ledger therefore remembers
+//! which label set owns each id and the kernel value when it took the id over
+//! (its base); when ownership changes, the old owner's share is folded into a
+//! per-label total. A label's value is its folded total plus, for every id it
+//! owns now, the kernel value minus the base. The ledger is persisted (see
+//! [`super::store`]) after every change of ownership, so a restarted agent
+//! credits packets the kernel counted while it was away to the owners the
+//! kernel was still enforcing.
+//!
+//! Audited flows are counted here too (from flow events, per policy), since
+//! nothing in the kernel counts them per policy.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use palisade_common::verdict::Direction;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::plan::{PolicyRef, RuleOrigin};
+
+/// Labels of one rule: `palisade_policy_rule_{hits,bytes}_total`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RuleLabels {
+    /// Namespace of the policy.
+    pub namespace: String,
+    /// Name of the policy.
+    pub policy: String,
+    /// `spec.ingress` or `spec.egress`.
+    pub direction: Direction,
+    /// Index of the rule in that list.
+    pub rule: u32,
+}
+
+impl RuleLabels {
+    /// The labels of a rule origin.
+    pub fn of(origin: &RuleOrigin) -> RuleLabels {
+        RuleLabels {
+            namespace: origin.policy.namespace.clone(),
+            policy: origin.policy.name.clone(),
+            direction: origin.direction,
+            rule: origin.index,
+        }
+    }
+
+    fn policy_ref(&self) -> PolicyRef {
+        PolicyRef {
+            namespace: self.namespace.clone(),
+            name: self.policy.clone(),
+        }
+    }
+}
+
+/// Labels of audited flows: the policy isolating the endpoint and the direction.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AuditLabels {
+    /// Namespace of the policy.
+    pub namespace: String,
+    /// Name of the policy.
+    pub policy: String,
+    /// Direction the policy isolates the endpoint in.
+    pub direction: Direction,
+}
+
+/// Packets and bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Count {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+impl Count {
+    fn plus(self, other: Count) -> Count {
+        Count {
+            packets: self.packets.saturating_add(other.packets),
+            bytes: self.bytes.saturating_add(other.bytes),
+        }
+    }
+
+    /// `self - base`, or `self` when the slot restarted below its base
+    /// (a recreated map).
+    fn since(self, base: Count) -> Count {
+        if self.packets < base.packets || self.bytes < base.bytes {
+            return self;
+        }
+        Count {
+            packets: self.packets - base.packets,
+            bytes: self.bytes - base.bytes,
+        }
+    }
+}
+
+/// Who owns a rule id and from which kernel value on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Owned {
+    labels: RuleLabels,
+    base: Count,
+}
+
+/// The persisted form (a list of pairs: JSON keys must be strings).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Persisted {
+    version: u32,
+    owners: Vec<(u32, Owned)>,
+    folded: Vec<(RuleLabels, Count)>,
+    audit: Vec<(AuditLabels, u64)>,
+}
+
+const VERSION: u32 = 1;
+
+/// The ledger. Pure: kernel values are passed in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ledger {
+    owners: BTreeMap<u32, Owned>,
+    folded: BTreeMap<RuleLabels, Count>,
+    audit: BTreeMap<AuditLabels, u64>,
+}
+
+impl Ledger {
+    /// Rule ids whose kernel counters matter now.
+    pub fn owned_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.owners.keys().copied()
+    }
+
+    /// Moves every rule id to its owner in `origins` (a new plan), folding
+    /// what the previous owner counted so far. `kernel` reads an id's counter;
+    /// `live` tells whether a policy still exists (history of deleted policies
+    /// is forgotten, so label cardinality stays bounded by the policies).
+    /// Returns whether anything changed (and so needs persisting).
+    pub fn reassign(
+        &mut self,
+        origins: &BTreeMap<u32, RuleLabels>,
+        kernel: impl Fn(u32) -> Count,
+        live: impl Fn(&PolicyRef) -> bool,
+    ) -> bool {
+        let mut changed = false;
+        let ids: BTreeSet<u32> = self.owners.keys().chain(origins.keys()).copied().collect();
+        for id in ids {
+            let new = origins.get(&id);
+            match self.owners.get(&id) {
+                Some(old) if Some(&old.labels) == new => {}
+                old => {
+                    let now = kernel(id);
+                    if let Some(old) = old {
+                        let delta = now.since(old.base);
+                        let total = self.folded.entry(old.labels.clone()).or_default();
+                        *total = total.plus(delta);
+                    }
+                    match new {
+                        Some(labels) => {
+                            self.owners.insert(
+                                id,
+                                Owned {
+                                    labels: labels.clone(),
+                                    base: now,
+                                },
+                            );
+                        }
+                        None => {
+                            self.owners.remove(&id);
+                        }
+                    }
+                    changed = true;
+                }
+            }
+        }
+        let before = (self.folded.len(), self.audit.len());
+        self.folded.retain(|l, _| live(&l.policy_ref()));
+        self.audit.retain(|l, _| {
+            live(&PolicyRef {
+                namespace: l.namespace.clone(),
+                name: l.policy.clone(),
+            })
+        });
+        changed || before != (self.folded.len(), self.audit.len())
+    }
+
+    /// The value of every label set: folded history plus what its current ids
+    /// counted since they became its own (several ids of one label are summed).
+    pub fn totals(&self, kernel: impl Fn(u32) -> Count) -> BTreeMap<RuleLabels, Count> {
+        let mut out = self.folded.clone();
+        for (id, owned) in &self.owners {
+            let total = out.entry(owned.labels.clone()).or_default();
+            *total = total.plus(kernel(*id).since(owned.base));
+        }
+        out
+    }
+
+    /// Counts `n` audited flows for a policy.
+    pub fn audit(&mut self, labels: AuditLabels, n: u64) {
+        let c = self.audit.entry(labels).or_default();
+        *c = c.saturating_add(n);
+    }
+
+    /// Audited flows per policy and direction.
+    pub fn audited(&self) -> &BTreeMap<AuditLabels, u64> {
+        &self.audit
+    }
+
+    /// Serialises the ledger.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let p = Persisted {
+            version: VERSION,
+            owners: self.owners.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            folded: self.folded.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            audit: self.audit.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        };
+        serde_json::to_vec(&p).unwrap_or_default()
+    }
+
+    /// Reads what [`Ledger::to_bytes`] wrote.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Ledger, String> {
+        let p: Persisted = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if p.version != VERSION {
+            return Err(format!("unknown ledger version {}", p.version));
+        }
+        Ok(Ledger {
+            owners: p.owners.into_iter().collect(),
+            folded: p.folded.into_iter().collect(),
+            audit: p.audit.into_iter().collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    fn labels(policy: &str, rule: u32) -> RuleLabels {
+        RuleLabels {
+            namespace: "ns".into(),
+            policy: policy.into(),
+            direction: Direction::Ingress,
+            rule,
+        }
+    }
+
+    /// A fake kernel: packets per id (bytes = 100 * packets).
+    struct Kernel(RefCell<BTreeMap<u32, u64>>);
+
+    impl Kernel {
+        fn new() -> Kernel {
+            Kernel(RefCell::new(BTreeMap::new()))
+        }
+        fn hit(&self, id: u32, n: u64) {
+            *self.0.borrow_mut().entry(id).or_default() += n;
+        }
+        fn read(&self) -> impl Fn(u32) -> Count + '_ {
+            |id| {
+                let p = self.0.borrow().get(&id).copied().unwrap_or(0);
+                Count {
+                    packets: p,
+                    bytes: p * 100,
+                }
+            }
+        }
+    }
+
+    fn packets(l: &Ledger, k: &Kernel, policy: &str, rule: u32) -> u64 {
+        l.totals(k.read())
+            .get(&labels(policy, rule))
+            .map_or(0, |c| c.packets)
+    }
+
+    #[test]
+    fn a_reused_id_credits_each_owner_only_its_own_packets() {
+        let k = Kernel::new();
+        let mut l = Ledger::default();
+        let all = |_: &PolicyRef| true;
+        l.reassign(&BTreeMap::from([(1, labels("a", 0))]), k.read(), all);
+        k.hit(1, 5);
+        assert_eq!(packets(&l, &k, "a", 0), 5);
+        // Policy a goes away from the plan, b takes id 1 over.
+        l.reassign(&BTreeMap::from([(1, labels("b", 0))]), k.read(), all);
+        k.hit(1, 3);
+        assert_eq!(packets(&l, &k, "a", 0), 5);
+        assert_eq!(packets(&l, &k, "b", 0), 3);
+        // Ids permuted (as after a restart): still no label moves backwards.
+        l.reassign(
+            &BTreeMap::from([(2, labels("b", 0)), (1, labels("a", 0))]),
+            k.read(),
+            all,
+        );
+        k.hit(2, 1);
+        k.hit(1, 2);
+        assert_eq!(packets(&l, &k, "a", 0), 7);
+        assert_eq!(packets(&l, &k, "b", 0), 4);
+        assert_eq!(
+            l.totals(k.read())[&labels("b", 0)].bytes,
+            400,
+            "bytes follow packets"
+        );
+    }
+
+    #[test]
+    fn several_ids_of_one_label_are_summed_and_deleted_policies_forgotten() {
+        let k = Kernel::new();
+        let mut l = Ledger::default();
+        l.reassign(
+            &BTreeMap::from([(1, labels("a", 0)), (2, labels("a", 0))]),
+            k.read(),
+            |_| true,
+        );
+        k.hit(1, 2);
+        k.hit(2, 3);
+        assert_eq!(packets(&l, &k, "a", 0), 5);
+        l.audit(
+            AuditLabels {
+                namespace: "ns".into(),
+                policy: "a".into(),
+                direction: Direction::Ingress,
+            },
+            4,
+        );
+        assert!(l.reassign(&BTreeMap::new(), k.read(), |p| p.name != "a"));
+        assert!(l.totals(k.read()).is_empty());
+        assert!(l.audited().is_empty());
+    }
+
+    #[test]
+    fn a_persisted_ledger_picks_up_what_the_kernel_counted_meanwhile() {
+        let k = Kernel::new();
+        let mut l = Ledger::default();
+        l.reassign(&BTreeMap::from([(7, labels("a", 1))]), k.read(), |_| true);
+        k.hit(7, 10);
+        l.reassign(&BTreeMap::from([(7, labels("b", 0))]), k.read(), |_| true);
+        let bytes = l.to_bytes();
+        k.hit(7, 4); // counted while no agent runs: still b's
+        let mut back = Ledger::from_bytes(&bytes).expect("parses");
+        assert_eq!(back, l);
+        assert_eq!(packets(&back, &k, "a", 1), 10);
+        assert_eq!(packets(&back, &k, "b", 0), 4);
+        // The new agent numbers rules differently.
+        back.reassign(
+            &BTreeMap::from([(1, labels("a", 1)), (2, labels("b", 0))]),
+            k.read(),
+            |_| true,
+        );
+        assert_eq!(packets(&back, &k, "a", 1), 10);
+        assert_eq!(packets(&back, &k, "b", 0), 4);
+        assert!(Ledger::from_bytes(b"{\"version\":99}").is_err());
+    }
+}
