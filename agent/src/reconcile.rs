@@ -261,6 +261,11 @@ impl<I: Interfaces> Reconciler<I> {
                 }
                 if let Ok(mut s) = self.status.write() {
                     s.source_up = up;
+                    if up {
+                        s.source_down_since = None;
+                    } else if s.source_down_since.is_none() {
+                        s.source_down_since = Some(SystemTime::now());
+                    }
                     s.source_detail = (!detail.is_empty()).then_some(detail.clone());
                     if !up {
                         s.error(detail);

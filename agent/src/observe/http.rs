@@ -55,14 +55,12 @@ async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
             );
         }
     };
-    if status.ready {
-        (StatusCode::OK, "ready\n".to_string())
-    } else {
-        let why = status.not_ready_reason.unwrap_or_else(|| "starting".into());
-        (
+    match status.unready_reason(std::time::SystemTime::now()) {
+        None => (StatusCode::OK, "ready\n".to_string()),
+        Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
-        )
+        ),
     }
 }
 

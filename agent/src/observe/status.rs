@@ -79,9 +79,37 @@ pub struct Status {
     /// Entries and capacity per map, filled in when served.
     #[serde(default)]
     pub maps: Vec<MapPressure>,
+    /// Since when the source has been failing (`None` while it is up).
+    #[serde(default)]
+    pub source_down_since: Option<SystemTime>,
 }
 
+/// How long the source may fail before `/readyz` reports the agent not ready
+/// (it keeps enforcing the last state throughout).
+pub const SOURCE_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Status {
+    /// Why the agent is not ready, if it is not: not synced yet, or its
+    /// source has been failing for longer than [`SOURCE_STALE_AFTER`].
+    pub fn unready_reason(&self, now: SystemTime) -> Option<String> {
+        if !self.ready {
+            return Some(
+                self.not_ready_reason
+                    .clone()
+                    .unwrap_or_else(|| "starting".into()),
+            );
+        }
+        let down = self.source_down_since?;
+        let for_how_long = now.duration_since(down).unwrap_or_default();
+        (for_how_long > SOURCE_STALE_AFTER).then(|| {
+            format!(
+                "source failing for {}s ({}); the last good state stays enforced",
+                for_how_long.as_secs(),
+                self.source_detail.as_deref().unwrap_or("no detail")
+            )
+        })
+    }
+
     /// Records an error, keeping the last few.
     pub fn error(&mut self, message: String) {
         const KEEP: usize = 20;
@@ -105,3 +133,42 @@ impl Status {
 
 /// Status shared between the reconcile loop and the HTTP server.
 pub type SharedStatus = Arc<RwLock<Status>>;
+
+#[cfg(test)]
+mod readiness_tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    #[test]
+    fn ready_until_the_source_has_failed_longer_than_the_threshold() {
+        let now = SystemTime::now();
+        let mut s = Status {
+            ready: true,
+            ..Status::default()
+        };
+        assert_eq!(s.unready_reason(now), None);
+        s.source_down_since = Some(now - Duration::from_secs(5));
+        assert_eq!(
+            s.unready_reason(now),
+            None,
+            "a short outage keeps the agent ready"
+        );
+        s.source_down_since = Some(now - SOURCE_STALE_AFTER - Duration::from_secs(1));
+        let why = s.unready_reason(now).expect("stale source");
+        assert!(why.contains("last good state stays enforced"), "{why}");
+    }
+
+    #[test]
+    fn not_ready_before_the_first_sync() {
+        let s = Status {
+            not_ready_reason: Some("waiting for the source's initial state".into()),
+            ..Status::default()
+        };
+        assert!(
+            s.unready_reason(SystemTime::now())
+                .expect("not ready")
+                .contains("initial state")
+        );
+    }
+}
