@@ -339,10 +339,26 @@ impl Cluster {
         for p in &self.pods {
             let ips = p.pod.ips();
             let ips = p.report_ips.then_some(&ips);
-            pod_yaml(&mut out, &p.namespace, &p.name, p.node, &p.labels, &p.ports, ips);
+            pod_yaml(
+                &mut out,
+                &p.namespace,
+                &p.name,
+                p.node,
+                &p.labels,
+                &p.ports,
+                ips,
+            );
         }
         for g in &self.ghosts {
-            pod_yaml(&mut out, &g.namespace, &g.name, g.node, &g.labels, &g.ports, Some(&g.ips));
+            pod_yaml(
+                &mut out,
+                &g.namespace,
+                &g.name,
+                g.node,
+                &g.labels,
+                &g.ports,
+                Some(&g.ips),
+            );
         }
         self.write_file("10-pods.yaml", &out)
     }
