@@ -24,7 +24,7 @@ pub const OBJECT_EMBEDDED: bool = cfg!(palisade_ebpf_embedded);
 pub(crate) const PROG_POD_EGRESS: &str = "pod_egress";
 pub(crate) const PROG_POD_INGRESS: &str = "pod_ingress";
 
-const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+const BPF_FS_MAGIC: u64 = 0xcafe4a11;
 
 /// Map capacities. A full map fails closed (see `sync::apply`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,7 +207,8 @@ fn is_bpffs(path: &Path) -> std::io::Result<bool> {
     if unsafe { libc::statfs(c.as_ptr(), &mut buf) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(buf.f_type == BPF_FS_MAGIC)
+    // `f_type` is i64 on glibc and u64 on musl.
+    Ok(buf.f_type as u64 == BPF_FS_MAGIC)
 }
 
 fn mount_bpffs(path: &Path) -> std::io::Result<()> {

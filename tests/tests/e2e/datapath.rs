@@ -251,3 +251,41 @@ fn two_nodes_with_separate_bpffs_directories_do_not_interfere() {
         "a on node 0 is not"
     );
 }
+
+#[test]
+fn palisade_cleanup_detaches_everything_and_removes_the_pins() {
+    let mut bed = Bed::new(0, &["a", "b"]);
+    let _servers = serve_all(&bed, 1);
+    bed.isolate(1, Direction::Ingress).apply();
+    let b4: IpAddr = bed.pods[1].ipv4().into();
+    assert!(
+        !bed.pods[0].probe_tcp(b4, PORT, PROBE).is_reachable(),
+        "isolated before cleanup"
+    );
+    bed.crash();
+    let bin = palisade_tests::cluster::palisade_binary().expect("palisade binary");
+    let out = bed
+        .node
+        .netns()
+        .command(&bin)
+        .arg("cleanup")
+        .arg("--bpffs")
+        .arg(bed.bpffs.path())
+        .output()
+        .expect("run palisade cleanup");
+    assert!(
+        out.status.success(),
+        "cleanup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("detached 4 link(s)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!bed.bpffs.path().exists(), "the pin directory is gone");
+    assert!(
+        bed.pods[0].probe_tcp(b4, PORT, PROBE).is_reachable(),
+        "no program polices the pod any more"
+    );
+}
