@@ -83,6 +83,27 @@ fn info(ifindex: u32, ep: Option<&EndpointInfo>, p: &Packet, identity: IdentityI
     }
 }
 
+/// The endpoint behind the interface, or the verdict for an interface that
+/// carries the programs but has no endpoint entry: drop (fail closed).
+#[inline(always)]
+fn endpoint_or_deny(
+    ifindex: u32,
+    direction: Direction,
+    bytes: u32,
+    packet: &Packet,
+) -> Result<EndpointInfo, i32> {
+    match endpoint::lookup(ifindex) {
+        Some(ep) => Ok(ep),
+        None => Err(verdict::deny(
+            direction,
+            DropReason::EndpointUnknown,
+            false,
+            bytes,
+            &info(ifindex, None, packet, IdentityId::WORLD),
+        )),
+    }
+}
+
 #[inline(always)]
 pub fn enforce(ctx: &TcContext, direction: Direction) -> i32 {
     let bytes = ctx.len();
@@ -123,15 +144,12 @@ pub fn enforce(ctx: &TcContext, direction: Direction) -> i32 {
             // The policy changed since this flow was allowed: check it again as
             // the flow was opened.
             let origin = entry.origin();
-            let Some(ep) = endpoint::lookup(ifindex) else {
-                conntrack::remove(&flow);
-                return verdict::deny(
-                    direction,
-                    DropReason::EndpointUnknown,
-                    false,
-                    bytes,
-                    &info(ifindex, None, &packet, IdentityId::WORLD),
-                );
+            let ep = match endpoint_or_deny(ifindex, direction, bytes, &packet) {
+                Ok(ep) => ep,
+                Err(verdict) => {
+                    conntrack::remove(&flow);
+                    return verdict;
+                }
             };
             match decide(
                 &ep,
@@ -190,14 +208,9 @@ fn new_flow(
     now: u64,
     bytes: u32,
 ) -> i32 {
-    let Some(ep) = endpoint::lookup(ifindex) else {
-        return verdict::deny(
-            direction,
-            DropReason::EndpointUnknown,
-            false,
-            bytes,
-            &info(ifindex, None, packet, IdentityId::WORLD),
-        );
+    let ep = match endpoint_or_deny(ifindex, direction, bytes, packet) {
+        Ok(ep) => ep,
+        Err(verdict) => return verdict,
     };
     match decide(&ep, direction, remote, packet.protocol, packet.dst_port) {
         Decision::Allow(rule) => {
@@ -262,14 +275,9 @@ fn later_fragment(
     if fragment::first_passed(ifindex, packet, id, now) {
         return verdict::pass(direction, None, bytes);
     }
-    let Some(ep) = endpoint::lookup(ifindex) else {
-        return verdict::deny(
-            direction,
-            DropReason::EndpointUnknown,
-            false,
-            bytes,
-            &info(ifindex, None, packet, IdentityId::WORLD),
-        );
+    let ep = match endpoint_or_deny(ifindex, direction, bytes, packet) {
+        Ok(ep) => ep,
+        Err(verdict) => return verdict,
     };
     if !isolated(&ep, direction) {
         return verdict::pass(direction, None, bytes);
@@ -302,14 +310,9 @@ fn other(
         tcp_flags: 0,
         fragment: Fragment::None,
     };
-    let Some(ep) = endpoint::lookup(ifindex) else {
-        return verdict::deny(
-            direction,
-            DropReason::EndpointUnknown,
-            false,
-            bytes,
-            &info(ifindex, None, &packet, IdentityId::WORLD),
-        );
+    let ep = match endpoint_or_deny(ifindex, direction, bytes, &packet) {
+        Ok(ep) => ep,
+        Err(verdict) => return verdict,
     };
     if !isolated(&ep, direction) {
         return verdict::pass(direction, None, bytes);

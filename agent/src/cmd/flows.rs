@@ -2,8 +2,8 @@
 //! (`/flows` on its health address), optionally following new ones by long
 //! polling.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::cli::{FlowsArgs, OutputFormat};
@@ -13,24 +13,7 @@ use crate::observe::flows::{FlowPage, FlowRecord};
 const POLL_WAIT_SECS: u64 = 25;
 
 fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<String, super::Error> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| {
-        format!("cannot reach the agent at {addr}: {e} (is `palisade run` running?)")
-    })?;
-    stream.set_read_timeout(Some(timeout))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or("malformed HTTP response from the agent")?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(format!(
-            "agent answered {} (an agent without a flow log?)",
-            head.lines().next().unwrap_or_default()
-        )
-        .into());
-    }
-    Ok(body.to_string())
+    super::status::http_get_within(addr, path, timeout)
 }
 
 /// Percent-encodes a query value (names are DNS labels, but be safe).

@@ -7,12 +7,17 @@ use std::time::Duration;
 use crate::cli::{OutputFormat, StatusArgs};
 use crate::observe::Status;
 
-/// Fetches `path` from the agent with a plain HTTP/1.0 GET.
-pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String, super::Error> {
+/// Fetches `path` from the agent with a plain HTTP/1.0 GET, waiting at most
+/// `timeout` for the answer.
+pub fn http_get_within(
+    addr: std::net::SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<String, super::Error> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| {
         format!("cannot reach the agent at {addr}: {e} (is `palisade run` running?)")
     })?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(timeout))?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
@@ -21,12 +26,17 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String, super:
         .ok_or("malformed HTTP response from the agent")?;
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
         return Err(format!(
-            "agent answered: {}",
+            "agent answered {} for {path}",
             head.lines().next().unwrap_or_default()
         )
         .into());
     }
     Ok(body.to_string())
+}
+
+/// Fetches `path` from the agent with a plain HTTP/1.0 GET.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String, super::Error> {
+    http_get_within(addr, path, Duration::from_secs(5))
 }
 
 /// Prints the agent's status.

@@ -126,19 +126,23 @@ impl Datapath {
         &self.bpffs
     }
 
+    /// One of the object's classifiers, by name.
+    fn program(&self, name: &'static str) -> Result<&SchedClassifier, Error> {
+        self.ebpf
+            .program(name)
+            .ok_or(Error::ProgramMissing { name })?
+            .try_into()
+            .map_err(|source| Error::Program {
+                name,
+                source: Box::new(source),
+            })
+    }
+
     /// Kernel program ids of (pod_egress, pod_ingress), to check attachments.
     pub fn program_ids(&self) -> Result<(u32, u32), Error> {
         let id = |name: &'static str| -> Result<u32, Error> {
-            let prog: &SchedClassifier = self
-                .ebpf
-                .program(name)
-                .ok_or(Error::ProgramMissing { name })?
-                .try_into()
-                .map_err(|source| Error::Program {
-                    name,
-                    source: Box::new(source),
-                })?;
-            prog.info()
+            self.program(name)?
+                .info()
                 .map(|i| i.id())
                 .map_err(|source| Error::Program {
                     name,
@@ -256,15 +260,7 @@ impl Datapath {
             palisade_common::verdict::Direction::Egress => PROG_POD_EGRESS,
             palisade_common::verdict::Direction::Ingress => PROG_POD_INGRESS,
         };
-        let prog: &SchedClassifier = self
-            .ebpf
-            .program(name)
-            .ok_or(Error::ProgramMissing { name })?
-            .try_into()
-            .map_err(|source| Error::Program {
-                name,
-                source: Box::new(source),
-            })?;
+        let prog = self.program(name)?;
         let result = prog
             .test_run(TestRunOptions {
                 data_in: Some(frame),
