@@ -165,10 +165,18 @@ pub struct FlowsArgs {
 #[derive(Args, Debug, Clone)]
 pub struct InstallCniArgs {
     /// The node's CNI binary directory, as mounted in the container.
-    #[arg(long, env = "PALISADE_CNI_BIN_DIR", default_value = "/host/opt/cni/bin")]
+    #[arg(
+        long,
+        env = "PALISADE_CNI_BIN_DIR",
+        default_value = "/host/opt/cni/bin"
+    )]
     pub cni_bin_dir: PathBuf,
     /// The node's CNI configuration directory, as mounted in the container.
-    #[arg(long, env = "PALISADE_CNI_CONF_DIR", default_value = "/host/etc/cni/net.d")]
+    #[arg(
+        long,
+        env = "PALISADE_CNI_CONF_DIR",
+        default_value = "/host/etc/cni/net.d"
+    )]
     pub cni_conf_dir: PathBuf,
     /// The agent's CNI socket as the plugin (running on the host) sees it.
     #[arg(long, env = "PALISADE_CNI_SOCKET", default_value = crate::cni::DEFAULT_SOCKET)]

@@ -71,7 +71,9 @@ fn matrix(cluster: &Cluster, title: &str) {
                             let src = &cluster.pod(NS, from).pod;
                             let dst: IpAddr = cluster.pod(NS, to).pod.ipv4().into();
                             let v4 = src.probe_tcp(dst, PORT, PROBE).is_reachable();
-                            let v6 = src.probe_tcp(cluster.pod(NS, to).pod.ipv6().into(), PORT, PROBE).is_reachable();
+                            let v6 = src
+                                .probe_tcp(cluster.pod(NS, to).pod.ipv6().into(), PORT, PROBE)
+                                .is_reachable();
                             match (v4, v6) {
                                 (true, true) => "ok".into(),
                                 (false, false) => "X".into(),
@@ -82,7 +84,10 @@ fn matrix(cluster: &Cluster, title: &str) {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("probe thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("probe thread"))
+            .collect()
     });
     for (from, row) in PODS.iter().zip(results) {
         print!("  {from:>10}");
@@ -104,12 +109,24 @@ pub fn run(_opts: Options) -> Result<()> {
     crate::build::run(crate::build::Options::default())?;
     println!("Palisade demo: one virtual node (a network namespace), three pods joined to it by");
     println!("veth pairs and routed like Calico does, and the real `palisade run` agent enforcing");
-    println!("NetworkPolicies written to a manifest directory. Probes: TCP port {PORT}, IPv4 and IPv6.");
+    println!(
+        "NetworkPolicies written to a manifest directory. Probes: TCP port {PORT}, IPv4 and IPv6."
+    );
 
     let mut cluster = Cluster::new(1).context("creating the virtual node")?;
     cluster.set_namespace(NS, &[])?;
     for name in PODS {
-        cluster.add_pod(0, NS, name, &[("app", name)], &[PortSpec { name: "http".into(), port: PORT, protocol: "TCP".into() }])?;
+        cluster.add_pod(
+            0,
+            NS,
+            name,
+            &[("app", name)],
+            &[PortSpec {
+                name: "http".into(),
+                port: PORT,
+                protocol: "TCP".into(),
+            }],
+        )?;
     }
     let servers: Vec<_> = PODS
         .iter()
@@ -118,23 +135,45 @@ pub fn run(_opts: Options) -> Result<()> {
     println!();
     for p in PODS {
         let pod = &cluster.pod(NS, p).pod;
-        println!("  pod {NS}/{p:<4} {:<12} {:<18} host veth {}", pod.ipv4(), pod.ipv6(), pod.host_veth());
+        println!(
+            "  pod {NS}/{p:<4} {:<12} {:<18} host veth {}",
+            pod.ipv4(),
+            pod.ipv6(),
+            pod.host_veth()
+        );
     }
     let since = SystemTime::now();
     cluster.start_agents()?;
     cluster.wait_applied(since, Duration::from_secs(30))?;
-    println!("\nagent ready (manifests in {})", cluster.manifests().display());
+    println!(
+        "\nagent ready (manifests in {})",
+        cluster.manifests().display()
+    );
 
-    matrix(&cluster, "[1/3] no NetworkPolicy: every pod reaches every pod");
+    matrix(
+        &cluster,
+        "[1/3] no NetworkPolicy: every pod reaches every pod",
+    );
     apply_and_wait(&cluster, "default-deny", DEFAULT_DENY)?;
-    matrix(&cluster, "[2/3] default-deny ingress in namespace demo: nothing gets in");
+    matrix(
+        &cluster,
+        "[2/3] default-deny ingress in namespace demo: nothing gets in",
+    );
     apply_and_wait(&cluster, "allow-chain", ALLOW_CHAIN)?;
-    matrix(&cluster, "[3/3] allow web -> api and api -> db on TCP 80: exactly those get in");
+    matrix(
+        &cluster,
+        "[3/3] allow web -> api and api -> db on TCP 80: exactly those get in",
+    );
 
     let status = cluster.status(0)?;
-    println!("\nagent status: {} endpoints enforced, {} policies, revision {}",
-        status["endpoints"].as_array().map_or(0, |e| e.iter().filter(|e| e["enforced"] == true).count()),
-        status["policies"], status["revision"]);
+    println!(
+        "\nagent status: {} endpoints enforced, {} policies, revision {}",
+        status["endpoints"]
+            .as_array()
+            .map_or(0, |e| e.iter().filter(|e| e["enforced"] == true).count()),
+        status["policies"],
+        status["revision"]
+    );
     drop(servers);
     drop(cluster);
     println!("\ntorn down: namespaces, veths, pinned maps and the agent are gone.");

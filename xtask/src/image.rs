@@ -35,12 +35,21 @@ fn buildah() -> Command {
 fn ensure_tools() -> Result<()> {
     let missing: Vec<&str> = ["buildah", "musl-tools"]
         .into_iter()
-        .filter(|p| !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p])).is_some_and(|s| s.ends_with("install ok installed")))
+        .filter(|p| {
+            !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_some_and(|s| s.ends_with("install ok installed"))
+        })
         .collect();
     if !missing.is_empty() {
-        exec(Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))?;
+        exec(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
     }
-    let targets = output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    let targets =
+        output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
     if !targets.lines().any(|t| t == MUSL) {
         exec(Command::new("rustup").args(["target", "add", MUSL]))?;
     }
@@ -59,7 +68,15 @@ pub fn build() -> Result<PathBuf> {
     let object = build_ebpf()?;
     exec(
         cargo()
-            .args(["build", "--release", "--target", MUSL, "-p", "palisade-agent", "--bins"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                MUSL,
+                "-p",
+                "palisade-agent",
+                "--bins",
+            ])
             .env(OBJECT_ENV, &object)
             .env("CC_x86_64_unknown_linux_musl", "musl-gcc"),
     )?;
@@ -71,7 +88,12 @@ pub fn build() -> Result<PathBuf> {
     let ctr = output(buildah().args(["from", "scratch"])).context("buildah from scratch failed")?;
     let result = (|| -> Result<()> {
         for bin in ["palisade", "palisade-cni"] {
-            exec(buildah().args(["copy", "--chmod", "0755", &ctr]).arg(bins.join(bin)).arg(format!("/usr/local/bin/{bin}")))?;
+            exec(
+                buildah()
+                    .args(["copy", "--chmod", "0755", &ctr])
+                    .arg(bins.join(bin))
+                    .arg(format!("/usr/local/bin/{bin}")),
+            )?;
         }
         exec(buildah().args([
             "config",
@@ -86,7 +108,11 @@ pub fn build() -> Result<PathBuf> {
             &ctr,
         ]))?;
         exec(buildah().args(["commit", "--rm", &ctr, &tag]))?;
-        exec(buildah().args(["push", &tag]).arg(format!("oci-archive:{}:{tag}", archive.display())))?;
+        exec(
+            buildah()
+                .args(["push", &tag])
+                .arg(format!("oci-archive:{}:{tag}", archive.display())),
+        )?;
         Ok(())
     })();
     let _ = succeeds(buildah().args(["rm", &ctr]));
@@ -102,17 +128,39 @@ pub fn verify(archive: &Path) -> Result<String> {
     let rootfs = dir.join("rootfs");
     std::fs::create_dir_all(&rootfs)?;
     let result = (|| -> Result<String> {
-        exec(Command::new("tar").arg("-xf").arg(archive).arg("-C").arg(&dir))?;
-        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json"))?)?;
+        exec(
+            Command::new("tar")
+                .arg("-xf")
+                .arg(archive)
+                .arg("-C")
+                .arg(&dir),
+        )?;
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("index.json"))?)?;
         let blob = |digest: &str| dir.join("blobs").join(digest.replace(':', "/"));
-        let manifest_digest = index["manifests"][0]["digest"].as_str().context("index has a manifest")?;
-        let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(manifest_digest))?)?;
-        for layer in manifest["layers"].as_array().context("manifest has layers")? {
+        let manifest_digest = index["manifests"][0]["digest"]
+            .as_str()
+            .context("index has a manifest")?;
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(blob(manifest_digest))?)?;
+        for layer in manifest["layers"]
+            .as_array()
+            .context("manifest has layers")?
+        {
             let digest = layer["digest"].as_str().context("layer digest")?;
-            exec(Command::new("tar").arg("-xf").arg(blob(digest)).arg("-C").arg(&rootfs))?;
+            exec(
+                Command::new("tar")
+                    .arg("-xf")
+                    .arg(blob(digest))
+                    .arg("-C")
+                    .arg(&rootfs),
+            )?;
         }
         let bin = rootfs.join("usr/local/bin/palisade");
-        let out = Command::new(&bin).arg("--version").output().with_context(|| format!("running {}", bin.display()))?;
+        let out = Command::new(&bin)
+            .arg("--version")
+            .output()
+            .with_context(|| format!("running {}", bin.display()))?;
         let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if !out.status.success() || !text.contains(VERSION) {
             bail!("{} --version printed {text:?}", bin.display());
@@ -132,7 +180,11 @@ pub fn verify(archive: &Path) -> Result<String> {
 
 pub fn run(opts: Options) -> Result<()> {
     crate::exec::require_root("cargo xtask image")?;
-    let archive = if opts.verify_only { archive_path() } else { build()? };
+    let archive = if opts.verify_only {
+        archive_path()
+    } else {
+        build()?
+    };
     let version = verify(&archive)?;
     println!("image: {} ({version})", archive.display());
     Ok(())

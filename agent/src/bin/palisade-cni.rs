@@ -14,5 +14,9 @@ fn main() -> ExitCode {
     if !out.is_null() {
         println!("{out}");
     }
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

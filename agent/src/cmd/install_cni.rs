@@ -13,7 +13,11 @@ pub const PLUGIN_TYPE: &str = "palisade-cni";
 
 /// Appends the plugin to a conflist's `plugins` unless it is there (then its
 /// settings are refreshed). Returns the new list and whether it changed.
-pub fn chain(mut conflist: Value, socket: &Path, timeout_seconds: u64) -> Result<(Value, bool), String> {
+pub fn chain(
+    mut conflist: Value,
+    socket: &Path,
+    timeout_seconds: u64,
+) -> Result<(Value, bool), String> {
     let entry = json!({"type": PLUGIN_TYPE, "socket": socket, "timeoutSeconds": timeout_seconds});
     let plugins = conflist
         .get_mut("plugins")
@@ -29,7 +33,10 @@ pub fn chain(mut conflist: Value, socket: &Path, timeout_seconds: u64) -> Result
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.palisade-tmp"));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
@@ -45,10 +52,12 @@ fn main_conflist(dir: &Path) -> Result<PathBuf, String> {
         .filter(|p| p.extension().is_some_and(|e| e == "conflist"))
         .collect();
     lists.sort();
-    lists
-        .into_iter()
-        .next()
-        .ok_or_else(|| format!("no *.conflist in {} yet (is the main CNI installed?)", dir.display()))
+    lists.into_iter().next().ok_or_else(|| {
+        format!(
+            "no *.conflist in {} yet (is the main CNI installed?)",
+            dir.display()
+        )
+    })
 }
 
 /// Installs the plugin binary and chains it into the main conflist.
@@ -60,8 +69,10 @@ pub fn run(args: &InstallCniArgs) -> Result<(), super::Error> {
     std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let list = main_conflist(&args.cni_conf_dir)?;
     let text = std::fs::read_to_string(&list).map_err(|e| format!("{}: {e}", list.display()))?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", list.display()))?;
-    let (chained, changed) = chain(value, &args.socket, args.timeout_seconds).map_err(|e| format!("{}: {e}", list.display()))?;
+    let value: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", list.display()))?;
+    let (chained, changed) = chain(value, &args.socket, args.timeout_seconds)
+        .map_err(|e| format!("{}: {e}", list.display()))?;
     if changed {
         let mut out = serde_json::to_vec_pretty(&chained)?;
         out.push(b'\n');
@@ -70,7 +81,11 @@ pub fn run(args: &InstallCniArgs) -> Result<(), super::Error> {
     println!(
         "installed {} and {} {}",
         dest.display(),
-        if changed { "chained it into" } else { "found it already chained in" },
+        if changed {
+            "chained it into"
+        } else {
+            "found it already chained in"
+        },
         list.display()
     );
     Ok(())
@@ -86,7 +101,8 @@ mod tests {
 
     #[test]
     fn chain_appends_the_plugin_last() {
-        let (out, changed) = chain(calico(), Path::new("/run/palisade/cni.sock"), 10).expect("chain");
+        let (out, changed) =
+            chain(calico(), Path::new("/run/palisade/cni.sock"), 10).expect("chain");
         assert!(changed);
         let plugins = out["plugins"].as_array().expect("plugins");
         assert_eq!(plugins.len(), 3);

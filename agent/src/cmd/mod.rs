@@ -2,8 +2,8 @@
 
 pub mod cleanup;
 pub mod explain;
-pub mod install_cni;
 pub mod flows;
+pub mod install_cni;
 pub mod run;
 pub mod status;
 

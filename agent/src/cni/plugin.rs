@@ -85,9 +85,15 @@ impl Env {
     }
 
     fn pod(&self) -> Result<(String, String), CniError> {
-        let args: BTreeMap<&str, &str> = self.args.split(';').filter_map(|kv| kv.split_once('=')).collect();
+        let args: BTreeMap<&str, &str> = self
+            .args
+            .split(';')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
         match (args.get("K8S_POD_NAMESPACE"), args.get("K8S_POD_NAME")) {
-            (Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => Ok((ns.to_string(), name.to_string())),
+            (Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => {
+                Ok((ns.to_string(), name.to_string()))
+            }
             _ => Err(CniError::new(
                 code::INVALID_ENV,
                 "CNI_ARGS lacks K8S_POD_NAMESPACE/K8S_POD_NAME",
@@ -106,20 +112,36 @@ struct Settings {
 
 fn settings(conf: &Value) -> Settings {
     Settings {
-        socket: conf["socket"].as_str().map_or_else(|| PathBuf::from(DEFAULT_SOCKET), PathBuf::from),
-        timeout: conf["timeoutSeconds"].as_u64().map_or(DEFAULT_TIMEOUT, Duration::from_secs),
+        socket: conf["socket"]
+            .as_str()
+            .map_or_else(|| PathBuf::from(DEFAULT_SOCKET), PathBuf::from),
+        timeout: conf["timeoutSeconds"]
+            .as_u64()
+            .map_or(DEFAULT_TIMEOUT, Duration::from_secs),
         fail_open: conf["failOpen"].as_bool().unwrap_or(false),
     }
 }
 
 /// Sends one request to the agent and waits for its answer.
-pub fn call_agent(socket: &std::path::Path, request: &Request, timeout: Duration) -> Result<Response, String> {
-    let mut stream = UnixStream::connect(socket)
-        .map_err(|e| format!("cannot reach the palisade agent at {}: {e} (is the agent running on this node?)", socket.display()))?;
-    stream.set_read_timeout(Some(timeout + Duration::from_secs(1))).map_err(|e| e.to_string())?;
+pub fn call_agent(
+    socket: &std::path::Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, String> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| {
+        format!(
+            "cannot reach the palisade agent at {}: {e} (is the agent running on this node?)",
+            socket.display()
+        )
+    })?;
+    stream
+        .set_read_timeout(Some(timeout + Duration::from_secs(1)))
+        .map_err(|e| e.to_string())?;
     let mut line = serde_json::to_string(request).map_err(|e| e.to_string())?;
     line.push('\n');
-    stream.write_all(line.as_bytes()).map_err(|e| format!("sending to the agent: {e}"))?;
+    stream
+        .write_all(line.as_bytes())
+        .map_err(|e| format!("sending to the agent: {e}"))?;
     let mut answer = String::new();
     BufReader::new(stream)
         .read_line(&mut answer)
@@ -148,19 +170,38 @@ fn from_prev_result(prev: &Value) -> (Vec<IpAddr>, Option<String>) {
 }
 
 /// Runs one invocation: returns what to print on stdout and whether it succeeded.
-pub fn run(env: &Env, stdin: &str, agent: impl Fn(&std::path::Path, &Request, Duration) -> Result<Response, String>) -> (Value, bool) {
+pub fn run(
+    env: &Env,
+    stdin: &str,
+    agent: impl Fn(&std::path::Path, &Request, Duration) -> Result<Response, String>,
+) -> (Value, bool) {
     if env.command == "VERSION" {
-        return (json!({"cniVersion": "1.0.0", "supportedVersions": SUPPORTED_VERSIONS}), true);
+        return (
+            json!({"cniVersion": "1.0.0", "supportedVersions": SUPPORTED_VERSIONS}),
+            true,
+        );
     }
     let conf: Value = match serde_json::from_str(stdin) {
         Ok(v) => v,
         Err(e) => {
-            return (CniError::new(code::INVALID_CONFIG, "invalid network configuration", e.to_string()).to_json("1.0.0"), false);
+            return (
+                CniError::new(
+                    code::INVALID_CONFIG,
+                    "invalid network configuration",
+                    e.to_string(),
+                )
+                .to_json("1.0.0"),
+                false,
+            );
         }
     };
     let version = conf["cniVersion"].as_str().unwrap_or("1.0.0").to_string();
     if !SUPPORTED_VERSIONS.contains(&version.as_str()) {
-        let err = CniError::new(code::INCOMPATIBLE_VERSION, "unsupported CNI version", format!("{version} not in {SUPPORTED_VERSIONS:?}"));
+        let err = CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            "unsupported CNI version",
+            format!("{version} not in {SUPPORTED_VERSIONS:?}"),
+        );
         return (err.to_json(&version), false);
     }
     let s = settings(&conf);
@@ -169,7 +210,11 @@ pub fn run(env: &Env, stdin: &str, agent: impl Fn(&std::path::Path, &Request, Du
         "ADD" => {
             let prev = conf.get("prevResult").cloned().unwrap_or(Value::Null);
             if prev.is_null() {
-                return fail(CniError::new(code::INVALID_CONFIG, "palisade-cni is a chained plugin", "no prevResult: list it after the main CNI plugin"));
+                return fail(CniError::new(
+                    code::INVALID_CONFIG,
+                    "palisade-cni is a chained plugin",
+                    "no prevResult: list it after the main CNI plugin",
+                ));
             }
             let (namespace, name) = match env.pod() {
                 Ok(p) => p,
@@ -192,7 +237,11 @@ pub fn run(env: &Env, stdin: &str, agent: impl Fn(&std::path::Path, &Request, Du
             if let Some(e) = error
                 && !s.fail_open
             {
-                return fail(CniError::new(code::NOT_ENFORCED, "the palisade agent did not enforce the pod", format!("{namespace}/{name}: {e}")));
+                return fail(CniError::new(
+                    code::NOT_ENFORCED,
+                    "the palisade agent did not enforce the pod",
+                    format!("{namespace}/{name}: {e}"),
+                ));
             }
             let mut result = prev;
             result["cniVersion"] = Value::String(version);
@@ -202,7 +251,11 @@ pub fn run(env: &Env, stdin: &str, agent: impl Fn(&std::path::Path, &Request, Du
             // DEL must succeed even when the agent is gone (spec: idempotent,
             // best effort); the veth disappears anyway.
             if let Ok((namespace, name)) = env.pod() {
-                let _ = agent(&s.socket, &Request::Del { namespace, name }, Duration::from_secs(2));
+                let _ = agent(
+                    &s.socket,
+                    &Request::Del { namespace, name },
+                    Duration::from_secs(2),
+                );
             }
             (Value::Null, true)
         }
@@ -211,13 +264,28 @@ pub fn run(env: &Env, stdin: &str, agent: impl Fn(&std::path::Path, &Request, Du
                 Ok(p) => p,
                 Err(e) => return fail(e),
             };
-            match agent(&s.socket, &Request::Check { namespace: namespace.clone(), name: name.clone() }, s.timeout) {
+            match agent(
+                &s.socket,
+                &Request::Check {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                },
+                s.timeout,
+            ) {
                 Ok(r) if r.ok => (Value::Null, true),
-                Ok(r) => fail(CniError::new(code::NOT_ENFORCED, "pod not enforced", r.error.unwrap_or_default())),
+                Ok(r) => fail(CniError::new(
+                    code::NOT_ENFORCED,
+                    "pod not enforced",
+                    r.error.unwrap_or_default(),
+                )),
                 Err(e) => fail(CniError::new(code::TRY_AGAIN_LATER, "agent unreachable", e)),
             }
         }
-        other => fail(CniError::new(code::INVALID_ENV, "unknown CNI_COMMAND", format!("{other:?}"))),
+        other => fail(CniError::new(
+            code::INVALID_ENV,
+            "unknown CNI_COMMAND",
+            format!("{other:?}"),
+        )),
     }
 }
 
@@ -246,7 +314,10 @@ mod tests {
                     namespace: "x".into(),
                     name: "a".into(),
                     interface: Some("cali1".into()),
-                    ips: vec!["10.0.0.5".parse().expect("ip"), "fd00::5".parse().expect("ip")],
+                    ips: vec![
+                        "10.0.0.5".parse().expect("ip"),
+                        "fd00::5".parse().expect("ip")
+                    ],
                     timeout_ms: 10_000,
                 }
             );
@@ -263,13 +334,19 @@ mod tests {
         assert!(!ok);
         assert_eq!(out["code"], code::NOT_ENFORCED);
         assert!(out["details"].as_str().expect("details").contains("x/a"));
-        let (_, ok) = run(&env("ADD"), CONF, |_, _, _| Ok(Response::error("timed out")));
+        let (_, ok) = run(&env("ADD"), CONF, |_, _, _| {
+            Ok(Response::error("timed out"))
+        });
         assert!(!ok);
     }
 
     #[test]
     fn add_without_prev_result_is_a_config_error() {
-        let (out, ok) = run(&env("ADD"), r#"{"cniVersion":"1.0.0","name":"k8s","type":"palisade-cni"}"#, |_, _, _| Ok(Response::ok()));
+        let (out, ok) = run(
+            &env("ADD"),
+            r#"{"cniVersion":"1.0.0","name":"k8s","type":"palisade-cni"}"#,
+            |_, _, _| Ok(Response::ok()),
+        );
         assert!(!ok);
         assert_eq!(out["code"], code::INVALID_CONFIG);
     }
@@ -282,9 +359,17 @@ mod tests {
 
     #[test]
     fn version_lists_supported_versions() {
-        let (out, ok) = run(&env("VERSION"), "", |_, _, _| unreachable!("VERSION does not call the agent"));
+        let (out, ok) = run(&env("VERSION"), "", |_, _, _| {
+            unreachable!("VERSION does not call the agent")
+        });
         assert!(ok);
-        assert!(out["supportedVersions"].as_array().expect("list").iter().any(|v| v == "1.0.0"));
+        assert!(
+            out["supportedVersions"]
+                .as_array()
+                .expect("list")
+                .iter()
+                .any(|v| v == "1.0.0")
+        );
     }
 
     #[test]
@@ -298,7 +383,11 @@ mod tests {
 
     #[test]
     fn unsupported_version_is_refused() {
-        let (out, ok) = run(&env("ADD"), r#"{"cniVersion":"9.9.9","name":"k","type":"palisade-cni","prevResult":{}}"#, |_, _, _| Ok(Response::ok()));
+        let (out, ok) = run(
+            &env("ADD"),
+            r#"{"cniVersion":"9.9.9","name":"k","type":"palisade-cni","prevResult":{}}"#,
+            |_, _, _| Ok(Response::ok()),
+        );
         assert!(!ok);
         assert_eq!(out["code"], code::INCOMPATIBLE_VERSION);
     }

@@ -49,7 +49,10 @@ pub struct Response {
 impl Response {
     /// Success.
     pub fn ok() -> Response {
-        Response { ok: true, error: None }
+        Response {
+            ok: true,
+            error: None,
+        }
     }
 
     /// Failure with a reason.

@@ -56,14 +56,17 @@ pub async fn serve(listener: UnixListener, path: PathBuf, calls: mpsc::Sender<Cn
                         if calls.send(CniCall { request, reply: tx }).await.is_err() {
                             Response::error("the agent is shutting down")
                         } else {
-                            rx.await.unwrap_or_else(|_| Response::error("the agent dropped the request"))
+                            rx.await.unwrap_or_else(|_| {
+                                Response::error("the agent dropped the request")
+                            })
                         }
                     }
                     Err(e) => Response::error(format!("malformed request: {e}")),
                 },
                 Err(e) => Response::error(format!("reading the request: {e}")),
             };
-            let mut out = serde_json::to_string(&response).unwrap_or_else(|_| "{\"ok\":false}".into());
+            let mut out =
+                serde_json::to_string(&response).unwrap_or_else(|_| "{\"ok\":false}".into());
             out.push('\n');
             let _ = write.write_all(out.as_bytes()).await;
         });

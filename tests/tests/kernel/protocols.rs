@@ -431,9 +431,12 @@ fn multicast_listener_discovery_passes_an_isolated_pod() {
     let mut h = Harness::new();
     h.apply(&PlanBuilder::new().isolate(Direction::Ingress).build());
     // An MLDv2 report from the host veth's link-local address: ICMPv6 type 143.
-    let mut report = Frame::ipv6("fe80::1".parse().expect("addr"), "ff02::16".parse().expect("addr"))
-        .icmpv6_echo()
-        .build();
+    let mut report = Frame::ipv6(
+        "fe80::1".parse().expect("addr"),
+        "ff02::16".parse().expect("addr"),
+    )
+    .icmpv6_echo()
+    .build();
     report[14 + 40] = 143;
     h.assert_pass(Direction::Ingress, &report, "MLD report");
 }
