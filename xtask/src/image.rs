@@ -41,6 +41,7 @@ fn ensure_tools() -> Result<()> {
         })
         .collect();
     if !missing.is_empty() {
+        exec(Command::new("apt-get").args(["update", "-qq"]))?;
         exec(
             Command::new("apt-get")
                 .args(["install", "-y", "-qq", "--no-install-recommends"])
