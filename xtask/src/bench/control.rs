@@ -1,0 +1,510 @@
+//! Control plane: full compile time and peak RSS per cluster size (each in a
+//! fresh child process), and event-to-maps-written latency for single-object
+//! changes at 10k pods with a loaded datapath.
+//!
+//! The synthetic cluster: 100 namespaces (`team=t<n%10>`), pods spread over
+//! nodes of 100 pods each, labelled `app` (20 values) and `tier` (web/api/db)
+//! with a named container port; each policy selects one app in its namespace
+//! and has the shape of the compiler's own scale test: ingress from
+//! `tier=web` on a port, ingress from an app in `team`-selected namespaces on
+//! a named port, egress to an ipBlock with an except, egress to namespaces by
+//! expression on a port range. Plans are compiled for `node0`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use palisade_agent::datapath::{Capacities, Datapath, DatapathConfig};
+use palisade_agent::policy::Compiler;
+use palisade_agent::policy::plan::PodRef;
+use palisade_agent::source::manifests;
+use palisade_agent::state::{ClusterState, K8sObject};
+use palisade_agent::sync::{Syncer, render};
+use palisade_tests::{BpffsDir, ChildGuard};
+use serde_json::{Value, json};
+
+use super::{fmt_num, median, percentile};
+
+const NAMESPACES: usize = 100;
+const APPS: usize = 20;
+const PODS_PER_NODE: usize = 100;
+const NODE: &str = "node0";
+
+pub const GRID_PODS: [usize; 3] = [1_000, 10_000, 50_000];
+pub const GRID_POLICIES: [usize; 3] = [100, 1_000, 5_000];
+/// A child compile taking longer than this is killed and reported as skipped.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Clone, Copy)]
+struct Gen {
+    pods: usize,
+    policies: usize,
+}
+
+impl Gen {
+    fn nodes(self) -> usize {
+        (self.pods / PODS_PER_NODE).max(1)
+    }
+
+    fn namespace(n: usize) -> Value {
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": format!("ns{n}"), "labels": {"team": format!("t{}", n % 10)}}})
+    }
+
+    fn app_of(i: usize) -> usize {
+        (i / NAMESPACES) % APPS
+    }
+
+    fn pod(self, i: usize, app: usize) -> Value {
+        let ip = format!("10.{}.{}.{}", 64 + (i >> 16), (i >> 8) & 255, i & 255);
+        let tier = ["web", "api", "db"][i % 3];
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": format!("p{i}"), "namespace": format!("ns{}", i % NAMESPACES),
+                            "labels": {"app": format!("app{app}"), "tier": tier}},
+               "spec": {"nodeName": format!("node{}", self.node_of(i)),
+                        "containers": [{"name": "c", "image": "x",
+                                        "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]}]},
+               "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
+    }
+
+    fn policy(j: usize, port: u16) -> Value {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+               "metadata": {"name": format!("pol{j}"), "namespace": format!("ns{}", j % NAMESPACES)},
+               "spec": {
+                 "podSelector": {"matchLabels": {"app": format!("app{}", (j / NAMESPACES) % APPS)}},
+                 "policyTypes": ["Ingress", "Egress"],
+                 "ingress": [
+                   {"from": [{"podSelector": {"matchLabels": {"tier": "web"}}}],
+                    "ports": [{"protocol": "TCP", "port": port}]},
+                   {"from": [{"namespaceSelector": {"matchLabels": {"team": format!("t{}", j % 10)}},
+                              "podSelector": {"matchLabels": {"app": format!("app{}", (j + 1) % APPS)}}}],
+                    "ports": [{"protocol": "TCP", "port": "http"}]}],
+                 "egress": [
+                   {"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.0.128.0/24"]}}]},
+                   {"to": [{"namespaceSelector": {"matchExpressions":
+                              [{"key": "team", "operator": "In", "values": ["t1", "t2"]}]}}],
+                    "ports": [{"protocol": "TCP", "port": 8000, "endPort": 9000}]}]}})
+    }
+
+    /// Spreads each node's pods over namespaces and apps.
+    fn node_of(self, i: usize) -> usize {
+        (i / NAMESPACES + i) % self.nodes()
+    }
+
+    fn is_local(self, i: usize) -> bool {
+        self.node_of(i) == 0
+    }
+
+    /// The cluster state, fed through the agent's manifest parser in batches.
+    fn state(self) -> Result<ClusterState> {
+        let mut state = ClusterState::new();
+        let mut batch = Vec::new();
+        let flush = |batch: &mut Vec<Value>, state: &mut ClusterState| -> Result<()> {
+            for obj in objects(std::mem::take(batch))? {
+                state.apply(&obj).map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            Ok(())
+        };
+        for n in 0..NAMESPACES {
+            batch.push(Self::namespace(n));
+        }
+        for i in 0..self.pods {
+            batch.push(self.pod(i, Self::app_of(i)));
+            if batch.len() >= 1000 {
+                flush(&mut batch, &mut state)?;
+            }
+        }
+        for j in 0..self.policies {
+            batch.push(Self::policy(j, 8080));
+            if batch.len() >= 1000 {
+                flush(&mut batch, &mut state)?;
+            }
+        }
+        flush(&mut batch, &mut state)?;
+        Ok(state)
+    }
+}
+
+/// JSON objects -> K8sObjects through the agent's manifest parser.
+fn objects(items: Vec<Value>) -> Result<Vec<K8sObject>> {
+    let text = serde_json::to_string(&json!({"apiVersion": "v1", "kind": "List", "items": items}))?;
+    manifests::parse(Path::new("bench.json"), &text).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn one(item: Value) -> Result<K8sObject> {
+    objects(vec![item])?
+        .pop()
+        .context("the generated object parsed to nothing")
+}
+
+/// A `/proc/self/status` field in KiB.
+fn status_kib(field: &str) -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs in the child: build the state, reset the RSS high-water mark, compile.
+pub fn compile_child(spec: &str) -> Result<()> {
+    let (p, q) = spec.split_once('x').context("expected <pods>x<policies>")?;
+    let g = Gen {
+        pods: p.parse()?,
+        policies: q.parse()?,
+    };
+    let t = Instant::now();
+    let state = g.state()?;
+    let build_s = t.elapsed().as_secs_f64();
+    let hwm_build = status_kib("VmHWM");
+    let rss_state = status_kib("VmRSS");
+    // Writing 5 to clear_refs resets VmHWM to the current RSS.
+    fs::write("/proc/self/clear_refs", "5").context("resetting VmHWM")?;
+    let mut compiler = Compiler::new();
+    let t = Instant::now();
+    let plan = compiler.compile(&state, NODE);
+    let cold_s = t.elapsed().as_secs_f64();
+    let hwm_compile = status_kib("VmHWM");
+    let mut warm = Vec::new();
+    for _ in 0..2 {
+        let t = Instant::now();
+        let again = compiler.compile(&state, NODE);
+        warm.push(t.elapsed().as_secs_f64());
+        ensure!(again == plan, "compiles of the same state differ");
+    }
+    println!(
+        "{}",
+        json!({
+            "pods": g.pods, "policies": g.policies, "nodes": g.nodes(),
+            "build_state_s": build_s, "compile_cold_s": cold_s, "compile_warm_s": median(&warm),
+            "rss_state_kib": rss_state, "hwm_build_kib": hwm_build, "hwm_compile_kib": hwm_compile,
+            "endpoints": plan.endpoints.len(), "rules": plan.rules.len(),
+            "ipcache": plan.ipcache.len(), "identities": plan.identities.len(),
+        })
+    );
+    Ok(())
+}
+
+/// Runs one child compile, killing it after [`CHILD_TIMEOUT`].
+fn child(pods: usize, policies: usize) -> Result<Option<Value>> {
+    let exe = std::env::current_exe()?;
+    let mut guard = ChildGuard::spawn(
+        Command::new(exe)
+            .args(["bench", "--compile-child", &format!("{pods}x{policies}")])
+            .stdout(Stdio::piped()),
+    )?;
+    let deadline = Instant::now() + CHILD_TIMEOUT;
+    let status = loop {
+        if let Some(status) = guard.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            drop(guard);
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    if let Some(mut stdout) = guard.child_mut().stdout.take() {
+        stdout.read_to_string(&mut out)?;
+    }
+    if !status.success() {
+        bail!("compile child {pods}x{policies} failed: {status}");
+    }
+    let line = out
+        .lines()
+        .last()
+        .context("compile child printed nothing")?;
+    Ok(Some(serde_json::from_str(line)?))
+}
+
+/// Durations of one event's phases, seconds.
+struct EventTiming {
+    kind: &'static str,
+    state_s: f64,
+    compile_s: f64,
+    render_s: f64,
+    write_s: f64,
+    writes: usize,
+}
+
+impl EventTiming {
+    fn total(&self) -> f64 {
+        self.state_s + self.compile_s + self.render_s + self.write_s
+    }
+}
+
+fn events(quick: bool) -> Result<Value> {
+    let g = Gen {
+        pods: 10_000,
+        policies: 1_000,
+    };
+    let (per_kind, policy_events) = if quick { (5, 5) } else { (20, 20) };
+    let mut state = g.state()?;
+    let dir = BpffsDir::new()?;
+    let mut dp = Datapath::load(&DatapathConfig {
+        bpffs: dir.path().to_path_buf(),
+        capacities: Capacities::default(),
+    })
+    .context("loading the datapath")?;
+    let locals: Vec<usize> = (0..g.pods).filter(|&i| g.is_local(i)).collect();
+    let remotes: Vec<usize> = (0..g.pods).filter(|&i| !g.is_local(i)).collect();
+    // Fake ifindexes: the maps are keyed by them, nothing is attached.
+    let interfaces: BTreeMap<PodRef, u32> = locals
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            (
+                PodRef {
+                    namespace: format!("ns{}", i % NAMESPACES),
+                    name: format!("p{i}"),
+                },
+                1000 + k as u32,
+            )
+        })
+        .collect();
+    let mut compiler = Compiler::new();
+    let mut syncer = Syncer::default();
+    let t = Instant::now();
+    let plan = compiler.compile(&state, NODE);
+    let compile_s = t.elapsed().as_secs_f64();
+    let kernel = render(&plan, &interfaces);
+    let report = syncer.apply(&mut dp.maps, &kernel)?;
+    ensure!(report.complete(), "maps full: {:?}", report.map_full);
+    let initial = json!({"compile_s": compile_s, "total_s": t.elapsed().as_secs_f64(),
+                         "writes": report.writes, "endpoints": plan.endpoints.len(),
+                         "rules": plan.rules.len(), "ipcache": plan.ipcache.len()});
+    println!(
+        "  10k pods x 1k policies: initial compile {:.0} ms, first sync {} writes in {:.0} ms",
+        compile_s * 1e3,
+        report.writes,
+        t.elapsed().as_secs_f64() * 1e3
+    );
+
+    // The events, generated (and parsed) before the clock starts.
+    let mut queue: Vec<(&'static str, K8sObject)> = Vec::new();
+    for k in 0..per_kind {
+        for (kind, list) in [("pod_label_local", &locals), ("pod_label_remote", &remotes)] {
+            let i = list[(k * 37) % list.len()];
+            let app = (Gen::app_of(i) + 1 + k) % APPS;
+            queue.push((kind, one(g.pod(i, app))?));
+        }
+    }
+    // Policies selecting some local pod (the others change nothing on this node).
+    let selecting: Vec<usize> = (0..g.policies)
+        .filter(|&j| {
+            locals.iter().any(|&i| {
+                i % NAMESPACES == j % NAMESPACES && Gen::app_of(i) == (j / NAMESPACES) % APPS
+            })
+        })
+        .collect();
+    ensure!(!selecting.is_empty(), "no policy selects a local pod");
+    for k in 0..policy_events {
+        let j = selecting[(k * 7) % selecting.len()];
+        queue.push(("policy_update", one(Gen::policy(j, 8081 + k as u16))?));
+    }
+    let mut timings = Vec::new();
+    for (kind, obj) in &queue {
+        let t0 = Instant::now();
+        state.apply(obj).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let t1 = Instant::now();
+        let plan = compiler.compile(&state, NODE);
+        let t2 = Instant::now();
+        let kernel = render(&plan, &interfaces);
+        let t3 = Instant::now();
+        let report = syncer.apply(&mut dp.maps, &kernel)?;
+        let t4 = Instant::now();
+        ensure!(report.complete(), "maps full: {:?}", report.map_full);
+        timings.push(EventTiming {
+            kind,
+            state_s: (t1 - t0).as_secs_f64(),
+            compile_s: (t2 - t1).as_secs_f64(),
+            render_s: (t3 - t2).as_secs_f64(),
+            write_s: (t4 - t3).as_secs_f64(),
+            writes: report.writes,
+        });
+    }
+    drop(dp);
+    drop(dir);
+    let mut by_kind = serde_json::Map::new();
+    for kind in [
+        "pod_label_local",
+        "pod_label_remote",
+        "policy_update",
+        "all",
+    ] {
+        let sel: Vec<&EventTiming> = timings
+            .iter()
+            .filter(|t| kind == "all" || t.kind == kind)
+            .collect();
+        let col =
+            |f: &dyn Fn(&EventTiming) -> f64| -> Vec<f64> { sel.iter().map(|t| f(t)).collect() };
+        let total = col(&|t| t.total() * 1e3);
+        let compile = col(&|t| t.compile_s * 1e3);
+        let render_ms = col(&|t| t.render_s * 1e3);
+        let write = col(&|t| t.write_s * 1e3);
+        let writes = col(&|t| t.writes as f64);
+        by_kind.insert(
+            kind.into(),
+            json!({
+                "events": sel.len(),
+                "total_ms": {"p50": percentile(&total, 50.0), "p99": percentile(&total, 99.0), "max": percentile(&total, 100.0)},
+                "compile_ms_p50": median(&compile), "render_ms_p50": median(&render_ms),
+                "diff_write_ms_p50": median(&write), "writes_p50": median(&writes),
+                "samples_ms": total,
+            }),
+        );
+    }
+    Ok(json!({"pods": g.pods, "policies": g.policies, "initial": initial, "events": by_kind}))
+}
+
+pub fn run(quick: bool) -> Result<Value> {
+    let (pods, policies): (&[usize], &[usize]) = if quick {
+        (&GRID_PODS[..2], &GRID_POLICIES[..2])
+    } else {
+        (&GRID_PODS, &GRID_POLICIES)
+    };
+    let mut grid = Vec::new();
+    for &p in pods {
+        for &q in policies {
+            match child(p, q)? {
+                Some(v) => {
+                    println!(
+                        "  {p:>6} pods x {q:>5} policies: compile {:.0} ms (warm {:.0} ms), peak RSS {:.0} MiB ({:.0} MiB state)",
+                        v["compile_cold_s"].as_f64().unwrap_or(0.0) * 1e3,
+                        v["compile_warm_s"].as_f64().unwrap_or(0.0) * 1e3,
+                        v["hwm_compile_kib"].as_f64().unwrap_or(0.0) / 1024.0,
+                        v["rss_state_kib"].as_f64().unwrap_or(0.0) / 1024.0,
+                    );
+                    grid.push(v);
+                }
+                None => {
+                    println!(
+                        "  {p:>6} pods x {q:>5} policies: skipped (over {} s)",
+                        CHILD_TIMEOUT.as_secs()
+                    );
+                    grid.push(json!({"pods": p, "policies": q, "skipped": true}));
+                }
+            }
+        }
+    }
+    let events = events(quick)?;
+    Ok(json!({"suite": "control", "grid": grid, "latency": events}))
+}
+
+pub fn summary(result: &Value) -> String {
+    let mut md = String::from("## Control plane\n\n");
+    md += "Full compile for one node (100 pods per node; `cold` = first compile of a fresh \
+           `Compiler`, `warm` = median of two recompiles with ids allocated). Peak RSS = \
+           VmHWM of a fresh child process during the compile (reset after building the \
+           cluster state, so it includes the resident state); `state` = RSS before compiling. \
+           Ratio = time / the 1k-pod x 100-policy compile of the same run.\n\n";
+    md += "| pods | policies | cold ms | warm ms | ratio | peak RSS MiB | state MiB | endpoints | rules | ipcache |\n";
+    md += "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    let grid = result["grid"].as_array().cloned().unwrap_or_default();
+    let base = grid
+        .iter()
+        .find(|g| g["pods"] == 1000 && g["policies"] == 100)
+        .and_then(|g| g["compile_cold_s"].as_f64())
+        .unwrap_or(f64::NAN);
+    for g in &grid {
+        if g["skipped"] == true {
+            md += &format!(
+                "| {} | {} | skipped (over {} s) |||||||\n",
+                g["pods"],
+                g["policies"],
+                CHILD_TIMEOUT.as_secs()
+            );
+            continue;
+        }
+        let f = |k: &str| g[k].as_f64().unwrap_or(f64::NAN);
+        md += &format!(
+            "| {} | {} | {} | {} | {:.1}x | {} | {} | {} | {} | {} |\n",
+            g["pods"],
+            g["policies"],
+            fmt_num(f("compile_cold_s") * 1e3),
+            fmt_num(f("compile_warm_s") * 1e3),
+            f("compile_cold_s") / base,
+            fmt_num(f("hwm_compile_kib") / 1024.0),
+            fmt_num(f("rss_state_kib") / 1024.0),
+            g["endpoints"],
+            g["rules"],
+            g["ipcache"],
+        );
+    }
+    let lat = &result["latency"];
+    md += &format!(
+        "\n### Event to maps written ({} pods x {} policies, datapath loaded)\n\n\
+         Per event: ClusterState update + full recompile + render + diff + map writes \
+         (the agent's coalescing window is not included). Initial full sync: {} writes, {} ms.\n\n",
+        lat["pods"],
+        lat["policies"],
+        lat["initial"]["writes"],
+        fmt_num(lat["initial"]["total_s"].as_f64().unwrap_or(f64::NAN) * 1e3)
+    );
+    md += "| event | n | p50 ms | p99 ms | compile p50 ms | render p50 ms | diff+write p50 ms | writes p50 |\n";
+    md += "|---|---:|---:|---:|---:|---:|---:|---:|\n";
+    for kind in [
+        "pod_label_local",
+        "pod_label_remote",
+        "policy_update",
+        "all",
+    ] {
+        let e = &lat["events"][kind];
+        let f = |v: &Value| fmt_num(v.as_f64().unwrap_or(f64::NAN));
+        md += &format!(
+            "| {kind} | {} | {} | {} | {} | {} | {} | {} |\n",
+            e["events"],
+            f(&e["total_ms"]["p50"]),
+            f(&e["total_ms"]["p99"]),
+            f(&e["compile_ms_p50"]),
+            f(&e["render_ms_p50"]),
+            f(&e["diff_write_ms_p50"]),
+            f(&e["writes_p50"]),
+        );
+    }
+    md += "\n### Targets\n\n";
+    if let Some(g) = grid
+        .iter()
+        .find(|g| g["pods"] == 10_000 && g["policies"] == 1_000 && g["skipped"] != true)
+    {
+        let ms = g["compile_cold_s"].as_f64().unwrap_or(f64::NAN) * 1e3;
+        let mib = g["hwm_compile_kib"].as_f64().unwrap_or(f64::NAN) / 1024.0;
+        md += &format!(
+            "- full compile 10k pods x 1k policies: {} ms (target < 500 ms): {}\n",
+            fmt_num(ms),
+            if ms < 500.0 {
+                "met".into()
+            } else {
+                format!("MISSED by {} ms", fmt_num(ms - 500.0))
+            }
+        );
+        md += &format!(
+            "- peak RSS of that compile: {} MiB (target < 200 MiB): {}\n",
+            fmt_num(mib),
+            if mib < 200.0 {
+                "met".into()
+            } else {
+                format!("MISSED by {} MiB", fmt_num(mib - 200.0))
+            }
+        );
+    }
+    let p99 = lat["events"]["all"]["total_ms"]["p99"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    md += &format!(
+        "- p99 event-to-maps at 10k pods: {} ms (target < 100 ms): {}\n",
+        fmt_num(p99),
+        if p99 < 100.0 {
+            "met".into()
+        } else {
+            format!("MISSED by {} ms", fmt_num(p99 - 100.0))
+        }
+    );
+    md
+}

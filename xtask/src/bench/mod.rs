@@ -1,0 +1,246 @@
+//! `cargo xtask bench [datapath|wire|control|all]`: benchmarks, not tests.
+//!
+//! Every figure is reported as a ratio against a baseline measured in the same
+//! run (the machine is shared and noisy; absolute numbers only describe it).
+//! Raw results go to `target/bench/<suite>.json`, plots to
+//! `target/bench/*.svg`, and a Markdown summary to `target/bench/summary.md`
+//! (BENCHMARKS.md at the repository root is written from it).
+//!
+//! How the eBPF object reaches the measuring code: `cargo xtask` runs xtask in
+//! the debug profile and without `PALISADE_EBPF_OBJECT`, so its copy of the
+//! agent library embeds no object and would time unoptimised code. The `bench`
+//! command therefore builds the object first ([`crate::build::build_ebpf`]) and
+//! then re-runs itself as `cargo run --release -p xtask -- bench <suite>
+//! --inner` with `PALISADE_EBPF_OBJECT` set: that release build of xtask
+//! carries an agent library with the object embedded, so `Datapath::load`
+//! works as in the agent. The control-plane suite re-executes that release
+//! binary once more per data point (`--compile-child`) so each compile's peak
+//! RSS is measured in a fresh process.
+
+mod control;
+mod datapath;
+mod plot;
+mod wire;
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use serde_json::{Value, json};
+
+use crate::build::{OBJECT_ENV, build_ebpf};
+use crate::exec::{cargo, require_root, run as exec, workspace_root};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Suite {
+    /// Per-packet cost of the TC programs (BPF_PROG_TEST_RUN).
+    Datapath,
+    /// Pod-to-pod transactions, connections and throughput on a virtual node.
+    Wire,
+    /// Compile time, memory and event-to-maps latency.
+    Control,
+    /// All three.
+    All,
+}
+
+impl Suite {
+    fn name(self) -> &'static str {
+        match self {
+            Suite::Datapath => "datapath",
+            Suite::Wire => "wire",
+            Suite::Control => "control",
+            Suite::All => "all",
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct Options {
+    /// Which suite to run.
+    #[arg(value_enum, default_value = "all")]
+    suite: Suite,
+    /// Fewer repeats and shorter points: a smoke test of the benchmark itself.
+    #[arg(long)]
+    quick: bool,
+    /// Only regenerate the summaries and plots from the JSON of an earlier run.
+    #[arg(long)]
+    replot: bool,
+    /// Internal: this is the release-mode measuring process.
+    #[arg(long, hide = true)]
+    inner: bool,
+    /// Internal: compile one synthetic cluster (`<pods>x<policies>`) in this
+    /// process and print its figures as one JSON line.
+    #[arg(long, hide = true, value_name = "PODSxPOLICIES")]
+    compile_child: Option<String>,
+}
+
+/// Where results go.
+pub fn out_dir() -> PathBuf {
+    workspace_root().join("target/bench")
+}
+
+pub fn run(opts: Options) -> Result<()> {
+    if let Some(spec) = &opts.compile_child {
+        return control::compile_child(spec);
+    }
+    if opts.replot {
+        return replot();
+    }
+    require_root("cargo xtask bench")?;
+    if !opts.inner {
+        let object = build_ebpf()?;
+        let mut cmd = cargo();
+        cmd.args(["run", "--release", "--quiet", "-p", "xtask", "--", "bench"])
+            .arg(opts.suite.name())
+            .arg("--inner")
+            .env(OBJECT_ENV, &object);
+        if opts.quick {
+            cmd.arg("--quick");
+        }
+        eprintln!("bench: building and running the release-mode measuring process");
+        return exec(&mut cmd);
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("bench: warning: running a debug build; figures are not representative");
+    }
+    let dir = out_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let machine = machine();
+    println!(
+        "bench: {} CPUs, kernel {}, {}",
+        machine["nproc"], machine["kernel"], machine["cpu"]
+    );
+    let started = Instant::now();
+    let suites = match opts.suite {
+        Suite::All => vec![Suite::Datapath, Suite::Wire, Suite::Control],
+        s => vec![s],
+    };
+    for suite in suites {
+        let t = Instant::now();
+        println!("\n== {} ==", suite.name());
+        let mut result = match suite {
+            Suite::Datapath => datapath::run(opts.quick)?,
+            Suite::Wire => wire::run(opts.quick)?,
+            Suite::Control => control::run(opts.quick)?,
+            Suite::All => unreachable!("expanded above"),
+        };
+        result["machine"] = machine.clone();
+        result["quick"] = json!(opts.quick);
+        result["seconds"] = json!(t.elapsed().as_secs_f64());
+        let path = dir.join(format!("{}.json", suite.name()));
+        fs::write(&path, serde_json::to_string_pretty(&result)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        let md = publish(suite, &result)?;
+        println!("{md}");
+        println!(
+            "({} written, {:.0} s)",
+            path.display(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    write_summary(&machine)?;
+    println!(
+        "\nbench: done in {:.0} s; results under {}",
+        started.elapsed().as_secs_f64(),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Writes a suite's Markdown and plots; returns the Markdown.
+fn publish(suite: Suite, result: &Value) -> Result<String> {
+    let dir = out_dir();
+    let md = match suite {
+        Suite::Datapath => datapath::summary(result),
+        Suite::Wire => wire::summary(result),
+        _ => control::summary(result),
+    };
+    fs::write(dir.join(format!("{}.md", suite.name())), &md)?;
+    match suite {
+        Suite::Datapath => plot::datapath(result, &dir)?,
+        Suite::Wire => plot::wire(result, &dir)?,
+        _ => plot::control(result, &dir)?,
+    }
+    Ok(md)
+}
+
+/// `summary.md`: every suite's Markdown found under the output directory.
+fn write_summary(machine: &Value) -> Result<()> {
+    let dir = out_dir();
+    let mut summary = String::from("# Palisade benchmark results\n\n");
+    summary += &format!(
+        "Machine: {} CPUs ({}), kernel {}.\n\n",
+        machine["nproc"],
+        machine["cpu"].as_str().unwrap_or("?"),
+        machine["kernel"].as_str().unwrap_or("?")
+    );
+    for name in ["datapath", "wire", "control"] {
+        if let Ok(md) = fs::read_to_string(dir.join(format!("{name}.md"))) {
+            summary += &md;
+            summary += "\n";
+        }
+    }
+    fs::write(dir.join("summary.md"), summary)?;
+    Ok(())
+}
+
+/// Regenerates Markdown and plots from the JSON files of an earlier run.
+fn replot() -> Result<()> {
+    let mut machine = machine();
+    for suite in [Suite::Datapath, Suite::Wire, Suite::Control] {
+        let path = out_dir().join(format!("{}.json", suite.name()));
+        let Ok(text) = fs::read_to_string(&path) else {
+            continue;
+        };
+        let result: Value = serde_json::from_str(&text)?;
+        machine = result["machine"].clone();
+        publish(suite, &result)?;
+        println!("bench: replotted {}", path.display());
+    }
+    write_summary(&machine)
+}
+
+/// nproc, kernel and CPU model.
+fn machine() -> Value {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    json!({ "nproc": nproc, "kernel": kernel, "cpu": cpu })
+}
+
+/// Median of a sample (sorted copy); 0 for an empty one.
+pub fn median(v: &[f64]) -> f64 {
+    percentile(v, 50.0)
+}
+
+/// Nearest-rank percentile of a sample; 0 for an empty one.
+pub fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
+    s[rank.clamp(1, s.len()) - 1]
+}
+
+/// A number for a table: integers as such, small values with one decimal.
+pub fn fmt_num(x: f64) -> String {
+    if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else if x.abs() >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
