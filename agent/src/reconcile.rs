@@ -154,8 +154,12 @@ pub async fn run<I: Interfaces>(
     r.set_not_ready("waiting for the source's initial state");
     tokio::pin!(shutdown);
     let mut burst_started: Option<Instant> = None;
+    let mut cni_open = true;
     loop {
         let retry = tokio::time::sleep(r.settings.retry);
+        // Whether something happened that the kernel may need to follow (a
+        // CNI waiter's deadline tick, or a CNI CHECK/DEL, does not).
+        let mut dirty = true;
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             event = source.recv() => {
@@ -166,14 +170,21 @@ pub async fn run<I: Interfaces>(
             }
             _ = r.interfaces.changed() => {}
             _ = retry, if r.unresolved > 0 => {}
-            call = cni_calls.recv() => {
-                if let Some(call) = call
-                    && r.on_cni(call)
-                {
+            call = cni_calls.recv(), if cni_open => {
+                // A closed channel means no CNI socket: stop polling it.
+                cni_open = call.is_some();
+                dirty = call.is_some_and(|call| r.on_cni(call));
+                if dirty {
                     burst_started.get_or_insert_with(Instant::now);
                 }
             }
-            _ = tokio::time::sleep(Duration::from_millis(100)), if !r.cni_waiters.is_empty() => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)), if !r.cni_waiters.is_empty() => {
+                dirty = false;
+            }
+        }
+        if !dirty {
+            r.answer_cni_waiters();
+            continue;
         }
         // Coalesce: take whatever else arrives within the window.
         let deadline = tokio::time::Instant::now() + r.settings.coalesce;
