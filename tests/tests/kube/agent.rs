@@ -81,6 +81,9 @@ impl Bed {
                 "--metrics-addr",
                 AGENT_METRICS,
             ])
+            // Its own CNI socket: never the host's default path.
+            .arg("--cni-socket")
+            .arg(self.dir.path().join("cni.sock"))
             .env("PALISADE_LOG", "info,palisade_agent=debug")
             .env_remove("HTTPS_PROXY")
             .env_remove("https_proxy")
