@@ -67,17 +67,17 @@ impl Flow {
     }
 }
 
-/// A live entry for a flow.
+/// A live entry for a flow: where it lives, and its value as read once at
+/// lookup (every decision for this packet uses that one read).
 pub struct Entry {
     value: *mut CtValue,
+    seen: CtValue,
 }
 
 impl Entry {
     #[inline(always)]
     fn get(&self) -> CtValue {
-        // SAFETY: `value` points into a map value that stays valid for the
-        // program's run (RCU); the read is a plain copy.
-        unsafe { core::ptr::read_volatile(self.value) }
+        self.seen
     }
 
     /// The direction in which the flow was opened.
@@ -163,12 +163,13 @@ fn timeout(protocol: u8, flags: u32) -> u64 {
 #[inline(always)]
 pub fn lookup(flow: &Flow, now: u64) -> Option<Entry> {
     let value = CONNTRACK.get_ptr_mut(&flow.key)?;
-    let entry = Entry { value };
-    let v = entry.get();
-    if now.wrapping_sub(v.last_seen_ns) > timeout(flow.key.protocol, v.flags) {
+    // SAFETY: `value` points into a map value that stays valid for the
+    // program's run (RCU); the read is a plain copy.
+    let seen = unsafe { core::ptr::read_volatile(value) };
+    if now.wrapping_sub(seen.last_seen_ns) > timeout(flow.key.protocol, seen.flags) {
         return None;
     }
-    Some(entry)
+    Some(Entry { value, seen })
 }
 
 /// Creates (or replaces) the entry of a flow opened in `origin`.

@@ -20,6 +20,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use palisade_common::ids::{IdentityId, RuleId};
+use palisade_common::policy::{PREFIX_ANY_PORT, PREFIX_FULL};
 use serde::{Deserialize, Serialize};
 
 use super::plan::{DatapathPlan, Direction, EndpointPlan, L4Match, RuleKey};
@@ -114,32 +115,17 @@ pub fn has_ports(protocol: u8) -> bool {
 /// prefix length of the trie entry that matches (72 for Any, 80 for a whole
 /// protocol, 80 + k for the aligned port block of a range containing `port`).
 ///
-/// A range `first..=last` is written as its minimal cover by power-of-two
-/// aligned blocks (greedy from `first`); this finds the block holding `port`.
+/// A range is written as its minimal cover by aligned blocks
+/// ([`L4Match::lpm_entries`]); this finds the block holding `port`.
 pub fn match_prefix_len(l4: L4Match, port: u16) -> u32 {
-    match l4 {
-        L4Match::Any => 72,
-        L4Match::Protocol(_) => 80,
-        L4Match::Ports { first, last, .. } => {
-            let (mut lo, hi, port) = (u32::from(first), u32::from(last), u32::from(port));
-            while lo <= hi {
-                // Largest aligned block starting at `lo` that stays within `hi`.
-                let mut size: u32 = if lo == 0 {
-                    1 << 16
-                } else {
-                    1 << lo.trailing_zeros().min(16)
-                };
-                while lo + size - 1 > hi {
-                    size >>= 1;
-                }
-                if port < lo + size {
-                    return 96 - size.trailing_zeros();
-                }
-                lo += size;
-            }
-            96
-        }
-    }
+    l4.lpm_entries()
+        .into_iter()
+        .find(|&(len, _, start)| {
+            let size = 1u32 << (PREFIX_FULL - len).min(16);
+            len <= PREFIX_ANY_PORT
+                || (u32::from(start)..u32::from(start) + size).contains(&u32::from(port))
+        })
+        .map_or(PREFIX_FULL, |(len, _, _)| len)
 }
 
 /// The rule the kernel's LPM lookup returns for `identity`: among the entries

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use palisade_common::ids::{EndpointId, IdentityId, RuleId};
+use palisade_common::policy::{PREFIX_ANY_PORT, PREFIX_ANY_PROTOCOL};
 use serde::{Deserialize, Serialize};
 
 /// Everything the datapath of one node needs.
@@ -112,6 +113,52 @@ pub enum L4Match {
     },
 }
 
+impl L4Match {
+    /// The kernel's LPM entries for this match, as (prefix length, protocol,
+    /// port): one for `Any` and `Protocol`, the minimal aligned-block cover
+    /// for a port range (see `palisade_common::policy`). The sync layer
+    /// writes exactly these; `lookup` derives its specificity from them.
+    pub fn lpm_entries(self) -> Vec<(u32, u8, u16)> {
+        match self {
+            L4Match::Any => vec![(PREFIX_ANY_PROTOCOL, 0, 0)],
+            L4Match::Protocol(p) => vec![(PREFIX_ANY_PORT, p, 0)],
+            L4Match::Ports {
+                protocol,
+                first,
+                last,
+            } => port_range_prefixes(first, last)
+                .into_iter()
+                .map(|(port, bits)| (PREFIX_ANY_PORT + bits, protocol, port))
+                .collect(),
+        }
+    }
+}
+
+/// The minimal list of `(port, prefix bits)` blocks covering `first..=last`,
+/// each block being the ports sharing the top `prefix bits` of 16 with `port`.
+pub fn port_range_prefixes(first: u16, last: u16) -> Vec<(u16, u32)> {
+    let mut out = Vec::new();
+    if first > last {
+        return out;
+    }
+    let mut lo = u32::from(first);
+    let hi = u32::from(last);
+    while lo <= hi {
+        // Largest aligned block starting at `lo` that stays within `hi`.
+        let mut size = if lo == 0 {
+            1 << 16
+        } else {
+            1u32 << lo.trailing_zeros()
+        };
+        while lo + size - 1 > hi {
+            size >>= 1;
+        }
+        out.push((lo as u16, 16 - size.trailing_zeros()));
+        lo += size;
+    }
+    out
+}
+
 /// One allow entry: `endpoint` may exchange traffic in `direction` with peers of
 /// `identity` ([`IdentityId::ANY`] = every peer) matching `l4`. The port is the
 /// destination port of the connection's first packet (the server's port).
@@ -178,5 +225,73 @@ mod as_pairs {
         Ok(Vec::<(K, V)>::deserialize(deserializer)?
             .into_iter()
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn covered(blocks: &[(u16, u32)]) -> Vec<u32> {
+        let mut ports: Vec<u32> = blocks
+            .iter()
+            .flat_map(|&(port, bits)| {
+                let size = 1u32 << (16 - bits);
+                (u32::from(port)..u32::from(port) + size).collect::<Vec<_>>()
+            })
+            .collect();
+        ports.sort_unstable();
+        ports
+    }
+
+    #[test]
+    fn port_range_prefixes_cover_exactly_the_range() {
+        for (first, last) in [
+            (1, 1),
+            (80, 80),
+            (1, 65535),
+            (1000, 2000),
+            (8080, 8090),
+            (0, 65535),
+            (65535, 65535),
+            (32768, 40000),
+        ] {
+            let blocks = port_range_prefixes(first, last);
+            assert_eq!(
+                covered(&blocks),
+                (u32::from(first)..=u32::from(last)).collect::<Vec<_>>(),
+                "range {first}-{last}"
+            );
+            assert!(
+                blocks.len() <= 32,
+                "range {first}-{last} took {} blocks",
+                blocks.len()
+            );
+        }
+    }
+
+    #[test]
+    fn port_range_prefixes_single_port_is_full_length() {
+        assert_eq!(port_range_prefixes(443, 443), vec![(443, 16)]);
+    }
+
+    #[test]
+    fn port_range_prefixes_empty_when_reversed() {
+        assert!(port_range_prefixes(10, 9).is_empty());
+    }
+
+    #[test]
+    fn lpm_entries_of_a_range_are_its_blocks_under_the_port_prefix() {
+        let entries = L4Match::Ports {
+            protocol: 6,
+            first: 8080,
+            last: 8083,
+        }
+        .lpm_entries();
+        assert_eq!(entries, vec![(PREFIX_ANY_PORT + 14, 6, 8080)]);
+        assert_eq!(
+            L4Match::Any.lpm_entries(),
+            vec![(PREFIX_ANY_PROTOCOL, 0, 0)]
+        );
     }
 }

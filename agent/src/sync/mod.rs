@@ -10,4 +10,4 @@ pub mod render;
 
 pub use apply::{ApplyReport, Syncer};
 pub use diff::{MapOp, diff};
-pub use render::{KernelState, port_range_prefixes, render};
+pub use render::{KernelState, render};

@@ -10,11 +10,9 @@ use palisade_common::endpoint::{
 };
 use palisade_common::ids::RuleId;
 use palisade_common::ipcache::{IPCACHE_FLAG_HOST, IpcacheValue};
-use palisade_common::policy::{
-    PREFIX_ANY_PORT, PREFIX_ANY_PROTOCOL, PREFIX_FULL, PolicyKey, PolicyValue,
-};
+use palisade_common::policy::{PolicyKey, PolicyValue};
 
-use crate::policy::plan::{DatapathPlan, L4Match, PodRef};
+use crate::policy::plan::{DatapathPlan, PodRef};
 
 /// The entries of the maps the agent writes, exactly as the kernel holds them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -44,31 +42,6 @@ pub fn prefix_key(net: &IpNet) -> (u32, Addr16) {
         ),
         IpNet::V6(n) => (u32::from(n.prefix_len()), addr16(IpAddr::V6(n.network()))),
     }
-}
-
-/// The minimal list of `(port, prefix bits)` blocks covering `first..=last`,
-/// each block being the ports sharing the top `prefix bits` of 16 with `port`.
-pub fn port_range_prefixes(first: u16, last: u16) -> Vec<(u16, u32)> {
-    let mut out = Vec::new();
-    if first > last {
-        return out;
-    }
-    let mut lo = u32::from(first);
-    let hi = u32::from(last);
-    while lo <= hi {
-        // Largest aligned block starting at `lo` that stays within `hi`.
-        let mut size = if lo == 0 {
-            1 << 16
-        } else {
-            1u32 << lo.trailing_zeros()
-        };
-        while lo + size - 1 > hi {
-            size >>= 1;
-        }
-        out.push((lo as u16, 16 - size.trailing_zeros()));
-        lo += size;
-    }
-    out
 }
 
 /// Renders a plan for the interfaces that carry its endpoints. Endpoints
@@ -125,76 +98,19 @@ pub fn render(plan: &DatapathPlan, interfaces: &BTreeMap<PodRef, u32>) -> Kernel
 
 /// The LPM entries of one rule key.
 fn policy_keys(key: &crate::policy::plan::RuleKey) -> Vec<(u32, PolicyKey)> {
-    let make =
-        |protocol, port| PolicyKey::new(key.endpoint, key.identity, key.direction, protocol, port);
-    match key.l4 {
-        L4Match::Any => vec![(PREFIX_ANY_PROTOCOL, make(0, 0))],
-        L4Match::Protocol(p) => vec![(PREFIX_ANY_PORT, make(p, 0))],
-        L4Match::Ports {
-            protocol,
-            first,
-            last,
-        } => port_range_prefixes(first, last)
-            .into_iter()
-            .map(|(port, bits)| (PREFIX_ANY_PORT + bits, make(protocol, port)))
-            .collect(),
-    }
-    .into_iter()
-    .map(|(len, k)| (len.min(PREFIX_FULL), k))
-    .collect()
+    key.l4
+        .lpm_entries()
+        .into_iter()
+        .map(|(len, protocol, port)| {
+            let k = PolicyKey::new(key.endpoint, key.identity, key.direction, protocol, port);
+            (len, k)
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn covered(blocks: &[(u16, u32)]) -> Vec<u32> {
-        let mut ports: Vec<u32> = blocks
-            .iter()
-            .flat_map(|&(port, bits)| {
-                let size = 1u32 << (16 - bits);
-                (u32::from(port)..u32::from(port) + size).collect::<Vec<_>>()
-            })
-            .collect();
-        ports.sort_unstable();
-        ports
-    }
-
-    #[test]
-    fn port_range_prefixes_cover_exactly_the_range() {
-        for (first, last) in [
-            (1, 1),
-            (80, 80),
-            (1, 65535),
-            (1000, 2000),
-            (8080, 8090),
-            (0, 65535),
-            (65535, 65535),
-            (32768, 40000),
-        ] {
-            let blocks = port_range_prefixes(first, last);
-            assert_eq!(
-                covered(&blocks),
-                (u32::from(first)..=u32::from(last)).collect::<Vec<_>>(),
-                "range {first}-{last}"
-            );
-            assert!(
-                blocks.len() <= 32,
-                "range {first}-{last} took {} blocks",
-                blocks.len()
-            );
-        }
-    }
-
-    #[test]
-    fn port_range_prefixes_single_port_is_full_length() {
-        assert_eq!(port_range_prefixes(443, 443), vec![(443, 16)]);
-    }
-
-    #[test]
-    fn port_range_prefixes_empty_when_reversed() {
-        assert!(port_range_prefixes(10, 9).is_empty());
-    }
 
     #[test]
     fn prefix_key_maps_ipv4_into_v4_mapped_space() {

@@ -12,9 +12,17 @@ use crate::fixture::*;
 
 const TCP: u8 = 6;
 
-fn reach(bed: &Bed, from: usize, to: usize, dst: IpAddr) -> [bool; 4] {
-    let (a, b) = (&bed.pods[from], &bed.pods[to]);
-    let _ = b;
+/// The server port on TCP.
+fn tcp_port() -> L4Match {
+    L4Match::Ports {
+        protocol: TCP,
+        first: PORT,
+        last: PORT,
+    }
+}
+
+fn reach(bed: &Bed, from: usize, dst: IpAddr) -> [bool; 4] {
+    let a = &bed.pods[from];
     [
         a.probe_tcp(dst, PORT, PROBE).is_reachable(),
         a.probe_udp(dst, PORT, PROBE).is_reachable(),
@@ -38,33 +46,25 @@ fn default_deny_ingress_blocks_tcp_udp_icmp_sctp_and_an_allow_restores_exactly_t
     let _servers = serve_all(&bed, 1);
     bed.apply();
     for dst in bed.pods[1].ips() {
-        assert_eq!(reach(&bed, 0, 1, dst), [true; 4], "no policy: a -> b {dst}");
+        assert_eq!(reach(&bed, 0, dst), [true; 4], "no policy: a -> b {dst}");
     }
     bed.isolate(1, Direction::Ingress).apply();
     for dst in bed.pods[1].ips() {
         assert_eq!(
-            reach(&bed, 0, 1, dst),
+            reach(&bed, 0, dst),
             [false; 4],
             "default deny: a -> b {dst}"
         );
         assert_eq!(
-            reach(&bed, 2, 1, dst),
+            reach(&bed, 2, dst),
             [false; 4],
             "default deny: c -> b {dst}"
         );
     }
     bed.allow(1, Direction::Ingress, 0, L4Match::Any, 1).apply();
     for dst in bed.pods[1].ips() {
-        assert_eq!(
-            reach(&bed, 0, 1, dst),
-            [true; 4],
-            "allowed peer a -> b {dst}"
-        );
-        assert_eq!(
-            reach(&bed, 2, 1, dst),
-            [false; 4],
-            "other peer c -> b {dst}"
-        );
+        assert_eq!(reach(&bed, 0, dst), [true; 4], "allowed peer a -> b {dst}");
+        assert_eq!(reach(&bed, 2, dst), [false; 4], "other peer c -> b {dst}");
     }
 }
 
@@ -76,7 +76,7 @@ fn a_non_isolated_pod_is_untouched_and_the_node_may_always_probe() {
     bed.isolate(1, Direction::Ingress).apply();
     for dst in bed.pods[2].ips() {
         assert_eq!(
-            reach(&bed, 0, 2, dst),
+            reach(&bed, 0, dst),
             [true; 4],
             "a -> c (c not isolated) {dst}"
         );
@@ -95,17 +95,7 @@ fn a_port_rule_allows_only_its_port_and_protocol() {
     let _servers = serve_all(&bed, 1);
     let _other = bed.pods[1].serve_tcp(81).expect("tcp 81");
     bed.isolate(1, Direction::Ingress)
-        .allow(
-            1,
-            Direction::Ingress,
-            0,
-            L4Match::Ports {
-                protocol: TCP,
-                first: PORT,
-                last: PORT,
-            },
-            1,
-        )
+        .allow(1, Direction::Ingress, 0, tcp_port(), 1)
         .apply();
     let dst: IpAddr = bed.pods[1].ipv4().into();
     assert!(bed.pods[0].probe_tcp(dst, PORT, PROBE).is_reachable());
@@ -120,17 +110,7 @@ fn replies_pass_into_an_ingress_isolated_client_and_egress_isolation_blocks_new_
     // a may connect out to b, but nothing may connect in to a.
     bed.isolate(0, Direction::Ingress)
         .isolate(0, Direction::Egress)
-        .allow(
-            0,
-            Direction::Egress,
-            1,
-            L4Match::Ports {
-                protocol: TCP,
-                first: PORT,
-                last: PORT,
-            },
-            1,
-        )
+        .allow(0, Direction::Egress, 1, tcp_port(), 1)
         .apply();
     for dst in bed.pods[1].ips() {
         assert!(
@@ -149,17 +129,7 @@ fn an_established_connection_survives_unrelated_changes_and_is_cut_when_its_allo
     let mut bed = Bed::new(0, &["a", "b", "c"]);
     let _servers = serve_all(&bed, 1);
     bed.isolate(1, Direction::Ingress)
-        .allow(
-            1,
-            Direction::Ingress,
-            0,
-            L4Match::Ports {
-                protocol: TCP,
-                first: PORT,
-                last: PORT,
-            },
-            1,
-        )
+        .allow(1, Direction::Ingress, 0, tcp_port(), 1)
         .apply();
     let mut conn = bed.pods[0]
         .connect_tcp(bed.pods[1].ipv4().into(), PORT, PROBE)
@@ -188,17 +158,7 @@ fn a_restarted_datapath_keeps_connections_and_denials() {
     let mut bed = Bed::new(0, &["a", "b", "c"]);
     let _servers = serve_all(&bed, 1);
     bed.isolate(1, Direction::Ingress)
-        .allow(
-            1,
-            Direction::Ingress,
-            0,
-            L4Match::Ports {
-                protocol: TCP,
-                first: PORT,
-                last: PORT,
-            },
-            1,
-        )
+        .allow(1, Direction::Ingress, 0, tcp_port(), 1)
         .apply();
     let b4: IpAddr = bed.pods[1].ipv4().into();
     let mut conn = bed.pods[0].connect_tcp(b4, PORT, PROBE).expect("connect");
