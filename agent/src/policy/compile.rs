@@ -11,25 +11,42 @@
 //! Ids (identities, endpoints, rules) are stable across compiles of the same
 //! [`Compiler`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use palisade_common::ids::{EndpointId, IdentityId, RuleId};
 
-use super::identity::{self, Atom, AtomTable, DescriptionCache, Identities};
+use super::identity::{Atom, AtomTable, DescriptionCache, Identities};
+use super::identity_cache::{IdentityCache, IdentityChanges, Inputs};
 use super::ids::IdAllocator;
 use super::lookup::{ipcache_lookup, l4_matches};
 use super::plan::{
     DatapathPlan, Direction, EndpointPlan, L4Match, PodRef, PolicyRef, RuleKey, RuleOrigin,
 };
 use crate::state::ClusterState;
-use crate::state::model::{ContainerPort, Pod, Service};
+use crate::state::journal::{Change, Mark};
+use crate::state::model::{ContainerPort, Pod, Protocol, Service};
 use crate::state::netpol::{NetworkPolicy, Peer, PortRef, Rule};
 
 /// Key of a rule id: policy, direction, index in its rule list.
 type RuleSlot = (PolicyRef, Direction, u32);
 
-/// Compiles plans, keeping ids stable across compiles.
+/// Endpoints sharing a direction, applying policies and (for ingress)
+/// container ports get the same allow entries.
+type GroupKey = (Direction, Vec<PolicyRef>, Vec<ContainerPort>);
+
+/// A group's allow entries and what they were computed from.
+#[derive(Debug)]
+struct Expansion {
+    entries: Vec<Entry>,
+    /// Atoms of the group's rules: their identities are in the entries.
+    atoms: HashSet<u32>,
+    /// Port names of its egress rules: resolved per peer identity.
+    names: HashSet<(String, Protocol)>,
+}
+
+/// Compiles plans, keeping ids stable across compiles and reusing what the
+/// changes since the previous compile leave valid.
 #[derive(Debug)]
 pub struct Compiler {
     atoms: IdAllocator<Atom>,
@@ -37,6 +54,10 @@ pub struct Compiler {
     endpoints: IdAllocator<PodRef>,
     rules: IdAllocator<RuleSlot>,
     descriptions: DescriptionCache,
+    remote: IdentityCache,
+    expansions: HashMap<GroupKey, Expansion>,
+    /// The state's point the expansions were computed at.
+    mark: Option<Mark>,
 }
 
 impl Default for Compiler {
@@ -57,6 +78,9 @@ impl Compiler {
             endpoints: IdAllocator::new(1),
             rules: IdAllocator::new(1),
             descriptions: DescriptionCache::default(),
+            remote: IdentityCache::default(),
+            expansions: HashMap::new(),
+            mark: None,
         }
     }
 
@@ -64,11 +88,11 @@ impl Compiler {
     /// addresses (and its hostNetwork pods') are HOST.
     pub fn compile(&mut self, cluster: &ClusterState, node_name: &str) -> DatapathPlan {
         let host = cluster.node_addresses(node_name);
-        self.compile_for(
-            cluster,
-            |p| p.node_name.as_deref() == Some(node_name),
-            &host,
-        )
+        let locals = cluster
+            .pods_on(node_name)
+            .filter(|p| p.is_endpoint())
+            .collect();
+        self.compile_locals(cluster, locals, &host)
     }
 
     /// The plan with the endpoint pods accepted by `is_local` as endpoints and
@@ -79,11 +103,21 @@ impl Compiler {
         is_local: impl Fn(&Pod) -> bool,
         host: &BTreeSet<IpAddr>,
     ) -> DatapathPlan {
-        let policies: Vec<&NetworkPolicy> = cluster.policies().collect();
-        let locals: Vec<&Pod> = cluster
+        let locals = cluster
             .pods()
             .filter(|p| p.is_endpoint() && is_local(p))
             .collect();
+        self.compile_locals(cluster, locals, host)
+    }
+
+    /// The plan for the endpoint pods `locals` (in key order).
+    fn compile_locals(
+        &mut self,
+        cluster: &ClusterState,
+        locals: Vec<&Pod>,
+        host: &BTreeSet<IpAddr>,
+    ) -> DatapathPlan {
+        let policies: Vec<&NetworkPolicy> = cluster.policies().collect();
         let applying = applying_policies(&policies, &locals);
 
         // Rule ids and atoms of every policy that selects a local pod.
@@ -148,14 +182,17 @@ impl Compiler {
         } else {
             Vec::new()
         };
-        let ids = identity::assign(
-            cluster,
+        let (ids, changes) = self.remote.update(
+            &Inputs {
+                cluster,
+                services: &services,
+                host,
+            },
             &mut table,
             &mut self.atoms,
             &mut self.identities,
-            &services,
-            host,
         );
+        self.forget_stale_expansions(cluster, changes);
 
         let mut plan = DatapathPlan::default();
         let mut groups: HashMap<(Direction, Vec<usize>, Vec<ContainerPort>), Vec<usize>> =
@@ -208,10 +245,21 @@ impl Compiler {
             rule_atoms: &rule_atoms,
             ids: &ids,
         };
-        for ((d, pols, _), members) in &groups {
-            let entries = ctx.expand(*d, pols, locals[members[0]]);
+        let mut used: HashSet<GroupKey> = HashSet::with_capacity(groups.len());
+        for ((d, pols, ports), members) in &groups {
+            let key: GroupKey = (
+                *d,
+                pols.iter().map(|&pi| policies[pi].policy_ref()).collect(),
+                ports.clone(),
+            );
+            let expansion = self
+                .expansions
+                .entry(key.clone())
+                .or_insert_with(|| ctx.expand(*d, pols, locals[members[0]]));
+            let entries = &expansion.entries;
+            used.insert(key);
             for &l in members {
-                for (identity, l4, rule) in &entries {
+                for (identity, l4, rule) in entries {
                     insert_min(
                         &mut plan,
                         RuleKey {
@@ -225,7 +273,7 @@ impl Compiler {
                 }
             }
             if *d == Direction::Egress {
-                for (sid, l4, rule, denied) in service_entries(cluster, &services, &ids, &entries) {
+                for (sid, l4, rule, denied) in service_entries(cluster, &services, &ids, entries) {
                     for &l in members {
                         // Denied backends that are the endpoint itself are allowed (self).
                         if denied.iter().all(|a| locals[l].ips.contains(a)) {
@@ -241,6 +289,8 @@ impl Compiler {
                 }
             }
         }
+        self.expansions.retain(|k, _| used.contains(k));
+        self.mark = Some(cluster.mark());
 
         plan.identities = self.descriptions.describe(&ids, &table);
         plan.ipcache = ids.ipcache;
@@ -255,6 +305,31 @@ impl Compiler {
         self.endpoints.finish();
         self.rules.finish();
         plan
+    }
+}
+
+impl Compiler {
+    /// Drops the expansions the changes since the last compile invalidate:
+    /// those of changed policies and those whose atoms or egress port names
+    /// gained or lost identities; all of them when that is unknown.
+    fn forget_stale_expansions(&mut self, cluster: &ClusterState, changes: IdentityChanges) {
+        let changed: Option<HashSet<&PolicyRef>> =
+            self.mark.and_then(|m| cluster.changes_since(m)).map(|c| {
+                c.filter_map(|c| match c {
+                    Change::Policy(p) => Some(p),
+                    Change::Pod(_) | Change::Namespace(_) => None,
+                })
+                .collect()
+            });
+        let Some(policies) = changed.filter(|_| !changes.rebuilt) else {
+            self.expansions.clear();
+            return;
+        };
+        self.expansions.retain(|(_, pols, _), e| {
+            !pols.iter().any(|p| policies.contains(p))
+                && e.atoms.is_disjoint(&changes.atoms)
+                && e.names.is_disjoint(&changes.names)
+        });
     }
 }
 
@@ -314,8 +389,12 @@ struct RuleContext<'a> {
 impl RuleContext<'_> {
     /// The allow entries of `pols`' rules in direction `d` for a local pod
     /// (`pod` resolves ingress named ports).
-    fn expand(&self, d: Direction, pols: &[usize], pod: &Pod) -> Vec<Entry> {
-        let mut out = Vec::new();
+    fn expand(&self, d: Direction, pols: &[usize], pod: &Pod) -> Expansion {
+        let mut out = Expansion {
+            entries: Vec::new(),
+            atoms: HashSet::new(),
+            names: HashSet::new(),
+        };
         for &pi in pols {
             for (ri, rule) in self.policies[pi].allowing_rules(d).iter().enumerate() {
                 let (Some(&id), Some(atoms)) = (
@@ -324,7 +403,15 @@ impl RuleContext<'_> {
                 ) else {
                     continue;
                 };
-                self.expand_rule(d, rule, atoms, id, pod, &mut out);
+                out.atoms.extend(atoms.iter().copied());
+                if d == Direction::Egress {
+                    for spec in rule.ports.iter().flatten() {
+                        if let Some(PortRef::Named(n)) = &spec.port {
+                            out.names.insert((n.clone(), spec.protocol));
+                        }
+                    }
+                }
+                self.expand_rule(d, rule, atoms, id, pod, &mut out.entries);
             }
         }
         out
@@ -470,6 +557,25 @@ fn service_entries(
         }
     }
     out
+}
+
+#[cfg(test)]
+impl Compiler {
+    /// Makes the next compile start from nothing but the ids.
+    pub(crate) fn forget_history(&mut self) {
+        self.remote = IdentityCache::default();
+        self.expansions.clear();
+        self.mark = None;
+    }
+
+    /// The atoms an allocated identity stands for.
+    pub(crate) fn identity_atoms(&self, id: IdentityId) -> Option<BTreeSet<Atom>> {
+        self.identities
+            .key_of(id.0)?
+            .iter()
+            .map(|a| self.atoms.key_of(*a).cloned())
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -79,6 +79,11 @@ impl<K: Hash + Eq + Clone> IdAllocator<K> {
         self.generation += 1;
     }
 
+    /// The key holding `id` (a scan: for tests and diagnostics).
+    pub fn key_of(&self, id: u32) -> Option<&K> {
+        self.ids.iter().find(|(_, s)| s.id == id).map(|(k, _)| k)
+    }
+
     /// Number of live ids.
     pub fn len(&self) -> usize {
         self.ids.len()

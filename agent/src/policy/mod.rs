@@ -3,6 +3,7 @@ pub mod compile;
 pub mod eval;
 pub mod explain;
 pub mod identity;
+pub mod identity_cache;
 pub mod ids;
 pub mod lookup;
 pub mod plan;

@@ -3,19 +3,22 @@
 //!
 //! The run is reproducible: fixed seed, no failure persistence files.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use k8s_openapi::api::networking::v1 as net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use palisade_common::ids::IdentityId;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 
 use super::compile::Compiler;
 use super::eval;
 use super::fixtures::*;
+use super::identity::Atom;
 use super::lookup::{Flow, evaluate};
-use super::plan::Direction;
+use super::plan::{DatapathPlan, Direction};
 use crate::state::{ClusterState, K8sObject};
 
 const NAMESPACES: [&str; 3] = ["ns0", "ns1", "ns2"];
@@ -362,5 +365,203 @@ proptest! {
         let a = compiler.compile_for(&c, |_| true, &BTreeSet::new());
         let b = compiler.compile_for(&c, |_| true, &BTreeSet::new());
         prop_assert_eq!(a, b);
+    }
+}
+
+/// One change to a cluster between two compiles.
+#[derive(Clone, Debug)]
+enum Mutation {
+    Relabel(usize, Vec<(&'static str, &'static str)>),
+    Replace(usize, PodSpec),
+    MoveIp(usize, usize),
+    DeletePod(usize),
+    RelabelNamespace(usize, Vec<(&'static str, &'static str)>),
+    PutPolicy(Box<PolicyB>),
+    DeletePolicy(usize),
+    Service(usize, Vec<usize>),
+    Host(usize),
+    Locals(u8),
+}
+
+fn mutation_strategy() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        3 => (0..10usize, label_strategy()).prop_map(|(i, l)| Mutation::Relabel(i, l)),
+        2 => (0..10usize, pod_strategy()).prop_map(|(i, p)| Mutation::Replace(i, p)),
+        1 => (0..10usize, 0..10usize).prop_map(|(i, j)| Mutation::MoveIp(i, j)),
+        1 => (0..10usize).prop_map(Mutation::DeletePod),
+        2 => (0..NAMESPACES.len(), label_strategy()).prop_map(|(n, l)| Mutation::RelabelNamespace(n, l)),
+        2 => policy_strategy().prop_map(|p| Mutation::PutPolicy(Box::new(p))),
+        1 => (0..5usize).prop_map(Mutation::DeletePolicy),
+        1 => (0..2usize, proptest::collection::vec(0..10usize, 0..3)).prop_map(|(s, b)| Mutation::Service(s, b)),
+        1 => (0..3usize).prop_map(Mutation::Host),
+        1 => any::<u8>().prop_map(Mutation::Locals),
+    ]
+}
+
+/// Pod `i` as `pod_strategy` describes it, with IP index `ip`.
+fn build_pod(i: usize, ip: usize, (ns, labels, v6, web, dns): &PodSpec) -> PodB {
+    let mut p = pod(&format!("pod{i}"))
+        .ns(NAMESPACES[*ns])
+        .ip(&format!("10.0.0.{}", ip + 1));
+    if *v6 {
+        p = p.ip(&format!("fd00::{}", ip + 1));
+    }
+    for (k, v) in labels {
+        p = p.label(k, v);
+    }
+    if let Some(w) = web {
+        p = p.port("web", i32::from(*w), "TCP");
+    }
+    if let Some(d) = dns {
+        p = p.port("dns", i32::from(*d), "UDP");
+    }
+    p
+}
+
+/// Applies `m` to `c`; `specs` holds each pod's current spec and IP index.
+fn mutate(
+    c: &mut ClusterState,
+    specs: &mut Vec<Option<(PodSpec, usize)>>,
+    host: &mut BTreeSet<IpAddr>,
+    locals: &mut u8,
+    m: &Mutation,
+) {
+    let put = |c: &mut ClusterState, i: usize, spec: &(PodSpec, usize)| {
+        let obj: K8sObject = build_pod(i, spec.1, &spec.0).into();
+        c.apply(&obj).expect("pod");
+    };
+    match m {
+        Mutation::Relabel(i, labels) => {
+            if let Some(Some(spec)) = specs.get_mut(*i) {
+                spec.0.1 = labels.clone();
+                let spec = spec.clone();
+                put(c, *i, &spec);
+            }
+        }
+        Mutation::Replace(i, p) => {
+            let i = (*i).min(specs.len());
+            if i == specs.len() {
+                specs.push(None);
+            }
+            let spec = (p.clone(), i);
+            put(c, i, &spec);
+            specs[i] = Some(spec);
+        }
+        Mutation::MoveIp(i, j) => {
+            if let Some(Some(spec)) = specs.get_mut(*i) {
+                spec.1 = *j;
+                let spec = spec.clone();
+                put(c, *i, &spec);
+            }
+        }
+        Mutation::DeletePod(i) => {
+            if let Some(slot) = specs.get_mut(*i) {
+                *slot = None;
+                for ns in NAMESPACES {
+                    c.delete_pod(ns, &format!("pod{i}"));
+                }
+            }
+        }
+        Mutation::RelabelNamespace(n, labels) => {
+            let mut b = namespace(NAMESPACES[*n]).label("team", ["x", "y", "z"][*n]);
+            for (k, v) in labels {
+                b = b.label(k, v);
+            }
+            c.apply(&b.into()).expect("namespace");
+        }
+        Mutation::PutPolicy(p) => {
+            c.apply(&(**p).clone().into()).expect("policy");
+        }
+        Mutation::DeletePolicy(k) => {
+            let keys: Vec<_> = c.policies().map(|p| p.policy_ref()).collect();
+            if !keys.is_empty() {
+                let key = &keys[k % keys.len()];
+                c.delete_policy(&key.namespace, &key.name);
+            }
+        }
+        Mutation::Service(s, backends) => {
+            let svc = service(NAMESPACES[0], &format!("svc{s}"))
+                .cluster_ip(&format!("10.96.0.{}", s + 1))
+                .port("web", 80, IntOrString::Int(80));
+            let mut sl =
+                slice(NAMESPACES[0], &format!("svc{s}-a"), &format!("svc{s}")).port("web", 80);
+            for b in backends {
+                sl = sl.endpoint(&format!("10.0.0.{}", b + 1), None, None);
+            }
+            c.apply(&svc.into()).expect("service");
+            c.apply(&K8sObject::EndpointSlice(sl.0)).expect("slice");
+        }
+        Mutation::Host(h) => {
+            *host = match h {
+                0 => BTreeSet::new(),
+                1 => ["10.0.0.1"]
+                    .iter()
+                    .map(|a| a.parse().expect("ip"))
+                    .collect(),
+                _ => ["10.0.0.3", "fd00::2", "192.168.1.1"]
+                    .iter()
+                    .map(|a| a.parse().expect("ip"))
+                    .collect(),
+            };
+        }
+        Mutation::Locals(mask) => *locals = *mask,
+    }
+}
+
+/// A plan with identities replaced by the atoms they stand for, so plans of
+/// compilers that numbered identities differently compare equal.
+fn canonical(compiler: &Compiler, plan: &DatapathPlan) -> String {
+    let canon = |id: IdentityId| -> Result<BTreeSet<Atom>, u32> {
+        if id.0 < IdentityId::FIRST_ALLOCATED {
+            return Err(id.0);
+        }
+        compiler.identity_atoms(id).ok_or(u32::MAX)
+    };
+    let identities: BTreeSet<_> = plan.identities.keys().map(|i| canon(*i)).collect();
+    let ipcache: BTreeMap<_, _> = plan.ipcache.iter().map(|(n, i)| (*n, canon(*i))).collect();
+    let rules: BTreeMap<_, _> = plan
+        .rules
+        .iter()
+        .map(|(k, r)| ((k.endpoint, k.direction, canon(k.identity), k.l4), *r))
+        .collect();
+    format!(
+        "identities {identities:#?}\nipcache {ipcache:#?}\nendpoints {:#?}\nrules {rules:#?}\norigins {:#?}\nhost {:?}\nrejections {:?}",
+        plan.endpoints, plan.rule_origins, plan.host_addresses, plan.rejections
+    )
+}
+
+proptest! {
+    #![proptest_config(config(400))]
+
+    /// After any sequence of changes, the compiler that reuses its previous
+    /// work produces the plan a compile from scratch produces.
+    #[test]
+    fn incremental_compiles_equal_compiles_from_scratch(
+        (objs, _n) in cluster_strategy(),
+        pods in proptest::collection::vec(pod_strategy(), 1..8),
+        steps in proptest::collection::vec(mutation_strategy(), 1..12),
+    ) {
+        let mut c = cluster(objs.into_iter().filter(|o| !matches!(o, K8sObject::Pod(_))).collect());
+        let mut specs: Vec<Option<(PodSpec, usize)>> = Vec::new();
+        let mut host = BTreeSet::new();
+        let mut locals = u8::MAX;
+        for (i, p) in pods.into_iter().enumerate() {
+            mutate(&mut c, &mut specs, &mut host, &mut locals, &Mutation::Replace(i, p));
+        }
+        let mut incremental = Compiler::new();
+        let mut scratch = Compiler::new();
+        for (step, m) in std::iter::once(None).chain(steps.iter().map(Some)).enumerate() {
+            if let Some(m) = m {
+                mutate(&mut c, &mut specs, &mut host, &mut locals, m);
+            }
+            let is_local = |p: &crate::state::Pod| {
+                let i: u32 = p.name.trim_start_matches("pod").parse().unwrap_or(0);
+                locals & (1 << (i % 8)) != 0
+            };
+            let a = incremental.compile_for(&c, is_local, &host);
+            scratch.forget_history();
+            let b = scratch.compile_for(&c, is_local, &host);
+            prop_assert_eq!(canonical(&incremental, &a), canonical(&scratch, &b), "after step {} ({:?})", step, m);
+        }
     }
 }

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1::EndpointSlice as K8sEndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy as K8sNetworkPolicy;
 
+use super::journal::{Change, Journal, Mark};
 use super::model::{
     EndpointSlice, ModelError, Namespace, Node, Pod, PodPhase, Service, ServicePort, TargetPort,
 };
@@ -67,6 +68,10 @@ pub struct ClusterState {
     slices: BTreeMap<ObjectKey, EndpointSlice>,
     /// Endpoint pods by IP (several only if the cluster is inconsistent).
     pods_by_ip: BTreeMap<IpAddr, BTreeSet<PodRef>>,
+    /// Pods by `spec.nodeName`.
+    pods_by_node: BTreeMap<String, BTreeSet<PodRef>>,
+    /// What changed, for incremental compiles.
+    journal: Journal,
 }
 
 impl ClusterState {
@@ -90,12 +95,14 @@ impl ClusterState {
     /// Inserts or replaces a Namespace.
     pub fn apply_namespace(&mut self, ns: &core::Namespace) -> Result<(), ModelError> {
         let ns = Namespace::from_k8s(ns)?;
+        self.journal.record(Change::Namespace(ns.name.clone()));
         self.namespaces.insert(ns.name.clone(), ns);
         Ok(())
     }
 
     /// Removes a Namespace.
     pub fn delete_namespace(&mut self, name: &str) {
+        self.journal.record(Change::Namespace(name.to_string()));
         self.namespaces.remove(name);
     }
 
@@ -111,6 +118,12 @@ impl ClusterState {
             for ip in &pod.ips {
                 self.pods_by_ip.entry(*ip).or_default().insert(key.clone());
             }
+        }
+        if let Some(node) = &pod.node_name {
+            self.pods_by_node
+                .entry(node.clone())
+                .or_default()
+                .insert(key.clone());
         }
         self.pods.insert(key, pod);
         Ok(())
@@ -131,22 +144,34 @@ impl ClusterState {
                     }
                 }
             }
+            if let Some(node) = &old.node_name
+                && let Some(set) = self.pods_by_node.get_mut(node)
+            {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.pods_by_node.remove(node);
+                }
+            }
         }
+        self.journal.record(Change::Pod(key));
     }
 
     /// Inserts or replaces a NetworkPolicy (rejections are kept with it).
     pub fn apply_policy(&mut self, np: &K8sNetworkPolicy) -> Result<(), ModelError> {
         let np = NetworkPolicy::from_k8s(np)?;
+        self.journal.record(Change::Policy(np.policy_ref()));
         self.policies.insert(np.policy_ref(), np);
         Ok(())
     }
 
     /// Removes a NetworkPolicy.
     pub fn delete_policy(&mut self, namespace: &str, name: &str) {
-        self.policies.remove(&PolicyRef {
+        let key = PolicyRef {
             namespace: namespace.into(),
             name: name.into(),
-        });
+        };
+        self.policies.remove(&key);
+        self.journal.record(Change::Policy(key));
     }
 
     /// Inserts or replaces a Node.
@@ -200,6 +225,27 @@ impl ClusterState {
     /// A pod by key.
     pub fn pod(&self, key: &PodRef) -> Option<&Pod> {
         self.pods.get(key)
+    }
+
+    /// The pods scheduled to `node_name`, by key.
+    pub fn pods_on(&self, node_name: &str) -> impl Iterator<Item = &Pod> {
+        self.pods_by_node
+            .get(node_name)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.pods.get(k))
+    }
+
+    /// The current point in this state's history of pod, namespace and
+    /// policy changes (nodes, services and slices are not journaled).
+    pub fn mark(&self) -> Mark {
+        self.journal.mark()
+    }
+
+    /// The pods, namespaces and policies changed after `mark`; `None` when
+    /// that is no longer known (read everything again).
+    pub fn changes_since(&self, mark: Mark) -> Option<impl Iterator<Item = &Change>> {
+        self.journal.since(mark)
     }
 
     /// Every (non-terminated) pod, by key.
@@ -337,8 +383,8 @@ impl ClusterState {
             .get(node_name)
             .map(|n| n.addresses.iter().copied().collect())
             .unwrap_or_default();
-        for p in self.pods.values() {
-            if p.host_network && p.node_name.as_deref() == Some(node_name) {
+        for p in self.pods_on(node_name) {
+            if p.host_network {
                 out.extend(p.ips.iter().copied());
             }
         }

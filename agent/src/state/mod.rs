@@ -1,5 +1,6 @@
 //! Cluster state: validated views of Kubernetes objects.
 pub mod cluster;
+pub mod journal;
 pub mod model;
 pub mod netpol;
 
