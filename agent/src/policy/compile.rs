@@ -246,6 +246,7 @@ impl Compiler {
             ids: &ids,
         };
         let mut used: HashSet<GroupKey> = HashSet::with_capacity(groups.len());
+        let mut rules: Vec<(RuleKey, RuleId)> = Vec::new();
         for ((d, pols, ports), members) in &groups {
             let key: GroupKey = (
                 *d,
@@ -259,18 +260,15 @@ impl Compiler {
             let entries = &expansion.entries;
             used.insert(key);
             for &l in members {
-                for (identity, l4, rule) in entries {
-                    insert_min(
-                        &mut plan,
-                        RuleKey {
-                            endpoint: endpoint_ids[l],
-                            direction: *d,
-                            identity: *identity,
-                            l4: *l4,
-                        },
-                        *rule,
-                    );
-                }
+                rules.extend(entries.iter().map(|(identity, l4, rule)| {
+                    let key = RuleKey {
+                        endpoint: endpoint_ids[l],
+                        direction: *d,
+                        identity: *identity,
+                        l4: *l4,
+                    };
+                    (key, *rule)
+                }));
             }
             if *d == Direction::Egress {
                 for (sid, l4, rule, denied) in service_entries(cluster, &services, &ids, entries) {
@@ -283,12 +281,13 @@ impl Compiler {
                                 identity: sid,
                                 l4,
                             };
-                            insert_min(&mut plan, key, rule);
+                            rules.push((key, rule));
                         }
                     }
                 }
             }
         }
+        plan.rules = lowest_rule_per_key(rules);
         self.expansions.retain(|k, _| used.contains(k));
         self.mark = Some(cluster.mark());
 
@@ -333,41 +332,28 @@ impl Compiler {
     }
 }
 
-/// Keeps the lowest rule id when several rules produce the same key.
-fn insert_min(plan: &mut DatapathPlan, key: RuleKey, rule: RuleId) {
-    plan.rules
-        .entry(key)
-        .and_modify(|r| *r = (*r).min(rule))
-        .or_insert(rule);
+/// The allow entries as a map; when several rules produce the same key, the
+/// lowest rule id wins. (Sorting and collecting builds the map in bulk.)
+fn lowest_rule_per_key(mut entries: Vec<(RuleKey, RuleId)>) -> BTreeMap<RuleKey, RuleId> {
+    entries.sort_unstable();
+    entries.dedup_by(|later, first| later.0 == first.0);
+    entries.into_iter().collect()
 }
 
 /// For each local pod, the indices of the policies selecting it (ascending).
-/// Each distinct (namespace, podSelector) is evaluated once.
+/// `policies` is in key order, so a namespace's policies are one range.
 fn applying_policies(policies: &[&NetworkPolicy], locals: &[&Pod]) -> Vec<Vec<usize>> {
-    let mut by_ns: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (l, p) in locals.iter().enumerate() {
-        by_ns.entry(p.namespace.as_str()).or_default().push(l);
-    }
-    let mut cache: HashMap<(&str, &super::selector::Selector), Vec<usize>> = HashMap::new();
-    let mut out = vec![Vec::new(); locals.len()];
-    for (pi, pol) in policies.iter().enumerate() {
-        let Some(members) = by_ns.get(pol.namespace.as_str()) else {
-            continue;
-        };
-        let hits = cache
-            .entry((pol.namespace.as_str(), &pol.pod_selector))
-            .or_insert_with(|| {
-                members
-                    .iter()
-                    .copied()
-                    .filter(|&l| pol.pod_selector.matches(&locals[l].labels))
-                    .collect()
-            });
-        for &l in hits.iter() {
-            out[l].push(pi);
-        }
-    }
-    out
+    locals
+        .iter()
+        .map(|pod| {
+            let ns = pod.namespace.as_str();
+            let first = policies.partition_point(|p| p.namespace.as_str() < ns);
+            let last = first + policies[first..].partition_point(|p| p.namespace.as_str() == ns);
+            (first..last)
+                .filter(|&pi| policies[pi].pod_selector.matches(&pod.labels))
+                .collect()
+        })
+        .collect()
 }
 
 /// Which remote identities a rule's peers cover.
