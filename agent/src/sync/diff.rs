@@ -41,57 +41,79 @@ pub enum MapOp {
     BumpRevision,
 }
 
-fn puts<K: Ord + Copy, V: PartialEq + Copy>(
+/// Entries of `new` that `old` lacks or holds with another value, and keys
+/// of `old` that `new` lacks: one merge pass over both (key-ordered) maps.
+fn changes<K: Ord + Copy, V: PartialEq + Copy>(
     old: &BTreeMap<K, V>,
     new: &BTreeMap<K, V>,
-) -> Vec<(K, V)> {
-    new.iter()
-        .filter(|(k, v)| old.get(k) != Some(v))
-        .map(|(k, v)| (*k, *v))
-        .collect()
+) -> (Vec<(K, V)>, Vec<K>) {
+    let (mut puts, mut deletes) = (Vec::new(), Vec::new());
+    let mut o = old.iter().peekable();
+    let mut n = new.iter().peekable();
+    loop {
+        match (o.peek(), n.peek()) {
+            (None, None) => break,
+            (Some((ok, _)), None) => {
+                deletes.push(**ok);
+                o.next();
+            }
+            (None, Some((nk, nv))) => {
+                puts.push((**nk, **nv));
+                n.next();
+            }
+            (Some((ok, ov)), Some((nk, nv))) => match ok.cmp(nk) {
+                std::cmp::Ordering::Less => {
+                    deletes.push(**ok);
+                    o.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    puts.push((**nk, **nv));
+                    n.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if ov != nv {
+                        puts.push((**nk, **nv));
+                    }
+                    o.next();
+                    n.next();
+                }
+            },
+        }
+    }
+    (puts, deletes)
 }
 
-fn deletes<K: Ord + Copy, V>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Vec<K> {
-    old.keys()
-        .filter(|k| !new.contains_key(k))
-        .copied()
-        .collect()
-}
-
-/// The writes that turn `old` into `new`, in make-before-break order; empty
-/// when they are equal.
 pub fn diff(old: &KernelState, new: &KernelState) -> Vec<MapOp> {
+    let (policy_puts, policy_deletes) = changes(&old.policy, &new.policy);
+    let (ipcache_puts, ipcache_deletes) = changes(&old.ipcache, &new.ipcache);
+    let (endpoint_puts, endpoint_deletes) = changes(&old.endpoints, &new.endpoints);
     let mut ops = Vec::new();
     ops.extend(
-        puts(&old.policy, &new.policy)
+        policy_puts
             .into_iter()
             .map(|((l, k), v)| MapOp::PutPolicy(l, k, v)),
     );
     ops.extend(
-        puts(&old.ipcache, &new.ipcache)
+        ipcache_puts
             .into_iter()
             .map(|((l, a), v)| MapOp::PutIpcache(l, a, v)),
     );
     ops.extend(
-        puts(&old.endpoints, &new.endpoints)
+        endpoint_puts
             .into_iter()
             .map(|(i, e)| MapOp::PutEndpoint(i, e)),
     );
     ops.extend(
-        deletes(&old.ipcache, &new.ipcache)
+        ipcache_deletes
             .into_iter()
             .map(|(l, a)| MapOp::DeleteIpcache(l, a)),
     );
     ops.extend(
-        deletes(&old.policy, &new.policy)
+        policy_deletes
             .into_iter()
             .map(|(l, k)| MapOp::DeletePolicy(l, k)),
     );
-    ops.extend(
-        deletes(&old.endpoints, &new.endpoints)
-            .into_iter()
-            .map(MapOp::DeleteEndpoint),
-    );
+    ops.extend(endpoint_deletes.into_iter().map(MapOp::DeleteEndpoint));
     if !ops.is_empty() {
         ops.push(MapOp::BumpRevision);
     }
@@ -220,5 +242,49 @@ mod tests {
                 MapOp::BumpRevision
             ]
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 300,
+            failure_persistence: None,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0xd1ff),
+            ..Default::default()
+        })]
+
+        /// Replaying the writes on the old state gives the new one, and a
+        /// write is emitted only for an entry that differs.
+        #[test]
+        fn writes_turn_the_old_state_into_the_new(
+            old in proptest::collection::btree_map((0u32..40, 0u32..3), 0u32..3, 0..30),
+            new in proptest::collection::btree_map((0u32..40, 0u32..3), 0u32..3, 0..30),
+        ) {
+            let state = |m: &BTreeMap<(u32, u32), u32>| {
+                let mut s = KernelState::default();
+                for ((identity, endpoint), value) in m {
+                    s.policy.insert(rule(*identity), PolicyValue { rule: RuleId(*value) });
+                    s.endpoints.insert(*endpoint, ep(*value));
+                }
+                s
+            };
+            let (old, new) = (state(&old), state(&new));
+            let mut replay = old.clone();
+            let ops = diff(&old, &new);
+            for op in &ops {
+                match *op {
+                    MapOp::PutPolicy(l, k, v) => { replay.policy.insert((l, k), v); }
+                    MapOp::DeletePolicy(l, k) => { replay.policy.remove(&(l, k)); }
+                    MapOp::PutEndpoint(i, e) => { replay.endpoints.insert(i, e); }
+                    MapOp::DeleteEndpoint(i) => { replay.endpoints.remove(&i); }
+                    MapOp::PutIpcache(..) | MapOp::DeleteIpcache(..) | MapOp::BumpRevision => {}
+                }
+            }
+            proptest::prop_assert_eq!(&replay, &new);
+            let changed = old.policy.iter().filter(|(k, v)| new.policy.get(k) != Some(v)).count()
+                + new.policy.keys().filter(|k| !old.policy.contains_key(k)).count()
+                + old.endpoints.iter().filter(|(k, v)| new.endpoints.get(k) != Some(v)).count()
+                + new.endpoints.keys().filter(|k| !old.endpoints.contains_key(k)).count();
+            proptest::prop_assert_eq!(ops.len(), changed + usize::from(changed > 0));
+        }
     }
 }

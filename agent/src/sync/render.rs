@@ -72,27 +72,36 @@ pub fn render(plan: &DatapathPlan, interfaces: &BTreeMap<PodRef, u32>) -> Kernel
             },
         );
     }
-    for (net, identity) in &plan.ipcache {
-        let is_host =
-            net.prefix_len() == net.max_prefix_len() && plan.host_addresses.contains(&net.addr());
-        let flags = if is_host { IPCACHE_FLAG_HOST } else { 0 };
-        state.ipcache.insert(
-            prefix_key(net),
-            IpcacheValue {
+    // Both maps are built from sorted vectors (in bulk): the kernel keys do not
+    // sort like the plan's.
+    let mut ipcache: Vec<_> = plan
+        .ipcache
+        .iter()
+        .map(|(net, identity)| {
+            let is_host = net.prefix_len() == net.max_prefix_len()
+                && plan.host_addresses.contains(&net.addr());
+            let flags = if is_host { IPCACHE_FLAG_HOST } else { 0 };
+            let value = IpcacheValue {
                 identity: *identity,
                 flags,
-            },
-        );
-    }
-    for (key, rule) in &plan.rules {
-        for (prefix_len, policy_key) in policy_keys(key) {
-            let entry = state
-                .policy
-                .entry((prefix_len, policy_key))
-                .or_insert(PolicyValue { rule: *rule });
-            entry.rule = RuleId(entry.rule.0.min(rule.0));
-        }
-    }
+            };
+            (prefix_key(net), value)
+        })
+        .collect();
+    ipcache.sort_unstable_by_key(|(k, _)| *k);
+    state.ipcache = ipcache.into_iter().collect();
+    // Several plan entries can cover one kernel key: the lowest rule id wins.
+    let mut policy: Vec<((u32, PolicyKey), RuleId)> = plan
+        .rules
+        .iter()
+        .flat_map(|(key, rule)| policy_keys(key).into_iter().map(move |k| (k, *rule)))
+        .collect();
+    policy.sort_unstable();
+    policy.dedup_by(|later, first| later.0 == first.0);
+    state.policy = policy
+        .into_iter()
+        .map(|(k, rule)| (k, PolicyValue { rule }))
+        .collect();
     state
 }
 
