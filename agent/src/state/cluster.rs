@@ -95,6 +95,9 @@ impl ClusterState {
     /// Inserts or replaces a Namespace.
     pub fn apply_namespace(&mut self, ns: &core::Namespace) -> Result<(), ModelError> {
         let ns = Namespace::from_k8s(ns)?;
+        if self.namespaces.get(&ns.name) == Some(&ns) {
+            return Ok(());
+        }
         self.journal.record(Change::Namespace(ns.name.clone()));
         self.namespaces.insert(ns.name.clone(), ns);
         Ok(())
@@ -110,6 +113,10 @@ impl ClusterState {
     pub fn apply_pod(&mut self, pod: &core::Pod) -> Result<(), ModelError> {
         let pod = Pod::from_k8s(pod)?;
         let key = pod.pod_ref();
+        // Status-only updates (most pod events) change nothing we keep.
+        if self.pods.get(&key) == Some(&pod) {
+            return Ok(());
+        }
         self.delete_pod(&key.namespace, &key.name);
         if pod.phase == PodPhase::Terminated {
             return Ok(());
@@ -159,6 +166,9 @@ impl ClusterState {
     /// Inserts or replaces a NetworkPolicy (rejections are kept with it).
     pub fn apply_policy(&mut self, np: &K8sNetworkPolicy) -> Result<(), ModelError> {
         let np = NetworkPolicy::from_k8s(np)?;
+        if self.policies.get(&np.policy_ref()) == Some(&np) {
+            return Ok(());
+        }
         self.journal.record(Change::Policy(np.policy_ref()));
         self.policies.insert(np.policy_ref(), np);
         Ok(())
@@ -389,5 +399,64 @@ impl ClusterState {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::fixtures::{namespace, pod};
+
+    fn journaled(c: &ClusterState, since: Mark) -> Vec<Change> {
+        c.changes_since(since).expect("kept").cloned().collect()
+    }
+
+    #[test]
+    fn the_journal_names_what_changed_and_skips_identical_updates() {
+        let mut c = ClusterState::new();
+        let web = pod("web")
+            .ns("a")
+            .ip("10.0.0.1")
+            .label("app", "web")
+            .node("n1");
+        c.apply(&web.clone().into()).expect("pod");
+        c.apply(&namespace("a").into()).expect("namespace");
+        let m = c.mark();
+        c.apply(&web.clone().into()).expect("same pod");
+        c.apply(&namespace("a").into()).expect("same namespace");
+        assert_eq!(journaled(&c, m), vec![]);
+
+        c.apply(&web.label("tier", "1").into())
+            .expect("relabelled pod");
+        c.apply(&namespace("a").label("team", "x").into())
+            .expect("relabelled ns");
+        c.delete_pod("a", "web");
+        let key = PodRef {
+            namespace: "a".into(),
+            name: "web".into(),
+        };
+        assert_eq!(
+            journaled(&c, m),
+            vec![
+                Change::Pod(key.clone()),
+                Change::Namespace("a".into()),
+                Change::Pod(key)
+            ]
+        );
+        assert_eq!(c.pods_on("n1").count(), 0);
+    }
+
+    #[test]
+    fn pods_on_a_node_follow_rescheduling() {
+        let mut c = ClusterState::new();
+        c.apply(&pod("p").ns("a").ip("10.0.0.1").node("n1").into())
+            .expect("pod");
+        c.apply(&pod("p").ns("a").ip("10.0.0.1").node("n2").into())
+            .expect("moved pod");
+        assert_eq!(c.pods_on("n1").count(), 0);
+        assert_eq!(
+            c.pods_on("n2").map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["p"]
+        );
     }
 }
