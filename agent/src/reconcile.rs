@@ -90,8 +90,8 @@ struct Reconciler<I: Interfaces> {
     first_apply_done: bool,
     /// Called with the time from the first event of a burst to maps written.
     on_programmed: OnProgrammed,
-    /// Pod objects as received, to re-apply them when the CNI plugin reports
-    /// addresses the API server does not show yet.
+    /// This node's Pod objects as received, to re-apply them when the CNI
+    /// plugin reports addresses the API server does not show yet.
     raw_pods: BTreeMap<PodRef, k8s_openapi::api::core::v1::Pod>,
     /// Addresses the CNI plugin reported for pods being set up.
     cni_ips: BTreeMap<PodRef, Vec<IpAddr>>,
@@ -370,7 +370,14 @@ impl<I: Interfaces> Reconciler<I> {
                     namespace: r.namespace.clone(),
                     name: r.name.clone(),
                 };
-                self.raw_pods.insert(key.clone(), pod.clone());
+                // Only this node's pods can be the subject of a CNI ADD.
+                let local = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                    == Some(self.settings.node_name.as_str());
+                if local {
+                    self.raw_pods.insert(key.clone(), pod.clone());
+                } else {
+                    self.raw_pods.remove(&key);
+                }
                 match self.cni_ips.get(&key) {
                     Some(ips)
                         if !ips.is_empty()
