@@ -51,6 +51,18 @@ pub trait Interfaces: Send {
 /// kernel and the cluster state it was compiled from (metrics and flow log).
 pub type OnProgrammed = Box<dyn FnMut(Duration, &DatapathPlan, &ClusterState) + Send>;
 
+/// Called with every plan before its maps are written (rule counters change
+/// owners there, before the new entries can count a packet).
+pub type OnCompiled = Box<dyn FnMut(&DatapathPlan) + Send>;
+
+/// What the loop tells the rest of the agent.
+pub struct Hooks {
+    /// Before a plan's maps are written.
+    pub on_compiled: OnCompiled,
+    /// After a burst of events is programmed.
+    pub on_programmed: OnProgrammed,
+}
+
 /// Errors that stop the loop.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -88,8 +100,8 @@ struct Reconciler<I: Interfaces> {
     attached: BTreeMap<PodRef, PodInterface>,
     unresolved: usize,
     first_apply_done: bool,
-    /// Called with the time from the first event of a burst to maps written.
-    on_programmed: OnProgrammed,
+    /// Called around programming.
+    hooks: Hooks,
     /// This node's Pod objects as received, to re-apply them when the CNI
     /// plugin reports addresses the API server does not show yet.
     raw_pods: BTreeMap<PodRef, k8s_openapi::api::core::v1::Pod>,
@@ -122,7 +134,7 @@ pub async fn run<I: Interfaces>(
     interfaces: I,
     datapath: Datapath,
     status: SharedStatus,
-    on_programmed: OnProgrammed,
+    hooks: Hooks,
     mut cni_calls: mpsc::Receiver<CniCall>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
@@ -145,7 +157,7 @@ pub async fn run<I: Interfaces>(
         attached: BTreeMap::new(),
         unresolved: 0,
         first_apply_done: false,
-        on_programmed,
+        hooks,
         raw_pods: BTreeMap::new(),
         cni_ips: BTreeMap::new(),
         cni_waiters: Vec::new(),
@@ -207,7 +219,7 @@ pub async fn run<I: Interfaces>(
         }
         let plan = r.reconcile().await?;
         if let Some(started) = burst_started.take() {
-            (r.on_programmed)(started.elapsed(), &plan, &r.cluster);
+            (r.hooks.on_programmed)(started.elapsed(), &plan, &r.cluster);
         }
         r.answer_cni_waiters();
     }
@@ -459,6 +471,7 @@ impl<I: Interfaces> Reconciler<I> {
         self.unresolved = reasons.len();
 
         // Maps first (entries exist before programs look them up), then attach.
+        (self.hooks.on_compiled)(&plan);
         let target = render(&plan, &ifaces);
         let report = self.syncer.apply(&mut self.datapath.maps, &target)?;
         if !report.complete()

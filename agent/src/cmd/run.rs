@@ -223,6 +223,14 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
         .map_err(|_| "metrics lock poisoned")?
         .programming_seconds
         .clone();
+    let on_compiled = {
+        let counters = counters.clone();
+        Box::new(move |plan: &DatapathPlan| {
+            if let Some(c) = &counters {
+                c.before_plan(plan);
+            }
+        })
+    };
     let on_programmed = {
         let counters = counters.clone();
         let flows = flows.clone();
@@ -249,7 +257,10 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
         interfaces,
         datapath,
         status,
-        on_programmed,
+        reconcile::Hooks {
+            on_compiled,
+            on_programmed,
+        },
         cni_rx,
         shutdown_signal(),
     )

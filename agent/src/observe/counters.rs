@@ -105,13 +105,23 @@ impl Counters {
         })
     }
 
-    /// Takes a newly programmed plan: rule ids change owners. Persists at once.
+    /// Takes a plan about to be written: its rule ids start counting for
+    /// their new owners before the first packet can hit them.
+    pub fn before_plan(&self, plan: &DatapathPlan) {
+        let origins = origins(plan);
+        let changed = match self.ledger.lock() {
+            Ok(mut l) => l.adopt(&origins, |id| self.kernel.rule(id)),
+            Err(_) => false,
+        };
+        if changed {
+            self.dirty.store(true, Ordering::Release);
+        }
+    }
+
+    /// Takes a newly programmed plan: ids it no longer uses give up their
+    /// owners. Persists at once.
     pub fn on_plan(&self, plan: &DatapathPlan, live: impl Fn(&PolicyRef) -> bool) {
-        let origins: BTreeMap<u32, RuleLabels> = plan
-            .rule_origins
-            .iter()
-            .map(|(id, o)| (id.0, RuleLabels::of(o)))
-            .collect();
+        let origins = origins(plan);
         let changed = match self.ledger.lock() {
             Ok(mut l) => l.reassign(&origins, |id| self.kernel.rule(id), live),
             Err(_) => false,
@@ -359,4 +369,12 @@ impl Collector for Counters {
         )?;
         Ok(())
     }
+}
+
+/// Rule id -> the labels its counters carry.
+fn origins(plan: &DatapathPlan) -> BTreeMap<u32, RuleLabels> {
+    plan.rule_origins
+        .iter()
+        .map(|(id, o)| (id.0, RuleLabels::of(o)))
+        .collect()
 }

@@ -15,7 +15,7 @@
 //! Audited flows are counted here too (from flow events, per policy), since
 //! nothing in the kernel counts them per policy.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use palisade_common::verdict::Direction;
 use serde::{Deserialize, Serialize};
@@ -127,47 +127,48 @@ impl Ledger {
         self.owners.keys().copied()
     }
 
-    /// Moves every rule id to its owner in `origins` (a new plan), folding
-    /// what the previous owner counted so far. `kernel` reads an id's counter;
-    /// `live` tells whether a policy still exists (history of deleted policies
-    /// is forgotten, so label cardinality stays bounded by the policies).
-    /// Returns whether anything changed (and so needs persisting).
+    /// Gives the rule ids of a plan about to be written their owners in
+    /// `origins`, so packets the new entries count from their first moment are
+    /// credited to them. Ids missing from `origins` keep their owners until
+    /// [`Ledger::reassign`] after the write (their old entries still count).
+    /// Returns whether anything changed.
+    pub fn adopt(
+        &mut self,
+        origins: &BTreeMap<u32, RuleLabels>,
+        kernel: impl Fn(u32) -> Count,
+    ) -> bool {
+        let mut changed = false;
+        for (id, labels) in origins {
+            if self.owners.get(id).is_none_or(|o| o.labels != *labels) {
+                self.move_owner(*id, Some(labels), kernel(*id));
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Moves every rule id to its owner in `origins` (the plan now written),
+    /// folding what the previous owner counted so far. `kernel` reads an id's
+    /// counter; `live` tells whether a policy still exists (history of
+    /// deleted policies is forgotten, so label cardinality stays bounded by
+    /// the policies). Returns whether anything changed (and so needs
+    /// persisting).
     pub fn reassign(
         &mut self,
         origins: &BTreeMap<u32, RuleLabels>,
         kernel: impl Fn(u32) -> Count,
         live: impl Fn(&PolicyRef) -> bool,
     ) -> bool {
-        let mut changed = false;
-        let ids: BTreeSet<u32> = self.owners.keys().chain(origins.keys()).copied().collect();
-        for id in ids {
-            let new = origins.get(&id);
-            match self.owners.get(&id) {
-                Some(old) if Some(&old.labels) == new => {}
-                old => {
-                    let now = kernel(id);
-                    if let Some(old) = old {
-                        let delta = now.since(old.base);
-                        let total = self.folded.entry(old.labels.clone()).or_default();
-                        *total = total.plus(delta);
-                    }
-                    match new {
-                        Some(labels) => {
-                            self.owners.insert(
-                                id,
-                                Owned {
-                                    labels: labels.clone(),
-                                    base: now,
-                                },
-                            );
-                        }
-                        None => {
-                            self.owners.remove(&id);
-                        }
-                    }
-                    changed = true;
-                }
-            }
+        let mut changed = self.adopt(origins, &kernel);
+        let gone: Vec<u32> = self
+            .owners
+            .keys()
+            .filter(|id| !origins.contains_key(id))
+            .copied()
+            .collect();
+        for id in gone {
+            self.move_owner(id, None, kernel(id));
+            changed = true;
         }
         let before = (self.folded.len(), self.audit.len());
         self.folded.retain(|l, _| live(&l.policy_ref()));
@@ -178,6 +179,22 @@ impl Ledger {
             })
         });
         changed || before != (self.folded.len(), self.audit.len())
+    }
+
+    /// Folds what `id` counted for its owner (if any) up to `now` and hands
+    /// it to `new` from `now` on.
+    fn move_owner(&mut self, id: u32, new: Option<&RuleLabels>, now: Count) {
+        if let Some(old) = self.owners.remove(&id) {
+            let total = self.folded.entry(old.labels).or_default();
+            *total = total.plus(now.since(old.base));
+        }
+        if let Some(labels) = new {
+            let owned = Owned {
+                labels: labels.clone(),
+                base: now,
+            };
+            self.owners.insert(id, owned);
+        }
     }
 
     /// The value of every label set: folded history plus what its current ids
@@ -297,6 +314,26 @@ mod tests {
             400,
             "bytes follow packets"
         );
+    }
+
+    #[test]
+    fn packets_counted_between_writing_a_plan_and_reassigning_are_kept() {
+        let k = Kernel::new();
+        let mut l = Ledger::default();
+        let all = |_: &PolicyRef| true;
+        l.reassign(&BTreeMap::from([(1, labels("a", 0))]), k.read(), all);
+        k.hit(1, 2);
+        // The next plan moves a to id 2: adopted before the write, so the
+        // packets id 2 counts right after it are a's, while id 1's old entries
+        // still count for a until the plan is written.
+        let next = BTreeMap::from([(2, labels("a", 0))]);
+        assert!(l.adopt(&next, k.read()));
+        k.hit(2, 1);
+        k.hit(1, 1);
+        l.reassign(&next, k.read(), all);
+        k.hit(2, 3);
+        assert_eq!(packets(&l, &k, "a", 0), 7);
+        assert!(!l.adopt(&next, k.read()), "nothing left to adopt");
     }
 
     #[test]
