@@ -47,7 +47,7 @@ pub const CT_FLAG_AUDITED: u32 = 1 << 4;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtValue {
-    /// Last packet, `bpf_ktime_get_ns`.
+    /// Last packet, `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE).
     pub last_seen_ns: u64,
     /// The policy revision that last allowed this flow.
     pub revision: Revision,

@@ -132,7 +132,7 @@ impl Entry {
             // A new SYN on a closing tuple reopens it.
             flags &= !CT_FLAG_CLOSING;
         }
-        if flags != v.flags || now.wrapping_sub(v.last_seen_ns) > REFRESH_NS {
+        if flags != v.flags || now > v.last_seen_ns + REFRESH_NS {
             // SAFETY: see `get`.
             unsafe {
                 (*self.value).flags = flags;
@@ -166,7 +166,10 @@ pub fn lookup(flow: &Flow, now: u64) -> Option<Entry> {
     // SAFETY: `value` points into a map value that stays valid for the
     // program's run (RCU); the read is a plain copy.
     let seen = unsafe { core::ptr::read_volatile(value) };
-    if now.wrapping_sub(seen.last_seen_ns) > timeout(flow.key.protocol, seen.flags) {
+    // Not `now - last_seen`: a timestamp slightly ahead of `now` (written with
+    // the finer `bpf_ktime_get_ns` by an older build before an upgrade) must
+    // count as fresh, not wrap around to expired.
+    if now > seen.last_seen_ns + timeout(flow.key.protocol, seen.flags) {
         return None;
     }
     Some(Entry { value, seen })
