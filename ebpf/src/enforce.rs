@@ -130,9 +130,10 @@ pub fn enforce(ctx: &TcContext, direction: Direction) -> i32 {
     };
     let flow = Flow::new(
         ifindex,
+        packet.ipv4,
         packet.protocol,
-        local,
-        remote,
+        &local,
+        &remote,
         local_port,
         remote_port,
     );
@@ -304,6 +305,7 @@ fn other(
 ) -> i32 {
     let (src, dst, protocol) = addrs.unwrap_or((Addr16::default(), Addr16::default(), 0));
     let packet = Packet {
+        ipv4: false,
         src,
         dst,
         protocol,
