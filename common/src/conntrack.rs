@@ -23,8 +23,11 @@ pub struct CtKeyV4 {
     pub ifindex: u32,
     /// IP protocol number.
     pub protocol: u8,
+    /// Always zero. Two scalars rather than `[u8; 3]`: the eBPF side then
+    /// zeroes them with plain stores instead of calling `memset` per packet.
+    pub _pad0: u8,
     /// Always zero.
-    pub _pad: [u8; 3],
+    pub _pad1: u16,
     /// The pod's port, big-endian.
     pub local_port_be: [u8; 2],
     /// The remote's port, big-endian.
@@ -43,7 +46,8 @@ impl CtKeyV4 {
         CtKeyV6 {
             ifindex: self.ifindex,
             protocol: self.protocol,
-            _pad: [0; 3],
+            _pad0: 0,
+            _pad1: 0,
             local_port_be: self.local_port_be,
             remote_port_be: self.remote_port_be,
             local: Addr16::from_v4(self.local),
@@ -60,8 +64,10 @@ pub struct CtKeyV6 {
     pub ifindex: u32,
     /// IP protocol number.
     pub protocol: u8,
+    /// Always zero (two scalars: see [`CtKeyV4::_pad0`]).
+    pub _pad0: u8,
     /// Always zero.
-    pub _pad: [u8; 3],
+    pub _pad1: u16,
     /// The pod's port, big-endian.
     pub local_port_be: [u8; 2],
     /// The remote's port, big-endian.
@@ -84,7 +90,8 @@ impl CtKeyV6 {
         Some(CtKeyV4 {
             ifindex: self.ifindex,
             protocol: self.protocol,
-            _pad: [0; 3],
+            _pad0: 0,
+            _pad1: 0,
             local_port_be: self.local_port_be,
             remote_port_be: self.remote_port_be,
             local: v4(&self.local),

@@ -64,7 +64,8 @@ impl Flow {
             Key::V4(CtKeyV4 {
                 ifindex,
                 protocol,
-                _pad: [0; 3],
+                _pad0: 0,
+                _pad1: 0,
                 local_port_be: local_port.to_be_bytes(),
                 remote_port_be: remote_port.to_be_bytes(),
                 local: v4(local),
@@ -74,7 +75,8 @@ impl Flow {
             Key::V6(CtKeyV6 {
                 ifindex,
                 protocol,
-                _pad: [0; 3],
+                _pad0: 0,
+                _pad1: 0,
                 local_port_be: local_port.to_be_bytes(),
                 remote_port_be: remote_port.to_be_bytes(),
                 local: *local,

@@ -252,7 +252,8 @@ fn ipv4_flows_are_tracked_in_the_v4_map_and_ipv6_flows_in_the_v6_map() {
         CtKeyV4 {
             ifindex: TEST_IFINDEX,
             protocol: TCP,
-            _pad: [0; 3],
+            _pad0: 0,
+            _pad1: 0,
             local_port_be: 40000u16.to_be_bytes(),
             remote_port_be: 80u16.to_be_bytes(),
             local: POD_V4.octets(),
