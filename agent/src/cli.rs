@@ -103,7 +103,11 @@ pub struct CapacityArgs {
     /// Policy entries (per endpoint, identity, direction, protocol, port block).
     #[arg(long, env = "PALISADE_MAX_POLICY", default_value_t = palisade_common::maps::DEFAULT_POLICY_MAX)]
     pub max_policy: u32,
-    /// Tracked connections (LRU).
+    /// Tracked connections per address family (LRU): sizes the IPv4 and the
+    /// IPv6 conntrack map alike. LRU maps are preallocated, so each costs its
+    /// full size in kernel memory whether or not the node uses that family:
+    /// about 112 bytes per IPv4 and 136 per IPv6 entry (29 and 36 MB at the
+    /// default).
     #[arg(long, env = "PALISADE_MAX_CONNTRACK", default_value_t = palisade_common::maps::DEFAULT_CONNTRACK_MAX)]
     pub max_conntrack: u32,
 }

@@ -1,24 +1,73 @@
-//! `CONNTRACK`: flows seen at an endpoint, LRU so it can never fill up.
+//! `CONNTRACK_V4` and `CONNTRACK`: flows seen at an endpoint, one LRU map per
+//! address family, so neither can ever fill up.
 //!
 //! The key is endpoint-relative (local = the pod's side), so both directions of
 //! a flow at one endpoint share one entry, and the same flow crossing two local
 //! pods has two independent entries (one per endpoint, each checked against its
-//! own policy). Ports are big-endian; addresses are [`Addr16`]. For ICMP echo,
-//! the echo identifier stands in for both ports.
+//! own policy). Ports are big-endian. For ICMP echo, the echo identifier stands
+//! in for both ports.
+//!
+//! IPv4 flows (most traffic) get the compact [`CtKeyV4`]: hashing and comparing
+//! its 20 bytes is cheaper on every packet than the 44 of [`CtKeyV6`]. Which map
+//! a flow lives in follows the packet's IP version: an IPv6 packet between
+//! v4-mapped addresses stays in `CONNTRACK`. Both maps hold a [`CtValue`].
 
 use crate::addr::Addr16;
 use crate::ids::{Revision, RuleId};
 
-/// Key of `CONNTRACK`.
+/// Key of `CONNTRACK_V4` (IPv4 flows).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct CtKey {
+pub struct CtKeyV4 {
     /// Host-side interface index of the endpoint.
     pub ifindex: u32,
     /// IP protocol number.
     pub protocol: u8,
+    /// Always zero. Two scalars rather than `[u8; 3]`: the eBPF side then
+    /// zeroes them with plain stores instead of calling `memset` per packet.
+    pub _pad0: u8,
     /// Always zero.
-    pub _pad: [u8; 3],
+    pub _pad1: u16,
+    /// The pod's port, big-endian.
+    pub local_port_be: [u8; 2],
+    /// The remote's port, big-endian.
+    pub remote_port_be: [u8; 2],
+    /// The pod's address, network order.
+    pub local: [u8; 4],
+    /// The remote's address, network order.
+    pub remote: [u8; 4],
+}
+
+const _: () = assert!(core::mem::size_of::<CtKeyV4>() == 20);
+
+impl CtKeyV4 {
+    /// The same flow in the IPv6 key form (addresses v4-mapped).
+    pub fn to_v6(&self) -> CtKeyV6 {
+        CtKeyV6 {
+            ifindex: self.ifindex,
+            protocol: self.protocol,
+            _pad0: 0,
+            _pad1: 0,
+            local_port_be: self.local_port_be,
+            remote_port_be: self.remote_port_be,
+            local: Addr16::from_v4(self.local),
+            remote: Addr16::from_v4(self.remote),
+        }
+    }
+}
+
+/// Key of `CONNTRACK` (IPv6 flows).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKeyV6 {
+    /// Host-side interface index of the endpoint.
+    pub ifindex: u32,
+    /// IP protocol number.
+    pub protocol: u8,
+    /// Always zero (two scalars: see [`CtKeyV4::_pad0`]).
+    pub _pad0: u8,
+    /// Always zero.
+    pub _pad1: u16,
     /// The pod's port, big-endian.
     pub local_port_be: [u8; 2],
     /// The remote's port, big-endian.
@@ -29,7 +78,27 @@ pub struct CtKey {
     pub remote: Addr16,
 }
 
-const _: () = assert!(core::mem::size_of::<CtKey>() == 44);
+const _: () = assert!(core::mem::size_of::<CtKeyV6>() == 44);
+
+impl CtKeyV6 {
+    /// The compact IPv4 form, when both addresses are v4-mapped.
+    pub fn to_v4(&self) -> Option<CtKeyV4> {
+        if !self.local.is_v4_mapped() || !self.remote.is_v4_mapped() {
+            return None;
+        }
+        let v4 = |a: &Addr16| [a.0[12], a.0[13], a.0[14], a.0[15]];
+        Some(CtKeyV4 {
+            ifindex: self.ifindex,
+            protocol: self.protocol,
+            _pad0: 0,
+            _pad1: 0,
+            local_port_be: self.local_port_be,
+            remote_port_be: self.remote_port_be,
+            local: v4(&self.local),
+            remote: v4(&self.remote),
+        })
+    }
+}
 
 /// The flow was opened by the pod (its egress) rather than towards it.
 pub const CT_FLAG_ORIGIN_EGRESS: u32 = 1 << 0;
@@ -43,11 +112,11 @@ pub const CT_FLAG_REPLIED: u32 = 1 << 3;
 /// The flow was let through by audit mode, not by a rule.
 pub const CT_FLAG_AUDITED: u32 = 1 << 4;
 
-/// Value of `CONNTRACK`.
+/// Value of `CONNTRACK_V4` and `CONNTRACK`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtValue {
-    /// Last packet, `bpf_ktime_get_ns`.
+    /// Last packet, `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE).
     pub last_seen_ns: u64,
     /// The policy revision that last allowed this flow.
     pub revision: Revision,
@@ -72,4 +141,4 @@ pub const TIMEOUT_UDP_NS: u64 = 120 * 1_000_000_000;
 /// Idle timeout of ICMP and other protocols.
 pub const TIMEOUT_OTHER_NS: u64 = 30 * 1_000_000_000;
 
-crate::user_pod!(CtKey, CtValue);
+crate::user_pod!(CtKeyV4, CtKeyV6, CtValue);

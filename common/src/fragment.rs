@@ -30,7 +30,7 @@ const _: () = assert!(core::mem::size_of::<FragKey>() == 44);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FragValue {
-    /// When the first fragment passed, `bpf_ktime_get_ns`.
+    /// When the first fragment passed, `bpf_ktime_get_coarse_ns`.
     pub first_seen_ns: u64,
 }
 

@@ -9,7 +9,12 @@ pub const ENDPOINTS: &str = "ENDPOINTS";
 pub const IPCACHE: &str = "IPCACHE";
 /// Allow rules (LPM) keyed by endpoint, identity, direction, protocol, port ([`crate::policy`]).
 pub const POLICY: &str = "POLICY";
-/// Connection tracking (LRU hash on the endpoint-relative 5-tuple) ([`crate::conntrack`]).
+/// Connection tracking of IPv4 flows (LRU hash on the endpoint-relative
+/// 5-tuple, compact key) ([`crate::conntrack::CtKeyV4`]).
+pub const CONNTRACK_V4: &str = "CONNTRACK_V4";
+/// Connection tracking of IPv6 flows ([`crate::conntrack::CtKeyV6`]). The name
+/// predates the split by family: keeping it lets an upgraded agent adopt the
+/// pinned map (see `datapath::load` in the agent).
 pub const CONNTRACK: &str = "CONNTRACK";
 /// Verdicts of first IP fragments, consulted by later fragments ([`crate::fragment`]).
 pub const FRAGMENTS: &str = "FRAGMENTS";
@@ -25,10 +30,11 @@ pub const EVENTS: &str = "EVENTS";
 pub const EVENT_RATE: &str = "EVENT_RATE";
 
 /// Every map the programs declare, for pinning, inspection and cleanup.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 11] = [
     ENDPOINTS,
     IPCACHE,
     POLICY,
+    CONNTRACK_V4,
     CONNTRACK,
     FRAGMENTS,
     REVISION,
@@ -44,7 +50,7 @@ pub const DEFAULT_ENDPOINTS_MAX: u32 = 4096;
 pub const DEFAULT_IPCACHE_MAX: u32 = 262_144;
 /// Default capacity of [`POLICY`].
 pub const DEFAULT_POLICY_MAX: u32 = 262_144;
-/// Default capacity of [`CONNTRACK`].
+/// Default capacity of [`CONNTRACK_V4`] and of [`CONNTRACK`] (each).
 pub const DEFAULT_CONNTRACK_MAX: u32 = 262_144;
 /// Default capacity of [`FRAGMENTS`].
 pub const DEFAULT_FRAGMENTS_MAX: u32 = 8192;

@@ -1,4 +1,5 @@
-//! Connection tracking: lookup, create and refresh of `CONNTRACK` entries.
+//! Connection tracking: lookup, create and refresh of `CONNTRACK_V4` (IPv4
+//! flows) and `CONNTRACK` (IPv6 flows) entries.
 //!
 //! Races: the agent never writes this map except to delete; several CPUs may
 //! refresh one entry at once. Each refresh writes whole words (timestamp,
@@ -9,8 +10,8 @@ use aya_ebpf::{macros::map, maps::LruHashMap};
 use palisade_common::{
     addr::Addr16,
     conntrack::{
-        CT_FLAG_CLOSING, CT_FLAG_ESTABLISHED, CT_FLAG_ORIGIN_EGRESS, CT_FLAG_REPLIED, CtKey,
-        CtValue, TIMEOUT_OTHER_NS, TIMEOUT_TCP_CLOSING_NS, TIMEOUT_TCP_ESTABLISHED_NS,
+        CT_FLAG_CLOSING, CT_FLAG_ESTABLISHED, CT_FLAG_ORIGIN_EGRESS, CT_FLAG_REPLIED, CtKeyV4,
+        CtKeyV6, CtValue, TIMEOUT_OTHER_NS, TIMEOUT_TCP_CLOSING_NS, TIMEOUT_TCP_ESTABLISHED_NS,
         TIMEOUT_TCP_SYN_NS, TIMEOUT_UDP_NS,
     },
     ids::{Revision, RuleId},
@@ -21,38 +22,72 @@ use palisade_common::{
 use crate::parse::{IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 #[map]
-static CONNTRACK: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(DEFAULT_CONNTRACK_MAX, 0);
+static CONNTRACK_V4: LruHashMap<CtKeyV4, CtValue> = LruHashMap::pinned(DEFAULT_CONNTRACK_MAX, 0);
+
+#[map]
+static CONNTRACK: LruHashMap<CtKeyV6, CtValue> = LruHashMap::pinned(DEFAULT_CONNTRACK_MAX, 0);
 
 /// Only refresh the timestamp when it is older than this, so established flows
 /// do not write the entry on every packet.
 const REFRESH_NS: u64 = 1_000_000_000;
 
+/// The key of a flow, in its family's map.
+#[derive(Clone, Copy)]
+enum Key {
+    V4(CtKeyV4),
+    V6(CtKeyV6),
+}
+
 /// The flow as seen from the endpoint: local = the pod's side.
 #[derive(Clone, Copy)]
 pub struct Flow {
-    pub key: CtKey,
+    protocol: u8,
+    local_port: u16,
+    remote_port: u16,
+    key: Key,
 }
 
 impl Flow {
+    /// `ipv4`: the packet is IPv4, so both addresses are v4-mapped.
     #[inline(always)]
     pub fn new(
         ifindex: u32,
+        ipv4: bool,
         protocol: u8,
-        local: Addr16,
-        remote: Addr16,
+        local: &Addr16,
+        remote: &Addr16,
         local_port: u16,
         remote_port: u16,
     ) -> Self {
-        Flow {
-            key: CtKey {
+        let key = if ipv4 {
+            let v4 = |a: &Addr16| [a.0[12], a.0[13], a.0[14], a.0[15]];
+            Key::V4(CtKeyV4 {
                 ifindex,
                 protocol,
-                _pad: [0; 3],
+                _pad0: 0,
+                _pad1: 0,
                 local_port_be: local_port.to_be_bytes(),
                 remote_port_be: remote_port.to_be_bytes(),
-                local,
-                remote,
-            },
+                local: v4(local),
+                remote: v4(remote),
+            })
+        } else {
+            Key::V6(CtKeyV6 {
+                ifindex,
+                protocol,
+                _pad0: 0,
+                _pad1: 0,
+                local_port_be: local_port.to_be_bytes(),
+                remote_port_be: remote_port.to_be_bytes(),
+                local: *local,
+                remote: *remote,
+            })
+        };
+        Flow {
+            protocol,
+            local_port,
+            remote_port,
+            key,
         }
     }
 
@@ -61,8 +96,8 @@ impl Flow {
     #[inline(always)]
     pub fn server_port(&self, origin: Direction) -> u16 {
         match origin {
-            Direction::Ingress => u16::from_be_bytes(self.key.local_port_be),
-            Direction::Egress => u16::from_be_bytes(self.key.remote_port_be),
+            Direction::Ingress => self.local_port,
+            Direction::Egress => self.remote_port,
         }
     }
 }
@@ -132,7 +167,7 @@ impl Entry {
             // A new SYN on a closing tuple reopens it.
             flags &= !CT_FLAG_CLOSING;
         }
-        if flags != v.flags || now.wrapping_sub(v.last_seen_ns) > REFRESH_NS {
+        if flags != v.flags || now > v.last_seen_ns + REFRESH_NS {
             // SAFETY: see `get`.
             unsafe {
                 (*self.value).flags = flags;
@@ -162,11 +197,17 @@ fn timeout(protocol: u8, flags: u32) -> u64 {
 /// The live (not expired) entry of a flow.
 #[inline(always)]
 pub fn lookup(flow: &Flow, now: u64) -> Option<Entry> {
-    let value = CONNTRACK.get_ptr_mut(&flow.key)?;
+    let value = match &flow.key {
+        Key::V4(key) => CONNTRACK_V4.get_ptr_mut(key)?,
+        Key::V6(key) => CONNTRACK.get_ptr_mut(key)?,
+    };
     // SAFETY: `value` points into a map value that stays valid for the
     // program's run (RCU); the read is a plain copy.
     let seen = unsafe { core::ptr::read_volatile(value) };
-    if now.wrapping_sub(seen.last_seen_ns) > timeout(flow.key.protocol, seen.flags) {
+    // Not `now - last_seen`: a timestamp slightly ahead of `now` (written with
+    // the finer `bpf_ktime_get_ns` by an older build before an upgrade) must
+    // count as fresh, not wrap around to expired.
+    if now > seen.last_seen_ns + timeout(flow.protocol, seen.flags) {
         return None;
     }
     Some(Entry { value, seen })
@@ -188,7 +229,7 @@ pub fn create(
     if origin == Direction::Egress {
         flags |= CT_FLAG_ORIGIN_EGRESS;
     }
-    if flow.key.protocol == IPPROTO_TCP && tcp_flags & TCP_SYN == 0 {
+    if flow.protocol == IPPROTO_TCP && tcp_flags & TCP_SYN == 0 {
         // Only audited flows are picked up mid-stream.
         flags |= CT_FLAG_ESTABLISHED;
     }
@@ -199,11 +240,17 @@ pub fn create(
         flags,
         _pad: 0,
     };
-    CONNTRACK.insert(&flow.key, &value, 0).is_ok()
+    match &flow.key {
+        Key::V4(key) => CONNTRACK_V4.insert(key, &value, 0).is_ok(),
+        Key::V6(key) => CONNTRACK.insert(key, &value, 0).is_ok(),
+    }
 }
 
 /// Removes the entry of a flow that is no longer allowed.
 #[inline(always)]
 pub fn remove(flow: &Flow) {
-    let _ = CONNTRACK.remove(&flow.key);
+    let _ = match &flow.key {
+        Key::V4(key) => CONNTRACK_V4.remove(key),
+        Key::V6(key) => CONNTRACK.remove(key),
+    };
 }

@@ -36,7 +36,7 @@ pub fn remember_first(ifindex: u32, packet: &Packet, id: u32, now: u64) {
 pub fn first_passed(ifindex: u32, packet: &Packet, id: u32, now: u64) -> bool {
     // SAFETY: the value is read once into a copy.
     match unsafe { FRAGMENTS.get(&key(ifindex, packet, id)) } {
-        Some(v) => now.wrapping_sub(v.first_seen_ns) < FRAGMENT_TIMEOUT_NS,
+        Some(v) => now < v.first_seen_ns + FRAGMENT_TIMEOUT_NS,
         None => false,
     }
 }

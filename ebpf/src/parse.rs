@@ -45,6 +45,8 @@ pub enum Fragment {
 /// The parts of an IP packet the pipeline needs.
 #[derive(Clone, Copy)]
 pub struct Packet {
+    /// IPv4 (addresses v4-mapped) rather than IPv6.
+    pub ipv4: bool,
     pub src: Addr16,
     pub dst: Addr16,
     pub protocol: u8,
@@ -139,7 +141,7 @@ fn parse_ipv4(ctx: &TcContext) -> Parsed {
     } else {
         Fragment::None
     };
-    l4(ctx, ETH_HLEN + ihl, src, dst, protocol, fragment)
+    l4(ctx, ETH_HLEN + ihl, true, src, dst, protocol, fragment)
 }
 
 #[inline(always)]
@@ -185,7 +187,7 @@ fn parse_ipv6(ctx: &TcContext) -> Parsed {
                 };
                 offset = (offset + 8) & 0x3ff;
             }
-            _ => return l4(ctx, offset, src, dst, next, fragment),
+            _ => return l4(ctx, offset, false, src, dst, next, fragment),
         }
     }
     Parsed::Malformed(Some((src, dst, next)))
@@ -195,12 +197,14 @@ fn parse_ipv6(ctx: &TcContext) -> Parsed {
 fn l4(
     ctx: &TcContext,
     offset: usize,
+    ipv4: bool,
     src: Addr16,
     dst: Addr16,
     protocol: u8,
     fragment: Fragment,
 ) -> Parsed {
     let mut packet = Packet {
+        ipv4,
         src,
         dst,
         protocol,

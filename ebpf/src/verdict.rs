@@ -93,6 +93,9 @@ fn take_token(now: u64) -> bool {
 
 #[inline(always)]
 fn emit(direction: Direction, reason: DropReason, audit: bool, info: &DenyInfo) {
+    // The fine clock here, not the pipeline's coarse one: the token bucket
+    // refills per millisecond (a 4 ms jiffy would hand out tokens in bursts)
+    // and the flow event keeps a precise timestamp. Only denials pay for it.
     // SAFETY: a plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     if !take_token(now) {

@@ -86,7 +86,8 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
             endpoints: args.capacities.max_endpoints,
             ipcache: args.capacities.max_ipcache,
             policy: args.capacities.max_policy,
-            conntrack: args.capacities.max_conntrack,
+            conntrack_v4: args.capacities.max_conntrack,
+            conntrack_v6: args.capacities.max_conntrack,
             ..Capacities::default()
         },
     })?;

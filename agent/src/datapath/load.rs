@@ -35,8 +35,10 @@ pub struct Capacities {
     pub ipcache: u32,
     /// Policy entries.
     pub policy: u32,
-    /// Tracked connections.
-    pub conntrack: u32,
+    /// Tracked IPv4 connections.
+    pub conntrack_v4: u32,
+    /// Tracked IPv6 connections.
+    pub conntrack_v6: u32,
     /// Tracked first fragments.
     pub fragments: u32,
 }
@@ -47,7 +49,8 @@ impl Default for Capacities {
             endpoints: maps::DEFAULT_ENDPOINTS_MAX,
             ipcache: maps::DEFAULT_IPCACHE_MAX,
             policy: maps::DEFAULT_POLICY_MAX,
-            conntrack: maps::DEFAULT_CONNTRACK_MAX,
+            conntrack_v4: maps::DEFAULT_CONNTRACK_MAX,
+            conntrack_v6: maps::DEFAULT_CONNTRACK_MAX,
             fragments: maps::DEFAULT_FRAGMENTS_MAX,
         }
     }
@@ -92,12 +95,17 @@ impl Datapath {
             })?;
         }
         let caps = config.capacities;
+        // Pins of a build from before conntrack was split by family: its
+        // IPv4 flows are in `CONNTRACK` and move over once the maps are loaded.
+        let legacy_conntrack =
+            maps_dir.join(maps::CONNTRACK).exists() && !maps_dir.join(maps::CONNTRACK_V4).exists();
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
             .map_max_entries(maps::ENDPOINTS, caps.endpoints)
             .map_max_entries(maps::IPCACHE, caps.ipcache)
             .map_max_entries(maps::POLICY, caps.policy)
-            .map_max_entries(maps::CONNTRACK, caps.conntrack)
+            .map_max_entries(maps::CONNTRACK_V4, caps.conntrack_v4)
+            .map_max_entries(maps::CONNTRACK, caps.conntrack_v6)
             .map_max_entries(maps::FRAGMENTS, caps.fragments)
             .load(object)
             .map_err(|source| Error::Load {
@@ -112,7 +120,19 @@ impl Datapath {
                     source: Box::new(source),
                 })?;
         }
-        let maps = Maps::take(&mut ebpf, caps)?;
+        let mut maps = Maps::take(&mut ebpf, caps)?;
+        if legacy_conntrack {
+            // Failing here only means those flows are checked again as new
+            // (fail closed); not a reason to refuse to start.
+            match maps.copy_legacy_v4_conntrack() {
+                Ok(copied) => {
+                    tracing::info!(copied, "IPv4 conntrack entries moved to CONNTRACK_V4")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "copying IPv4 conntrack entries to CONNTRACK_V4")
+                }
+            }
+        }
         Ok(Datapath {
             ebpf,
             maps,

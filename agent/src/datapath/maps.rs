@@ -5,7 +5,7 @@ use aya::Ebpf;
 use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
 use palisade_common::addr::Addr16;
-use palisade_common::conntrack::{CtKey, CtValue};
+use palisade_common::conntrack::{CtKeyV4, CtKeyV6, CtValue};
 use palisade_common::endpoint::EndpointInfo;
 use palisade_common::ids::{Revision, RuleId};
 use palisade_common::ipcache::IpcacheValue;
@@ -25,8 +25,10 @@ pub struct Maps {
     pub ipcache: LpmTrie<MapData, Addr16, IpcacheValue>,
     /// `POLICY`.
     pub policy: LpmTrie<MapData, PolicyKey, PolicyValue>,
-    /// `CONNTRACK` (LRU).
-    pub conntrack: HashMap<MapData, CtKey, CtValue>,
+    /// `CONNTRACK_V4` (LRU, IPv4 flows).
+    pub conntrack_v4: HashMap<MapData, CtKeyV4, CtValue>,
+    /// `CONNTRACK` (LRU, IPv6 flows).
+    pub conntrack_v6: HashMap<MapData, CtKeyV6, CtValue>,
     /// `REVISION`.
     pub revision: Array<MapData, Revision>,
     /// `RULE_COUNTERS`.
@@ -53,7 +55,8 @@ impl Maps {
             endpoints: take(ebpf, names::ENDPOINTS)?,
             ipcache: take(ebpf, names::IPCACHE)?,
             policy: take(ebpf, names::POLICY)?,
-            conntrack: take(ebpf, names::CONNTRACK)?,
+            conntrack_v4: take(ebpf, names::CONNTRACK_V4)?,
+            conntrack_v6: take(ebpf, names::CONNTRACK)?,
             revision: take(ebpf, names::REVISION)?,
             rule_counters: take(ebpf, names::RULE_COUNTERS)?,
             stats: take(ebpf, names::STATS)?,
@@ -178,9 +181,33 @@ impl Maps {
             .map_err(|e| Error::map(names::POLICY, e))
     }
 
-    /// Number of live conntrack entries (walks the map; for metrics and tests).
+    /// Copies the IPv4 flows that a build from before the split by family
+    /// tracked in `CONNTRACK` (v4-mapped keys) into `CONNTRACK_V4`, so their
+    /// replies keep passing across the upgrade. The originals stay: the old
+    /// programs keep using them until the new ones are attached, and LRU
+    /// eviction reclaims them later. Returns how many were copied.
+    pub fn copy_legacy_v4_conntrack(&mut self) -> Result<usize, Error> {
+        // Bounded: a walk over an LRU map that evicts under it may restart.
+        let legacy: Vec<(CtKeyV4, CtValue)> = self
+            .conntrack_v6
+            .iter()
+            .take(self.capacities.conntrack_v6 as usize)
+            .filter_map(Result::ok)
+            .filter_map(|(key, value)| Some((key.to_v4()?, value)))
+            .collect();
+        for (key, value) in &legacy {
+            self.conntrack_v4
+                .insert(key, value, 0)
+                .map_err(|e| Error::map(names::CONNTRACK_V4, e))?;
+        }
+        Ok(legacy.len())
+    }
+
+    /// Number of conntrack entries, both families (walks the maps; for
+    /// metrics and tests).
     pub fn conntrack_len(&self) -> usize {
-        self.conntrack.keys().filter(Result::is_ok).count()
+        self.conntrack_v4.keys().filter(Result::is_ok).count()
+            + self.conntrack_v6.keys().filter(Result::is_ok).count()
     }
 }
 

@@ -357,14 +357,18 @@ impl Collector for Counters {
                 )
             }),
         )?;
-        let ct = pressure
+        let ct: u64 = pressure
             .iter()
-            .find(|p| p.map == palisade_common::maps::CONNTRACK)
-            .map_or(0, |p| p.entries);
+            .filter(|p| {
+                p.map == palisade_common::maps::CONNTRACK_V4
+                    || p.map == palisade_common::maps::CONNTRACK
+            })
+            .map(|p| p.entries)
+            .sum();
         gauge(
             &mut encoder,
             "conntrack_entries",
-            "Connections tracked in the kernel",
+            "Connections tracked in the kernel (IPv4 and IPv6)",
             [(NoLabels {}, i64::try_from(ct).unwrap_or(i64::MAX))],
         )?;
         Ok(())

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use aya::maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray};
 use palisade_common::addr::Addr16;
-use palisade_common::conntrack::{CtKey, CtValue};
+use palisade_common::conntrack::{CtKeyV4, CtKeyV6, CtValue};
 use palisade_common::endpoint::EndpointInfo;
 use palisade_common::fragment::{FragKey, FragValue};
 use palisade_common::ipcache::IpcacheValue;
@@ -36,9 +36,10 @@ pub struct KernelView {
     endpoints: HashMap<MapData, u32, EndpointInfo>,
     ipcache: LpmTrie<MapData, Addr16, IpcacheValue>,
     policy: LpmTrie<MapData, PolicyKey, PolicyValue>,
-    conntrack: HashMap<MapData, CtKey, CtValue>,
+    conntrack_v4: HashMap<MapData, CtKeyV4, CtValue>,
+    conntrack_v6: HashMap<MapData, CtKeyV6, CtValue>,
     fragments: HashMap<MapData, FragKey, FragValue>,
-    capacities: [(&'static str, u32); 5],
+    capacities: [(&'static str, u32); 6],
 }
 
 impl std::fmt::Debug for KernelView {
@@ -75,7 +76,8 @@ impl KernelView {
         let (endpoints, c_ep) = open(maps_dir, names::ENDPOINTS)?;
         let (ipcache, c_ipc) = open(maps_dir, names::IPCACHE)?;
         let (policy, c_pol) = open(maps_dir, names::POLICY)?;
-        let (conntrack, c_ct) = open(maps_dir, names::CONNTRACK)?;
+        let (conntrack_v4, c_ct4) = open(maps_dir, names::CONNTRACK_V4)?;
+        let (conntrack_v6, c_ct6) = open(maps_dir, names::CONNTRACK)?;
         let (fragments, c_frag) = open(maps_dir, names::FRAGMENTS)?;
         Ok(KernelView {
             rule_counters,
@@ -83,13 +85,15 @@ impl KernelView {
             endpoints,
             ipcache,
             policy,
-            conntrack,
+            conntrack_v4,
+            conntrack_v6,
             fragments,
             capacities: [
                 (names::ENDPOINTS, c_ep),
                 (names::IPCACHE, c_ipc),
                 (names::POLICY, c_pol),
-                (names::CONNTRACK, c_ct),
+                (names::CONNTRACK_V4, c_ct4),
+                (names::CONNTRACK, c_ct6),
                 (names::FRAGMENTS, c_frag),
             ],
         })
@@ -130,7 +134,8 @@ impl KernelView {
                     names::ENDPOINTS => count(self.endpoints.keys(), capacity),
                     names::IPCACHE => count(self.ipcache.keys(), capacity),
                     names::POLICY => count(self.policy.keys(), capacity),
-                    names::CONNTRACK => count(self.conntrack.keys(), capacity),
+                    names::CONNTRACK_V4 => count(self.conntrack_v4.keys(), capacity),
+                    names::CONNTRACK => count(self.conntrack_v6.keys(), capacity),
                     _ => count(self.fragments.keys(), capacity),
                 };
                 MapPressure {

@@ -2,7 +2,13 @@
 //! policy change re-checks established flows: still-allowed ones continue,
 //! revoked ones are cut.
 
+use palisade_agent::datapath::Capacities;
+use palisade_agent::observe::kernel::KernelView;
 use palisade_agent::policy::plan::L4Match;
+use palisade_agent::sync::render::addr16;
+use palisade_common::conntrack::{CT_FLAG_ORIGIN_EGRESS, CtKeyV4};
+use palisade_common::maps;
+use palisade_common::stats::StatIndex;
 use palisade_common::verdict::{Direction, DropReason};
 use palisade_tests::frames::TcpFlags;
 
@@ -219,5 +225,213 @@ fn isolating_a_pod_cuts_flows_its_new_policy_does_not_allow() {
         Direction::Ingress,
         &to_pod(OTHER_V4.into()).tcp(1234, 22, TcpFlags::ACK).build(),
         "after isolation",
+    );
+}
+
+#[test]
+fn ipv4_flows_are_tracked_in_the_v4_map_and_ipv6_flows_in_the_v6_map() {
+    let mut h = Harness::new();
+    h.apply(&egress_only_to_peer_80().build());
+    h.assert_pass(
+        Direction::Egress,
+        &from_pod(PEER_V4.into())
+            .tcp(40000, 80, TcpFlags::SYN)
+            .build(),
+        "syn out v4",
+    );
+    let v4: Vec<_> =
+        h.dp.maps
+            .conntrack_v4
+            .iter()
+            .collect::<Result<_, _>>()
+            .expect("read CONNTRACK_V4");
+    assert_eq!(v4.len(), 1, "{v4:?}");
+    let (key, value) = v4[0];
+    assert_eq!(
+        key,
+        CtKeyV4 {
+            ifindex: TEST_IFINDEX,
+            protocol: TCP,
+            _pad0: 0,
+            _pad1: 0,
+            local_port_be: 40000u16.to_be_bytes(),
+            remote_port_be: 80u16.to_be_bytes(),
+            local: POD_V4.octets(),
+            remote: PEER_V4.octets(),
+        }
+    );
+    assert_ne!(value.flags & CT_FLAG_ORIGIN_EGRESS, 0);
+    assert_eq!(
+        h.dp.maps.conntrack_v6.keys().count(),
+        0,
+        "v4 flow in v6 map"
+    );
+    h.assert_pass(
+        Direction::Ingress,
+        &to_pod(PEER_V4.into())
+            .tcp(80, 40000, TcpFlags::SYN | TcpFlags::ACK)
+            .build(),
+        "syn-ack in v4",
+    );
+
+    h.assert_pass(
+        Direction::Egress,
+        &from_pod(PEER_V6.into())
+            .tcp(40000, 80, TcpFlags::SYN)
+            .build(),
+        "syn out v6",
+    );
+    let v6: Vec<_> =
+        h.dp.maps
+            .conntrack_v6
+            .iter()
+            .collect::<Result<_, _>>()
+            .expect("read CONNTRACK");
+    assert_eq!(v6.len(), 1, "{v6:?}");
+    assert_eq!(v6[0].0.local, addr16(POD_V6.into()));
+    assert_eq!(v6[0].0.remote, addr16(PEER_V6.into()));
+    assert_eq!(v6[0].0.to_v4(), None);
+    h.assert_pass(
+        Direction::Ingress,
+        &to_pod(PEER_V6.into())
+            .tcp(80, 40000, TcpFlags::SYN | TcpFlags::ACK)
+            .build(),
+        "syn-ack in v6",
+    );
+    assert_eq!(h.dp.maps.conntrack_v4.keys().count(), 1);
+    assert_eq!(h.dp.maps.conntrack_len(), 2, "both families counted");
+
+    let view = KernelView::open(&h.dp.bpffs().join("maps")).expect("open pinned maps");
+    let entries = |map: &str| {
+        view.pressure()
+            .iter()
+            .find(|p| p.map == map)
+            .map(|p| p.entries)
+    };
+    assert_eq!(entries(maps::CONNTRACK_V4), Some(1));
+    assert_eq!(entries(maps::CONNTRACK), Some(1));
+}
+
+#[test]
+fn a_revoked_ipv6_flow_is_cut_like_an_ipv4_one() {
+    let mut h = Harness::new();
+    h.apply(&egress_only_to_peer_80().build());
+    h.assert_pass(
+        Direction::Egress,
+        &from_pod(PEER_V6.into())
+            .tcp(40000, 80, TcpFlags::SYN)
+            .build(),
+        "syn",
+    );
+    h.apply(
+        &PlanBuilder::new()
+            .isolate(Direction::Ingress)
+            .isolate(Direction::Egress)
+            .build(),
+    );
+    h.assert_drop(
+        Direction::Ingress,
+        &to_pod(PEER_V6.into())
+            .tcp(80, 40000, TcpFlags::SYN | TcpFlags::ACK)
+            .build(),
+        "reply after revoke",
+    );
+    assert_eq!(h.dropped(Direction::Ingress, DropReason::PolicyRevoked), 1);
+    assert_eq!(h.dp.maps.conntrack_len(), 0, "the revoked entry is removed");
+}
+
+#[test]
+fn a_full_v4_conntrack_still_passes_allowed_packets_and_leaves_v6_alone() {
+    const CAPACITY: u32 = 4;
+    const FLOWS: u16 = 64;
+    let mut h = Harness::with_capacities(Capacities {
+        conntrack_v4: CAPACITY,
+        ..Capacities::default()
+    });
+    h.apply(&egress_only_to_peer_80().build());
+    for port in 0..FLOWS {
+        h.assert_pass(
+            Direction::Egress,
+            &from_pod(PEER_V4.into())
+                .tcp(40000 + port, 80, TcpFlags::SYN)
+                .build(),
+            "allowed syn while conntrack is full",
+        );
+    }
+    assert_eq!(h.forwarded(Direction::Egress), u64::from(FLOWS));
+    let tracked = h.dp.maps.conntrack_v4.keys().count();
+    assert!(tracked <= CAPACITY as usize, "{tracked} entries");
+    assert_eq!(h.dp.maps.conntrack_v6.keys().count(), 0);
+    // The most recent flow is tracked (LRU evicted an older one), or its
+    // insert failed and was counted: never a silent loss.
+    let last = FLOWS - 1;
+    let failed =
+        h.dp.maps
+            .stat(StatIndex::CtInsertFailed, Direction::Egress)
+            .expect("stats")
+            .packets;
+    let reply = to_pod(PEER_V4.into())
+        .tcp(80, 40000 + last, TcpFlags::SYN | TcpFlags::ACK)
+        .build();
+    if failed == 0 {
+        h.assert_pass(Direction::Ingress, &reply, "reply of the newest flow");
+    }
+    // IPv6 flows are unaffected by the full IPv4 map.
+    h.assert_pass(
+        Direction::Egress,
+        &from_pod(PEER_V6.into())
+            .tcp(40000, 80, TcpFlags::SYN)
+            .build(),
+        "syn v6",
+    );
+    h.assert_pass(
+        Direction::Ingress,
+        &to_pod(PEER_V6.into())
+            .tcp(80, 40000, TcpFlags::SYN | TcpFlags::ACK)
+            .build(),
+        "reply v6",
+    );
+}
+
+#[test]
+fn an_upgrade_from_the_shared_conntrack_map_keeps_ipv4_flows() {
+    let mut old = Harness::new();
+    old.apply(&egress_only_to_peer_80().build());
+    old.assert_pass(
+        Direction::Egress,
+        &from_pod(PEER_V4.into())
+            .tcp(40000, 80, TcpFlags::SYN)
+            .build(),
+        "syn out",
+    );
+    // Turn that into what a build from before the split by family left
+    // behind: the flow in `CONNTRACK` under its v4-mapped key, and no
+    // `CONNTRACK_V4` pin.
+    let (key, value) = old
+        .dp
+        .maps
+        .conntrack_v4
+        .iter()
+        .next()
+        .expect("one entry")
+        .expect("read CONNTRACK_V4");
+    old.dp.maps.conntrack_v4.remove(&key).expect("remove");
+    old.dp
+        .maps
+        .conntrack_v6
+        .insert(key.to_v6(), value, 0)
+        .expect("write the legacy entry");
+    let maps_dir = old.dp.bpffs().join("maps");
+    std::fs::remove_file(maps_dir.join(maps::CONNTRACK_V4)).expect("unpin CONNTRACK_V4");
+
+    let new = Harness::reload(&old);
+    let moved = new.dp.maps.conntrack_v4.get(&key, 0).expect("moved over");
+    assert_eq!(moved, value);
+    new.assert_pass(
+        Direction::Ingress,
+        &to_pod(PEER_V4.into())
+            .tcp(80, 40000, TcpFlags::SYN | TcpFlags::ACK)
+            .build(),
+        "reply of the flow tracked before the upgrade",
     );
 }

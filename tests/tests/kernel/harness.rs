@@ -138,8 +138,8 @@ impl PlanBuilder {
 pub struct Harness {
     pub dp: Datapath,
     pub syncer: Syncer,
-    // Dropped last: removes the pins.
-    _dir: BpffsDir,
+    // Dropped last: removes the pins (`None`: another harness owns them).
+    _dir: Option<BpffsDir>,
 }
 
 impl Harness {
@@ -157,7 +157,22 @@ impl Harness {
         Harness {
             dp,
             syncer: Syncer::default(),
-            _dir: dir,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A second load of the object on `other`'s pins, as an agent restart or
+    /// upgrade does. Drop it before `other`, which owns the directory.
+    pub fn reload(other: &Harness) -> Self {
+        let dp = Datapath::load(&DatapathConfig {
+            bpffs: other.dp.bpffs().to_path_buf(),
+            capacities: other.dp.maps.capacities,
+        })
+        .expect("load the embedded eBPF object on existing pins");
+        Harness {
+            dp,
+            syncer: Syncer::default(),
+            _dir: None,
         }
     }
 

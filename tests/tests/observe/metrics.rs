@@ -116,7 +116,14 @@ fn allowed_and_denied_packets_move_the_counters_by_exactly_their_number() {
     assert_eq!(value(&after, "palisade_policies", &[]), 1.0);
     assert_eq!(value(&after, "palisade_source_up", &[]), 1.0);
     assert!(value(&after, "palisade_conntrack_entries", &[]) >= (tcp + udp) as f64);
-    for map in ["ENDPOINTS", "IPCACHE", "POLICY", "CONNTRACK", "FRAGMENTS"] {
+    for map in [
+        "ENDPOINTS",
+        "IPCACHE",
+        "POLICY",
+        "CONNTRACK_V4",
+        "CONNTRACK",
+        "FRAGMENTS",
+    ] {
         assert!(
             value(&after, "palisade_bpf_map_capacity", &[("map", map)]) > 0.0,
             "capacity of {map}"

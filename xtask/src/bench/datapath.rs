@@ -18,8 +18,9 @@
 //!   opens entries only on SYN), which is what lets it be repeated.
 //! * `new_flow_insert`: the real first packet of a connection (a SYN that
 //!   opens an entry), which cannot be repeated on one frame. Estimated warm
-//!   as `new_flow` + a warm LRU-hash update of a 44-byte key (the conntrack
-//!   key size), measured by a hand-assembled program (building blocks).
+//!   as `new_flow` + a warm LRU-hash update of a 20-byte key (the IPv4
+//!   conntrack key size), measured by a hand-assembled program (building
+//!   blocks); `new_flow_insert_v6` likewise with the 44-byte IPv6 key.
 //! * `new_flow_insert_cold`: measured for real: single runs (`repeat = 1`,
 //!   median of many) of a SYN with a fresh source port each run, against
 //!   single runs of the floor. Every map access is cache-cold there (a
@@ -303,17 +304,24 @@ pub fn run(quick: bool) -> Result<Value> {
             // Warm estimate: the measured lookups-only path plus a warm LRU
             // update of the same key size (building block). The insert's
             // cold cost: single SYN runs minus single ACK runs (same path).
-            let insert_warm = blocks["lru_hash_update_44B_key"]
-                .as_f64()
-                .unwrap_or(f64::NAN);
             let insert_cold = insert_ns - lookup_cold_ns;
-            let warm = cases["new_flow"]["median_ns"].as_f64().unwrap_or(f64::NAN) + insert_warm;
-            cases.insert(
-                "new_flow_insert".into(),
-                json!({"median_ns": warm, "delta_ns": warm - floor_ns,
-                       "ratio_to_floor": warm / floor_ns, "insert_warm_ns": insert_warm,
-                       "insert_cold_ns": insert_cold}),
-            );
+            for (case, lookups, block) in [
+                ("new_flow_insert", "new_flow", "lru_hash_update_20B_key"),
+                (
+                    "new_flow_insert_v6",
+                    "new_flow_v6",
+                    "lru_hash_update_44B_key",
+                ),
+            ] {
+                let insert_warm = blocks[block].as_f64().unwrap_or(f64::NAN);
+                let warm = cases[lookups]["median_ns"].as_f64().unwrap_or(f64::NAN) + insert_warm;
+                cases.insert(
+                    case.into(),
+                    json!({"median_ns": warm, "delta_ns": warm - floor_ns,
+                           "ratio_to_floor": warm / floor_ns, "insert_warm_ns": insert_warm,
+                           "insert_cold_ns": insert_cold}),
+                );
+            }
             cases.insert(
                 "new_flow_insert_cold".into(),
                 json!({"median_ns": insert_ns, "delta_ns": insert_ns - single_floor_ns,
@@ -360,16 +368,22 @@ fn building_blocks(bench: &Bench, frame: &[u8], repeat: u32, rounds: usize) -> R
     let lru44 = raw::Map::with_zero_key(9, 0, 44, 32)?;
     let lru44_percpu = raw::Map::with_zero_key(9, 2, 44, 32)?; // BPF_F_NO_COMMON_LRU
     let hash44 = raw::Map::with_zero_key(1, 0, 44, 32)?;
+    let lru20 = raw::Map::with_zero_key(9, 0, 20, 32)?;
     let lru16 = raw::Map::with_zero_key(9, 0, 16, 32)?;
     let progs = [
         ("bpf_ktime_get_ns", raw::helper_call(5)),
         ("bpf_ktime_get_coarse_ns", raw::helper_call(160)),
         ("lru_hash_lookup_44B_key", raw::map_access(&lru44, 44, None)),
+        ("lru_hash_lookup_20B_key", raw::map_access(&lru20, 20, None)),
         ("lru_hash_lookup_16B_key", raw::map_access(&lru16, 16, None)),
         ("hash_lookup_44B_key", raw::map_access(&hash44, 44, None)),
         (
             "lru_hash_update_44B_key",
             raw::map_access(&lru44, 44, Some(32)),
+        ),
+        (
+            "lru_hash_update_20B_key",
+            raw::map_access(&lru20, 20, Some(32)),
         ),
         (
             "lru_hash_no_common_lru_update_44B_key",
@@ -425,8 +439,8 @@ pub fn summary(result: &Value) -> String {
         result["rounds"], result["repeat"], result["single_runs"]
     );
     md += &format!("### By rule count (ipcache {IPCACHE_HEADLINE} prefixes)\n\n");
-    md += "| rules | floor ns | ct hit | not isolated | new flow (lookups) | new flow + ct insert | deny | ct hit v6 | new flow v6 | deny v6 | new flow cold | new flow + insert cold |\n";
-    md += "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    md += "| rules | floor ns | ct hit | not isolated | new flow (lookups) | new flow + ct insert | deny | ct hit v6 | new flow v6 | new flow + ct insert v6 | deny v6 | new flow cold | new flow + insert cold |\n";
+    md += "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for &rules in &RULES {
         let Some(c) = config(result, rules, IPCACHE_HEADLINE) else {
             continue;
@@ -441,6 +455,7 @@ pub fn summary(result: &Value) -> String {
             "deny",
             "ct_hit_v6",
             "new_flow_v6",
+            "new_flow_insert_v6",
             "deny_v6",
             "new_flow_cold",
             "new_flow_insert_cold",
@@ -504,6 +519,12 @@ pub fn summary(result: &Value) -> String {
         md += &line(
             "new flow incl. conntrack insert (warm estimate) above floor (100k rules, 100k ipcache)",
             delta(w, "new_flow_insert"),
+            300.0,
+            "ns",
+        );
+        md += &line(
+            "IPv6 new flow incl. conntrack insert (warm estimate) above floor (100k rules, 100k ipcache)",
+            delta(w, "new_flow_insert_v6"),
             300.0,
             "ns",
         );
