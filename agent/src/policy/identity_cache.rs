@@ -72,7 +72,6 @@ pub struct IdentityCache {
 /// One endpoint pod's part.
 #[derive(Debug)]
 struct PodAtoms {
-    namespace: String,
     ips: Vec<IpAddr>,
     /// Pod-peer and named-port atoms it satisfies, sorted.
     atoms: Vec<u32>,
@@ -83,7 +82,9 @@ struct PodAtoms {
 struct Layers {
     blocks: BTreeMap<IpNet, IdentityId>,
     services: BTreeMap<IpNet, IdentityId>,
-    pods: BTreeMap<IpNet, BTreeMap<PodRef, IdentityId>>,
+    /// The pods claiming each address, sorted by pod (almost always one: a
+    /// vector, since a map's node would cost ~0.5 KiB per address).
+    pods: BTreeMap<IpNet, Vec<(PodRef, IdentityId)>>,
     host: BTreeMap<IpNet, IdentityId>,
 }
 
@@ -91,7 +92,7 @@ impl Layers {
     fn resolve(&self, net: &IpNet) -> Option<IdentityId> {
         self.host
             .get(net)
-            .or_else(|| self.pods.get(net).and_then(|m| m.values().next_back()))
+            .or_else(|| self.pods.get(net).and_then(|v| v.last()).map(|(_, id)| id))
             .or_else(|| self.services.get(net))
             .or_else(|| self.blocks.get(net))
             .copied()
@@ -466,12 +467,12 @@ impl IdentityCache {
             k.extend_from_slice(self.block_index.membership(*ip));
             let id = self.id_of(normalize(k), id_alloc);
             let net = IpNet::from(*ip);
-            self.layers
-                .pods
-                .entry(net)
-                .or_default()
-                .insert(key.clone(), id);
-            self.hold(id);
+            let claims = self.layers.pods.entry(net).or_default();
+            // A pod is removed before it is inserted again, so it is never there.
+            if let Err(at) = claims.binary_search_by(|(k, _)| k.cmp(&key)) {
+                claims.insert(at, (key.clone(), id));
+                self.hold(id);
+            }
             self.refresh(net);
         }
         self.by_ns
@@ -481,7 +482,6 @@ impl IdentityCache {
         self.pods.insert(
             key,
             PodAtoms {
-                namespace: pod.namespace.clone(),
                 ips: pod.ips.clone(),
                 atoms,
             },
@@ -500,7 +500,9 @@ impl IdentityCache {
             let net = IpNet::from(*ip);
             let mut released = None;
             if let Some(claims) = self.layers.pods.get_mut(&net) {
-                released = claims.remove(key);
+                if let Ok(at) = claims.binary_search_by(|(k, _)| k.cmp(key)) {
+                    released = Some(claims.remove(at).1);
+                }
                 if claims.is_empty() {
                     self.layers.pods.remove(&net);
                 }
@@ -510,10 +512,10 @@ impl IdentityCache {
             }
             self.refresh(net);
         }
-        if let Some(set) = self.by_ns.get_mut(&entry.namespace) {
+        if let Some(set) = self.by_ns.get_mut(&key.namespace) {
             set.remove(key);
             if set.is_empty() {
-                self.by_ns.remove(&entry.namespace);
+                self.by_ns.remove(&key.namespace);
             }
         }
         Some(entry.atoms)
