@@ -4,7 +4,7 @@
 use palisade_agent::policy::plan::L4Match;
 use palisade_common::event::FlowEvent;
 use palisade_common::ids::RuleId;
-use palisade_common::maps::EVENTS_BURST;
+use palisade_common::maps::{EVENTS_BURST, EVENTS_PER_SEC_PER_CPU};
 use palisade_common::stats::StatIndex;
 use palisade_common::verdict::{Direction, DropReason};
 use palisade_tests::frames::TcpFlags;
@@ -94,10 +94,15 @@ fn events_are_rate_limited_and_the_excess_is_counted() {
     h.apply(&PlanBuilder::new().isolate(Direction::Ingress).build());
     let sent = EVENTS_BURST + 50;
     let frame = to_pod(OTHER_V4.into()).udp(4444, 53).build();
-    // One run of `sent` repetitions happens on one CPU within microseconds.
+    // One run of `sent` repetitions happens on one CPU, normally within
+    // microseconds; if the run is preempted the bucket refills meanwhile, by
+    // at most the rate times the wall time around it.
+    let started = std::time::Instant::now();
     let out =
         h.dp.test_run(Direction::Ingress, &frame, sent as u32)
             .expect("test run");
+    let refill =
+        (started.elapsed().as_micros() as u64).div_ceil(1000) * EVENTS_PER_SEC_PER_CPU / 1000;
     assert_eq!(out.verdict, palisade_common::verdict::TC_ACT_SHOT);
     let events = drain_events(&mut h).len() as u64;
     let lost =
@@ -111,10 +116,10 @@ fn events_are_rate_limited_and_the_excess_is_counted() {
         "every denial is either reported or counted as lost"
     );
     assert!(
-        events <= EVENTS_BURST + 1,
-        "{events} events exceed the burst"
+        events <= EVENTS_BURST + 1 + refill,
+        "{events} events exceed the burst (+{refill} refilled while running)"
     );
-    assert!(lost >= 49, "{lost} lost");
+    assert!(lost + 1 + refill >= 50, "{lost} lost");
     assert_eq!(
         h.dropped(Direction::Ingress, DropReason::PolicyDenied),
         sent
