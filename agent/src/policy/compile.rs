@@ -2,14 +2,19 @@
 //!
 //! 1. Local endpoints and the policies selecting each (isolation per direction).
 //! 2. The atoms (peer questions) of the rules of those policies, and identities
-//!    for every remote address ([`super::identity`]).
+//!    for every remote address ([`super::identity`], kept up to date by
+//!    [`super::identity_cache`]).
 //! 3. Allow entries: endpoints whose applying policies (and, for ingress, whose
 //!    container ports) are equal get the same entries, so each distinct group
 //!    is expanded once and stamped per endpoint.
 //! 4. Service ClusterIPs: allowed on a service port when every ready backend is.
 //!
 //! Ids (identities, endpoints, rules) are stable across compiles of the same
-//! [`Compiler`].
+//! [`Compiler`], and so is its work: identities are caught up from the
+//! state's journal of changes ([`super::identity_cache`]), and a group's
+//! expansion is reused until its policies or its atoms' identities change.
+//! The result is always the plan a compile from scratch gives (property test
+//! `incremental_compiles_equal_compiles_from_scratch`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
