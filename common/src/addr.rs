@@ -22,6 +22,12 @@ impl Addr16 {
         ])
     }
 
+    /// The last four bytes: the IPv4 address of a v4-mapped one.
+    #[inline(always)]
+    pub const fn v4_octets(&self) -> [u8; 4] {
+        [self.0[12], self.0[13], self.0[14], self.0[15]]
+    }
+
     /// Whether this is a v4-mapped IPv4 address.
     #[inline(always)]
     pub fn is_v4_mapped(&self) -> bool {

@@ -41,18 +41,38 @@ pub struct CtKeyV4 {
 const _: () = assert!(core::mem::size_of::<CtKeyV4>() == 20);
 
 impl CtKeyV4 {
-    /// The same flow in the IPv6 key form (addresses v4-mapped).
-    pub fn to_v6(&self) -> CtKeyV6 {
-        CtKeyV6 {
-            ifindex: self.ifindex,
-            protocol: self.protocol,
+    /// The key of a flow at endpoint `ifindex`; ports in host order.
+    #[inline(always)]
+    pub const fn new(
+        ifindex: u32,
+        protocol: u8,
+        local: [u8; 4],
+        remote: [u8; 4],
+        local_port: u16,
+        remote_port: u16,
+    ) -> Self {
+        CtKeyV4 {
+            ifindex,
+            protocol,
             _pad0: 0,
             _pad1: 0,
-            local_port_be: self.local_port_be,
-            remote_port_be: self.remote_port_be,
-            local: Addr16::from_v4(self.local),
-            remote: Addr16::from_v4(self.remote),
+            local_port_be: local_port.to_be_bytes(),
+            remote_port_be: remote_port.to_be_bytes(),
+            local,
+            remote,
         }
+    }
+
+    /// The same flow in the IPv6 key form (addresses v4-mapped).
+    pub fn to_v6(&self) -> CtKeyV6 {
+        CtKeyV6::new(
+            self.ifindex,
+            self.protocol,
+            Addr16::from_v4(self.local),
+            Addr16::from_v4(self.remote),
+            u16::from_be_bytes(self.local_port_be),
+            u16::from_be_bytes(self.remote_port_be),
+        )
     }
 }
 
@@ -81,22 +101,41 @@ pub struct CtKeyV6 {
 const _: () = assert!(core::mem::size_of::<CtKeyV6>() == 44);
 
 impl CtKeyV6 {
+    /// The key of a flow at endpoint `ifindex`; ports in host order.
+    #[inline(always)]
+    pub const fn new(
+        ifindex: u32,
+        protocol: u8,
+        local: Addr16,
+        remote: Addr16,
+        local_port: u16,
+        remote_port: u16,
+    ) -> Self {
+        CtKeyV6 {
+            ifindex,
+            protocol,
+            _pad0: 0,
+            _pad1: 0,
+            local_port_be: local_port.to_be_bytes(),
+            remote_port_be: remote_port.to_be_bytes(),
+            local,
+            remote,
+        }
+    }
+
     /// The compact IPv4 form, when both addresses are v4-mapped.
     pub fn to_v4(&self) -> Option<CtKeyV4> {
         if !self.local.is_v4_mapped() || !self.remote.is_v4_mapped() {
             return None;
         }
-        let v4 = |a: &Addr16| [a.0[12], a.0[13], a.0[14], a.0[15]];
-        Some(CtKeyV4 {
-            ifindex: self.ifindex,
-            protocol: self.protocol,
-            _pad0: 0,
-            _pad1: 0,
-            local_port_be: self.local_port_be,
-            remote_port_be: self.remote_port_be,
-            local: v4(&self.local),
-            remote: v4(&self.remote),
-        })
+        Some(CtKeyV4::new(
+            self.ifindex,
+            self.protocol,
+            self.local.v4_octets(),
+            self.remote.v4_octets(),
+            u16::from_be_bytes(self.local_port_be),
+            u16::from_be_bytes(self.remote_port_be),
+        ))
     }
 }
 

@@ -60,28 +60,23 @@ impl Flow {
         remote_port: u16,
     ) -> Self {
         let key = if ipv4 {
-            let v4 = |a: &Addr16| [a.0[12], a.0[13], a.0[14], a.0[15]];
-            Key::V4(CtKeyV4 {
+            Key::V4(CtKeyV4::new(
                 ifindex,
                 protocol,
-                _pad0: 0,
-                _pad1: 0,
-                local_port_be: local_port.to_be_bytes(),
-                remote_port_be: remote_port.to_be_bytes(),
-                local: v4(local),
-                remote: v4(remote),
-            })
+                local.v4_octets(),
+                remote.v4_octets(),
+                local_port,
+                remote_port,
+            ))
         } else {
-            Key::V6(CtKeyV6 {
+            Key::V6(CtKeyV6::new(
                 ifindex,
                 protocol,
-                _pad0: 0,
-                _pad1: 0,
-                local_port_be: local_port.to_be_bytes(),
-                remote_port_be: remote_port.to_be_bytes(),
-                local: *local,
-                remote: *remote,
-            })
+                *local,
+                *remote,
+                local_port,
+                remote_port,
+            ))
         };
         Flow {
             protocol,

@@ -220,7 +220,7 @@ impl Directory {
 
 fn to_ip(a: &Addr16) -> IpAddr {
     if a.is_v4_mapped() {
-        IpAddr::V4(Ipv4Addr::new(a.0[12], a.0[13], a.0[14], a.0[15]))
+        IpAddr::V4(Ipv4Addr::from(a.v4_octets()))
     } else {
         IpAddr::V6(Ipv6Addr::from(a.0))
     }
