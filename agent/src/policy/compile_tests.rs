@@ -203,6 +203,39 @@ fn namespace_selector_alone_selects_all_pods_in_matching_namespaces() {
 }
 
 #[test]
+fn every_namespace_has_its_name_label_even_when_the_object_omits_it_or_is_missing() {
+    let by_name = |name: &str| {
+        rule().peer(namespaces(labels(&[(
+            crate::state::model::NAMESPACE_NAME_LABEL,
+            name,
+        )])))
+    };
+    // x and y are declared without the label; z has no Namespace object.
+    let c = with(
+        xy(),
+        objs![
+            pod("d").ns("z").label("pod", "d").ip("10.0.2.4"),
+            policy("x", "p").ingress(by_name("y")).ingress(by_name("z")),
+        ],
+    );
+    assert!(tcp_ok(&c, "10.0.1.3", "10.0.0.1", 80));
+    assert!(tcp_ok(&c, "10.0.2.4", "10.0.0.1", 80));
+    assert!(!tcp_ok(&c, "10.0.0.2", "10.0.0.1", 80), "x is not y or z");
+
+    // A label claiming another namespace's name is overridden, as the API
+    // server does.
+    let spoofed = with(
+        objs![namespace("w").label(crate::state::model::NAMESPACE_NAME_LABEL, "y")],
+        objs![
+            pod("e").ns("w").ip("10.0.3.5"),
+            pod("a").ns("x").label("pod", "a").ip("10.0.0.1"),
+            policy("x", "p").ingress(by_name("y")),
+        ],
+    );
+    assert!(!tcp_ok(&spoofed, "10.0.3.5", "10.0.0.1", 80));
+}
+
+#[test]
 fn pod_and_namespace_selector_in_one_peer_are_anded() {
     let extra = objs![pod("d").ns("y").label("pod", "d").ip("10.0.1.4")];
     let mut base = xy();

@@ -98,11 +98,7 @@ fn peer_matches(
             let ns_ok = match &pp.namespaces {
                 NamespaceScope::Own(ns) => &rp.namespace == ns,
                 NamespaceScope::Selected(sel) => {
-                    let labels = cluster
-                        .namespace(&rp.namespace)
-                        .map(|n| n.labels.clone())
-                        .unwrap_or_default();
-                    sel.matches(&labels)
+                    sel.matches(&cluster.namespace_labels(&rp.namespace))
                 }
             };
             ns_ok && pp.pods.matches(&rp.labels)

@@ -22,7 +22,7 @@ use palisade_common::ids::IdentityId;
 use super::identity::{Atom, AtomTable, Identities};
 use super::ids::IdAllocator;
 use super::plan::PodRef;
-use super::selector::{Labels, Requirement, Selector};
+use super::selector::{Requirement, Selector};
 use crate::state::ClusterState;
 use crate::state::journal::{Change, Mark};
 use crate::state::model::{Pod, Protocol, Service};
@@ -248,7 +248,7 @@ impl IdentityCache {
                             .by_ns
                             .keys()
                             .copied()
-                            .filter(|ns| s.matches(namespace_labels(cluster, ns)))
+                            .filter(|ns| s.matches(&cluster.namespace_labels(ns)))
                             .collect()
                     })
                     .clone(),
@@ -360,7 +360,7 @@ impl IdentityCache {
                 NamespaceScope::Selected(s) => self
                     .by_ns
                     .keys()
-                    .filter(|ns| s.matches(namespace_labels(cluster, ns)))
+                    .filter(|ns| s.matches(&cluster.namespace_labels(ns)))
                     .cloned()
                     .collect(),
             };
@@ -411,14 +411,14 @@ impl IdentityCache {
         table: &mut AtomTable,
         atom_alloc: &mut IdAllocator<Atom>,
     ) -> Vec<u32> {
-        let ns_labels = namespace_labels(cluster, &pod.namespace);
+        let ns_labels = cluster.namespace_labels(&pod.namespace);
         let mut atoms: Vec<u32> = self
             .peers
             .iter()
             .filter(|(_, peer)| {
                 let in_scope = match &peer.namespaces {
                     NamespaceScope::Own(ns) => *ns == pod.namespace,
-                    NamespaceScope::Selected(s) => s.matches(ns_labels),
+                    NamespaceScope::Selected(s) => s.matches(&ns_labels),
                 };
                 in_scope && peer.pods.matches(&pod.labels)
             })
@@ -631,11 +631,6 @@ impl IdentityCache {
             }
         }
     }
-}
-
-fn namespace_labels<'a>(cluster: &'a ClusterState, ns: &str) -> &'a Labels {
-    static EMPTY: Labels = Labels::new();
-    cluster.namespace(ns).map_or(&EMPTY, |n| &n.labels)
 }
 
 /// Pods of the cluster that can be peers, indexed for selector evaluation.

@@ -3,6 +3,7 @@
 //! Objects are converted once when applied; terminated pods are dropped on
 //! arrival. Iteration order is the key order, so compiles are deterministic.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -16,6 +17,7 @@ use super::model::{
 };
 use super::netpol::NetworkPolicy;
 use crate::policy::plan::{PodRef, PolicyRef, Rejection};
+use crate::policy::selector::Labels;
 
 /// A namespaced object's key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -225,6 +227,17 @@ impl ClusterState {
     /// A namespace by name.
     pub fn namespace(&self, name: &str) -> Option<&Namespace> {
         self.namespaces.get(name)
+    }
+
+    /// A namespace's labels, for `namespaceSelector`. A namespace whose object
+    /// has not been seen (a watch delivering pods first, or manifests that do
+    /// not declare it) has only the name label the API server gives every
+    /// namespace.
+    pub fn namespace_labels(&self, name: &str) -> Cow<'_, Labels> {
+        match self.namespaces.get(name) {
+            Some(ns) => Cow::Borrowed(&ns.labels),
+            None => Cow::Owned(Namespace::implicit_labels(name)),
+        }
     }
 
     /// Every namespace, by name.

@@ -23,6 +23,9 @@ pub const AUDIT_MODE_ANNOTATION: &str = "palisade.dev/audit-mode";
 
 /// EndpointSlice label naming the Service the slice belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The label the API server sets on every namespace to its name (immutable,
+/// GA since 1.22), so that `namespaceSelector` can pick namespaces by name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// Why an object cannot be used at all.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -119,11 +122,20 @@ impl Namespace {
             .name
             .clone()
             .ok_or(ModelError::MissingName { kind: "Namespace" })?;
+        let mut labels = ns.metadata.labels.clone().unwrap_or_default();
+        // As the API server does; manifests written by hand usually omit it.
+        labels.insert(NAMESPACE_NAME_LABEL.into(), name.clone());
         Ok(Namespace {
             name,
-            labels: ns.metadata.labels.clone().unwrap_or_default(),
+            labels,
             annotations: ns.metadata.annotations.clone().unwrap_or_default(),
         })
+    }
+
+    /// The labels of a namespace known only by name (no Namespace object
+    /// seen yet): the one label every namespace has.
+    pub fn implicit_labels(name: &str) -> Labels {
+        Labels::from([(NAMESPACE_NAME_LABEL.to_string(), name.to_string())])
     }
 
     /// Whether endpoints in this namespace run in audit mode.
