@@ -35,10 +35,16 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("palisade: {e}");
+            let mut said = e.to_string();
+            eprintln!("palisade: {said}");
             let mut source = e.source();
             while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
+                // Many errors already end with their cause's text (kube's do).
+                let text = cause.to_string();
+                if !said.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                    said = text;
+                }
                 source = cause.source();
             }
             ExitCode::from(2)
