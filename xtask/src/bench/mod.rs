@@ -109,8 +109,12 @@ pub fn run(opts: Options) -> Result<()> {
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let machine = machine();
     println!(
-        "bench: {} CPUs, kernel {}, {}",
-        machine["nproc"], machine["kernel"], machine["cpu"]
+        "bench: {} CPUs, kernel {}, {}, load average {}\nbench: mitigations: {}",
+        machine["nproc"],
+        machine["kernel"],
+        machine["cpu"],
+        machine["load_at_start"].as_str().unwrap_or("?"),
+        machine["mitigations"].as_str().unwrap_or("?")
     );
     let started = Instant::now();
     let suites = match opts.suite {
@@ -171,10 +175,12 @@ fn write_summary(machine: &Value) -> Result<()> {
     let dir = out_dir();
     let mut summary = String::from("# Palisade benchmark results\n\n");
     summary += &format!(
-        "Machine: {} CPUs ({}), kernel {}.\n\n",
+        "Machine: {} CPUs ({}), kernel {}, mitigations: {}; load average at start {}.\n\n",
         machine["nproc"],
         machine["cpu"].as_str().unwrap_or("?"),
-        machine["kernel"].as_str().unwrap_or("?")
+        machine["kernel"].as_str().unwrap_or("?"),
+        machine["mitigations"].as_str().unwrap_or("?"),
+        machine["load_at_start"].as_str().unwrap_or("?")
     );
     for name in ["datapath", "wire", "control"] {
         if let Ok(md) = fs::read_to_string(dir.join(format!("{name}.md"))) {
@@ -202,7 +208,11 @@ fn replot() -> Result<()> {
     write_summary(&machine)
 }
 
-/// nproc, kernel and CPU model.
+/// The CPU mitigations that tax calls and returns in JITed programs: two runs
+/// of the same object under different ones are not comparable.
+const MITIGATIONS: [&str; 3] = ["retbleed", "spectre_v2", "spec_rstack_overflow"];
+
+/// nproc, kernel, CPU model, call/return mitigations and the load at start.
 fn machine() -> Value {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
@@ -215,7 +225,24 @@ fn machine() -> Value {
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    json!({ "nproc": nproc, "kernel": kernel, "cpu": cpu })
+    let mitigations: Vec<String> = MITIGATIONS
+        .iter()
+        .filter_map(|m| {
+            let state = fs::read_to_string(format!("/sys/devices/system/cpu/vulnerabilities/{m}"));
+            state.ok().map(|s| format!("{m}: {}", s.trim()))
+        })
+        .collect();
+    let load = fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default();
+    json!({
+        "nproc": nproc,
+        "kernel": kernel,
+        "cpu": cpu,
+        "mitigations": mitigations.join("; "),
+        "load_at_start": load,
+    })
 }
 
 /// Median of a sample (sorted copy); 0 for an empty one.
