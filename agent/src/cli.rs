@@ -186,7 +186,7 @@ pub struct InstallCniArgs {
     #[arg(long, env = "PALISADE_CNI_SOCKET", default_value = crate::cni::DEFAULT_SOCKET)]
     pub socket: PathBuf,
     /// How long ADD waits for the agent before failing the pod's start.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = crate::cni::plugin::DEFAULT_TIMEOUT.as_secs())]
     pub timeout_seconds: u64,
 }
 

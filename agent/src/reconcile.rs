@@ -167,8 +167,11 @@ pub async fn run<I: Interfaces>(
     tokio::pin!(shutdown);
     let mut burst_started: Option<Instant> = None;
     let mut cni_open = true;
+    // Unresolved pods are retried on a timer of its own: other wake-ups (a
+    // CNI call, a waiter's deadline) must not keep pushing it back.
+    let mut next_retry = tokio::time::Instant::now() + r.settings.retry;
     loop {
-        let retry = tokio::time::sleep(r.settings.retry);
+        let first_cni_deadline = r.cni_waiters.iter().map(|w| w.deadline).min();
         // Whether something happened that the kernel may need to follow (a
         // CNI waiter's deadline tick, or a CNI CHECK/DEL, does not).
         let mut dirty = true;
@@ -181,7 +184,9 @@ pub async fn run<I: Interfaces>(
                 r.on_event(event);
             }
             _ = r.interfaces.changed() => {}
-            _ = retry, if r.unresolved > 0 => {}
+            _ = tokio::time::sleep_until(next_retry), if r.unresolved > 0 => {
+                next_retry = tokio::time::Instant::now() + r.settings.retry;
+            }
             call = cni_calls.recv(), if cni_open => {
                 // A closed channel means no CNI socket: stop polling it.
                 cni_open = call.is_some();
@@ -190,7 +195,7 @@ pub async fn run<I: Interfaces>(
                     burst_started.get_or_insert_with(Instant::now);
                 }
             }
-            _ = tokio::time::sleep(Duration::from_millis(100)), if !r.cni_waiters.is_empty() => {
+            _ = sleep_until_std(first_cni_deadline), if first_cni_deadline.is_some() => {
                 dirty = false;
             }
         }
@@ -218,10 +223,19 @@ pub async fn run<I: Interfaces>(
             continue;
         }
         let plan = r.reconcile().await?;
+        next_retry = tokio::time::Instant::now() + r.settings.retry;
         if let Some(started) = burst_started.take() {
             (r.hooks.on_programmed)(started.elapsed(), &plan, &r.cluster);
         }
         r.answer_cni_waiters();
+    }
+}
+
+/// Sleeps until `deadline` (forever without one).
+async fn sleep_until_std(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -325,9 +339,17 @@ impl<I: Interfaces> Reconciler<I> {
                 true
             }
             Request::Del { namespace, name } => {
-                self.cni_ips.remove(&pod(namespace, name));
+                let pod = pod(namespace, name);
                 let _ = call.reply.send(Response::ok());
-                false
+                // The sandbox and its addresses are gone: only what the API
+                // says of the pod stays (its addresses may be reused).
+                if self.cni_ips.remove(&pod).is_none() {
+                    return false;
+                }
+                if let Some(raw) = self.raw_pods.get(&pod).cloned() {
+                    self.apply(&K8sObject::Pod(raw));
+                }
+                true
             }
             Request::Check { namespace, name } => {
                 let pod = pod(namespace, name);
@@ -419,10 +441,13 @@ impl<I: Interfaces> Reconciler<I> {
     fn delete(&mut self, r: &ObjectRef) {
         let (ns, name) = (r.namespace.as_str(), r.name.as_str());
         if r.kind == Kind::Pod {
-            self.raw_pods.remove(&PodRef {
+            let pod = PodRef {
                 namespace: r.namespace.clone(),
                 name: r.name.clone(),
-            });
+            };
+            self.raw_pods.remove(&pod);
+            // A pod re-created under the same name must not inherit these.
+            self.cni_ips.remove(&pod);
         }
         match r.kind {
             Kind::Namespace => self.cluster.delete_namespace(name),
@@ -517,6 +542,10 @@ impl<I: Interfaces> Reconciler<I> {
             if let Err(e) = self.datapath.detach(*ifindex) {
                 tracing::warn!(ifindex, error = %e, "detach failed");
             }
+        }
+        if !self.first_apply_done {
+            // Every pinned link now carries this build's programs or is gone.
+            self.datapath.finish_conntrack_upgrade();
         }
         self.first_apply_done = true;
 

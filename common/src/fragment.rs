@@ -16,8 +16,10 @@ pub struct FragKey {
     pub id: u32,
     /// IP protocol of the datagram.
     pub protocol: u8,
+    /// Always zero (two scalars: see [`crate::conntrack::CtKeyV4::_pad0`]).
+    pub _pad0: u8,
     /// Always zero.
-    pub _pad: [u8; 3],
+    pub _pad1: u16,
     /// Source address.
     pub src: Addr16,
     /// Destination address.

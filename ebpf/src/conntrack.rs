@@ -1,10 +1,12 @@
 //! Connection tracking: lookup, create and refresh of `CONNTRACK_V4` (IPv4
 //! flows) and `CONNTRACK` (IPv6 flows) entries.
 //!
-//! Races: the agent never writes this map except to delete; several CPUs may
-//! refresh one entry at once. Each refresh writes whole words (timestamp,
-//! revision, flags), so the worst case is a lost flag bit or an older timestamp,
-//! which at most shortens an idle timeout; it never lets a packet bypass policy.
+//! Races: the agent writes these maps only to delete entries and, on an
+//! upgrade, to carry an older build's IPv4 entries over into `CONNTRACK_V4`.
+//! Several CPUs may refresh one entry at once. Each refresh writes whole words
+//! (timestamp, revision, flags), so the worst case is a lost flag bit or an
+//! older timestamp, which at most shortens an idle timeout; it never lets a
+//! packet bypass policy.
 
 use aya_ebpf::{macros::map, maps::LruHashMap};
 use palisade_common::{
@@ -105,15 +107,10 @@ pub struct Entry {
 }
 
 impl Entry {
-    #[inline(always)]
-    fn get(&self) -> CtValue {
-        self.seen
-    }
-
     /// The direction in which the flow was opened.
     #[inline(always)]
     pub fn origin(&self) -> Direction {
-        if self.get().flags & CT_FLAG_ORIGIN_EGRESS != 0 {
+        if self.seen.flags & CT_FLAG_ORIGIN_EGRESS != 0 {
             Direction::Egress
         } else {
             Direction::Ingress
@@ -123,13 +120,14 @@ impl Entry {
     /// The revision that last allowed the flow.
     #[inline(always)]
     pub fn revision(&self) -> Revision {
-        self.get().revision
+        self.seen.revision
     }
 
     /// Records that `revision` (re)allowed the flow via `rule`.
     #[inline(always)]
     pub fn revalidate(&self, revision: Revision, rule: RuleId) {
-        // SAFETY: see `get`; word-sized writes into the map value.
+        // SAFETY: `value` points into the map value (see `lookup`); word-sized
+        // writes.
         unsafe {
             (*self.value).revision = revision;
             (*self.value).rule = rule;
@@ -139,7 +137,7 @@ impl Entry {
     /// Refreshes the timestamp and TCP state for a packet in `direction`.
     #[inline(always)]
     pub fn touch(&self, direction: Direction, protocol: u8, tcp_flags: u8, now: u64) {
-        let v = self.get();
+        let v = self.seen;
         let mut flags = v.flags;
         let origin_is_egress = flags & CT_FLAG_ORIGIN_EGRESS != 0;
         let is_reply = origin_is_egress != (direction == Direction::Egress);
@@ -163,7 +161,7 @@ impl Entry {
             flags &= !CT_FLAG_CLOSING;
         }
         if flags != v.flags || now > v.last_seen_ns + REFRESH_NS {
-            // SAFETY: see `get`.
+            // SAFETY: as in `revalidate`.
             unsafe {
                 (*self.value).flags = flags;
                 (*self.value).last_seen_ns = now;

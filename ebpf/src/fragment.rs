@@ -17,7 +17,8 @@ fn key(ifindex: u32, packet: &Packet, id: u32) -> FragKey {
         ifindex,
         id,
         protocol: packet.protocol,
-        _pad: [0; 3],
+        _pad0: 0,
+        _pad1: 0,
         src: packet.src,
         dst: packet.dst,
     }

@@ -248,10 +248,17 @@ fn l4(
                 return Parsed::Malformed(Some((src, dst, protocol)));
             };
             let ty = h[0];
-            if protocol == IPPROTO_ICMPV6 && ((130..=137).contains(&ty) || ty == 143) {
-                // Link-local control: multicast listener queries and reports
-                // (MLD, 130-132 and 143), router and neighbour discovery and
-                // redirects (133-137).
+            if protocol == IPPROTO_ICMPV6 && (133..=137).contains(&ty) {
+                // Router and neighbour discovery and redirects.
+                return Parsed::Control;
+            }
+            if protocol == IPPROTO_ICMPV6
+                && ((130..=132).contains(&ty) || ty == 143)
+                && dst.0[0] == 0xff
+            {
+                // Multicast listener queries and reports (MLD) always go to a
+                // multicast group; sent to a unicast address they are just
+                // ICMPv6 and face policy like any other.
                 return Parsed::Control;
             }
             if is_echo(protocol, ty) {

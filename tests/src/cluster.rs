@@ -315,17 +315,6 @@ impl Cluster {
         Ok(pod)
     }
 
-    /// Removes a pod object added by [`Cluster::add_pod_object`].
-    pub fn remove_ghost_object(&mut self, namespace: &str, name: &str) -> Result<()> {
-        let at = self
-            .ghosts
-            .iter()
-            .position(|g| g.namespace == namespace && g.name == name)
-            .with_context(|| format!("no pod object {namespace}/{name}"))?;
-        self.ghosts.remove(at);
-        self.write_pods()
-    }
-
     /// The pod with this namespace and name.
     pub fn pod(&self, namespace: &str, name: &str) -> &ClusterPod {
         self.pods
@@ -365,7 +354,7 @@ impl Cluster {
 
     /// Adds a running pod object on `node` whose addresses (`ipv4`, `ipv6`)
     /// no bed pod carries: the agent finds no interface for it. Written with
-    /// the other pods; remove it with [`Cluster::remove_pod_object`].
+    /// the other pods.
     pub fn add_pod_object(
         &mut self,
         node: usize,
@@ -476,6 +465,25 @@ impl Cluster {
         agent.child.child_mut().kill()?;
         agent.child.child_mut().wait()?;
         Ok(())
+    }
+
+    /// Stops node `i`'s agent as a rolling update does: SIGTERM, then SIGKILL
+    /// if it has not exited within `grace` (its pins stay either way).
+    pub fn stop_agent(&mut self, i: usize, grace: Duration) -> Result<()> {
+        let agent = self.agents[i].as_mut().context("agent not running")?;
+        let child = agent.child.child_mut();
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill()?;
+        child.wait()?;
+        anyhow::bail!("the agent did not exit within {grace:?} of SIGTERM")
     }
 
     /// The agent log of node `i` (for failure messages).

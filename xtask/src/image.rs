@@ -157,21 +157,36 @@ pub fn verify(archive: &Path) -> Result<String> {
                     .arg(&rootfs),
             )?;
         }
-        let bin = rootfs.join("usr/local/bin/palisade");
-        let out = Command::new(&bin)
+        // Run inside the unpacked image: it has no libc or loader, so a
+        // binary that is not static fails here.
+        let in_image = |bin: &str| {
+            let mut cmd = Command::new("chroot");
+            cmd.arg(&rootfs).arg(bin);
+            cmd
+        };
+        let out = in_image("/usr/local/bin/palisade")
             .arg("--version")
             .output()
-            .with_context(|| format!("running {}", bin.display()))?;
+            .context("running palisade --version in the image (chroot)")?;
         let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if !out.status.success() || !text.contains(VERSION) {
-            bail!("{} --version printed {text:?}", bin.display());
+            bail!(
+                "palisade --version in the image printed {text:?} ({}; {})",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
-        let file = output(Command::new("file").arg(&bin)).unwrap_or_default();
-        if file.contains("dynamically linked") {
-            bail!("the image's binary is not static: {file}");
-        }
-        if !rootfs.join("usr/local/bin/palisade-cni").exists() {
-            bail!("the image lacks palisade-cni");
+        let cni = in_image("/usr/local/bin/palisade-cni")
+            .env("CNI_COMMAND", "VERSION")
+            .output()
+            .context("running palisade-cni VERSION in the image (chroot)")?;
+        let cni_text = String::from_utf8_lossy(&cni.stdout);
+        if !cni.status.success() || !cni_text.contains("supportedVersions") {
+            bail!(
+                "palisade-cni VERSION in the image printed {cni_text:?} ({}; {})",
+                cni.status,
+                String::from_utf8_lossy(&cni.stderr).trim()
+            );
         }
         Ok(text)
     })();

@@ -11,50 +11,63 @@ use crate::cli::InstallCniArgs;
 /// The plugin's `type` in a conflist.
 pub const PLUGIN_TYPE: &str = "palisade-cni";
 
-/// Appends the plugin to a conflist's `plugins` unless it is there (then its
-/// settings are refreshed). Returns the new list and whether it changed.
+/// Appends the plugin to a conflist's `plugins` unless it is there (then the
+/// settings this command owns are refreshed, and any others an operator added,
+/// such as `failOpen`, kept). Returns the new list and whether it changed.
 pub fn chain(
     mut conflist: Value,
     socket: &Path,
     timeout_seconds: u64,
 ) -> Result<(Value, bool), String> {
-    let entry = json!({"type": PLUGIN_TYPE, "socket": socket, "timeoutSeconds": timeout_seconds});
+    let ours = json!({"type": PLUGIN_TYPE, "socket": socket, "timeoutSeconds": timeout_seconds});
     let plugins = conflist
         .get_mut("plugins")
         .and_then(Value::as_array_mut)
-        .ok_or("the configuration has no `plugins` list (not a .conflist)")?;
+        .ok_or("the configuration has no `plugins` list (a single-plugin .conf cannot be chained; the main CNI must use a .conflist)")?;
     if let Some(existing) = plugins.iter_mut().find(|p| p["type"] == PLUGIN_TYPE) {
-        let changed = *existing != entry;
-        *existing = entry;
+        let before = existing.clone();
+        if let (Some(entry), Some(ours)) = (existing.as_object_mut(), ours.as_object()) {
+            entry.extend(ours.clone());
+        } else {
+            *existing = ours;
+        }
+        let changed = *existing != before;
         return Ok((conflist, changed));
     }
-    plugins.push(entry);
+    plugins.push(ours);
     Ok((conflist, true))
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `path` whole, with `mode`, so a reader never sees it half-written
+/// or not yet executable.
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.palisade-tmp"));
     std::fs::write(&tmp, bytes)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
     std::fs::rename(&tmp, path)
 }
 
-/// The main CNI's configuration list: the first `*.conflist` by name, as the
-/// container runtime picks it.
+/// The main CNI's configuration: the first `*.conf`, `*.conflist` or `*.json`
+/// by name, as the container runtime picks it.
 fn main_conflist(dir: &Path) -> Result<PathBuf, String> {
     let mut lists: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "conflist"))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "conf" || e == "conflist" || e == "json")
+        })
         .collect();
     lists.sort();
     lists.into_iter().next().ok_or_else(|| {
         format!(
-            "no *.conflist in {} yet (is the main CNI installed?)",
+            "no CNI configuration in {} yet (is the main CNI installed?)",
             dir.display()
         )
     })
@@ -65,8 +78,7 @@ pub fn run(args: &InstallCniArgs) -> Result<(), super::Error> {
     let source = std::env::current_exe()?.with_file_name("palisade-cni");
     let bytes = std::fs::read(&source).map_err(|e| format!("{}: {e}", source.display()))?;
     let dest = args.cni_bin_dir.join("palisade-cni");
-    write_atomically(&dest, &bytes).map_err(|e| format!("{}: {e}", dest.display()))?;
-    std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    write_atomically(&dest, &bytes, 0o755).map_err(|e| format!("{}: {e}", dest.display()))?;
     let list = main_conflist(&args.cni_conf_dir)?;
     let text = std::fs::read_to_string(&list).map_err(|e| format!("{}: {e}", list.display()))?;
     let value: Value =
@@ -76,7 +88,7 @@ pub fn run(args: &InstallCniArgs) -> Result<(), super::Error> {
     if changed {
         let mut out = serde_json::to_vec_pretty(&chained)?;
         out.push(b'\n');
-        write_atomically(&list, &out).map_err(|e| format!("{}: {e}", list.display()))?;
+        write_atomically(&list, &out, 0o644).map_err(|e| format!("{}: {e}", list.display()))?;
     }
     println!(
         "installed {} and {} {}",
@@ -116,6 +128,35 @@ mod tests {
         let (twice, changed) = chain(once.clone(), Path::new("/s"), 10).expect("chain");
         assert!(!changed);
         assert_eq!(once, twice);
+    }
+
+    #[test]
+    fn chain_refreshes_its_settings_and_keeps_an_operators() {
+        let (once, _) = chain(calico(), Path::new("/old"), 10).expect("chain");
+        let mut edited = once.clone();
+        edited["plugins"][2]["failOpen"] = json!(true);
+        let (out, changed) = chain(edited, Path::new("/new"), 5).expect("chain");
+        assert!(changed);
+        let ours = &out["plugins"][2];
+        assert_eq!(ours["socket"], "/new");
+        assert_eq!(ours["timeoutSeconds"], 5);
+        assert_eq!(ours["failOpen"], true, "{ours}");
+        assert_eq!(out["plugins"].as_array().expect("plugins").len(), 3);
+    }
+
+    #[test]
+    fn the_main_configuration_is_the_first_by_name_of_any_cni_extension() {
+        let dir = std::env::temp_dir().join(format!("palisade-install-cni-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        for name in ["20-b.conflist", "10-a.conf", "05-notes.txt", "30-c.json"] {
+            std::fs::write(dir.join(name), "{}").expect("write");
+        }
+        let picked = main_conflist(&dir);
+        std::fs::remove_dir_all(&dir).expect("clean up");
+        assert_eq!(
+            picked.expect("found").file_name().expect("name"),
+            "10-a.conf"
+        );
     }
 
     #[test]

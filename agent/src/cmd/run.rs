@@ -99,8 +99,7 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
         ..Status::default()
     }));
     let mut metrics = Metrics::new();
-    // The datapath pins its maps under `<bpffs>/maps` (datapath::load::maps_dir).
-    let counters = match Counters::open(&args.bpffs.join("maps")) {
+    let counters = match Counters::open(&crate::datapath::maps_dir(&args.bpffs)) {
         Ok(c) => {
             let c = Arc::new(c);
             metrics.register_counters(c.clone());
@@ -159,7 +158,7 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
             .clone()
             .map(|c| -> http::PressureRead { Arc::new(move || c.pressure()) }),
     };
-    let router = http::router_with(status.clone(), render_metrics, extras);
+    let router = http::router(status.clone(), render_metrics, extras);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     let mut addrs = vec![args.health_addr];

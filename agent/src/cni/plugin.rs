@@ -69,8 +69,6 @@ pub struct Env {
     pub command: String,
     /// `CNI_ARGS`, e.g. `K8S_POD_NAMESPACE=x;K8S_POD_NAME=y`.
     pub args: String,
-    /// `CNI_IFNAME` (the interface inside the pod).
-    pub ifname: String,
 }
 
 impl Env {
@@ -80,7 +78,6 @@ impl Env {
         Env {
             command: var("CNI_COMMAND"),
             args: var("CNI_ARGS"),
-            ifname: var("CNI_IFNAME"),
         }
     }
 
@@ -297,7 +294,6 @@ mod tests {
         Env {
             command: command.into(),
             args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=x;K8S_POD_NAME=a".into(),
-            ifname: "eth0".into(),
         }
     }
 

@@ -72,6 +72,10 @@ pub struct Datapath {
     pub maps: Maps,
     pub(crate) bpffs: PathBuf,
     pub(crate) attachments: BTreeMap<u32, Attachment>,
+    /// Loaded over the pins of a build that tracked IPv4 flows in
+    /// `CONNTRACK`: its programs may still add such flows until every link
+    /// carries the new ones (see [`Datapath::finish_conntrack_upgrade`]).
+    legacy_conntrack: bool,
 }
 
 impl Datapath {
@@ -120,25 +124,39 @@ impl Datapath {
                     source: Box::new(source),
                 })?;
         }
-        let mut maps = Maps::take(&mut ebpf, caps)?;
-        if legacy_conntrack {
-            // Failing here only means those flows are checked again as new
-            // (fail closed); not a reason to refuse to start.
-            match maps.copy_legacy_v4_conntrack() {
-                Ok(copied) => {
-                    tracing::info!(copied, "IPv4 conntrack entries moved to CONNTRACK_V4")
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "copying IPv4 conntrack entries to CONNTRACK_V4")
-                }
-            }
-        }
-        Ok(Datapath {
+        let maps = Maps::take(&mut ebpf, caps)?;
+        let mut datapath = Datapath {
             ebpf,
             maps,
             bpffs: config.bpffs.clone(),
             attachments: BTreeMap::new(),
-        })
+            legacy_conntrack,
+        };
+        // Now, for the flows of links this agent never attaches to again, and
+        // once more when the links carry the new programs.
+        datapath.carry_over_legacy_conntrack();
+        Ok(datapath)
+    }
+
+    /// Carries IPv4 flows that the older build's programs tracked in
+    /// `CONNTRACK` into `CONNTRACK_V4` a last time. Call once every link of
+    /// this node carries this build's programs: until then the old programs
+    /// keep adding flows there.
+    pub fn finish_conntrack_upgrade(&mut self) {
+        self.carry_over_legacy_conntrack();
+        self.legacy_conntrack = false;
+    }
+
+    fn carry_over_legacy_conntrack(&mut self) {
+        if !self.legacy_conntrack {
+            return;
+        }
+        // Failing here only means those flows are checked again as new
+        // (fail closed); not a reason to refuse to start.
+        match self.maps.copy_legacy_v4_conntrack() {
+            Ok(copied) => tracing::info!(copied, "IPv4 conntrack entries moved to CONNTRACK_V4"),
+            Err(error) => tracing::warn!(%error, "copying IPv4 conntrack entries to CONNTRACK_V4"),
+        }
     }
 
     /// The agent's bpffs directory.

@@ -3,13 +3,16 @@
 
 use aya::Ebpf;
 use aya::maps::lpm_trie::Key;
-use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf};
 use palisade_common::addr::Addr16;
 use palisade_common::conntrack::{CtKeyV4, CtKeyV6, CtValue};
 use palisade_common::endpoint::EndpointInfo;
 use palisade_common::ids::{Revision, RuleId};
 use palisade_common::ipcache::IpcacheValue;
 use palisade_common::maps as names;
+
+/// `BPF_NOEXIST`: an update that only creates.
+const BPF_NOEXIST: u64 = 1;
 use palisade_common::policy::{PolicyKey, PolicyValue};
 use palisade_common::stats::{REVISION_INDEX, RuleCounter, StatCounter, StatIndex};
 use palisade_common::verdict::Direction;
@@ -183,8 +186,9 @@ impl Maps {
 
     /// Copies the IPv4 flows that a build from before the split by family
     /// tracked in `CONNTRACK` (v4-mapped keys) into `CONNTRACK_V4`, so their
-    /// replies keep passing across the upgrade. The originals stay: the old
-    /// programs keep using them until the new ones are attached, and LRU
+    /// replies keep passing across the upgrade. Flows already there are left
+    /// alone (the new programs' entries are newer). The originals stay: the
+    /// old programs keep using them until the new ones are attached, and LRU
     /// eviction reclaims them later. Returns how many were copied.
     pub fn copy_legacy_v4_conntrack(&mut self) -> Result<usize, Error> {
         // Bounded: a walk over an LRU map that evicts under it may restart.
@@ -195,12 +199,16 @@ impl Maps {
             .filter_map(Result::ok)
             .filter_map(|(key, value)| Some((key.to_v4()?, value)))
             .collect();
+        let mut copied = 0;
         for (key, value) in &legacy {
-            self.conntrack_v4
-                .insert(key, value, 0)
-                .map_err(|e| Error::map(names::CONNTRACK_V4, e))?;
+            match self.conntrack_v4.insert(key, value, BPF_NOEXIST) {
+                Ok(()) => copied += 1,
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(Error::map(names::CONNTRACK_V4, e)),
+            }
         }
-        Ok(legacy.len())
+        Ok(copied)
     }
 
     /// Number of conntrack entries, both families (walks the maps; for

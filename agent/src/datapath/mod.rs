@@ -11,4 +11,4 @@ pub mod maps;
 pub use attach::{AttachMode, Attachment};
 pub use cleanup::{CleanupReport, cleanup};
 pub use error::Error;
-pub use load::{Capacities, Datapath, DatapathConfig, OBJECT_EMBEDDED, TestRunOutcome};
+pub use load::{Capacities, Datapath, DatapathConfig, OBJECT_EMBEDDED, TestRunOutcome, maps_dir};

@@ -122,13 +122,9 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// The router serving every endpoint (health and metrics may share a port).
-pub fn router(status: SharedStatus, metrics_render: MetricsRender) -> Router {
-    router_with(status, metrics_render, Extras::default())
-}
-
-/// [`router`] plus the flow log and map pressure.
-pub fn router_with(status: SharedStatus, metrics_render: MetricsRender, extras: Extras) -> Router {
+/// The router serving every endpoint (health and metrics may share a port),
+/// with the flow log and map pressure when `extras` has them.
+pub fn router(status: SharedStatus, metrics_render: MetricsRender, extras: Extras) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

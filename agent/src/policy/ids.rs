@@ -79,7 +79,8 @@ impl<K: Hash + Eq + Clone> IdAllocator<K> {
         self.generation += 1;
     }
 
-    /// The key holding `id` (a scan: for tests and diagnostics).
+    /// The key holding `id` (a scan: for tests).
+    #[cfg(test)]
     pub fn key_of(&self, id: u32) -> Option<&K> {
         self.ids.iter().find(|(_, s)| s.id == id).map(|(k, _)| k)
     }

@@ -136,7 +136,7 @@ impl L4Match {
 
 /// The minimal list of `(port, prefix bits)` blocks covering `first..=last`,
 /// each block being the ports sharing the top `prefix bits` of 16 with `port`.
-pub fn port_range_prefixes(first: u16, last: u16) -> Vec<(u16, u32)> {
+fn port_range_prefixes(first: u16, last: u16) -> Vec<(u16, u32)> {
     let mut out = Vec::new();
     if first > last {
         return out;

@@ -72,9 +72,9 @@ pub fn render(plan: &DatapathPlan, interfaces: &BTreeMap<PodRef, u32>) -> Kernel
             },
         );
     }
-    // Both maps are built from sorted vectors (in bulk): the kernel keys do not
-    // sort like the plan's.
-    let mut ipcache: Vec<_> = plan
+    // Both maps are collected from vectors, which `BTreeMap` sorts and builds
+    // in bulk (the kernel keys do not sort like the plan's).
+    state.ipcache = plan
         .ipcache
         .iter()
         .map(|(net, identity)| {
@@ -88,8 +88,6 @@ pub fn render(plan: &DatapathPlan, interfaces: &BTreeMap<PodRef, u32>) -> Kernel
             (prefix_key(net), value)
         })
         .collect();
-    ipcache.sort_unstable_by_key(|(k, _)| *k);
-    state.ipcache = ipcache.into_iter().collect();
     // Several plan entries can cover one kernel key: the lowest rule id wins.
     let mut policy: Vec<((u32, PolicyKey), RuleId)> = plan
         .rules

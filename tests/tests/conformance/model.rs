@@ -227,17 +227,22 @@ impl Case {
 /// Observed outcomes of one case, `None` where not probed.
 pub type Observed = Vec<Option<Outcome>>;
 
+/// Whether an observed cell disagrees with the expected one. A blocked cell
+/// must time out (a policy drop is silent: a refusal means the packet got
+/// through to something), and a probe that failed proves nothing.
+fn differs(want: Option<bool>, got: Option<&Outcome>) -> bool {
+    match (want, got) {
+        (Some(true), Some(o)) => !o.is_reachable(),
+        (Some(false), Some(o)) => !matches!(o, Outcome::TimedOut),
+        _ => false,
+    }
+}
+
 /// Number of cells where `observed` disagrees with `case.expected`.
 pub fn mismatches(case: &Case, observed: &Observed) -> usize {
     let n = case.expected.pods.len();
     (0..n * n)
-        .filter(|&k| {
-            let want = case.expected.get(k / n, k % n);
-            match (want, &observed[k]) {
-                (Some(w), Some(o)) => w != o.is_reachable(),
-                _ => false,
-            }
-        })
+        .filter(|&k| differs(case.expected.get(k / n, k % n), observed[k].as_ref()))
         .count()
 }
 
@@ -279,14 +284,12 @@ pub fn render(case: &Case, observed: &Observed) -> String {
             let _ = write!(out, "{:<w$}", pods[i].id());
             for j in 0..n {
                 let want = case.expected.get(i, j);
-                let got = observed[i * n + j].as_ref().map(Outcome::is_reachable);
+                let got = observed[i * n + j].as_ref();
                 let cell = match g {
                     0 => bit(want),
-                    1 => bit(got),
-                    _ => match (want, got) {
-                        (Some(a), Some(b)) if a != b => "x",
-                        _ => ".",
-                    },
+                    1 => bit(got.map(Outcome::is_reachable)),
+                    _ if differs(want, got) => "x",
+                    _ => ".",
                 };
                 let _ = write!(out, "{cell:>w$}");
             }
@@ -299,7 +302,7 @@ pub fn render(case: &Case, observed: &Observed) -> String {
     for i in 0..n {
         for j in 0..n {
             if let (Some(want), Some(got)) = (case.expected.get(i, j), &observed[i * n + j])
-                && want != got.is_reachable()
+                && differs(Some(want), Some(got))
             {
                 let _ = writeln!(
                     out,

@@ -27,12 +27,22 @@ fn plugin() -> PathBuf {
 
 /// Runs the plugin like a runtime: CNI_* variables, the config on stdin.
 fn cni(command: &str, pod: &str, socket: &Path, prev_result: &Value) -> (bool, Value) {
+    cni_with_timeout(command, pod, socket, prev_result, 10)
+}
+
+fn cni_with_timeout(
+    command: &str,
+    pod: &str,
+    socket: &Path,
+    prev_result: &Value,
+    timeout_seconds: u64,
+) -> (bool, Value) {
     let conf = serde_json::json!({
         "cniVersion": "1.0.0",
         "name": "k8s-pod-network",
         "type": "palisade-cni",
         "socket": socket,
-        "timeoutSeconds": 10,
+        "timeoutSeconds": timeout_seconds,
         "prevResult": prev_result,
     });
     let mut child = Command::new(plugin())
@@ -125,6 +135,31 @@ fn add_returns_once_the_pod_is_enforced_and_its_first_packet_is_policed() {
     assert!(ok, "CHECK: {out}");
     let (ok, _) = cni("DEL", "new", &socket, &prev);
     assert!(ok, "DEL succeeds");
+}
+
+#[test]
+fn add_fails_with_the_reason_when_the_agent_cannot_enforce_the_pod_in_time() {
+    let mut cluster = Cluster::new(1).expect("cluster");
+    cluster.set_namespace("x", &[]).expect("namespace");
+    let since = SystemTime::now();
+    cluster.start_agents().expect("agent");
+    cluster
+        .wait_applied(since, Duration::from_secs(20))
+        .expect("agent ready");
+    // A pod the API server never reports: the agent cannot enforce it.
+    let prev = serde_json::json!({"cniVersion": "1.0.0", "interfaces": [], "ips": []});
+    let started = std::time::Instant::now();
+    let (ok, out) = cni_with_timeout("ADD", "unknown", &cluster.cni_socket(0), &prev, 2);
+    assert!(!ok, "ADD of a pod the agent does not know: {out}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the agent waited for the pod before giving up"
+    );
+    let details = out["details"].as_str().expect("details");
+    assert!(
+        details.contains("x/unknown") && details.contains("has not seen this pod"),
+        "{details}"
+    );
 }
 
 #[test]

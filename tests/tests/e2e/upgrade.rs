@@ -62,9 +62,14 @@ fn an_agent_upgrade_drops_no_packet_of_an_established_flow_and_keeps_denying() {
         .expect("timeout");
     let receiver = socket.try_clone().expect("clone");
 
+    // `upgraded`: the new agent has applied; the stream then runs on for a
+    // while. `stop`: the receiver may end. Both are also set by `Release` if
+    // the test panics first, so the scope never waits on a running thread.
+    let upgraded = AtomicBool::new(false);
     let stop = AtomicBool::new(false);
     let echoed = AtomicU64::new(0);
-    let sent = std::thread::scope(|s| {
+    let (sent, sent_after_upgrade) = std::thread::scope(|s| {
+        let _release = Release(&[&upgraded, &stop]);
         s.spawn(|| {
             let mut buf = [0u8; 64];
             loop {
@@ -79,20 +84,31 @@ fn an_agent_upgrade_drops_no_packet_of_an_established_flow_and_keeps_denying() {
             }
         });
         let sender = s.spawn(|| {
-            let mut sent = 0u64;
+            let (mut sent, mut after) = (0u64, 0u64);
             let started = Instant::now();
-            // A steady stream, one datagram per millisecond, bounded in time.
-            while started.elapsed() < Duration::from_secs(4) {
+            let mut upgraded_at = None;
+            // A steady stream, one datagram per millisecond, until a second
+            // after the upgrade (bounded in time whatever happens).
+            while started.elapsed() < Duration::from_secs(60)
+                && upgraded_at.is_none_or(|t: Instant| t.elapsed() < Duration::from_secs(1))
+            {
+                if upgraded_at.is_none() && upgraded.load(Ordering::Relaxed) {
+                    upgraded_at = Some(Instant::now());
+                }
                 if socket.send(&sent.to_be_bytes()).is_ok() {
                     sent += 1;
+                    after += u64::from(upgraded_at.is_some());
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
-            sent
+            (sent, after)
         });
         std::thread::sleep(Duration::from_millis(500));
-        // The upgrade: the old agent stops, a new one starts on the same pins.
-        cluster.kill_agent(0).expect("stop the old agent");
+        // The upgrade, as a rolling update does it: SIGTERM to the old agent,
+        // then a new one on the same pins.
+        cluster
+            .stop_agent(0, Duration::from_secs(5))
+            .expect("stop the old agent");
         let other = cluster.pod("x", "other").pod.clone();
         assert!(
             !other
@@ -105,6 +121,7 @@ fn an_agent_upgrade_drops_no_packet_of_an_established_flow_and_keeps_denying() {
         cluster
             .wait_applied(restarted, Duration::from_secs(20))
             .expect("new agent ready");
+        upgraded.store(true, Ordering::Relaxed);
         assert!(
             !other
                 .probe_tcp(server, 80, Duration::from_millis(300))
@@ -118,8 +135,23 @@ fn an_agent_upgrade_drops_no_packet_of_an_established_flow_and_keeps_denying() {
     });
     let echoed = echoed.load(Ordering::Relaxed);
     assert!(sent > 1000, "the stream ran ({sent} sent)");
+    assert!(
+        sent_after_upgrade > 100,
+        "the stream outlived the upgrade ({sent_after_upgrade} sent after it)"
+    );
     assert_eq!(
         echoed, sent,
         "every datagram of the established flow made it across the upgrade"
     );
+}
+
+/// Sets every flag when dropped (also while unwinding from a failed assert).
+struct Release<'a>(&'a [&'a AtomicBool]);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        for flag in self.0 {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
 }

@@ -6,7 +6,8 @@ use palisade_agent::datapath::Capacities;
 use palisade_agent::observe::kernel::KernelView;
 use palisade_agent::policy::plan::L4Match;
 use palisade_agent::sync::render::addr16;
-use palisade_common::conntrack::{CT_FLAG_ORIGIN_EGRESS, CtKeyV4};
+use palisade_common::conntrack::{CT_FLAG_ORIGIN_EGRESS, CtKeyV4, CtValue};
+use palisade_common::ids::Revision;
 use palisade_common::maps;
 use palisade_common::stats::StatIndex;
 use palisade_common::verdict::{Direction, DropReason};
@@ -349,6 +350,14 @@ fn a_full_v4_conntrack_still_passes_allowed_packets_and_leaves_v6_alone() {
         ..Capacities::default()
     });
     h.apply(&egress_only_to_peer_80().build());
+    // An IPv6 flow opened before the IPv4 map fills up.
+    h.assert_pass(
+        Direction::Egress,
+        &from_pod(PEER_V6.into())
+            .tcp(40000, 80, TcpFlags::SYN)
+            .build(),
+        "syn v6",
+    );
     for port in 0..FLOWS {
         h.assert_pass(
             Direction::Egress,
@@ -358,10 +367,18 @@ fn a_full_v4_conntrack_still_passes_allowed_packets_and_leaves_v6_alone() {
             "allowed syn while conntrack is full",
         );
     }
-    assert_eq!(h.forwarded(Direction::Egress), u64::from(FLOWS));
+    assert_eq!(
+        h.forwarded(Direction::Egress),
+        u64::from(FLOWS) + 1,
+        "every IPv4 SYN and the IPv6 one"
+    );
     let tracked = h.dp.maps.conntrack_v4.keys().count();
     assert!(tracked <= CAPACITY as usize, "{tracked} entries");
-    assert_eq!(h.dp.maps.conntrack_v6.keys().count(), 0);
+    assert_eq!(
+        h.dp.maps.conntrack_v6.keys().count(),
+        1,
+        "the IPv4 flood evicts nothing from the IPv6 map"
+    );
     // The most recent flow is tracked (LRU evicted an older one), or its
     // insert failed and was counted: never a silent loss.
     let last = FLOWS - 1;
@@ -376,14 +393,7 @@ fn a_full_v4_conntrack_still_passes_allowed_packets_and_leaves_v6_alone() {
     if failed == 0 {
         h.assert_pass(Direction::Ingress, &reply, "reply of the newest flow");
     }
-    // IPv6 flows are unaffected by the full IPv4 map.
-    h.assert_pass(
-        Direction::Egress,
-        &from_pod(PEER_V6.into())
-            .tcp(40000, 80, TcpFlags::SYN)
-            .build(),
-        "syn v6",
-    );
+    // The IPv6 flow is still tracked.
     h.assert_pass(
         Direction::Ingress,
         &to_pod(PEER_V6.into())
@@ -424,7 +434,7 @@ fn an_upgrade_from_the_shared_conntrack_map_keeps_ipv4_flows() {
     let maps_dir = old.dp.bpffs().join("maps");
     std::fs::remove_file(maps_dir.join(maps::CONNTRACK_V4)).expect("unpin CONNTRACK_V4");
 
-    let new = Harness::reload(&old);
+    let mut new = Harness::reload(&old);
     let moved = new.dp.maps.conntrack_v4.get(&key, 0).expect("moved over");
     assert_eq!(moved, value);
     new.assert_pass(
@@ -433,5 +443,41 @@ fn an_upgrade_from_the_shared_conntrack_map_keeps_ipv4_flows() {
             .tcp(80, 40000, TcpFlags::SYN | TcpFlags::ACK)
             .build(),
         "reply of the flow tracked before the upgrade",
+    );
+
+    // Until the links carry the new programs, the old ones keep tracking
+    // IPv4 flows in `CONNTRACK`; the last carry-over picks those up too, and
+    // leaves the entries the new programs wrote since alone.
+    let late = CtKeyV4 {
+        local_port_be: 40001u16.to_be_bytes(),
+        ..key
+    };
+    new.dp
+        .maps
+        .conntrack_v6
+        .insert(late.to_v6(), value, 0)
+        .expect("a flow the old programs tracked after the load");
+    let stale = CtValue {
+        revision: Revision(value.revision.0.wrapping_sub(1)),
+        ..value
+    };
+    new.dp
+        .maps
+        .conntrack_v6
+        .insert(key.to_v6(), stale, 0)
+        .expect("an older copy of the moved flow");
+    let current = new.dp.maps.conntrack_v4.get(&key, 0).expect("moved over");
+    new.dp.finish_conntrack_upgrade();
+    assert_eq!(
+        new.dp.maps.conntrack_v4.get(&key, 0).expect("still there"),
+        current,
+        "an entry already in CONNTRACK_V4 is not overwritten"
+    );
+    new.assert_pass(
+        Direction::Ingress,
+        &to_pod(PEER_V4.into())
+            .tcp(80, 40001, TcpFlags::SYN | TcpFlags::ACK)
+            .build(),
+        "reply of a flow the old programs tracked after the new agent loaded",
     );
 }

@@ -427,16 +427,41 @@ fn unknown_endpoint_is_dropped() {
 }
 
 #[test]
-fn multicast_listener_discovery_passes_an_isolated_pod() {
+fn multicast_listener_discovery_passes_isolation_only_towards_a_group() {
     let mut h = Harness::new();
-    h.apply(&PlanBuilder::new().isolate(Direction::Ingress).build());
-    // An MLDv2 report from the host veth's link-local address: ICMPv6 type 143.
-    let mut report = Frame::ipv6(
-        "fe80::1".parse().expect("addr"),
-        "ff02::16".parse().expect("addr"),
-    )
-    .icmpv6_echo()
-    .build();
-    report[14 + 40] = 143;
-    h.assert_pass(Direction::Ingress, &report, "MLD report");
+    h.apply(
+        &PlanBuilder::new()
+            .isolate(Direction::Ingress)
+            .isolate(Direction::Egress)
+            .build(),
+    );
+    let icmp_at = 14 + 40;
+    let link_local: std::net::Ipv6Addr = "fe80::1".parse().expect("addr");
+    // Queries (130) come in from the router to all nodes; reports (131, 143)
+    // and done (132) go out to their group or all MLDv2 routers.
+    for (ty, group) in [
+        (130, "ff02::1"),
+        (131, "ff02::1:3"),
+        (132, "ff02::2"),
+        (143, "ff02::16"),
+    ] {
+        let group: std::net::Ipv6Addr = group.parse().expect("addr");
+        for direction in [Direction::Ingress, Direction::Egress] {
+            let (src, dst) = match direction {
+                Direction::Ingress => (link_local, group),
+                Direction::Egress => (POD_V6, group),
+            };
+            let mut mld = Frame::ipv6(src, dst).icmpv6_echo().build();
+            mld[icmp_at] = ty;
+            h.assert_pass(direction, &mld, &format!("MLD type {ty} {direction:?}"));
+        }
+        // The same message to a unicast pod address is plain ICMPv6.
+        let mut unicast = to_pod(PEER_V6.into()).icmpv6_echo().build();
+        unicast[icmp_at] = ty;
+        h.assert_drop(
+            Direction::Ingress,
+            &unicast,
+            &format!("type {ty} to a pod address"),
+        );
+    }
 }

@@ -510,30 +510,24 @@ pub fn summary(result: &Value) -> String {
         )
     };
     if let Some(w) = worst {
-        md += &line(
-            "conntrack hit above floor (100k rules, 100k ipcache)",
-            delta(w, "ct_hit"),
-            80.0,
-            "ns",
-        );
-        md += &line(
-            "new flow incl. conntrack insert (warm estimate) above floor (100k rules, 100k ipcache)",
-            delta(w, "new_flow_insert"),
-            300.0,
-            "ns",
-        );
-        md += &line(
-            "IPv6 new flow incl. conntrack insert (warm estimate) above floor (100k rules, 100k ipcache)",
-            delta(w, "new_flow_insert_v6"),
-            300.0,
-            "ns",
-        );
-        md += &line(
-            "new flow lookups only above floor (100k rules, 100k ipcache)",
-            delta(w, "new_flow"),
-            300.0,
-            "ns",
-        );
+        const AT: &str = "above floor (100k rules, 100k ipcache)";
+        let targets = [
+            ("conntrack hit", "ct_hit", 80.0),
+            (
+                "new flow incl. conntrack insert (warm estimate)",
+                "new_flow_insert",
+                300.0,
+            ),
+            (
+                "IPv6 new flow incl. conntrack insert (warm estimate)",
+                "new_flow_insert_v6",
+                300.0,
+            ),
+            ("new flow lookups only", "new_flow", 300.0),
+        ];
+        for (what, case, limit) in targets {
+            md += &line(&format!("{what} {AT}"), delta(w, case), limit, "ns");
+        }
         md += &line(
             "new flow incl. insert, all cache-cold, above cold floor (100k rules, 100k ipcache)",
             delta(w, "new_flow_insert_cold"),
