@@ -100,6 +100,9 @@ struct Reconciler<I: Interfaces> {
     attached: BTreeMap<PodRef, PodInterface>,
     unresolved: usize,
     first_apply_done: bool,
+    /// The cluster state generation the kernel was last fully programmed
+    /// from (`None` until then, or after a reconcile failed).
+    reconciled: Option<u64>,
     /// Called around programming.
     hooks: Hooks,
     /// This node's Pod objects as received, to re-apply them when the CNI
@@ -157,6 +160,7 @@ pub async fn run<I: Interfaces>(
         attached: BTreeMap::new(),
         unresolved: 0,
         first_apply_done: false,
+        reconciled: None,
         hooks,
         raw_pods: BTreeMap::new(),
         cni_ips: BTreeMap::new(),
@@ -175,6 +179,8 @@ pub async fn run<I: Interfaces>(
         // Whether something happened that the kernel may need to follow (a
         // CNI waiter's deadline tick, or a CNI CHECK/DEL, does not).
         let mut dirty = true;
+        // Whether to reconcile even if the cluster state did not change.
+        let mut forced = true;
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             event = source.recv() => {
@@ -182,6 +188,7 @@ pub async fn run<I: Interfaces>(
                 burst_started.get_or_insert_with(Instant::now);
                 r.note_event();
                 r.on_event(event);
+                forced = false;
             }
             _ = r.interfaces.changed() => {}
             _ = tokio::time::sleep_until(next_retry), if r.unresolved > 0 => {
@@ -220,6 +227,16 @@ pub async fn run<I: Interfaces>(
         }
         r.note_sync(required);
         if !required.iter().all(|k| r.synced.contains(k)) {
+            continue;
+        }
+        if !forced && r.first_apply_done && r.reconciled == Some(r.cluster.generation()) {
+            // Only events that changed nothing we keep (status updates, node
+            // heartbeats, resyncs): the kernel already has this state.
+            burst_started = None;
+            if let Ok(mut s) = r.status.write() {
+                s.pending_since = None;
+            }
+            r.answer_cni_waiters();
             continue;
         }
         let plan = r.reconcile().await?;
@@ -460,6 +477,8 @@ impl<I: Interfaces> Reconciler<I> {
     }
 
     async fn reconcile(&mut self) -> Result<DatapathPlan, Error> {
+        let generation = self.cluster.generation();
+        self.reconciled = None;
         let plan = self
             .compiler
             .compile(&self.cluster, &self.settings.node_name);
@@ -548,6 +567,8 @@ impl<I: Interfaces> Reconciler<I> {
             self.datapath.finish_conntrack_upgrade();
         }
         self.first_apply_done = true;
+        // A partial write (a full map) is tried again on the next event.
+        self.reconciled = report.complete().then_some(generation);
 
         for (pod, reason) in &reasons {
             tracing::warn!(%pod, %reason, "pod not enforced yet");

@@ -74,6 +74,8 @@ pub struct ClusterState {
     pods_by_node: BTreeMap<String, BTreeSet<PodRef>>,
     /// What changed, for incremental compiles.
     journal: Journal,
+    /// Bumped by every change to what the state holds.
+    generation: u64,
 }
 
 impl ClusterState {
@@ -100,6 +102,7 @@ impl ClusterState {
         if self.namespaces.get(&ns.name) == Some(&ns) {
             return Ok(());
         }
+        self.generation += 1;
         self.journal.record(Change::Namespace(ns.name.clone()));
         self.namespaces.insert(ns.name.clone(), ns);
         Ok(())
@@ -107,6 +110,7 @@ impl ClusterState {
 
     /// Removes a Namespace.
     pub fn delete_namespace(&mut self, name: &str) {
+        self.generation += 1;
         self.journal.record(Change::Namespace(name.to_string()));
         self.namespaces.remove(name);
     }
@@ -162,6 +166,7 @@ impl ClusterState {
                 }
             }
         }
+        self.generation += 1;
         self.journal.record(Change::Pod(key));
     }
 
@@ -171,6 +176,7 @@ impl ClusterState {
         if self.policies.get(&np.policy_ref()) == Some(&np) {
             return Ok(());
         }
+        self.generation += 1;
         self.journal.record(Change::Policy(np.policy_ref()));
         self.policies.insert(np.policy_ref(), np);
         Ok(())
@@ -183,45 +189,65 @@ impl ClusterState {
             name: name.into(),
         };
         self.policies.remove(&key);
+        self.generation += 1;
         self.journal.record(Change::Policy(key));
     }
 
     /// Inserts or replaces a Node.
     pub fn apply_node(&mut self, node: &core::Node) -> Result<(), ModelError> {
         let node = Node::from_k8s(node)?;
-        self.nodes.insert(node.name.clone(), node);
+        // Status heartbeats, the bulk of node events, change nothing we keep.
+        if self.nodes.get(&node.name) != Some(&node) {
+            self.generation += 1;
+            self.nodes.insert(node.name.clone(), node);
+        }
         Ok(())
     }
 
     /// Removes a Node.
     pub fn delete_node(&mut self, name: &str) {
+        self.generation += 1;
         self.nodes.remove(name);
     }
 
     /// Inserts or replaces a Service.
     pub fn apply_service(&mut self, svc: &core::Service) -> Result<(), ModelError> {
         let svc = Service::from_k8s(svc)?;
-        self.services
-            .insert(ObjectKey::new(&svc.namespace, &svc.name), svc);
+        let key = ObjectKey::new(&svc.namespace, &svc.name);
+        if self.services.get(&key) != Some(&svc) {
+            self.generation += 1;
+            self.services.insert(key, svc);
+        }
         Ok(())
     }
 
     /// Removes a Service.
     pub fn delete_service(&mut self, namespace: &str, name: &str) {
+        self.generation += 1;
         self.services.remove(&ObjectKey::new(namespace, name));
     }
 
     /// Inserts or replaces an EndpointSlice.
     pub fn apply_endpoint_slice(&mut self, slice: &K8sEndpointSlice) -> Result<(), ModelError> {
         let slice = EndpointSlice::from_k8s(slice)?;
-        self.slices
-            .insert(ObjectKey::new(&slice.namespace, &slice.name), slice);
+        let key = ObjectKey::new(&slice.namespace, &slice.name);
+        if self.slices.get(&key) != Some(&slice) {
+            self.generation += 1;
+            self.slices.insert(key, slice);
+        }
         Ok(())
     }
 
     /// Removes an EndpointSlice.
     pub fn delete_endpoint_slice(&mut self, namespace: &str, name: &str) {
+        self.generation += 1;
         self.slices.remove(&ObjectKey::new(namespace, name));
+    }
+
+    /// A number that changes with every change to what the state holds (and
+    /// not on identical re-applies): equal numbers, equal states.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// A namespace by name.
@@ -422,6 +448,36 @@ mod tests {
 
     fn journaled(c: &ClusterState, since: Mark) -> Vec<Change> {
         c.changes_since(since).expect("kept").cloned().collect()
+    }
+
+    #[test]
+    fn the_generation_moves_with_every_change_and_only_then() {
+        use crate::policy::fixtures::node;
+        let mut c = ClusterState::new();
+        let web = pod("web").ns("a").ip("10.0.0.1").node("n1");
+        let n1 = node("n1", &[("InternalIP", "192.168.0.1")]);
+        c.apply(&web.clone().into()).expect("pod");
+        c.apply(&K8sObject::Node(n1.clone())).expect("node");
+        let g = c.generation();
+        // A node heartbeat: only conditions change.
+        let mut heartbeat = n1.clone();
+        heartbeat.status.as_mut().expect("status").conditions = Some(vec![]);
+        c.apply(&K8sObject::Node(heartbeat)).expect("heartbeat");
+        c.apply(&web.clone().into()).expect("same pod");
+        assert_eq!(c.generation(), g, "identical re-applies change nothing");
+
+        c.apply(&K8sObject::Node(node(
+            "n1",
+            &[("InternalIP", "192.168.0.2")],
+        )))
+        .expect("new address");
+        assert_ne!(c.generation(), g, "a node's new address");
+        let g = c.generation();
+        c.apply(&web.label("tier", "1").into()).expect("relabelled");
+        assert_ne!(c.generation(), g, "a pod's new label");
+        let g = c.generation();
+        c.delete_node("n1");
+        assert_ne!(c.generation(), g, "a deleted node");
     }
 
     #[test]
