@@ -5,6 +5,10 @@ use clap::Parser;
 use palisade_agent::cli::{Cli, Command};
 use palisade_agent::{cmd, telemetry};
 
+// See the workspace Cargo.toml: allocation-heavy compiles run ~40% faster.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = telemetry::init(&cli.log_level, cli.log_format) {

@@ -1,4 +1,8 @@
 //! `cargo xtask <command>`: everything beyond a plain `cargo build` on stable.
+// The agent's allocator, so the benchmarks measure what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod build;
 mod demo;

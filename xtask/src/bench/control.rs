@@ -244,7 +244,7 @@ fn events(quick: bool) -> Result<Value> {
         pods: 10_000,
         policies: 1_000,
     };
-    let (per_kind, policy_events) = if quick { (5, 5) } else { (20, 20) };
+    let (per_kind, policy_events) = if quick { (5, 5) } else { (100, 100) };
     let mut state = g.state()?;
     let dir = BpffsDir::new()?;
     let mut dp = Datapath::load(&DatapathConfig {
