@@ -502,18 +502,24 @@ pub fn run(quick: bool) -> Result<Value> {
                 samples.entry(name).or_default(),
             )
         };
-        point("none".into())?;
-        for (n, list) in &order {
-            let _nft = NftGuard::install(&node, &server, list)?;
-            point(format!("nft-{n}"))?;
+        // Which family goes first alternates too, so drift within a round
+        // (TIME_WAIT build-up, a neighbour's load) falls on both alike.
+        let nft_first = round % 2 == 0;
+        for nft in [nft_first, !nft_first] {
+            point("none".into())?;
+            if nft {
+                for (n, list) in &order {
+                    let _nft = NftGuard::install(&node, &server, list)?;
+                    point(format!("nft-{n}"))?;
+                }
+            } else {
+                let mut pal = PalisadeGuard::attach(&node, &[&client, &server])?;
+                for (n, list) in &order {
+                    pal.apply(&node, &client, &server, list)?;
+                    point(format!("palisade-{n}"))?;
+                }
+            }
         }
-        point("none".into())?;
-        let mut pal = PalisadeGuard::attach(&node, &[&client, &server])?;
-        for (n, list) in &order {
-            pal.apply(&node, &client, &server, list)?;
-            point(format!("palisade-{n}"))?;
-        }
-        drop(pal);
     }
     let mut configs = serde_json::Map::new();
     for (name, s) in &samples {
