@@ -194,16 +194,35 @@ pub fn lookup(flow: &Flow, now: u64) -> Option<Entry> {
         Key::V4(key) => CONNTRACK_V4.get_ptr_mut(key)?,
         Key::V6(key) => CONNTRACK.get_ptr_mut(key)?,
     };
+    live(value, flow.protocol, now)
+}
+
+#[inline(always)]
+fn live(value: *mut CtValue, protocol: u8, now: u64) -> Option<Entry> {
     // SAFETY: `value` points into a map value that stays valid for the
     // program's run (RCU); the read is a plain copy.
     let seen = unsafe { core::ptr::read_volatile(value) };
     // Not `now - last_seen`: a timestamp slightly ahead of `now` (written with
     // the finer `bpf_ktime_get_ns` by an older build before an upgrade) must
     // count as fresh, not wrap around to expired.
-    if now > seen.last_seen_ns + timeout(flow.protocol, seen.flags) {
+    if now > seen.last_seen_ns + timeout(protocol, seen.flags) {
         return None;
     }
     Some(Entry { value, seen })
+}
+
+/// The live entry of an IPv4 flow, by key.
+#[inline(always)]
+pub fn lookup_v4(key: &CtKeyV4, protocol: u8, now: u64) -> Option<Entry> {
+    let value = CONNTRACK_V4.get_ptr_mut(key)?;
+    live(value, protocol, now)
+}
+
+/// The live entry of an IPv6 flow, by key.
+#[inline(always)]
+pub fn lookup_v6(key: &CtKeyV6, protocol: u8, now: u64) -> Option<Entry> {
+    let value = CONNTRACK.get_ptr_mut(key)?;
+    live(value, protocol, now)
 }
 
 /// Creates (or replaces) the entry of a flow opened in `origin`.

@@ -14,7 +14,9 @@ use palisade_common::{
 
 use crate::{
     conntrack::{self, Flow},
-    endpoint, fragment, ipcache,
+    endpoint,
+    established::{self, Fast},
+    fragment, ipcache,
     parse::{self, Fragment, Packet, Parsed},
     policy, stats,
     verdict::{self, DenyInfo},
@@ -109,16 +111,21 @@ pub fn enforce(ctx: &TcContext, direction: Direction) -> i32 {
     let bytes = ctx.len();
     // SAFETY: `skb` is the context pointer the kernel passed to the program.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    let packet = match parse::parse(ctx) {
-        Parsed::Ip(p) => p,
-        Parsed::Control => return verdict::pass(direction, None, bytes),
-        Parsed::OtherEtherType => return other(ifindex, direction, bytes, None),
-        Parsed::Malformed(addrs) => return other(ifindex, direction, bytes, addrs),
-    };
     // Conntrack and fragment timeouts are seconds long, so the jiffy-resolution
     // clock is precise enough, at half the cost of `bpf_ktime_get_ns`.
     // SAFETY: a plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let (packet, ct_missed) =
+        match established::try_established(ctx, direction, ifindex, now, bytes) {
+            Fast::Done(verdict) => return verdict,
+            Fast::Missed(packet) => (packet, true),
+            Fast::Declined => match parse::parse(ctx) {
+                Parsed::Ip(p) => (p, false),
+                Parsed::Control => return verdict::pass(direction, None, bytes),
+                Parsed::OtherEtherType => return other(ifindex, direction, bytes, None),
+                Parsed::Malformed(addrs) => return other(ifindex, direction, bytes, addrs),
+            },
+        };
 
     if let Fragment::Later(id) = packet.fragment {
         return later_fragment(ifindex, direction, &packet, id, now, bytes);
@@ -139,7 +146,12 @@ pub fn enforce(ctx: &TcContext, direction: Direction) -> i32 {
     );
     let revision = stats::revision();
 
-    let verdict = if let Some(entry) = conntrack::lookup(&flow, now) {
+    let entry = if ct_missed {
+        None
+    } else {
+        conntrack::lookup(&flow, now)
+    };
+    let verdict = if let Some(entry) = entry {
         entry.touch(direction, packet.protocol, packet.tcp_flags, now);
         if entry.revision() == revision {
             verdict::pass(direction, None, bytes)

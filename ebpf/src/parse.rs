@@ -80,6 +80,35 @@ fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Option<*const T> {
     Some((start + offset) as *const T)
 }
 
+/// The four bytes at `data + OFFSET` as one 32-bit load (the value's
+/// little-endian bytes are the packet's bytes).
+///
+/// Through `asm!` because headers in a packet have no fixed alignment:
+/// `read_unaligned` makes LLVM's BPF backend split the load into four byte
+/// loads with shifts, and a plain `read` of a misaligned pointer would be
+/// undefined behaviour. The kernel allows unaligned packet loads wherever it
+/// JITs them efficiently (x86-64, arm64).
+///
+/// # Safety
+/// `data + OFFSET..data + OFFSET + 4` lies inside the packet, proven by a
+/// bounds check against `data_end` that the verifier has seen.
+#[inline(always)]
+pub unsafe fn load_u32<const OFFSET: usize>(data: usize) -> u32 {
+    let value: u64;
+    // SAFETY: the caller's bounds check covers the four bytes; the asm only
+    // reads them.
+    unsafe {
+        core::arch::asm!(
+            "{value} = *(u32 *)({data} + {offset})",
+            data = in(reg) data,
+            offset = const OFFSET,
+            value = lateout(reg) value,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    value as u32
+}
+
 #[inline(always)]
 fn read<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
     // SAFETY: `ptr_at` checked that `offset..offset+size_of::<T>()` lies inside
@@ -146,18 +175,34 @@ fn parse_ipv4(ctx: &TcContext) -> Parsed {
 
 #[inline(always)]
 fn parse_ipv6(ctx: &TcContext) -> Parsed {
-    let Some(hdr) = read::<[u8; 40]>(ctx, ETH_HLEN) else {
+    if ptr_at::<[u8; 40]>(ctx, ETH_HLEN).is_none() {
         return Parsed::Malformed(None);
-    };
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src.copy_from_slice(&hdr[8..24]);
-    dst.copy_from_slice(&hdr[24..40]);
-    let (src, dst) = (Addr16(src), Addr16(dst));
-    if hdr[0] >> 4 != 6 {
-        return Parsed::Malformed(Some((src, dst, hdr[6])));
     }
-    let mut next = hdr[6];
+    let data = ctx.data();
+    // SAFETY (all loads): inside the 40-byte header, checked just above.
+    let (first, second, src, dst) = unsafe {
+        (
+            load_u32::<{ ETH_HLEN }>(data),
+            load_u32::<{ ETH_HLEN + 4 }>(data),
+            Addr16::from_le_words([
+                load_u32::<{ ETH_HLEN + 8 }>(data),
+                load_u32::<{ ETH_HLEN + 12 }>(data),
+                load_u32::<{ ETH_HLEN + 16 }>(data),
+                load_u32::<{ ETH_HLEN + 20 }>(data),
+            ]),
+            Addr16::from_le_words([
+                load_u32::<{ ETH_HLEN + 24 }>(data),
+                load_u32::<{ ETH_HLEN + 28 }>(data),
+                load_u32::<{ ETH_HLEN + 32 }>(data),
+                load_u32::<{ ETH_HLEN + 36 }>(data),
+            ]),
+        )
+    };
+    let next_header = second.to_le_bytes()[2];
+    if first.to_le_bytes()[0] >> 4 != 6 {
+        return Parsed::Malformed(Some((src, dst, next_header)));
+    }
+    let mut next = next_header;
     let mut offset = ETH_HLEN + 40;
     let mut fragment = Fragment::None;
     for _ in 0..IPV6_MAX_EXT_HEADERS {

@@ -11,7 +11,7 @@ use palisade_common::ids::Revision;
 use palisade_common::maps;
 use palisade_common::stats::StatIndex;
 use palisade_common::verdict::{Direction, DropReason};
-use palisade_tests::frames::TcpFlags;
+use palisade_tests::frames::{Ipv6Ext, TcpFlags};
 
 use crate::harness::*;
 use crate::protocols::{from_pod, to_pod};
@@ -480,4 +480,131 @@ fn an_upgrade_from_the_shared_conntrack_map_keeps_ipv4_flows() {
             .build(),
         "reply of a flow the old programs tracked after the new agent loaded",
     );
+}
+
+/// A frame to or from the pod, plain or with IPv4 options / IPv6 extension
+/// headers in front of its transport header.
+fn framed(to: bool, peer: std::net::IpAddr, extended: bool) -> palisade_tests::frames::Frame {
+    let frame = if to { to_pod(peer) } else { from_pod(peer) };
+    match (extended, peer.is_ipv4()) {
+        (false, _) => frame,
+        (true, true) => frame.ipv4_options(&[1, 1, 1, 0]),
+        (true, false) => frame.ipv6_ext_headers(&[Ipv6Ext::HopByHop, Ipv6Ext::DestinationOptions]),
+    }
+}
+
+/// Plain TCP and UDP packets of established flows take a shorter path than
+/// packets with IPv4 options or IPv6 extension headers. Both must find the
+/// entry the other opened: a flow opened by either kind of packet passes
+/// replies of the other kind into the ingress-isolated pod, over both
+/// families, TCP and UDP.
+#[test]
+fn plain_and_extended_headers_share_one_conntrack_entry() {
+    let mut h = Harness::new();
+    h.apply(
+        &PlanBuilder::new()
+            .isolate(Direction::Ingress)
+            .isolate(Direction::Egress)
+            .allow(
+                Direction::Egress,
+                PEER_ID,
+                L4Match::Ports {
+                    protocol: TCP,
+                    first: 80,
+                    last: 80,
+                },
+                1,
+            )
+            .allow(
+                Direction::Egress,
+                PEER_ID,
+                L4Match::Ports {
+                    protocol: 17,
+                    first: 53,
+                    last: 53,
+                },
+                2,
+            )
+            .build(),
+    );
+    let mut client_port = 41000;
+    for peer in [PEER_V4.into(), PEER_V6.into()] {
+        for (opened_extended, reply_extended) in
+            [(false, true), (true, false), (true, true), (false, false)]
+        {
+            client_port += 1;
+            let what =
+                format!("{peer} opened extended={opened_extended} reply extended={reply_extended}");
+            h.assert_pass(
+                Direction::Egress,
+                &framed(false, peer, opened_extended)
+                    .tcp(client_port, 80, TcpFlags::SYN)
+                    .build(),
+                &format!("syn out, {what}"),
+            );
+            h.assert_pass(
+                Direction::Ingress,
+                &framed(true, peer, reply_extended)
+                    .tcp(80, client_port, TcpFlags::SYN | TcpFlags::ACK)
+                    .build(),
+                &format!("syn-ack in, {what}"),
+            );
+            h.assert_pass(
+                Direction::Egress,
+                &framed(false, peer, !reply_extended)
+                    .tcp(client_port, 80, TcpFlags::ACK)
+                    .build(),
+                &format!("ack out, {what}"),
+            );
+            h.assert_pass(
+                Direction::Egress,
+                &framed(false, peer, opened_extended)
+                    .udp(client_port, 53)
+                    .build(),
+                &format!("udp out, {what}"),
+            );
+            h.assert_pass(
+                Direction::Ingress,
+                &framed(true, peer, reply_extended)
+                    .udp(53, client_port)
+                    .build(),
+                &format!("udp reply in, {what}"),
+            );
+            // The same ports from the peer's side, unsolicited: denied by
+            // either path.
+            h.assert_drop(
+                Direction::Ingress,
+                &framed(true, peer, reply_extended)
+                    .udp(54, client_port)
+                    .build(),
+                &format!("unsolicited udp in, {what}"),
+            );
+        }
+    }
+}
+
+/// A TCP segment of an established flow whose data offset is below five words
+/// is malformed whichever path reads it: dropped in an isolated direction.
+#[test]
+fn malformed_tcp_segment_of_an_established_flow_is_dropped() {
+    for peer in [PEER_V4.into(), PEER_V6.into()] {
+        let mut h = Harness::new();
+        h.apply(&egress_only_to_peer_80().build());
+        h.assert_pass(
+            Direction::Egress,
+            &from_pod(peer).tcp(40000, 80, TcpFlags::SYN).build(),
+            "syn out",
+        );
+        let mut bad = to_pod(peer)
+            .tcp(80, 40000, TcpFlags::SYN | TcpFlags::ACK)
+            .build();
+        let l4 = 14 + if peer.is_ipv4() { 20 } else { 40 };
+        bad[l4 + 12] = 4 << 4;
+        h.assert_drop(Direction::Ingress, &bad, "data offset 4");
+        assert_eq!(
+            h.dropped(Direction::Ingress, DropReason::Malformed),
+            1,
+            "{peer}"
+        );
+    }
 }
