@@ -32,9 +32,11 @@ fn isolated(ep: &EndpointInfo, direction: Direction) -> bool {
 
 /// Why policy refused a flow (or which rule allowed it).
 enum Decision {
-    /// Allowed; `Some(rule)` when a rule (rather than isolation being off, the
-    /// node or the pod itself) allowed it.
-    Allow(Option<RuleId>),
+    /// Allowed by `rule`, or [`RuleId::NONE`] when isolation being off, the
+    /// node or the pod itself allowed it. (Not an `Option`: LLVM may copy the
+    /// unset payload of a `None` as an uninitialised register, which the
+    /// verifier rejects.)
+    Allow(RuleId),
     Deny(DropReason, IdentityId),
 }
 
@@ -49,21 +51,21 @@ fn decide(
     port: u16,
 ) -> Decision {
     if !isolated(ep, origin) {
-        return Decision::Allow(None);
+        return Decision::Allow(RuleId::NONE);
     }
     if *remote == ep.ipv4 || *remote == ep.ipv6 {
-        return Decision::Allow(None);
+        return Decision::Allow(RuleId::NONE);
     }
     let (identity, from_node) = ipcache::lookup(remote);
     if origin == Direction::Ingress && from_node {
-        return Decision::Allow(None);
+        return Decision::Allow(RuleId::NONE);
     }
     if ep.has(FLAG_FAIL_CLOSED) {
         return Decision::Deny(DropReason::FailClosed, identity);
     }
     let port = if parse::has_ports(protocol) { port } else { 0 };
     match policy::allowing_rule(ep.id, identity, origin, protocol, port) {
-        Some(rule) => Decision::Allow(Some(rule)),
+        Some(rule) => Decision::Allow(rule),
         None => Decision::Deny(DropReason::PolicyDenied, identity),
     }
 }
@@ -121,7 +123,7 @@ pub fn enforce(ctx: &TcContext, direction: Direction) -> i32 {
             Fast::Missed(packet) => (packet, true),
             Fast::Declined => match parse::parse(ctx) {
                 Parsed::Ip(p) => (p, false),
-                Parsed::Control => return verdict::pass(direction, None, bytes),
+                Parsed::Control => return verdict::pass(direction, RuleId::NONE, bytes),
                 Parsed::OtherEtherType => return other(ifindex, direction, bytes, None),
                 Parsed::Malformed(addrs) => return other(ifindex, direction, bytes, addrs),
             },
@@ -154,7 +156,7 @@ pub fn enforce(ctx: &TcContext, direction: Direction) -> i32 {
     let verdict = if let Some(entry) = entry {
         entry.touch(direction, packet.protocol, packet.tcp_flags, now);
         if entry.revision() == revision {
-            verdict::pass(direction, None, bytes)
+            verdict::pass(direction, RuleId::NONE, bytes)
         } else {
             // The policy changed since this flow was allowed: check it again as
             // the flow was opened.
@@ -174,8 +176,8 @@ pub fn enforce(ctx: &TcContext, direction: Direction) -> i32 {
                 flow.server_port(origin),
             ) {
                 Decision::Allow(rule) => {
-                    entry.revalidate(revision, rule.unwrap_or(RuleId::NONE));
-                    verdict::pass(direction, None, bytes)
+                    entry.revalidate(revision, rule);
+                    verdict::pass(direction, RuleId::NONE, bytes)
                 }
                 Decision::Deny(_, identity) => {
                     let audit = ep.has(FLAG_AUDIT);
@@ -237,15 +239,7 @@ fn new_flow(
             let opens =
                 packet.protocol != parse::IPPROTO_TCP || packet.tcp_flags & parse::TCP_SYN != 0;
             if opens
-                && !conntrack::create(
-                    flow,
-                    direction,
-                    revision,
-                    rule.unwrap_or(RuleId::NONE),
-                    0,
-                    packet.tcp_flags,
-                    now,
-                )
+                && !conntrack::create(flow, direction, revision, rule, 0, packet.tcp_flags, now)
             {
                 stats::count(StatIndex::CtInsertFailed, direction, 0);
             }
@@ -288,14 +282,14 @@ fn later_fragment(
     bytes: u32,
 ) -> i32 {
     if fragment::first_passed(ifindex, packet, id, now) {
-        return verdict::pass(direction, None, bytes);
+        return verdict::pass(direction, RuleId::NONE, bytes);
     }
     let ep = match endpoint_or_deny(ifindex, direction, bytes, packet) {
         Ok(ep) => ep,
         Err(verdict) => return verdict,
     };
     if !isolated(&ep, direction) {
-        return verdict::pass(direction, None, bytes);
+        return verdict::pass(direction, RuleId::NONE, bytes);
     }
     verdict::deny(
         direction,
@@ -331,7 +325,7 @@ fn other(
         Err(verdict) => return verdict,
     };
     if !isolated(&ep, direction) {
-        return verdict::pass(direction, None, bytes);
+        return verdict::pass(direction, RuleId::NONE, bytes);
     }
     verdict::deny(
         direction,

@@ -15,12 +15,13 @@ use aya_ebpf::programs::TcContext;
 use palisade_common::{
     addr::Addr16,
     conntrack::{CtKeyV4, CtKeyV6},
+    ids::RuleId,
     verdict::Direction,
 };
 
 use crate::{
     conntrack::{self, Entry},
-    parse::{ETH_HLEN, Fragment, IPPROTO_TCP, IPPROTO_UDP, Packet, load_u32},
+    parse::{ETH_HLEN, Fragment, IPPROTO_TCP, IPPROTO_UDP, Packet, ipv6_addresses, load_u32},
     stats, verdict,
 };
 
@@ -80,109 +81,80 @@ pub fn try_established(
             return Fast::Declined;
         }
         let protocol = ttl_protocol.to_le_bytes()[1];
-        let Some((ports, tcp_flags)) = transport::<IPV4_L4, { IPV4_L4 + 12 }>(data, end, protocol)
-        else {
+        let Some(t) = transport::<IPV4_L4, { IPV4_L4 + 12 }>(data, end, protocol) else {
             return Fast::Declined;
         };
-        let (local, remote, local_remote) = endpoint_relative(direction, src, dst, ports);
+        let (local, remote, local_remote) = endpoint_relative(direction, src, dst, t.ports);
         let key = CtKeyV4::from_words(ifindex, protocol, local_remote, local, remote);
-        let packet = || Packet {
-            ipv4: true,
-            src: Addr16::from_v4(src.to_le_bytes()),
-            dst: Addr16::from_v4(dst.to_le_bytes()),
-            protocol,
-            src_port: port(ports, 0),
-            dst_port: port(ports, 2),
-            tcp_flags,
-            fragment: Fragment::None,
+        let entry = conntrack::lookup_v4(&key, protocol, now);
+        let addresses = || {
+            let (src, dst) = (src.to_le_bytes(), dst.to_le_bytes());
+            (true, Addr16::from_v4(src), Addr16::from_v4(dst))
         };
-        return decide(
-            conntrack::lookup_v4(&key, protocol, now),
-            packet,
-            direction,
-            protocol,
-            tcp_flags,
-            now,
-            bytes,
-        );
+        return decide(entry, t, addresses, direction, now, bytes);
     }
     if head & IPV6_MASK == IPV6 {
         if data + IPV6_L4 > end {
             return Fast::Declined;
         }
         // SAFETY: inside the IPv6 header, checked just above.
-        let (payload_next, src, dst) = unsafe {
-            (
-                load_u32::<{ ETH_HLEN + 4 }>(data),
-                Addr16::from_le_words([
-                    load_u32::<{ ETH_HLEN + 8 }>(data),
-                    load_u32::<{ ETH_HLEN + 12 }>(data),
-                    load_u32::<{ ETH_HLEN + 16 }>(data),
-                    load_u32::<{ ETH_HLEN + 20 }>(data),
-                ]),
-                Addr16::from_le_words([
-                    load_u32::<{ ETH_HLEN + 24 }>(data),
-                    load_u32::<{ ETH_HLEN + 28 }>(data),
-                    load_u32::<{ ETH_HLEN + 32 }>(data),
-                    load_u32::<{ ETH_HLEN + 36 }>(data),
-                ]),
-            )
-        };
+        let (payload_next, (src, dst)) =
+            unsafe { (load_u32::<{ ETH_HLEN + 4 }>(data), ipv6_addresses(data)) };
         // Any extension header makes `protocol` neither TCP nor UDP.
         let protocol = payload_next.to_le_bytes()[2];
-        let Some((ports, tcp_flags)) = transport::<IPV6_L4, { IPV6_L4 + 12 }>(data, end, protocol)
-        else {
+        let Some(t) = transport::<IPV6_L4, { IPV6_L4 + 12 }>(data, end, protocol) else {
             return Fast::Declined;
         };
-        let (local, remote, local_remote) = endpoint_relative(direction, src, dst, ports);
+        let (local, remote, local_remote) = endpoint_relative(direction, src, dst, t.ports);
         let key = CtKeyV6::from_words(ifindex, protocol, local_remote, local, remote);
-        let packet = || Packet {
-            ipv4: false,
-            src,
-            dst,
-            protocol,
-            src_port: port(ports, 0),
-            dst_port: port(ports, 2),
-            tcp_flags,
-            fragment: Fragment::None,
-        };
-        return decide(
-            conntrack::lookup_v6(&key, protocol, now),
-            packet,
-            direction,
-            protocol,
-            tcp_flags,
-            now,
-            bytes,
-        );
+        let entry = conntrack::lookup_v6(&key, protocol, now);
+        return decide(entry, t, || (false, src, dst), direction, now, bytes);
     }
     Fast::Declined
 }
 
+/// What this path reads of a TCP or UDP header.
+#[derive(Clone, Copy)]
+struct Transport {
+    protocol: u8,
+    /// Source then destination port, in packet byte order.
+    ports: u32,
+    tcp_flags: u8,
+}
+
 /// The verdict for a looked-up flow: pass an entry under the current
-/// revision, hand anything else to the full pipeline.
+/// revision, hand anything else to the full pipeline. `addresses` gives
+/// (IPv4?, source, destination) for the packet a miss hands over.
 #[inline(always)]
 fn decide(
     entry: Option<Entry>,
-    packet: impl FnOnce() -> Packet,
+    t: Transport,
+    addresses: impl FnOnce() -> (bool, Addr16, Addr16),
     direction: Direction,
-    protocol: u8,
-    tcp_flags: u8,
     now: u64,
     bytes: u32,
 ) -> Fast {
     let Some(entry) = entry else {
-        return Fast::Missed(packet());
+        let (ipv4, src, dst) = addresses();
+        return Fast::Missed(Packet {
+            ipv4,
+            src,
+            dst,
+            protocol: t.protocol,
+            src_port: port(t.ports, 0),
+            dst_port: port(t.ports, 2),
+            tcp_flags: t.tcp_flags,
+            fragment: Fragment::None,
+        });
     };
     if entry.revision() != stats::revision() {
         return Fast::Declined;
     }
-    entry.touch(direction, protocol, tcp_flags, now);
-    Fast::Done(verdict::pass(direction, None, bytes))
+    entry.touch(direction, t.protocol, t.tcp_flags, now);
+    Fast::Done(verdict::pass(direction, RuleId::NONE, bytes))
 }
 
-/// The port word (source then destination, packet byte order) and TCP flags
-/// of a TCP or UDP header at `L4`; `None` for other protocols, a header the
+/// The TCP or UDP header at `L4`; `None` for other protocols, a header the
 /// packet does not hold whole, and a malformed TCP data offset. `L4_12` is
 /// `L4 + 12`, where TCP keeps its data offset and flags (spelled out: a
 /// constant generic cannot be computed from another).
@@ -191,7 +163,7 @@ fn transport<const L4: usize, const L4_12: usize>(
     data: usize,
     end: usize,
     protocol: u8,
-) -> Option<(u32, u8)> {
+) -> Option<Transport> {
     match protocol {
         IPPROTO_TCP => {
             if data + L4 + 20 > end {
@@ -203,14 +175,22 @@ fn transport<const L4: usize, const L4_12: usize>(
             if offset >> 4 < 5 {
                 return None;
             }
-            Some((ports, flags))
+            Some(Transport {
+                protocol,
+                ports,
+                tcp_flags: flags,
+            })
         }
         IPPROTO_UDP => {
             if data + L4 + 8 > end {
                 return None;
             }
             // SAFETY: inside the 8 bytes checked just above.
-            Some((unsafe { load_u32::<L4>(data) }, 0))
+            Some(Transport {
+                protocol,
+                ports: unsafe { load_u32::<L4>(data) },
+                tcp_flags: 0,
+            })
         }
         _ => None,
     }

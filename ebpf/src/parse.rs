@@ -109,6 +109,32 @@ pub unsafe fn load_u32<const OFFSET: usize>(data: usize) -> u32 {
     value as u32
 }
 
+/// Source and destination of the IPv6 header after the Ethernet header.
+///
+/// # Safety
+/// The 40-byte header lies inside the packet, proven by a bounds check against
+/// `data_end` that the verifier has seen.
+#[inline(always)]
+pub unsafe fn ipv6_addresses(data: usize) -> (Addr16, Addr16) {
+    // SAFETY: the caller's bounds check covers the whole header.
+    unsafe {
+        (
+            Addr16::from_le_words([
+                load_u32::<{ ETH_HLEN + 8 }>(data),
+                load_u32::<{ ETH_HLEN + 12 }>(data),
+                load_u32::<{ ETH_HLEN + 16 }>(data),
+                load_u32::<{ ETH_HLEN + 20 }>(data),
+            ]),
+            Addr16::from_le_words([
+                load_u32::<{ ETH_HLEN + 24 }>(data),
+                load_u32::<{ ETH_HLEN + 28 }>(data),
+                load_u32::<{ ETH_HLEN + 32 }>(data),
+                load_u32::<{ ETH_HLEN + 36 }>(data),
+            ]),
+        )
+    }
+}
+
 #[inline(always)]
 fn read<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
     // SAFETY: `ptr_at` checked that `offset..offset+size_of::<T>()` lies inside
@@ -180,22 +206,11 @@ fn parse_ipv6(ctx: &TcContext) -> Parsed {
     }
     let data = ctx.data();
     // SAFETY (all loads): inside the 40-byte header, checked just above.
-    let (first, second, src, dst) = unsafe {
+    let (first, second, (src, dst)) = unsafe {
         (
             load_u32::<{ ETH_HLEN }>(data),
             load_u32::<{ ETH_HLEN + 4 }>(data),
-            Addr16::from_le_words([
-                load_u32::<{ ETH_HLEN + 8 }>(data),
-                load_u32::<{ ETH_HLEN + 12 }>(data),
-                load_u32::<{ ETH_HLEN + 16 }>(data),
-                load_u32::<{ ETH_HLEN + 20 }>(data),
-            ]),
-            Addr16::from_le_words([
-                load_u32::<{ ETH_HLEN + 24 }>(data),
-                load_u32::<{ ETH_HLEN + 28 }>(data),
-                load_u32::<{ ETH_HLEN + 32 }>(data),
-                load_u32::<{ ETH_HLEN + 36 }>(data),
-            ]),
+            ipv6_addresses(data),
         )
     };
     let next_header = second.to_le_bytes()[2];

@@ -35,10 +35,11 @@ pub struct DenyInfo {
     pub remote_identity: IdentityId,
 }
 
-/// Lets the packet continue; credits `rule` when a rule allowed it.
+/// Lets the packet continue; credits `rule` unless it is [`RuleId::NONE`]
+/// (no rule was needed).
 #[inline(always)]
-pub fn pass(direction: Direction, rule: Option<RuleId>, bytes: u32) -> i32 {
-    if let Some(rule) = rule {
+pub fn pass(direction: Direction, rule: RuleId, bytes: u32) -> i32 {
+    if rule != RuleId::NONE {
         stats::count_rule(rule, bytes);
     }
     stats::count(StatIndex::Forwarded, direction, bytes);

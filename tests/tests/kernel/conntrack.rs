@@ -502,19 +502,7 @@ fn framed(to: bool, peer: std::net::IpAddr, extended: bool) -> palisade_tests::f
 fn plain_and_extended_headers_share_one_conntrack_entry() {
     let mut h = Harness::new();
     h.apply(
-        &PlanBuilder::new()
-            .isolate(Direction::Ingress)
-            .isolate(Direction::Egress)
-            .allow(
-                Direction::Egress,
-                PEER_ID,
-                L4Match::Ports {
-                    protocol: TCP,
-                    first: 80,
-                    last: 80,
-                },
-                1,
-            )
+        &egress_only_to_peer_80()
             .allow(
                 Direction::Egress,
                 PEER_ID,
