@@ -100,6 +100,10 @@ struct Reconciler<I: Interfaces> {
     attached: BTreeMap<PodRef, PodInterface>,
     unresolved: usize,
     first_apply_done: bool,
+    /// Interfaces a previous agent enforced on that no pod resolves to yet:
+    /// kept closed (programs on, no endpoint entry) until a pod claims one or
+    /// it disappears.
+    retained: BTreeSet<u32>,
     /// The cluster state generation the kernel was last fully programmed
     /// from (`None` until then, or after a reconcile failed).
     reconciled: Option<u64>,
@@ -160,6 +164,7 @@ pub async fn run<I: Interfaces>(
         attached: BTreeMap::new(),
         unresolved: 0,
         first_apply_done: false,
+        retained: BTreeSet::new(),
         reconciled: None,
         hooks,
         raw_pods: BTreeMap::new(),
@@ -543,8 +548,9 @@ impl<I: Interfaces> Reconciler<I> {
                 }
             }
         }
-        // Forget interfaces of pods that are gone or moved, and (on the first
-        // apply) links a previous agent pinned for interfaces no longer ours.
+        // Forget interfaces of pods that are gone or moved. Links a previous
+        // agent pinned for interfaces no pod resolves to stay (closed) while
+        // the interface exists.
         let keep: BTreeSet<u32> = self
             .attached
             .iter()
@@ -555,7 +561,18 @@ impl<I: Interfaces> Reconciler<I> {
             .retain(|pod, iface| ifaces.get(pod) == Some(&iface.ifindex));
         let mut stale: BTreeSet<u32> = self.datapath.attachments().map(|a| a.ifindex).collect();
         if !self.first_apply_done {
-            stale.extend(self.datapath.pinned_ifindexes());
+            self.retain_unclaimed(&keep, &stale);
+        }
+        self.retained.retain(|ifindex| !keep.contains(ifindex));
+        let vanished: Vec<u32> = self
+            .retained
+            .iter()
+            .copied()
+            .filter(|ifindex| crate::datapath::interface_name(*ifindex).is_none())
+            .collect();
+        for ifindex in vanished {
+            self.retained.remove(&ifindex);
+            stale.insert(ifindex);
         }
         for ifindex in stale.difference(&keep) {
             if let Err(e) = self.datapath.detach(*ifindex) {
@@ -576,6 +593,36 @@ impl<I: Interfaces> Reconciler<I> {
         self.last_reasons = reasons.clone();
         self.publish(&plan, &reasons, report.revision.0);
         Ok(plan)
+    }
+
+    /// On the first apply after a restart: links a previous agent pinned for
+    /// interfaces no pod resolves to yet stay on the interface, carrying this
+    /// build's programs. A pod whose interface cannot be resolved for a while
+    /// (a route not yet back, an API object not yet listed) is then closed
+    /// rather than left open; links of interfaces that are gone are removed.
+    fn retain_unclaimed(&mut self, keep: &BTreeSet<u32>, attached: &BTreeSet<u32>) {
+        for ifindex in self.datapath.pinned_ifindexes() {
+            if keep.contains(&ifindex) || attached.contains(&ifindex) {
+                continue;
+            }
+            match self.datapath.retain_pinned(ifindex) {
+                Ok(true) => {
+                    tracing::warn!(
+                        ifindex,
+                        "keeping the programs a previous agent attached to this interface: no pod \
+                         resolves to it yet, so its traffic is dropped until one does or it goes away"
+                    );
+                    self.retained.insert(ifindex);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(ifindex, error = %e, "cannot keep a previous agent's link; detaching it");
+                    if let Err(e) = self.datapath.detach(ifindex) {
+                        tracing::warn!(ifindex, error = %e, "detach failed");
+                    }
+                }
+            }
+        }
     }
 
     fn publish(&self, plan: &DatapathPlan, reasons: &BTreeMap<PodRef, String>, revision: u32) {

@@ -122,28 +122,8 @@ impl Datapath {
         };
         let prog = program_mut(&mut self.ebpf, program)?;
 
-        let mut adopted = false;
-        if let Ok(pinned) = PinnedLink::from_pin(&pin) {
-            // Swap our program into the existing link, then check the link is
-            // really on this interface (an ifindex reused after the old veth
-            // vanished leaves a defunct link behind).
-            let fd: FdLink = pinned.into();
-            let link = SchedClassifierLink::try_from(fd).map_err(|e| pin_err(e.to_string()))?;
-            let id = prog.attach_to_link(link).map_err(attach_err)?;
-            let link = prog.take_link(id).map_err(attach_err)?;
-            if attached_ids(interface, hook)
-                .map_err(attach_err)?
-                .contains(&want)
-            {
-                drop(keep_pinned(link, &pin).map_err(pin_err)?);
-                adopted = true;
-            } else {
-                drop(link);
-                let _ = fs::remove_file(&pin);
-            }
-        } else if pin.exists() {
-            let _ = fs::remove_file(&pin);
-        }
+        let adopted = adopt_pin(prog, interface, hook, want, &pin)
+            .map_err(|e| e.into_error(program, interface, &pin))?;
         if !adopted {
             let id = prog
                 .attach_with_options(
@@ -178,6 +158,38 @@ impl Datapath {
             source: Box::new(source),
         })?;
         Ok(())
+    }
+
+    /// Keeps enforcing on an interface that a previous agent attached but that
+    /// no pod resolves to yet: swaps this build's programs into its pinned
+    /// links, and never creates a link. Returns false when the interface is
+    /// gone or its links are defunct; their pins are then removed.
+    ///
+    /// Without its endpoint entry the programs drop every packet on that
+    /// interface (`endpoint_unknown`): closed, rather than the open interface
+    /// a detach would leave.
+    pub fn retain_pinned(&mut self, ifindex: u32) -> Result<bool, Error> {
+        let Some(interface) = interface_name(ifindex) else {
+            self.detach(ifindex)?;
+            return Ok(false);
+        };
+        let (egress_id, ingress_id) = self.program_ids()?;
+        let mut live = true;
+        for (program, hook, suffix) in HOOKS {
+            let pin = self.link_pin(ifindex, suffix);
+            let want = if program == PROG_POD_EGRESS {
+                egress_id
+            } else {
+                ingress_id
+            };
+            let prog = program_mut(&mut self.ebpf, program)?;
+            live &= adopt_pin(prog, &interface, hook, want, &pin)
+                .map_err(|e| e.into_error(program, &interface, &pin))?;
+        }
+        if !live {
+            self.detach(ifindex)?;
+        }
+        Ok(live)
     }
 
     /// Detaches both programs from an interface and forgets it. Interfaces that
@@ -228,6 +240,74 @@ impl Datapath {
         out.dedup();
         out
     }
+}
+
+enum AdoptError {
+    Attach(aya::programs::ProgramError),
+    Pin(String),
+}
+
+impl AdoptError {
+    fn into_error(self, program: &'static str, interface: &str, pin: &std::path::Path) -> Error {
+        match self {
+            AdoptError::Attach(source) => Error::Attach {
+                program,
+                interface: interface.to_string(),
+                source: Box::new(source),
+            },
+            AdoptError::Pin(reason) => Error::LinkPin {
+                path: pin.to_path_buf(),
+                reason,
+            },
+        }
+    }
+}
+
+/// Swaps `prog` into the link pinned at `pin`, if there is one, and keeps the
+/// pin when the link is live on `interface` (our program `want` now runs on
+/// `hook`). A link left by a vanished interface whose ifindex was reused is
+/// defunct: its pin is removed. Returns whether the pin was adopted.
+fn adopt_pin(
+    prog: &mut SchedClassifier,
+    interface: &str,
+    hook: TcAttachType,
+    want: u32,
+    pin: &std::path::Path,
+) -> Result<bool, AdoptError> {
+    let Ok(pinned) = PinnedLink::from_pin(pin) else {
+        if pin.exists() {
+            let _ = fs::remove_file(pin);
+        }
+        return Ok(false);
+    };
+    let fd: FdLink = pinned.into();
+    let link = SchedClassifierLink::try_from(fd).map_err(|e| AdoptError::Pin(e.to_string()))?;
+    let id = prog.attach_to_link(link).map_err(AdoptError::Attach)?;
+    let link = prog.take_link(id).map_err(AdoptError::Attach)?;
+    if attached_ids(interface, hook)
+        .map_err(AdoptError::Attach)?
+        .contains(&want)
+    {
+        drop(keep_pinned(link, pin).map_err(AdoptError::Pin)?);
+        Ok(true)
+    } else {
+        drop(link);
+        let _ = fs::remove_file(pin);
+        Ok(false)
+    }
+}
+
+/// The name of the interface with index `ifindex` in this network namespace.
+pub fn interface_name(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has room for IF_NAMESIZE bytes, as if_indextoname needs.
+    let name = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 /// Pins a tcx link at `pin` (replacing a pin file of the same link).

@@ -8,7 +8,7 @@ mod error;
 mod load;
 pub mod maps;
 
-pub use attach::{AttachMode, Attachment};
+pub use attach::{AttachMode, Attachment, interface_name};
 pub use cleanup::{CleanupReport, cleanup};
 pub use error::Error;
 pub use load::{Capacities, Datapath, DatapathConfig, OBJECT_EMBEDDED, TestRunOutcome, maps_dir};

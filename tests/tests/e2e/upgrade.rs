@@ -155,3 +155,142 @@ impl Drop for Release<'_> {
         }
     }
 }
+
+const CLIENT_DENY_EGRESS: &str = "\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: client, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: client}}
+  policyTypes: [Egress]
+";
+
+/// Sends `count` datagrams from `from` to `to:port` (one-way: nothing needs
+/// to come back).
+fn send_udp(from: &palisade_tests::Pod, to: IpAddr, port: u16, count: usize) {
+    let socket = from
+        .netns()
+        .run(|| UdpSocket::bind("0.0.0.0:0").expect("bind"));
+    for _ in 0..count {
+        let _ = socket.send_to(b"probe", SocketAddr::new(to, port));
+    }
+}
+
+/// Polls the agent's status until `check` holds (bounded).
+fn wait_status(cluster: &Cluster, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if cluster.status(0).ok().is_some_and(|s| check(&s)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent status never showed {what}; its log:\n{}",
+            cluster.agent_log(0)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn client_status(s: &serde_json::Value) -> Option<&serde_json::Value> {
+    s["endpoints"]
+        .as_array()?
+        .iter()
+        .find(|e| e["pod"].as_str() == Some("x/client"))
+}
+
+/// A pod whose interface the restarted agent cannot resolve (here: its
+/// node-side routes are gone) stays closed: the previous agent's links stay on
+/// its interface with the new programs, which drop its traffic until the pod
+/// resolves again, and then enforce its policy as before.
+#[test]
+fn a_restarted_agent_keeps_a_pod_it_cannot_resolve_yet_closed() {
+    let mut cluster = Cluster::new(1).expect("cluster");
+    cluster.set_namespace("x", &[]).expect("namespace");
+    cluster
+        .add_pod(0, "x", "client", &[("app", "client")], &[])
+        .expect("client");
+    cluster
+        .add_pod(0, "x", "server", &[("app", "server")], &[])
+        .expect("server");
+    let client = cluster.pod("x", "client").pod.clone();
+    let server: IpAddr = cluster.pod("x", "server").pod.ipv4().into();
+    let sink = cluster
+        .pod("x", "server")
+        .pod
+        .serve_udp(9100)
+        .expect("udp sink");
+    let arrivals = |before: u64| {
+        std::thread::sleep(Duration::from_millis(300));
+        sink.hits() - before
+    };
+
+    // Without any agent, the path is open: what a detached link would leave.
+    send_udp(&client, server, 9100, 3);
+    assert!(
+        arrivals(0) > 0,
+        "the client reaches the server without policy"
+    );
+
+    cluster
+        .apply_policy("client", CLIENT_DENY_EGRESS)
+        .expect("policy");
+    let since = SystemTime::now();
+    cluster.start_agents().expect("agent");
+    cluster
+        .wait_applied(since, Duration::from_secs(20))
+        .expect("ready");
+    let hits = sink.hits();
+    send_udp(&client, server, 9100, 3);
+    assert_eq!(arrivals(hits), 0, "the client's egress is denied");
+
+    // Restart the agent while the client's routes are gone, so the new agent
+    // cannot tell which interface is the client's.
+    cluster
+        .stop_agent(0, Duration::from_secs(5))
+        .expect("stop the agent");
+    let routes = [
+        format!("{}/32", client.ipv4()),
+        format!("{}/128", client.ipv6()),
+    ];
+    for route in &routes {
+        cluster.nodes[0]
+            .netns()
+            .ip(["route", "del", route, "dev", client.host_veth()])
+            .expect("remove the client's route");
+    }
+    let restarted = SystemTime::now();
+    cluster.start_agent(0).expect("restart the agent");
+    wait_status(
+        &cluster,
+        "the new agent's first apply, client unresolved",
+        |s| {
+            serde_json::from_value::<SystemTime>(s["last_applied"].clone())
+                .is_ok_and(|t| t > restarted)
+                && client_status(s).is_some_and(|c| c["enforced"].as_bool() == Some(false))
+        },
+    );
+    let hits = sink.hits();
+    send_udp(&client, server, 9100, 5);
+    assert_eq!(
+        arrivals(hits),
+        0,
+        "the unresolved client stays closed; agent log:\n{}",
+        cluster.agent_log(0)
+    );
+
+    // The routes come back: the pod resolves, its link is adopted, and its
+    // policy applies as before.
+    for route in &routes {
+        cluster.nodes[0]
+            .netns()
+            .ip(["route", "add", route, "dev", client.host_veth()])
+            .expect("restore the client's route");
+    }
+    wait_status(&cluster, "the client enforced again", |s| {
+        client_status(s).is_some_and(|c| c["enforced"].as_bool() == Some(true))
+    });
+    let hits = sink.hits();
+    send_udp(&client, server, 9100, 3);
+    assert_eq!(arrivals(hits), 0, "the client's egress is still denied");
+}
