@@ -188,6 +188,12 @@ pub struct InstallCniArgs {
     /// How long ADD waits for the agent before failing the pod's start.
     #[arg(long, default_value_t = crate::cni::plugin::DEFAULT_TIMEOUT.as_secs())]
     pub timeout_seconds: u64,
+    /// Undo the install: take palisade-cni out of the main CNI configuration
+    /// and remove its binary. Run it on every node when removing Palisade
+    /// (deploy/uninstall/): while the plugin stays chained, every new pod's
+    /// ADD waits for an agent that is gone and fails.
+    #[arg(long)]
+    pub uninstall: bool,
 }
 
 /// `palisade cleanup`.

@@ -187,3 +187,43 @@ fn daemonset_arguments_and_settings_are_accepted_by_the_cli() {
     assert!(init_mounts.contains(install.cni_bin_dir.to_str().expect("utf-8")));
     assert!(init_mounts.contains(install.cni_conf_dir.to_str().expect("utf-8")));
 }
+
+/// The uninstall DaemonSet (deploy/uninstall/, outside the kustomization)
+/// runs what `palisade` accepts: first `install-cni --uninstall` with the CNI
+/// directories mounted where the command looks, then `cleanup` with the bpffs
+/// directory it cleans.
+#[test]
+fn uninstall_daemonset_unchains_the_plugin_then_cleans_the_pins() {
+    let ds: DaemonSet = load("uninstall/daemonset.yaml");
+    let pod = ds.spec.expect("spec").template.spec.expect("pod spec");
+    let init = pod.init_containers.expect("init containers");
+    assert_eq!(init.len(), 2, "uninstall-cni, then cleanup");
+    let mounts = |c: &k8s_openapi::api::core::v1::Container| -> BTreeSet<String> {
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.clone())
+            .collect()
+    };
+    let parse = |c: &k8s_openapi::api::core::v1::Container| {
+        let mut argv = vec!["palisade".to_string()];
+        argv.extend(c.args.clone().unwrap_or_default());
+        Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+    };
+    let Command::InstallCni(install) = parse(&init[0]).command else {
+        panic!("the first init container must run `palisade install-cni --uninstall`")
+    };
+    assert!(install.uninstall);
+    let cni_mounts = mounts(&init[0]);
+    assert!(cni_mounts.contains(install.cni_bin_dir.to_str().expect("utf-8")));
+    assert!(cni_mounts.contains(install.cni_conf_dir.to_str().expect("utf-8")));
+    let Command::Cleanup(cleanup) = parse(&init[1]).command else {
+        panic!("the second init container must run `palisade cleanup`")
+    };
+    let bpffs_mounts = mounts(&init[1]);
+    assert!(
+        bpffs_mounts.iter().any(|m| cleanup.bpffs.starts_with(m)),
+        "{} is not under a mount of the cleanup container",
+        cleanup.bpffs.display()
+    );
+}

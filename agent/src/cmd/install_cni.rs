@@ -1,6 +1,7 @@
 //! `palisade install-cni`: puts `palisade-cni` into the node's CNI binary
 //! directory and chains it into the main CNI's configuration list (run by the
-//! DaemonSet's init container; idempotent).
+//! DaemonSet's init container; idempotent). `--uninstall` undoes both (run by
+//! `deploy/uninstall/`).
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +39,19 @@ pub fn chain(
     Ok((conflist, true))
 }
 
+/// Removes the plugin from a conflist's `plugins`. Returns the new list and
+/// whether it changed.
+pub fn unchain(mut conflist: Value) -> Result<(Value, bool), String> {
+    let plugins = conflist
+        .get_mut("plugins")
+        .and_then(Value::as_array_mut)
+        .ok_or("the configuration has no `plugins` list")?;
+    let before = plugins.len();
+    plugins.retain(|p| p["type"] != PLUGIN_TYPE);
+    let changed = plugins.len() != before;
+    Ok((conflist, changed))
+}
+
 /// Writes `path` whole, with `mode`, so a reader never sees it half-written
 /// or not yet executable.
 fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
@@ -73,22 +87,42 @@ fn main_conflist(dir: &Path) -> Result<PathBuf, String> {
     })
 }
 
-/// Installs the plugin binary and chains it into the main conflist.
+/// Installs the plugin binary and chains it into the main conflist, or with
+/// `--uninstall` takes both out again.
 pub fn run(args: &InstallCniArgs) -> Result<(), super::Error> {
-    let source = std::env::current_exe()?.with_file_name("palisade-cni");
-    let bytes = std::fs::read(&source).map_err(|e| format!("{}: {e}", source.display()))?;
     let dest = args.cni_bin_dir.join("palisade-cni");
-    write_atomically(&dest, &bytes, 0o755).map_err(|e| format!("{}: {e}", dest.display()))?;
+    if !args.uninstall {
+        let source = std::env::current_exe()?.with_file_name("palisade-cni");
+        let bytes = std::fs::read(&source).map_err(|e| format!("{}: {e}", source.display()))?;
+        write_atomically(&dest, &bytes, 0o755).map_err(|e| format!("{}: {e}", dest.display()))?;
+    }
     let list = main_conflist(&args.cni_conf_dir)?;
-    let text = std::fs::read_to_string(&list).map_err(|e| format!("{}: {e}", list.display()))?;
-    let value: Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", list.display()))?;
-    let (chained, changed) = chain(value, &args.socket, args.timeout_seconds)
-        .map_err(|e| format!("{}: {e}", list.display()))?;
-    if changed {
-        let mut out = serde_json::to_vec_pretty(&chained)?;
-        out.push(b'\n');
-        write_atomically(&list, &out, 0o644).map_err(|e| format!("{}: {e}", list.display()))?;
+    let changed = rewrite(&list, |value| {
+        if args.uninstall {
+            unchain(value)
+        } else {
+            chain(value, &args.socket, args.timeout_seconds)
+        }
+    })?;
+    if args.uninstall {
+        // Only once no configuration names it: a runtime that still found it
+        // chained would fail ADD on the missing binary.
+        match std::fs::remove_file(&dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", dest.display()).into()),
+        }
+        println!(
+            "{} {} and removed {}",
+            if changed {
+                "unchained palisade-cni from"
+            } else {
+                "found palisade-cni not chained in"
+            },
+            list.display(),
+            dest.display()
+        );
+        return Ok(());
     }
     println!(
         "installed {} and {} {}",
@@ -101,6 +135,24 @@ pub fn run(args: &InstallCniArgs) -> Result<(), super::Error> {
         list.display()
     );
     Ok(())
+}
+
+/// Reads the conflist at `list`, applies `edit` and writes the result back
+/// atomically when it changed. Returns whether it changed.
+fn rewrite(
+    list: &Path,
+    edit: impl FnOnce(Value) -> Result<(Value, bool), String>,
+) -> Result<bool, String> {
+    let text = std::fs::read_to_string(list).map_err(|e| format!("{}: {e}", list.display()))?;
+    let value: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", list.display()))?;
+    let (edited, changed) = edit(value).map_err(|e| format!("{}: {e}", list.display()))?;
+    if changed {
+        let mut out = serde_json::to_vec_pretty(&edited).map_err(|e| e.to_string())?;
+        out.push(b'\n');
+        write_atomically(list, &out, 0o644).map_err(|e| format!("{}: {e}", list.display()))?;
+    }
+    Ok(changed)
 }
 
 #[cfg(test)]
@@ -157,6 +209,44 @@ mod tests {
             picked.expect("found").file_name().expect("name"),
             "10-a.conf"
         );
+    }
+
+    #[test]
+    fn unchain_removes_only_the_plugin_and_undoes_chain() {
+        let (chained, _) = chain(calico(), Path::new("/s"), 10).expect("chain");
+        let (out, changed) = unchain(chained).expect("unchain");
+        assert!(changed);
+        assert_eq!(out, calico());
+        let (again, changed) = unchain(out).expect("unchain");
+        assert!(!changed, "unchaining twice changes nothing");
+        assert_eq!(again, calico());
+    }
+
+    #[test]
+    fn uninstall_unchains_the_main_configuration_and_removes_the_binary() {
+        let root =
+            std::env::temp_dir().join(format!("palisade-uninstall-cni-{}", std::process::id()));
+        let (bin, conf) = (root.join("bin"), root.join("net.d"));
+        std::fs::create_dir_all(&bin).expect("bin dir");
+        std::fs::create_dir_all(&conf).expect("conf dir");
+        let (chained, _) = chain(calico(), Path::new("/s"), 10).expect("chain");
+        std::fs::write(conf.join("10-calico.conflist"), chained.to_string()).expect("conflist");
+        std::fs::write(bin.join("palisade-cni"), b"plugin").expect("binary");
+        let args = InstallCniArgs {
+            cni_bin_dir: bin.clone(),
+            cni_conf_dir: conf.clone(),
+            socket: "/s".into(),
+            timeout_seconds: 10,
+            uninstall: true,
+        };
+        let result = run(&args);
+        let list = std::fs::read_to_string(conf.join("10-calico.conflist"));
+        let binary_left = bin.join("palisade-cni").exists();
+        std::fs::remove_dir_all(&root).expect("clean up");
+        result.expect("uninstall");
+        let list: Value = serde_json::from_str(&list.expect("conflist")).expect("json");
+        assert_eq!(list, calico());
+        assert!(!binary_left, "the plugin binary is removed");
     }
 
     #[test]
