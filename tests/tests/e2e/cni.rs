@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime};
 use palisade_tests::cluster::{Cluster, palisade_binary};
 use serde_json::Value;
 
+use crate::fixture::cluster_in_x;
+
 const DENY_INGRESS: &str = "\
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -84,14 +86,7 @@ fn prev_result(cluster: &Cluster, pod: &str) -> Value {
 
 #[test]
 fn add_returns_once_the_pod_is_enforced_and_its_first_packet_is_policed() {
-    let mut cluster = Cluster::new(1).expect("cluster");
-    cluster.set_namespace("x", &[]).expect("namespace");
-    cluster
-        .add_pod(0, "x", "client", &[("app", "client")], &[])
-        .expect("client");
-    cluster
-        .add_pod(0, "x", "new", &[("app", "new")], &[])
-        .expect("new pod");
+    let mut cluster = cluster_in_x(&["client", "new"]);
     // The API server has not reported the new pod's address yet.
     cluster.set_report_ips("x", "new", false).expect("hide ips");
     cluster.apply_policy("deny", DENY_INGRESS).expect("policy");

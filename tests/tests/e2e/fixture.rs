@@ -156,3 +156,16 @@ impl Bed {
         assert!(report.complete(), "{:?}", report.map_full);
     }
 }
+
+/// A one-node cluster with namespace `x` holding one pod per name, each
+/// labelled `app=<name>`.
+pub fn cluster_in_x(pods: &[&str]) -> palisade_tests::cluster::Cluster {
+    let mut cluster = palisade_tests::cluster::Cluster::new(1).expect("cluster");
+    cluster.set_namespace("x", &[]).expect("namespace");
+    for name in pods {
+        cluster
+            .add_pod(0, "x", name, &[("app", name)], &[])
+            .expect("pod");
+    }
+    cluster
+}

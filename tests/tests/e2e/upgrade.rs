@@ -8,6 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use palisade_tests::cluster::Cluster;
 
+use crate::fixture::cluster_in_x;
+
 const POLICY: &str = "\
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -20,17 +22,7 @@ spec:
 
 #[test]
 fn an_agent_upgrade_drops_no_packet_of_an_established_flow_and_keeps_denying() {
-    let mut cluster = Cluster::new(1).expect("cluster");
-    cluster.set_namespace("x", &[]).expect("namespace");
-    cluster
-        .add_pod(0, "x", "client", &[("app", "client")], &[])
-        .expect("client");
-    cluster
-        .add_pod(0, "x", "server", &[("app", "server")], &[])
-        .expect("server");
-    cluster
-        .add_pod(0, "x", "other", &[("app", "other")], &[])
-        .expect("other");
+    let mut cluster = cluster_in_x(&["client", "server", "other"]);
     let _echo = cluster
         .pod("x", "server")
         .pod
@@ -205,14 +197,7 @@ fn client_status(s: &serde_json::Value) -> Option<&serde_json::Value> {
 /// resolves again, and then enforce its policy as before.
 #[test]
 fn a_restarted_agent_keeps_a_pod_it_cannot_resolve_yet_closed() {
-    let mut cluster = Cluster::new(1).expect("cluster");
-    cluster.set_namespace("x", &[]).expect("namespace");
-    cluster
-        .add_pod(0, "x", "client", &[("app", "client")], &[])
-        .expect("client");
-    cluster
-        .add_pod(0, "x", "server", &[("app", "server")], &[])
-        .expect("server");
+    let mut cluster = cluster_in_x(&["client", "server"]);
     let client = cluster.pod("x", "client").pod.clone();
     let server: IpAddr = cluster.pod("x", "server").pod.ipv4().into();
     let sink = cluster

@@ -34,16 +34,23 @@ fn egress_only_to_peer_80() -> PlanBuilder {
         )
 }
 
+/// A harness where the pod, isolated both ways and allowed out to the peer's
+/// TCP port 80, has opened a connection to `peer` (40000 -> 80).
+fn connected_to_peer_80(peer: std::net::IpAddr) -> Harness {
+    let mut h = Harness::new();
+    h.apply(&egress_only_to_peer_80().build());
+    h.assert_pass(
+        Direction::Egress,
+        &from_pod(peer).tcp(40000, 80, TcpFlags::SYN).build(),
+        "syn out",
+    );
+    h
+}
+
 #[test]
 fn replies_of_an_allowed_connection_pass_into_an_ingress_isolated_pod() {
     for peer in [PEER_V4.into(), PEER_V6.into()] {
-        let mut h = Harness::new();
-        h.apply(&egress_only_to_peer_80().build());
-        h.assert_pass(
-            Direction::Egress,
-            &from_pod(peer).tcp(40000, 80, TcpFlags::SYN).build(),
-            "syn out",
-        );
+        let h = connected_to_peer_80(peer);
         h.assert_pass(
             Direction::Ingress,
             &to_pod(peer)
@@ -98,15 +105,7 @@ fn udp_and_icmp_replies_are_tracked() {
 
 #[test]
 fn established_flow_survives_an_unrelated_policy_change() {
-    let mut h = Harness::new();
-    h.apply(&egress_only_to_peer_80().build());
-    h.assert_pass(
-        Direction::Egress,
-        &from_pod(PEER_V4.into())
-            .tcp(40000, 80, TcpFlags::SYN)
-            .build(),
-        "syn",
-    );
+    let mut h = connected_to_peer_80(PEER_V4.into());
     let report = h.apply(
         &egress_only_to_peer_80()
             .allow(Direction::Ingress, OTHER_ID, L4Match::Any, 2)
@@ -130,15 +129,7 @@ fn established_flow_survives_an_unrelated_policy_change() {
 
 #[test]
 fn established_flow_is_cut_when_its_allow_is_removed() {
-    let mut h = Harness::new();
-    h.apply(&egress_only_to_peer_80().build());
-    h.assert_pass(
-        Direction::Egress,
-        &from_pod(PEER_V4.into())
-            .tcp(40000, 80, TcpFlags::SYN)
-            .build(),
-        "syn",
-    );
+    let mut h = connected_to_peer_80(PEER_V4.into());
     h.assert_pass(
         Direction::Ingress,
         &to_pod(PEER_V4.into())
@@ -231,15 +222,7 @@ fn isolating_a_pod_cuts_flows_its_new_policy_does_not_allow() {
 
 #[test]
 fn ipv4_flows_are_tracked_in_the_v4_map_and_ipv6_flows_in_the_v6_map() {
-    let mut h = Harness::new();
-    h.apply(&egress_only_to_peer_80().build());
-    h.assert_pass(
-        Direction::Egress,
-        &from_pod(PEER_V4.into())
-            .tcp(40000, 80, TcpFlags::SYN)
-            .build(),
-        "syn out v4",
-    );
+    let h = connected_to_peer_80(PEER_V4.into());
     let v4: Vec<_> =
         h.dp.maps
             .conntrack_v4
@@ -315,15 +298,7 @@ fn ipv4_flows_are_tracked_in_the_v4_map_and_ipv6_flows_in_the_v6_map() {
 
 #[test]
 fn a_revoked_ipv6_flow_is_cut_like_an_ipv4_one() {
-    let mut h = Harness::new();
-    h.apply(&egress_only_to_peer_80().build());
-    h.assert_pass(
-        Direction::Egress,
-        &from_pod(PEER_V6.into())
-            .tcp(40000, 80, TcpFlags::SYN)
-            .build(),
-        "syn",
-    );
+    let mut h = connected_to_peer_80(PEER_V6.into());
     h.apply(
         &PlanBuilder::new()
             .isolate(Direction::Ingress)
@@ -405,15 +380,7 @@ fn a_full_v4_conntrack_still_passes_allowed_packets_and_leaves_v6_alone() {
 
 #[test]
 fn an_upgrade_from_the_shared_conntrack_map_keeps_ipv4_flows() {
-    let mut old = Harness::new();
-    old.apply(&egress_only_to_peer_80().build());
-    old.assert_pass(
-        Direction::Egress,
-        &from_pod(PEER_V4.into())
-            .tcp(40000, 80, TcpFlags::SYN)
-            .build(),
-        "syn out",
-    );
+    let mut old = connected_to_peer_80(PEER_V4.into());
     // Turn that into what a build from before the split by family left
     // behind: the flow in `CONNTRACK` under its v4-mapped key, and no
     // `CONNTRACK_V4` pin.
@@ -576,13 +543,7 @@ fn plain_and_extended_headers_share_one_conntrack_entry() {
 #[test]
 fn malformed_tcp_segment_of_an_established_flow_is_dropped() {
     for peer in [PEER_V4.into(), PEER_V6.into()] {
-        let mut h = Harness::new();
-        h.apply(&egress_only_to_peer_80().build());
-        h.assert_pass(
-            Direction::Egress,
-            &from_pod(peer).tcp(40000, 80, TcpFlags::SYN).build(),
-            "syn out",
-        );
+        let h = connected_to_peer_80(peer);
         let mut bad = to_pod(peer)
             .tcp(80, 40000, TcpFlags::SYN | TcpFlags::ACK)
             .build();
