@@ -644,6 +644,14 @@ impl<I: Interfaces> Reconciler<I> {
                 policies: ep.policies.iter().map(ToString::to_string).collect(),
             })
             .collect();
+        s.held_closed = self
+            .retained
+            .iter()
+            .map(|ifindex| {
+                crate::datapath::interface_name(*ifindex)
+                    .unwrap_or_else(|| format!("ifindex {ifindex}"))
+            })
+            .collect();
         s.policies = self.cluster.policies().count();
         s.identities = plan.identities.len();
         s.rejections = plan.rejections.clone();

@@ -111,6 +111,12 @@ pub fn run(args: &StatusArgs) -> Result<(), super::Error> {
             println!("    not enforced: {reason}");
         }
     }
+    if !s.held_closed.is_empty() {
+        println!(
+            "\nheld closed (a previous agent enforced them; no pod resolves to them yet): {}",
+            s.held_closed.join(", ")
+        );
+    }
     if !s.rejections.is_empty() {
         println!("\nrejected policy fields (they isolate but allow nothing):");
         for r in &s.rejections {

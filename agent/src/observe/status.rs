@@ -82,6 +82,10 @@ pub struct Status {
     /// Since when the source has been failing (`None` while it is up).
     #[serde(default)]
     pub source_down_since: Option<SystemTime>,
+    /// Interfaces a previous agent enforced that no pod resolves to yet: their
+    /// programs stay attached and drop everything until one does.
+    #[serde(default)]
+    pub held_closed: Vec<String>,
 }
 
 /// How long the source may fail before `/readyz` reports the agent not ready

@@ -255,6 +255,12 @@ fn a_restarted_agent_keeps_a_pod_it_cannot_resolve_yet_closed() {
                 && client_status(s).is_some_and(|c| c["enforced"].as_bool() == Some(false))
         },
     );
+    let status = cluster.status(0).expect("status");
+    assert_eq!(
+        status["held_closed"],
+        serde_json::json!([client.host_veth()]),
+        "the status names the interface held closed"
+    );
     let hits = sink.hits();
     send_udp(&client, server, 9100, 5);
     assert_eq!(
@@ -274,6 +280,7 @@ fn a_restarted_agent_keeps_a_pod_it_cannot_resolve_yet_closed() {
     }
     wait_status(&cluster, "the client enforced again", |s| {
         client_status(s).is_some_and(|c| c["enforced"].as_bool() == Some(true))
+            && s["held_closed"].as_array().is_some_and(Vec::is_empty)
     });
     let hits = sink.hits();
     send_udp(&client, server, 9100, 3);
