@@ -194,6 +194,15 @@ pub struct InstallCniArgs {
     /// ADD waits for an agent that is gone and fails.
     #[arg(long)]
     pub uninstall: bool,
+    /// After installing, keep running and restore the install whenever
+    /// something undoes it, checking every SECONDS. A main CNI that rewrites
+    /// its configuration (on its own restart or upgrade) drops the chain entry,
+    /// and pods would then start before the agent enforces them. The DaemonSet
+    /// runs this as its `cni-chain` container; it stops on SIGTERM and leaves
+    /// the install in place.
+    #[arg(long, value_name = "SECONDS", conflicts_with = "uninstall",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch_seconds: Option<u64>,
 }
 
 /// `palisade cleanup`.

@@ -33,7 +33,9 @@ fn main() -> ExitCode {
             Command::Status(args) => cmd::status::run(&args).map(|()| ExitCode::SUCCESS),
             Command::Flows(args) => cmd::flows::run(&args).map(|()| ExitCode::SUCCESS),
             Command::Cleanup(args) => cmd::cleanup::run(&args).map(|()| ExitCode::SUCCESS),
-            Command::InstallCni(args) => cmd::install_cni::run(&args).map(|()| ExitCode::SUCCESS),
+            Command::InstallCni(args) => cmd::install_cni::run(&args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
         }
     });
     match result {

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{CommandFactory, Parser};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use palisade_agent::cli::{Cli, Command};
+use palisade_agent::cli::{Cli, Command, InstallCniArgs};
 use palisade_agent::source::Kind;
 
 fn deploy_dir() -> PathBuf {
@@ -172,20 +172,57 @@ fn daemonset_arguments_and_settings_are_accepted_by_the_cli() {
     );
 
     let init = &pod.init_containers.as_ref().expect("init containers")[0];
-    let mut init_argv = vec!["palisade".to_string()];
-    init_argv.extend(init.args.clone().unwrap_or_default());
-    let parsed = Cli::try_parse_from(&init_argv).unwrap_or_else(|e| panic!("{init_argv:?}: {e}"));
-    let Command::InstallCni(install) = parsed.command else {
-        panic!("the init container must run `palisade install-cni`")
+    let install = install_cni_args(init);
+    assert!(
+        install.watch_seconds.is_none(),
+        "the init container returns"
+    );
+    let chain = pod
+        .containers
+        .iter()
+        .find(|c| c.name == "cni-chain")
+        .expect("a container that keeps the plugin chained");
+    let watch = install_cni_args(chain);
+    assert!(watch.watch_seconds.is_some(), "it keeps watching");
+    assert_eq!(
+        (&watch.cni_bin_dir, &watch.cni_conf_dir, &watch.socket),
+        (&install.cni_bin_dir, &install.cni_conf_dir, &install.socket),
+        "it keeps what the init container installed"
+    );
+}
+
+/// Parses a container's `palisade install-cni` arguments and checks that it
+/// mounts the CNI directories they name.
+fn install_cni_args(container: &Container) -> InstallCniArgs {
+    let Command::InstallCni(install) = parse_args(container).command else {
+        panic!("{} must run `palisade install-cni`", container.name)
     };
-    let init_mounts: BTreeSet<&str> = init
+    let mounts = mount_paths(container);
+    for dir in [&install.cni_bin_dir, &install.cni_conf_dir] {
+        assert!(
+            mounts.iter().any(|m| Path::new(m) == dir),
+            "{} mounts {}",
+            container.name,
+            dir.display()
+        );
+    }
+    install
+}
+
+/// A container's arguments as `palisade` parses them.
+fn parse_args(container: &Container) -> Cli {
+    let mut argv = vec!["palisade".to_string()];
+    argv.extend(container.args.clone().unwrap_or_default());
+    Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+}
+
+fn mount_paths(container: &Container) -> Vec<String> {
+    container
         .volume_mounts
         .iter()
         .flatten()
-        .map(|m| m.mount_path.as_str())
-        .collect();
-    assert!(init_mounts.contains(install.cni_bin_dir.to_str().expect("utf-8")));
-    assert!(init_mounts.contains(install.cni_conf_dir.to_str().expect("utf-8")));
+        .map(|m| m.mount_path.clone())
+        .collect()
 }
 
 /// The uninstall DaemonSet (deploy/uninstall/, outside the kustomization)
@@ -198,31 +235,14 @@ fn uninstall_daemonset_unchains_the_plugin_then_cleans_the_pins() {
     let pod = ds.spec.expect("spec").template.spec.expect("pod spec");
     let init = pod.init_containers.expect("init containers");
     assert_eq!(init.len(), 2, "uninstall-cni, then cleanup");
-    let mounts = |c: &k8s_openapi::api::core::v1::Container| -> BTreeSet<String> {
-        c.volume_mounts
-            .iter()
-            .flatten()
-            .map(|m| m.mount_path.clone())
-            .collect()
-    };
-    let parse = |c: &k8s_openapi::api::core::v1::Container| {
-        let mut argv = vec!["palisade".to_string()];
-        argv.extend(c.args.clone().unwrap_or_default());
-        Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"))
-    };
-    let Command::InstallCni(install) = parse(&init[0]).command else {
-        panic!("the first init container must run `palisade install-cni --uninstall`")
-    };
-    assert!(install.uninstall);
-    let cni_mounts = mounts(&init[0]);
-    assert!(cni_mounts.contains(install.cni_bin_dir.to_str().expect("utf-8")));
-    assert!(cni_mounts.contains(install.cni_conf_dir.to_str().expect("utf-8")));
-    let Command::Cleanup(cleanup) = parse(&init[1]).command else {
+    assert!(install_cni_args(&init[0]).uninstall);
+    let Command::Cleanup(cleanup) = parse_args(&init[1]).command else {
         panic!("the second init container must run `palisade cleanup`")
     };
-    let bpffs_mounts = mounts(&init[1]);
     assert!(
-        bpffs_mounts.iter().any(|m| cleanup.bpffs.starts_with(m)),
+        mount_paths(&init[1])
+            .iter()
+            .any(|m| cleanup.bpffs.starts_with(m)),
         "{} is not under a mount of the cleanup container",
         cleanup.bpffs.display()
     );

@@ -1,9 +1,12 @@
 //! `palisade install-cni`: puts `palisade-cni` into the node's CNI binary
 //! directory and chains it into the main CNI's configuration list (run by the
-//! DaemonSet's init container; idempotent). `--uninstall` undoes both (run by
+//! DaemonSet's init container; idempotent). `--watch-seconds` keeps it so
+//! (the DaemonSet's `cni-chain` container); `--uninstall` undoes both (run by
 //! `deploy/uninstall/`).
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -52,16 +55,21 @@ pub fn unchain(mut conflist: Value) -> Result<(Value, bool), String> {
     Ok((conflist, changed))
 }
 
-/// Writes `path` whole, with `mode`, so a reader never sees it half-written
-/// or not yet executable.
-fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+/// Replaces `path` whole, with `mode`, so a reader never sees it half-written
+/// or not yet executable: `fill` writes a temporary file beside it, which is
+/// then renamed over it.
+fn replace_atomically(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.palisade-tmp"));
-    std::fs::write(&tmp, bytes)?;
+    fill(&tmp)?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
     std::fs::rename(&tmp, path)
 }
@@ -88,51 +96,120 @@ fn main_conflist(dir: &Path) -> Result<PathBuf, String> {
 }
 
 /// Installs the plugin binary and chains it into the main conflist, or with
-/// `--uninstall` takes both out again.
-pub fn run(args: &InstallCniArgs) -> Result<(), super::Error> {
-    let dest = args.cni_bin_dir.join("palisade-cni");
-    if !args.uninstall {
-        let source = std::env::current_exe()?.with_file_name("palisade-cni");
-        let bytes = std::fs::read(&source).map_err(|e| format!("{}: {e}", source.display()))?;
-        write_atomically(&dest, &bytes, 0o755).map_err(|e| format!("{}: {e}", dest.display()))?;
-    }
-    let list = main_conflist(&args.cni_conf_dir)?;
-    let changed = rewrite(&list, |value| {
-        if args.uninstall {
-            unchain(value)
-        } else {
-            chain(value, &args.socket, args.timeout_seconds)
-        }
-    })?;
+/// `--uninstall` takes both out again; with `--watch-seconds` keeps them
+/// installed until SIGTERM.
+pub async fn run(args: &InstallCniArgs) -> Result<(), super::Error> {
     if args.uninstall {
-        // Only once no configuration names it: a runtime that still found it
-        // chained would fail ADD on the missing binary.
-        match std::fs::remove_file(&dest) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("{}: {e}", dest.display()).into()),
-        }
-        println!(
-            "{} {} and removed {}",
-            if changed {
-                "unchained palisade-cni from"
-            } else {
-                "found palisade-cni not chained in"
-            },
-            list.display(),
-            dest.display()
-        );
-        return Ok(());
+        return uninstall(args);
     }
+    let plugin = std::env::current_exe()?.with_file_name("palisade-cni");
+    let done = install(args, &plugin)?;
     println!(
         "installed {} and {} {}",
-        dest.display(),
-        if changed {
+        done.binary.display(),
+        if done.chained {
             "chained it into"
         } else {
             "found it already chained in"
         },
-        list.display()
+        done.conflist.display()
+    );
+    if let Some(seconds) = args.watch_seconds {
+        keep_installed(
+            args,
+            &plugin,
+            Duration::from_secs(seconds),
+            super::shutdown_signal(),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// What [`install`] did.
+struct Installed {
+    binary: PathBuf,
+    /// Whether the binary had to be (re)written.
+    copied: bool,
+    conflist: PathBuf,
+    /// Whether the conflist had to be (re)chained.
+    chained: bool,
+}
+
+/// Puts the plugin binary in place (unless an identical-looking one is there)
+/// and chains it into the main conflist. Idempotent.
+fn install(args: &InstallCniArgs, plugin: &Path) -> Result<Installed, String> {
+    let binary = args.cni_bin_dir.join("palisade-cni");
+    let source_len = std::fs::metadata(plugin)
+        .map_err(|e| format!("{}: {e}", plugin.display()))?
+        .len();
+    let present = std::fs::metadata(&binary).is_ok_and(|m| m.len() == source_len);
+    if !present {
+        replace_atomically(&binary, 0o755, |tmp| std::fs::copy(plugin, tmp).map(drop))
+            .map_err(|e| format!("{} -> {}: {e}", plugin.display(), binary.display()))?;
+    }
+    let conflist = main_conflist(&args.cni_conf_dir)?;
+    let chained = rewrite(&conflist, |value| {
+        chain(value, &args.socket, args.timeout_seconds)
+    })?;
+    Ok(Installed {
+        binary,
+        copied: !present,
+        conflist,
+        chained,
+    })
+}
+
+/// Re-runs [`install`] every `every` until `stop` resolves, saying what it
+/// had to restore. A failure (the main CNI mid-rewrite, say) is logged and
+/// tried again at the next check.
+async fn keep_installed(
+    args: &InstallCniArgs,
+    plugin: &Path,
+    every: Duration,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    tracing::info!(every = ?every, "watching the CNI install");
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match install(args, plugin) {
+            Ok(done) if done.copied || done.chained => tracing::warn!(
+                conflist = %done.conflist.display(),
+                rechained = done.chained,
+                binary_restored = done.copied,
+                "something undid the CNI install (a main CNI rewriting its configuration?); restored it"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot check the CNI install; trying again"),
+        }
+    }
+}
+
+/// Unchains the plugin from the main conflist, then removes its binary.
+fn uninstall(args: &InstallCniArgs) -> Result<(), super::Error> {
+    let binary = args.cni_bin_dir.join("palisade-cni");
+    let list = main_conflist(&args.cni_conf_dir)?;
+    let changed = rewrite(&list, unchain)?;
+    // Only once no configuration names it: a runtime that still found it
+    // chained would fail ADD on the missing binary.
+    match std::fs::remove_file(&binary) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", binary.display()).into()),
+    }
+    println!(
+        "{} {} and removed {}",
+        if changed {
+            "unchained palisade-cni from"
+        } else {
+            "found palisade-cni not chained in"
+        },
+        list.display(),
+        binary.display()
     );
     Ok(())
 }
@@ -150,7 +227,8 @@ fn rewrite(
     if changed {
         let mut out = serde_json::to_vec_pretty(&edited).map_err(|e| e.to_string())?;
         out.push(b'\n');
-        write_atomically(list, &out, 0o644).map_err(|e| format!("{}: {e}", list.display()))?;
+        replace_atomically(list, 0o644, |tmp| std::fs::write(tmp, &out))
+            .map_err(|e| format!("{}: {e}", list.display()))?;
     }
     Ok(changed)
 }
@@ -222,31 +300,106 @@ mod tests {
         assert_eq!(again, calico());
     }
 
+    /// A node's CNI directories under a fresh temporary root, with `list`
+    /// as the main configuration; removed on drop.
+    struct NodeDirs {
+        root: PathBuf,
+        args: InstallCniArgs,
+    }
+
+    impl NodeDirs {
+        fn new(tag: &str, list: &Value) -> NodeDirs {
+            let root = std::env::temp_dir().join(format!("palisade-{tag}-{}", std::process::id()));
+            let (bin, conf) = (root.join("bin"), root.join("net.d"));
+            std::fs::create_dir_all(&bin).expect("bin dir");
+            std::fs::create_dir_all(&conf).expect("conf dir");
+            let dirs = NodeDirs {
+                root,
+                args: InstallCniArgs {
+                    cni_bin_dir: bin,
+                    cni_conf_dir: conf,
+                    socket: "/s".into(),
+                    timeout_seconds: 10,
+                    uninstall: false,
+                    watch_seconds: None,
+                },
+            };
+            dirs.write_list(list);
+            dirs
+        }
+
+        fn list_path(&self) -> PathBuf {
+            self.args.cni_conf_dir.join("10-calico.conflist")
+        }
+
+        fn write_list(&self, list: &Value) {
+            std::fs::write(self.list_path(), list.to_string()).expect("conflist");
+        }
+
+        fn list(&self) -> Value {
+            let text = std::fs::read_to_string(self.list_path()).expect("conflist");
+            serde_json::from_str(&text).expect("json")
+        }
+
+        fn binary(&self) -> PathBuf {
+            self.args.cni_bin_dir.join("palisade-cni")
+        }
+    }
+
+    impl Drop for NodeDirs {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+
     #[test]
     fn uninstall_unchains_the_main_configuration_and_removes_the_binary() {
-        let root =
-            std::env::temp_dir().join(format!("palisade-uninstall-cni-{}", std::process::id()));
-        let (bin, conf) = (root.join("bin"), root.join("net.d"));
-        std::fs::create_dir_all(&bin).expect("bin dir");
-        std::fs::create_dir_all(&conf).expect("conf dir");
         let (chained, _) = chain(calico(), Path::new("/s"), 10).expect("chain");
-        std::fs::write(conf.join("10-calico.conflist"), chained.to_string()).expect("conflist");
-        std::fs::write(bin.join("palisade-cni"), b"plugin").expect("binary");
-        let args = InstallCniArgs {
-            cni_bin_dir: bin.clone(),
-            cni_conf_dir: conf.clone(),
-            socket: "/s".into(),
-            timeout_seconds: 10,
-            uninstall: true,
+        let dirs = NodeDirs::new("uninstall-cni", &chained);
+        std::fs::write(dirs.binary(), b"plugin").expect("binary");
+        uninstall(&dirs.args).expect("uninstall");
+        assert_eq!(dirs.list(), calico());
+        assert!(!dirs.binary().exists(), "the plugin binary is removed");
+    }
+
+    /// What a main CNI does when it restarts: writes its own configuration
+    /// again, without the chain entry, and the watch puts it back.
+    #[tokio::test]
+    async fn the_watch_restores_a_chain_the_main_cni_wrote_over() {
+        let dirs = NodeDirs::new("watch-cni", &calico());
+        let plugin = dirs.root.join("plugin-source");
+        std::fs::write(&plugin, b"plugin").expect("plugin");
+        let first = install(&dirs.args, &plugin).expect("install");
+        assert!(first.chained && first.copied);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let watch = {
+            let (args, plugin) = (dirs.args.clone(), plugin.clone());
+            tokio::spawn(async move {
+                let stop = async {
+                    let _ = stopped.await;
+                };
+                keep_installed(&args, &plugin, Duration::from_millis(50), stop).await;
+            })
         };
-        let result = run(&args);
-        let list = std::fs::read_to_string(conf.join("10-calico.conflist"));
-        let binary_left = bin.join("palisade-cni").exists();
-        std::fs::remove_dir_all(&root).expect("clean up");
-        result.expect("uninstall");
-        let list: Value = serde_json::from_str(&list.expect("conflist")).expect("json");
-        assert_eq!(list, calico());
-        assert!(!binary_left, "the plugin binary is removed");
+        dirs.write_list(&calico());
+        std::fs::remove_file(dirs.binary()).expect("remove the binary");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while dirs.list()["plugins"].as_array().map(Vec::len) != Some(3) || !dirs.binary().exists()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the watch never restored the chain and the binary: {}",
+                dirs.list()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(dirs.list()["plugins"][2]["type"], PLUGIN_TYPE);
+        stop.send(()).expect("the watch is running");
+        tokio::time::timeout(Duration::from_secs(5), watch)
+            .await
+            .expect("the watch stops when told")
+            .expect("the watch task");
+        assert_eq!(std::fs::read(dirs.binary()).expect("binary"), b"plugin");
     }
 
     #[test]

@@ -62,20 +62,6 @@ fn node_name(args: &RunArgs) -> Result<String, super::Error> {
     Ok(host.trim().to_string())
 }
 
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
 /// Runs the agent until SIGTERM or SIGINT. Pinned maps and links stay, so the
 /// node keeps enforcing while the agent is away; `palisade cleanup` removes them.
 pub async fn run(args: RunArgs) -> Result<(), super::Error> {
@@ -262,7 +248,7 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
             on_programmed,
         },
         cni_rx,
-        shutdown_signal(),
+        super::shutdown_signal(),
     )
     .await;
     source_task.abort();
