@@ -103,7 +103,7 @@ pub async fn run(args: &InstallCniArgs) -> Result<(), super::Error> {
         return uninstall(args);
     }
     let plugin = std::env::current_exe()?.with_file_name("palisade-cni");
-    let done = install(args, &plugin)?;
+    let done = install(args, &plugin, BinaryWrite::Always)?;
     println!(
         "installed {} and {} {}",
         done.binary.display(),
@@ -136,14 +136,20 @@ struct Installed {
     chained: bool,
 }
 
-/// Puts the plugin binary in place (unless an identical-looking one is there)
-/// and chains it into the main conflist. Idempotent.
-fn install(args: &InstallCniArgs, plugin: &Path) -> Result<Installed, String> {
+/// When [`install`] writes the plugin binary.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BinaryWrite {
+    /// Always: an upgrade replaces the previous version's binary.
+    Always,
+    /// Only when it is gone: the watch, after the first install wrote it.
+    IfMissing,
+}
+
+/// Puts the plugin binary in place and chains it into the main conflist.
+/// Idempotent.
+fn install(args: &InstallCniArgs, plugin: &Path, write: BinaryWrite) -> Result<Installed, String> {
     let binary = args.cni_bin_dir.join("palisade-cni");
-    let source_len = std::fs::metadata(plugin)
-        .map_err(|e| format!("{}: {e}", plugin.display()))?
-        .len();
-    let present = std::fs::metadata(&binary).is_ok_and(|m| m.len() == source_len);
+    let present = write == BinaryWrite::IfMissing && binary.exists();
     if !present {
         replace_atomically(&binary, 0o755, |tmp| std::fs::copy(plugin, tmp).map(drop))
             .map_err(|e| format!("{} -> {}: {e}", plugin.display(), binary.display()))?;
@@ -176,7 +182,7 @@ async fn keep_installed(
             _ = &mut stop => return,
             _ = tokio::time::sleep(every) => {}
         }
-        match install(args, plugin) {
+        match install(args, plugin, BinaryWrite::IfMissing) {
             Ok(done) if done.copied || done.chained => tracing::warn!(
                 conflist = %done.conflist.display(),
                 rechained = done.chained,
@@ -369,8 +375,14 @@ mod tests {
         let dirs = NodeDirs::new("watch-cni", &calico());
         let plugin = dirs.root.join("plugin-source");
         std::fs::write(&plugin, b"plugin").expect("plugin");
-        let first = install(&dirs.args, &plugin).expect("install");
+        std::fs::write(dirs.binary(), b"previous version").expect("old binary");
+        let first = install(&dirs.args, &plugin, BinaryWrite::Always).expect("install");
         assert!(first.chained && first.copied);
+        assert_eq!(
+            std::fs::read(dirs.binary()).expect("binary"),
+            b"plugin",
+            "an install replaces the previous version's binary"
+        );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let watch = {
             let (args, plugin) = (dirs.args.clone(), plugin.clone());
