@@ -100,10 +100,10 @@ struct Reconciler<I: Interfaces> {
     attached: BTreeMap<PodRef, PodInterface>,
     unresolved: usize,
     first_apply_done: bool,
-    /// Interfaces a previous agent enforced on that no pod resolves to yet:
-    /// kept closed (programs on, no endpoint entry) until a pod claims one or
-    /// it disappears.
-    retained: BTreeSet<u32>,
+    /// Interfaces (ifindex -> name) a previous agent enforced on that no pod
+    /// resolves to yet: kept closed (programs on, no endpoint entry) until a
+    /// pod claims one or it disappears.
+    retained: BTreeMap<u32, String>,
     /// The cluster state generation the kernel was last fully programmed
     /// from (`None` until then, or after a reconcile failed).
     reconciled: Option<u64>,
@@ -164,7 +164,7 @@ pub async fn run<I: Interfaces>(
         attached: BTreeMap::new(),
         unresolved: 0,
         first_apply_done: false,
-        retained: BTreeSet::new(),
+        retained: BTreeMap::new(),
         reconciled: None,
         hooks,
         raw_pods: BTreeMap::new(),
@@ -561,14 +561,17 @@ impl<I: Interfaces> Reconciler<I> {
             .retain(|pod, iface| ifaces.get(pod) == Some(&iface.ifindex));
         let mut stale: BTreeSet<u32> = self.datapath.attachments().map(|a| a.ifindex).collect();
         if !self.first_apply_done {
-            self.retain_unclaimed(&keep, &stale);
+            self.retain_unclaimed(&stale);
         }
-        self.retained.retain(|ifindex| !keep.contains(ifindex));
+        self.retained.retain(|ifindex, _| !keep.contains(ifindex));
+        // Gone, or its index reused by another interface: the links are defunct.
         let vanished: Vec<u32> = self
             .retained
             .iter()
-            .copied()
-            .filter(|ifindex| crate::datapath::interface_name(*ifindex).is_none())
+            .filter(|(ifindex, name)| {
+                crate::datapath::interface_name(**ifindex).as_ref() != Some(*name)
+            })
+            .map(|(ifindex, _)| *ifindex)
             .collect();
         for ifindex in vanished {
             self.retained.remove(&ifindex);
@@ -600,21 +603,22 @@ impl<I: Interfaces> Reconciler<I> {
     /// build's programs. A pod whose interface cannot be resolved for a while
     /// (a route not yet back, an API object not yet listed) is then closed
     /// rather than left open; links of interfaces that are gone are removed.
-    fn retain_unclaimed(&mut self, keep: &BTreeSet<u32>, attached: &BTreeSet<u32>) {
+    fn retain_unclaimed(&mut self, attached: &BTreeSet<u32>) {
         for ifindex in self.datapath.pinned_ifindexes() {
-            if keep.contains(&ifindex) || attached.contains(&ifindex) {
+            if attached.contains(&ifindex) {
                 continue;
             }
             match self.datapath.retain_pinned(ifindex) {
-                Ok(true) => {
+                Ok(Some(interface)) => {
                     tracing::warn!(
                         ifindex,
+                        %interface,
                         "keeping the programs a previous agent attached to this interface: no pod \
                          resolves to it yet, so its traffic is dropped until one does or it goes away"
                     );
-                    self.retained.insert(ifindex);
+                    self.retained.insert(ifindex, interface);
                 }
-                Ok(false) => {}
+                Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(ifindex, error = %e, "cannot keep a previous agent's link; detaching it");
                     if let Err(e) = self.datapath.detach(ifindex) {
@@ -644,14 +648,7 @@ impl<I: Interfaces> Reconciler<I> {
                 policies: ep.policies.iter().map(ToString::to_string).collect(),
             })
             .collect();
-        s.held_closed = self
-            .retained
-            .iter()
-            .map(|ifindex| {
-                crate::datapath::interface_name(*ifindex)
-                    .unwrap_or_else(|| format!("ifindex {ifindex}"))
-            })
-            .collect();
+        s.held_closed = self.retained.values().cloned().collect();
         s.policies = self.cluster.policies().count();
         s.identities = plan.identities.len();
         s.rejections = plan.rejections.clone();

@@ -538,26 +538,36 @@ impl Cluster {
     pub fn wait_applied(&self, since: SystemTime, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         for i in 0..self.nodes.len() {
-            loop {
-                let ok = self.status(i).ok().is_some_and(|s| {
-                    let ready = s["ready"].as_bool() == Some(true);
-                    let applied =
-                        serde_json::from_value::<SystemTime>(s["last_applied"].clone()).ok();
-                    ready && applied.is_some_and(|t| t > since)
-                });
-                if ok {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "agent on node {i} did not apply the change within {timeout:?}; its log:\n{}",
-                        self.agent_log(i)
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.wait_status(i, left, "the change applied", |s| {
+                s["ready"].as_bool() == Some(true) && applied_after(s, since)
+            })?;
         }
         Ok(())
+    }
+
+    /// Polls the `/status` of the agent on node `i` until `check` holds;
+    /// after `timeout`, fails with `what` and the agent's log.
+    pub fn wait_status(
+        &self,
+        i: usize,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.status(i).ok().is_some_and(|s| check(&s)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "agent on node {i} did not show {what} within {timeout:?}; its log:\n{}",
+                    self.agent_log(i)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Addresses of a pod (IPv4, IPv6).
@@ -575,4 +585,9 @@ impl Drop for Cluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Whether an agent's `/status` says it applied a plan after `since`.
+pub fn applied_after(status: &serde_json::Value, since: SystemTime) -> bool {
+    serde_json::from_value::<SystemTime>(status["last_applied"].clone()).is_ok_and(|t| t > since)
 }

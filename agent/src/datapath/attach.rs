@@ -114,12 +114,7 @@ impl Datapath {
             path: pin.clone(),
             reason,
         };
-        let (egress_id, ingress_id) = self.program_ids()?;
-        let want = if program == PROG_POD_EGRESS {
-            egress_id
-        } else {
-            ingress_id
-        };
+        let want = self.program_id(program)?;
         let prog = program_mut(&mut self.ebpf, program)?;
 
         let adopted = adopt_pin(prog, interface, hook, want, &pin)
@@ -162,34 +157,31 @@ impl Datapath {
 
     /// Keeps enforcing on an interface that a previous agent attached but that
     /// no pod resolves to yet: swaps this build's programs into its pinned
-    /// links, and never creates a link. Returns false when the interface is
-    /// gone or its links are defunct; their pins are then removed.
+    /// links, and never creates a link. Returns the interface's name, or
+    /// `None` when it is gone or its links are defunct; their pins are then
+    /// removed.
     ///
     /// Without its endpoint entry the programs drop every packet on that
     /// interface (`endpoint_unknown`): closed, rather than the open interface
     /// a detach would leave.
-    pub fn retain_pinned(&mut self, ifindex: u32) -> Result<bool, Error> {
+    pub fn retain_pinned(&mut self, ifindex: u32) -> Result<Option<String>, Error> {
         let Some(interface) = interface_name(ifindex) else {
             self.detach(ifindex)?;
-            return Ok(false);
+            return Ok(None);
         };
-        let (egress_id, ingress_id) = self.program_ids()?;
         let mut live = true;
         for (program, hook, suffix) in HOOKS {
             let pin = self.link_pin(ifindex, suffix);
-            let want = if program == PROG_POD_EGRESS {
-                egress_id
-            } else {
-                ingress_id
-            };
+            let want = self.program_id(program)?;
             let prog = program_mut(&mut self.ebpf, program)?;
             live &= adopt_pin(prog, &interface, hook, want, &pin)
                 .map_err(|e| e.into_error(program, &interface, &pin))?;
         }
         if !live {
             self.detach(ifindex)?;
+            return Ok(None);
         }
-        Ok(live)
+        Ok(Some(interface))
     }
 
     /// Detaches both programs from an interface and forgets it. Interfaces that

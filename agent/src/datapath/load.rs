@@ -176,18 +176,15 @@ impl Datapath {
             })
     }
 
-    /// Kernel program ids of (pod_egress, pod_ingress), to check attachments.
-    pub fn program_ids(&self) -> Result<(u32, u32), Error> {
-        let id = |name: &'static str| -> Result<u32, Error> {
-            self.program(name)?
-                .info()
-                .map(|i| i.id())
-                .map_err(|source| Error::Program {
-                    name,
-                    source: Box::new(source),
-                })
-        };
-        Ok((id(PROG_POD_EGRESS)?, id(PROG_POD_INGRESS)?))
+    /// The kernel's id of program `name`, to check attachments.
+    pub fn program_id(&self, name: &'static str) -> Result<u32, Error> {
+        self.program(name)?
+            .info()
+            .map(|i| i.id())
+            .map_err(|source| Error::Program {
+                name,
+                source: Box::new(source),
+            })
     }
 }
 

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use palisade_tests::cluster::Cluster;
+use palisade_tests::cluster::applied_after;
 
 use crate::fixture::cluster_in_x;
 
@@ -157,30 +157,15 @@ spec:
   policyTypes: [Egress]
 ";
 
-/// Sends `count` datagrams from `from` to `to:port` (one-way: nothing needs
-/// to come back).
+/// Sends `count` datagrams from `from` to `to:port`, one-way: the test takes
+/// the client's routes away, so no reply could reach it and an echo probe
+/// would fail whatever the policy.
 fn send_udp(from: &palisade_tests::Pod, to: IpAddr, port: u16, count: usize) {
     let socket = from
         .netns()
         .run(|| UdpSocket::bind("0.0.0.0:0").expect("bind"));
     for _ in 0..count {
         let _ = socket.send_to(b"probe", SocketAddr::new(to, port));
-    }
-}
-
-/// Polls the agent's status until `check` holds (bounded).
-fn wait_status(cluster: &Cluster, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if cluster.status(0).ok().is_some_and(|s| check(&s)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "agent status never showed {what}; its log:\n{}",
-            cluster.agent_log(0)
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -246,15 +231,17 @@ fn a_restarted_agent_keeps_a_pod_it_cannot_resolve_yet_closed() {
     }
     let restarted = SystemTime::now();
     cluster.start_agent(0).expect("restart the agent");
-    wait_status(
-        &cluster,
-        "the new agent's first apply, client unresolved",
-        |s| {
-            serde_json::from_value::<SystemTime>(s["last_applied"].clone())
-                .is_ok_and(|t| t > restarted)
-                && client_status(s).is_some_and(|c| c["enforced"].as_bool() == Some(false))
-        },
-    );
+    cluster
+        .wait_status(
+            0,
+            Duration::from_secs(20),
+            "the new agent's first apply, client unresolved",
+            |s| {
+                applied_after(s, restarted)
+                    && client_status(s).is_some_and(|c| c["enforced"].as_bool() == Some(false))
+            },
+        )
+        .expect("status");
     let status = cluster.status(0).expect("status");
     assert_eq!(
         status["held_closed"],
@@ -278,10 +265,17 @@ fn a_restarted_agent_keeps_a_pod_it_cannot_resolve_yet_closed() {
             .ip(["route", "add", route, "dev", client.host_veth()])
             .expect("restore the client's route");
     }
-    wait_status(&cluster, "the client enforced again", |s| {
-        client_status(s).is_some_and(|c| c["enforced"].as_bool() == Some(true))
-            && s["held_closed"].as_array().is_some_and(Vec::is_empty)
-    });
+    cluster
+        .wait_status(
+            0,
+            Duration::from_secs(20),
+            "the client enforced again",
+            |s| {
+                client_status(s).is_some_and(|c| c["enforced"].as_bool() == Some(true))
+                    && s["held_closed"].as_array().is_some_and(Vec::is_empty)
+            },
+        )
+        .expect("status");
     let hits = sink.hits();
     send_udp(&client, server, 9100, 3);
     assert_eq!(arrivals(hits), 0, "the client's egress is still denied");
