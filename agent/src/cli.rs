@@ -84,6 +84,21 @@ pub struct RunArgs {
     /// pod before it starts. Empty disables it.
     #[arg(long, env = "PALISADE_CNI_SOCKET", default_value = crate::cni::DEFAULT_SOCKET)]
     pub cni_socket: PathBuf,
+    /// Namespaces whose pods may widen the sources they send from with the
+    /// annotation `palisade.dev/allowed-source-prefixes: "<cidr>[,<cidr>...]"`
+    /// (VPN gateways, routers), comma-separated. Every other pod may send only
+    /// from its own addresses: a packet from any other source is dropped
+    /// (`source_spoofed`). Anyone who may create a pod in a listed namespace
+    /// may then send as any address in the prefixes they write, and so take
+    /// the identity (and the allows) of the pods there: list only namespaces
+    /// whose pod creation you control. Default: none.
+    #[arg(
+        long,
+        env = "PALISADE_SOURCE_PREFIX_NAMESPACES",
+        value_delimiter = ',',
+        value_name = "NAMESPACE"
+    )]
+    pub source_prefix_namespaces: Vec<String>,
     /// How long to gather a burst of changes into one recompile (milliseconds).
     #[arg(long, env = "PALISADE_COALESCE_MS", default_value_t = 20)]
     pub coalesce_ms: u64,

@@ -83,6 +83,8 @@ pub struct Settings {
     pub coalesce: Duration,
     /// How often to retry pods whose interface was not found.
     pub retry: Duration,
+    /// Namespaces whose pods' allowed-source-prefixes annotation is honoured.
+    pub source_prefix_namespaces: BTreeSet<String>,
 }
 
 /// The loop's state.
@@ -151,6 +153,8 @@ pub async fn run<I: Interfaces>(
         policy_entries = syncer.current().policy.len(),
         "adopted the kernel's pinned state"
     );
+    let compiler =
+        Compiler::new().with_source_prefix_namespaces(settings.source_prefix_namespaces.clone());
     let mut r = Reconciler {
         settings,
         datapath,
@@ -160,7 +164,7 @@ pub async fn run<I: Interfaces>(
         cluster: ClusterState::new(),
         known: BTreeMap::new(),
         synced: BTreeSet::new(),
-        compiler: Compiler::new(),
+        compiler,
         attached: BTreeMap::new(),
         unresolved: 0,
         first_apply_done: false,
@@ -489,7 +493,7 @@ impl<I: Interfaces> Reconciler<I> {
             .compile(&self.cluster, &self.settings.node_name);
         for rejection in &plan.rejections {
             tracing::warn!(object = %rejection.object, field = %rejection.field, reason = %rejection.reason,
-                "policy rejected: it still isolates the pods it selects but allows nothing");
+                "rejected: a rejected NetworkPolicy still isolates the pods it selects but allows nothing; a rejected annotation is not honoured");
         }
         let pods: Vec<(PodRef, Vec<IpAddr>)> = plan
             .endpoints

@@ -16,6 +16,9 @@ pub const FLAG_AUDIT: u32 = 1 << 2;
 /// The agent could not program this endpoint's policy completely (a map was
 /// full): deny everything that is not node, self or an established reply.
 pub const FLAG_FAIL_CLOSED: u32 = 1 << 3;
+/// The pod may also send from the prefixes `SOURCE_PREFIXES` holds for its
+/// endpoint id (the `palisade.dev/allowed-source-prefixes` annotation).
+pub const FLAG_SOURCE_PREFIXES: u32 = 1 << 4;
 
 /// Value of `ENDPOINTS`.
 #[repr(C)]
@@ -38,6 +41,18 @@ impl EndpointInfo {
     #[inline(always)]
     pub fn has(&self, flag: u32) -> bool {
         self.flags & flag != 0
+    }
+
+    /// Whether `addr` is the pod's own address of its family (`ipv4`: `addr`
+    /// is v4-mapped). A family the pod has no address of matches nothing, not
+    /// the all-zero placeholder.
+    #[inline(always)]
+    pub fn is_own(&self, addr: &Addr16, ipv4: bool) -> bool {
+        if ipv4 {
+            *addr == self.ipv4 && self.ipv4 != Addr16::UNSPECIFIED
+        } else {
+            *addr == self.ipv6 && self.ipv6 != Addr16::UNSPECIFIED
+        }
     }
 }
 

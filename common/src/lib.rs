@@ -13,7 +13,7 @@
 //! - [`ids`]: newtypes for every id stored in a map.
 //! - [`addr`]: the 16-byte address form (IPv4 as v4-mapped IPv6) used in keys.
 //! - one module per map: [`endpoint`], [`ipcache`], [`policy`], [`conntrack`],
-//!   [`fragment`], [`stats`].
+//!   [`fragment`], [`source`], [`stats`].
 //! - [`verdict`]: [`verdict::Direction`] and [`verdict::DropReason`], the only list.
 //! - [`event`]: the ring-buffer record for denied and audited flows.
 #![no_std]
@@ -27,6 +27,7 @@ pub mod ids;
 pub mod ipcache;
 pub mod maps;
 pub mod policy;
+pub mod source;
 pub mod stats;
 pub mod verdict;
 

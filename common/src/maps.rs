@@ -18,6 +18,13 @@ pub const CONNTRACK_V4: &str = "CONNTRACK_V4";
 pub const CONNTRACK: &str = "CONNTRACK";
 /// Verdicts of first IP fragments, consulted by later fragments ([`crate::fragment`]).
 pub const FRAGMENTS: &str = "FRAGMENTS";
+/// Extra source prefixes of pods allowed to send from them ([`crate::source`]).
+pub const SOURCE_PREFIXES: &str = "SOURCE_PREFIXES";
+/// Program array holding `pod_egress_control` at [`CONTROL_PROGRAM_INDEX`]:
+/// where `pod_egress` hands ARP and neighbour discovery over (a tail call).
+pub const CONTROL: &str = "CONTROL";
+/// The slot of `pod_egress_control` in [`CONTROL`].
+pub const CONTROL_PROGRAM_INDEX: u32 = 0;
 /// Single-slot array holding the current policy revision ([`crate::stats::REVISION_INDEX`]).
 pub const REVISION: &str = "REVISION";
 /// Per-CPU packet/byte counters per rule id ([`crate::stats::RuleCounter`]).
@@ -30,13 +37,15 @@ pub const EVENTS: &str = "EVENTS";
 pub const EVENT_RATE: &str = "EVENT_RATE";
 
 /// Every map the programs declare, for pinning, inspection and cleanup.
-pub const ALL: [&str; 11] = [
+pub const ALL: [&str; 13] = [
     ENDPOINTS,
     IPCACHE,
     POLICY,
     CONNTRACK_V4,
     CONNTRACK,
     FRAGMENTS,
+    SOURCE_PREFIXES,
+    CONTROL,
     REVISION,
     RULE_COUNTERS,
     STATS,
@@ -52,6 +61,8 @@ pub const DEFAULT_IPCACHE_MAX: u32 = 262_144;
 pub const DEFAULT_POLICY_MAX: u32 = 262_144;
 /// Default capacity of [`CONNTRACK_V4`] and of [`CONNTRACK`] (each).
 pub const DEFAULT_CONNTRACK_MAX: u32 = 262_144;
+/// Default capacity of [`SOURCE_PREFIXES`].
+pub const DEFAULT_SOURCE_PREFIXES_MAX: u32 = 4096;
 /// Default capacity of [`FRAGMENTS`].
 pub const DEFAULT_FRAGMENTS_MAX: u32 = 8192;
 /// Capacity of [`RULE_COUNTERS`]: rule ids are allocated below this.

@@ -46,8 +46,12 @@ pub enum StatIndex {
     CtInsertFailed,
 }
 
-/// Number of drop reasons plus one (reasons start at 1).
+/// Slots per outcome kind: drop reasons start at 1, so this holds reasons
+/// 1..=7. Growing it changes `STATS`'s size, which a pinned map of an older
+/// build cannot follow: add reasons within it.
 const REASON_SLOTS: u32 = 8;
+
+const _: () = assert!((crate::verdict::DropReason::ALL.len() as u32) < REASON_SLOTS);
 /// `STATS` slots per direction.
 pub const SLOTS_PER_DIRECTION: u32 = 3 + 2 * REASON_SLOTS;
 /// Capacity of `STATS`.

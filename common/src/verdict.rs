@@ -66,17 +66,24 @@ pub enum DropReason {
     FailClosed = 5,
     /// An established flow whose allow was removed by a policy change.
     PolicyRevoked = 6,
+    /// A packet from a pod claiming an address or role that is not the pod's:
+    /// an IP source, ARP sender or neighbour advertisement target outside its
+    /// own addresses (and allowed source prefixes), or a router advertisement
+    /// or redirect. Never passed under audit: the forged identity would
+    /// bypass other pods' policies.
+    SourceSpoofed = 7,
 }
 
 impl DropReason {
     /// Every reason, in value order.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::PolicyDenied,
         DropReason::Malformed,
         DropReason::FragmentUnknown,
         DropReason::EndpointUnknown,
         DropReason::FailClosed,
         DropReason::PolicyRevoked,
+        DropReason::SourceSpoofed,
     ];
 
     /// Metric label value.
@@ -88,6 +95,7 @@ impl DropReason {
             DropReason::EndpointUnknown => "endpoint_unknown",
             DropReason::FailClosed => "map_full",
             DropReason::PolicyRevoked => "policy_revoked",
+            DropReason::SourceSpoofed => "source_spoofed",
         }
     }
 
@@ -100,6 +108,7 @@ impl DropReason {
             4 => Some(DropReason::EndpointUnknown),
             5 => Some(DropReason::FailClosed),
             6 => Some(DropReason::PolicyRevoked),
+            7 => Some(DropReason::SourceSpoofed),
             _ => None,
         }
     }

@@ -1,4 +1,5 @@
-//! The per-packet pipeline: conntrack -> endpoint -> ipcache -> policy -> verdict.
+//! The per-packet pipeline: conntrack -> endpoint (and, for what the pod
+//! sends, its source) -> ipcache -> policy -> verdict.
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
 use palisade_common::{
@@ -14,11 +15,11 @@ use palisade_common::{
 
 use crate::{
     conntrack::{self, Flow},
-    endpoint,
+    control, endpoint,
     established::{self, Fast},
     fragment, ipcache,
-    parse::{self, Fragment, Packet, Parsed},
-    policy, stats,
+    parse::{self, Packet, Parsed},
+    policy, source, stats,
     verdict::{self, DenyInfo},
 };
 
@@ -40,20 +41,22 @@ enum Decision {
     Deny(DropReason, IdentityId),
 }
 
-/// The policy decision for a flow opened in `origin` towards/from `remote` on
-/// the server port `port`, ignoring conntrack.
+/// The policy decision for a flow opened in `origin` towards/from `remote`
+/// (v4-mapped when `ipv4`) on the server port `port`, ignoring conntrack.
 #[inline(always)]
 fn decide(
     ep: &EndpointInfo,
     origin: Direction,
     remote: &Addr16,
+    ipv4: bool,
     protocol: u8,
     port: u16,
 ) -> Decision {
     if !isolated(ep, origin) {
         return Decision::Allow(RuleId::NONE);
     }
-    if *remote == ep.ipv4 || *remote == ep.ipv6 {
+    // A pod may always reach itself: its own address of the packet's family.
+    if ep.is_own(remote, ipv4) {
         return Decision::Allow(RuleId::NONE);
     }
     let (identity, from_node) = ipcache::lookup(remote);
@@ -70,42 +73,17 @@ fn decide(
     }
 }
 
-#[inline(always)]
-fn info(ifindex: u32, ep: Option<&EndpointInfo>, p: &Packet, identity: IdentityId) -> DenyInfo {
-    DenyInfo {
-        ifindex,
-        endpoint: match ep {
-            Some(ep) => ep.id.0,
-            None => 0,
-        },
-        src: p.src,
-        dst: p.dst,
-        protocol: p.protocol,
-        src_port: p.src_port,
-        dst_port: p.dst_port,
-        remote_identity: identity,
-    }
-}
-
-/// The endpoint behind the interface, or the verdict for an interface that
-/// carries the programs but has no endpoint entry: drop (fail closed).
-#[inline(always)]
-fn endpoint_or_deny(
-    ifindex: u32,
-    direction: Direction,
-    bytes: u32,
-    packet: &Packet,
-) -> Result<EndpointInfo, i32> {
-    match endpoint::lookup(ifindex) {
-        Some(ep) => Ok(ep),
-        None => Err(verdict::deny(
-            direction,
-            DropReason::EndpointUnknown,
-            false,
-            bytes,
-            &info(ifindex, None, packet, IdentityId::WORLD),
-        )),
-    }
+/// What the full pipeline is looking at.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A packet whose flow conntrack may know.
+    Flow,
+    /// A packet whose flow the fast path found untracked.
+    Untracked,
+    /// A non-first fragment whose first fragment did not pass here.
+    LaterFragment,
+    /// Headers truncated or malformed after a readable IP header.
+    Malformed,
 }
 
 #[inline(always)]
@@ -117,21 +95,31 @@ pub fn enforce(ctx: &TcContext, direction: Direction) -> i32 {
     // clock is precise enough, at half the cost of `bpf_ktime_get_ns`.
     // SAFETY: a plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let (packet, ct_missed) =
-        match established::try_established(ctx, direction, ifindex, now, bytes) {
-            Fast::Done(verdict) => return verdict,
-            Fast::Missed(packet) => (packet, true),
-            Fast::Declined => match parse::parse(ctx) {
-                Parsed::Ip(p) => (p, false),
-                Parsed::Control => return verdict::pass(direction, RuleId::NONE, bytes),
-                Parsed::OtherEtherType => return other(ifindex, direction, bytes, None),
-                Parsed::Malformed(addrs) => return other(ifindex, direction, bytes, addrs),
-            },
-        };
-
-    if let Fragment::Later(id) = packet.fragment {
-        return later_fragment(ifindex, direction, &packet, id, now, bytes);
-    }
+    let (packet, kind) = match established::try_established(ctx, direction, ifindex, now, bytes) {
+        Fast::Done(verdict) => return verdict,
+        Fast::Missed(packet) => (packet, Kind::Untracked),
+        Fast::Declined => match parse::parse(ctx) {
+            Parsed::Ip(p) => (p, Kind::Flow),
+            Parsed::Malformed(Some(p)) => (p, Kind::Malformed),
+            Parsed::Malformed(None) => return unreadable(ifindex, direction, bytes),
+            Parsed::Arp | Parsed::Neighbour(_) if direction == Direction::Ingress => {
+                return verdict::pass(direction, RuleId::NONE, bytes);
+            }
+            Parsed::Arp | Parsed::Neighbour(_) => return control::hand_over(ctx, ifindex, bytes),
+            Parsed::OtherEtherType => return other(ifindex, direction, bytes),
+        },
+    };
+    // Non-first fragments carry no ports: they pass when the first fragment
+    // of their datagram passed at this endpoint (its entry holds both
+    // addresses, so its source was checked).
+    let kind = if packet.fragment.is_later() && kind != Kind::Malformed {
+        if fragment::first_passed(ifindex, &packet, packet.fragment.id, now) {
+            return verdict::pass(direction, RuleId::NONE, bytes);
+        }
+        Kind::LaterFragment
+    } else {
+        kind
+    };
 
     let (local, remote, local_port, remote_port) = match direction {
         Direction::Egress => (packet.src, packet.dst, packet.src_port, packet.dst_port),
@@ -147,67 +135,127 @@ pub fn enforce(ctx: &TcContext, direction: Direction) -> i32 {
         remote_port,
     );
     let revision = stats::revision();
-
-    let entry = if ct_missed {
-        None
-    } else {
-        conntrack::lookup(&flow, now)
+    let entry = match kind {
+        Kind::Flow => conntrack::lookup(&flow, now),
+        _ => None,
     };
-    let verdict = if let Some(entry) = entry {
+    if let Some(entry) = &entry
+        && entry.revision() == revision
+    {
         entry.touch(direction, packet.protocol, packet.tcp_flags, now);
-        if entry.revision() == revision {
-            verdict::pass(direction, RuleId::NONE, bytes)
-        } else {
-            // The policy changed since this flow was allowed: check it again as
-            // the flow was opened.
-            let origin = entry.origin();
-            let ep = match endpoint_or_deny(ifindex, direction, bytes, &packet) {
-                Ok(ep) => ep,
-                Err(verdict) => {
-                    conntrack::remove(&flow);
-                    return verdict;
-                }
-            };
-            match decide(
-                &ep,
-                origin,
-                &remote,
-                packet.protocol,
-                flow.server_port(origin),
-            ) {
-                Decision::Allow(rule) => {
-                    entry.revalidate(revision, rule);
-                    verdict::pass(direction, RuleId::NONE, bytes)
-                }
-                Decision::Deny(_, identity) => {
-                    let audit = ep.has(FLAG_AUDIT);
-                    if audit {
-                        entry.revalidate(revision, RuleId::NONE);
-                    } else {
-                        conntrack::remove(&flow);
-                    }
-                    verdict::deny(
-                        direction,
-                        DropReason::PolicyRevoked,
-                        audit,
-                        bytes,
-                        &info(ifindex, Some(&ep), &packet, identity),
-                    )
-                }
+        return verdict::pass(direction, RuleId::NONE, bytes);
+    }
+
+    // Everything else is judged with the endpoint. The pod-side address must
+    // be one the pod may claim for what it sends (the one place this is
+    // checked), and only such addresses are ever tracked.
+    let ep = match endpoint::lookup_or_deny(ifindex, direction, bytes, &packet) {
+        Ok(ep) => ep,
+        Err(verdict) => {
+            if entry.is_some() {
+                conntrack::remove(&flow);
             }
+            return verdict;
         }
-    } else {
-        new_flow(
-            ifindex, direction, &packet, &flow, &remote, revision, now, bytes,
-        )
+    };
+    let claimed = source::may_claim(&ep, &local, packet.ipv4);
+    if direction == Direction::Egress && !claimed {
+        if entry.is_some() {
+            conntrack::remove(&flow);
+        }
+        return source::deny_spoofed(ifindex, &ep, bytes, &packet);
+    }
+    let verdict = match (kind, entry) {
+        (Kind::Malformed, _) => isolated_drop(
+            ifindex,
+            direction,
+            bytes,
+            &ep,
+            &packet,
+            DropReason::Malformed,
+        ),
+        (Kind::LaterFragment, _) => isolated_drop(
+            ifindex,
+            direction,
+            bytes,
+            &ep,
+            &packet,
+            DropReason::FragmentUnknown,
+        ),
+        // The policy changed since this flow was allowed: check it again as
+        // the flow was opened.
+        (_, Some(entry)) if claimed => {
+            entry.touch(direction, packet.protocol, packet.tcp_flags, now);
+            recheck(
+                ifindex, direction, &packet, &flow, &remote, &ep, &entry, revision, bytes,
+            )
+        }
+        (_, stale) => {
+            // Tracked at an address this endpoint may not claim (the interface
+            // now carries another pod): gone, and the packet is judged as a
+            // new flow's.
+            if stale.is_some() {
+                conntrack::remove(&flow);
+            }
+            new_flow(
+                ifindex, direction, &packet, &flow, &remote, &ep, claimed, revision, now, bytes,
+            )
+        }
     };
 
-    if verdict == TC_ACT_UNSPEC {
-        if let Fragment::First(id) = packet.fragment {
-            fragment::remember_first(ifindex, &packet, id, now);
-        }
+    if verdict == TC_ACT_UNSPEC && packet.fragment.is_first() {
+        fragment::remember_first(ifindex, &packet, packet.fragment.id, now);
     }
     verdict
+}
+
+/// An established flow under a stale revision: allowed again (and marked
+/// with the current revision) or revoked.
+#[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "inlined pipeline stage; a struct would only rename the locals"
+)]
+fn recheck(
+    ifindex: u32,
+    direction: Direction,
+    packet: &Packet,
+    flow: &Flow,
+    remote: &Addr16,
+    ep: &EndpointInfo,
+    entry: &conntrack::Entry,
+    revision: palisade_common::ids::Revision,
+    bytes: u32,
+) -> i32 {
+    let origin = entry.origin();
+    match decide(
+        ep,
+        origin,
+        remote,
+        packet.ipv4,
+        packet.protocol,
+        flow.server_port(origin),
+    ) {
+        Decision::Allow(rule) => {
+            entry.revalidate(revision, rule);
+            verdict::pass(direction, RuleId::NONE, bytes)
+        }
+        Decision::Deny(_, identity) => {
+            let audit = ep.has(FLAG_AUDIT);
+            if audit {
+                entry.revalidate(revision, RuleId::NONE);
+            } else {
+                conntrack::remove(flow);
+            }
+            verdict::deny(
+                direction,
+                DropReason::PolicyRevoked,
+                audit,
+                bytes,
+                &DenyInfo::new(ifindex, ep.id.0, packet, identity),
+            )
+        }
+    }
 }
 
 #[inline(always)]
@@ -221,15 +269,20 @@ fn new_flow(
     packet: &Packet,
     flow: &Flow,
     remote: &Addr16,
+    ep: &EndpointInfo,
+    tracked: bool,
     revision: palisade_common::ids::Revision,
     now: u64,
     bytes: u32,
 ) -> i32 {
-    let ep = match endpoint_or_deny(ifindex, direction, bytes, packet) {
-        Ok(ep) => ep,
-        Err(verdict) => return verdict,
-    };
-    match decide(&ep, direction, remote, packet.protocol, packet.dst_port) {
+    match decide(
+        ep,
+        direction,
+        remote,
+        packet.ipv4,
+        packet.protocol,
+        packet.dst_port,
+    ) {
         Decision::Allow(rule) => {
             // Only a SYN opens a TCP connection. A mid-stream segment without an
             // entry (e.g. the server's side of a flow whose entry was just
@@ -239,6 +292,7 @@ fn new_flow(
             let opens =
                 packet.protocol != parse::IPPROTO_TCP || packet.tcp_flags & parse::TCP_SYN != 0;
             if opens
+                && tracked
                 && !conntrack::create(flow, direction, revision, rule, 0, packet.tcp_flags, now)
             {
                 stats::count(StatIndex::CtInsertFailed, direction, 0);
@@ -247,7 +301,7 @@ fn new_flow(
         }
         Decision::Deny(reason, identity) => {
             let audit = ep.has(FLAG_AUDIT);
-            if audit {
+            if audit && tracked {
                 // Track the audited flow so its replies are not reported again.
                 let _ = conntrack::create(
                     flow,
@@ -264,74 +318,71 @@ fn new_flow(
                 reason,
                 audit,
                 bytes,
-                &info(ifindex, Some(&ep), packet, identity),
+                &DenyInfo::new(ifindex, ep.id.0, packet, identity),
             )
         }
     }
 }
 
-/// Non-first fragments carry no ports: they pass only when the first fragment
-/// of their datagram passed at this endpoint.
+/// Frames too short for their IP header (or ethertype). What the pod sends
+/// is dropped: no stack accepts such a packet, and nothing unverifiable
+/// leaves a pod. What it receives is judged as a non-IP frame.
 #[inline(always)]
-fn later_fragment(
-    ifindex: u32,
-    direction: Direction,
-    packet: &Packet,
-    id: u32,
-    now: u64,
-    bytes: u32,
-) -> i32 {
-    if fragment::first_passed(ifindex, packet, id, now) {
-        return verdict::pass(direction, RuleId::NONE, bytes);
+fn unreadable(ifindex: u32, direction: Direction, bytes: u32) -> i32 {
+    if direction == Direction::Ingress {
+        return other(ifindex, direction, bytes);
     }
-    let ep = match endpoint_or_deny(ifindex, direction, bytes, packet) {
+    let packet = Packet::addresses(false, Addr16::UNSPECIFIED, Addr16::UNSPECIFIED, 0);
+    let ep = match endpoint::lookup_or_deny(ifindex, direction, bytes, &packet) {
         Ok(ep) => ep,
         Err(verdict) => return verdict,
     };
-    if !isolated(&ep, direction) {
-        return verdict::pass(direction, RuleId::NONE, bytes);
-    }
-    verdict::deny(
-        direction,
-        DropReason::FragmentUnknown,
-        ep.has(FLAG_AUDIT),
-        bytes,
-        &info(ifindex, Some(&ep), packet, IdentityId::WORLD),
-    )
-}
-
-/// Malformed IP and non-IP frames: pass when the pod is not isolated in this
-/// direction, otherwise drop as malformed.
-#[inline(always)]
-fn other(
-    ifindex: u32,
-    direction: Direction,
-    bytes: u32,
-    addrs: Option<(Addr16, Addr16, u8)>,
-) -> i32 {
-    let (src, dst, protocol) = addrs.unwrap_or((Addr16::default(), Addr16::default(), 0));
-    let packet = Packet {
-        ipv4: false,
-        src,
-        dst,
-        protocol,
-        src_port: 0,
-        dst_port: 0,
-        tcp_flags: 0,
-        fragment: Fragment::None,
-    };
-    let ep = match endpoint_or_deny(ifindex, direction, bytes, &packet) {
-        Ok(ep) => ep,
-        Err(verdict) => return verdict,
-    };
-    if !isolated(&ep, direction) {
-        return verdict::pass(direction, RuleId::NONE, bytes);
-    }
     verdict::deny(
         direction,
         DropReason::Malformed,
+        false,
+        bytes,
+        &DenyInfo::new(ifindex, ep.id.0, &packet, IdentityId::WORLD),
+    )
+}
+
+/// Non-IP frames (other than ARP): pass when the pod is not isolated in this
+/// direction, otherwise drop as malformed.
+#[inline(always)]
+fn other(ifindex: u32, direction: Direction, bytes: u32) -> i32 {
+    let packet = Packet::addresses(false, Addr16::UNSPECIFIED, Addr16::UNSPECIFIED, 0);
+    let ep = match endpoint::lookup_or_deny(ifindex, direction, bytes, &packet) {
+        Ok(ep) => ep,
+        Err(verdict) => return verdict,
+    };
+    isolated_drop(
+        ifindex,
+        direction,
+        bytes,
+        &ep,
+        &packet,
+        DropReason::Malformed,
+    )
+}
+
+/// Passes when the pod is not isolated in `direction`, else drops for `reason`.
+#[inline(always)]
+fn isolated_drop(
+    ifindex: u32,
+    direction: Direction,
+    bytes: u32,
+    ep: &EndpointInfo,
+    packet: &Packet,
+    reason: DropReason,
+) -> i32 {
+    if !isolated(ep, direction) {
+        return verdict::pass(direction, RuleId::NONE, bytes);
+    }
+    verdict::deny(
+        direction,
+        reason,
         ep.has(FLAG_AUDIT),
         bytes,
-        &info(ifindex, Some(&ep), &packet, IdentityId::WORLD),
+        &DenyInfo::new(ifindex, ep.id.0, packet, IdentityId::WORLD),
     )
 }

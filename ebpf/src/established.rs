@@ -136,6 +136,11 @@ fn decide(
 ) -> Fast {
     let Some(entry) = entry else {
         let (ipv4, src, dst) = addresses();
+        // No entry ever holds a v4-mapped address in an IPv6 packet (the
+        // parser refuses them): left to it, so they are never judged as flows.
+        if !ipv4 && (src.is_v4_mapped() || dst.is_v4_mapped()) {
+            return Fast::Declined;
+        }
         return Fast::Missed(Packet {
             ipv4,
             src,
@@ -144,7 +149,7 @@ fn decide(
             src_port: port(t.ports, 0),
             dst_port: port(t.ports, 2),
             tcp_flags: t.tcp_flags,
-            fragment: Fragment::None,
+            fragment: Fragment::NONE,
         });
     };
     if entry.revision() != stats::revision() {

@@ -3,8 +3,9 @@
 //! `pod_egress` runs on the TC *ingress* hook of a pod's host-side veth (what the
 //! pod sends) and `pod_ingress` on its TC *egress* hook (what the pod receives).
 //! Both run the same pipeline ([`enforce::enforce`]):
-//! conntrack -> endpoint -> ipcache -> policy -> verdict, a constant number of map
-//! lookups per packet whatever the number of pods, policies and rules. Plain
+//! conntrack -> endpoint -> source ([`source`], what the pod sends) -> ipcache
+//! -> policy -> verdict, a constant number of map lookups per packet whatever
+//! the number of pods, policies and rules. Plain
 //! TCP and UDP packets of established flows take a shorter way through the
 //! same conntrack map ([`established`]).
 #![no_std]
@@ -12,6 +13,7 @@
 #![feature(asm_experimental_arch)]
 
 mod conntrack;
+mod control;
 mod endpoint;
 mod enforce;
 mod established;
@@ -19,6 +21,7 @@ mod fragment;
 mod ipcache;
 mod parse;
 mod policy;
+mod source;
 mod stats;
 mod verdict;
 
@@ -35,6 +38,13 @@ pub fn pod_egress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn pod_ingress(ctx: TcContext) -> i32 {
     enforce::enforce(&ctx, Direction::Ingress)
+}
+
+/// ARP, neighbour discovery and MLD the pod sends: `pod_egress` hands them
+/// over by a tail call ([`control`]). Never attached.
+#[classifier]
+pub fn pod_egress_control(ctx: TcContext) -> i32 {
+    control::judge_sent(&ctx)
 }
 
 /// Lets every packet continue and does nothing else: the floor that

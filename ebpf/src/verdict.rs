@@ -15,7 +15,7 @@ use palisade_common::{
     verdict::{Direction, DropReason, TC_ACT_SHOT, TC_ACT_UNSPEC},
 };
 
-use crate::stats;
+use crate::{parse::Packet, stats};
 
 #[map]
 static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
@@ -24,6 +24,7 @@ static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 static EVENT_RATE: PerCpuArray<EventBucket> = PerCpuArray::pinned(1, 0);
 
 /// What a denial event reports about the packet.
+#[derive(Clone, Copy)]
 pub struct DenyInfo {
     pub ifindex: u32,
     pub endpoint: u32,
@@ -33,6 +34,24 @@ pub struct DenyInfo {
     pub src_port: u16,
     pub dst_port: u16,
     pub remote_identity: IdentityId,
+}
+
+impl DenyInfo {
+    /// The report of `packet` at `ifindex`, for endpoint `endpoint` (0 when
+    /// unknown), whose remote resolved to `identity`.
+    #[inline(always)]
+    pub fn new(ifindex: u32, endpoint: u32, packet: &Packet, identity: IdentityId) -> Self {
+        DenyInfo {
+            ifindex,
+            endpoint,
+            src: packet.src,
+            dst: packet.dst,
+            protocol: packet.protocol,
+            src_port: packet.src_port,
+            dst_port: packet.dst_port,
+            remote_identity: identity,
+        }
+    }
 }
 
 /// Lets the packet continue; credits `rule` unless it is [`RuleId::NONE`]

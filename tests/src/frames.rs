@@ -159,6 +159,11 @@ enum Transport {
     },
     IcmpEcho,
     Icmpv6Echo,
+    /// Any ICMPv6 message: type, code, and what follows the checksum.
+    Icmpv6 {
+        ty: u8,
+        code: u8,
+    },
     Other(u8),
 }
 
@@ -281,6 +286,19 @@ impl Frame {
         self
     }
 
+    /// An ICMPv6 message of type `ty` and code `code` whose body (what follows
+    /// the checksum) is the payload ([`Frame::payload_bytes`]); see
+    /// [`nd`] for neighbour discovery bodies.
+    pub fn icmpv6(mut self, ty: u8, code: u8) -> Self {
+        self.transport = Transport::Icmpv6 { ty, code };
+        self
+    }
+
+    /// The frame's Ethernet source.
+    pub fn src_mac(&self) -> [u8; 6] {
+        self.src_mac
+    }
+
     /// Another IP protocol `protocol`, carrying 8 bytes (0xa5) before any
     /// payload.
     pub fn proto(mut self, protocol: u8) -> Self {
@@ -359,7 +377,7 @@ impl Frame {
             Transport::Udp { .. } => ipproto::UDP,
             Transport::Sctp { .. } => ipproto::SCTP,
             Transport::IcmpEcho => ipproto::ICMP,
-            Transport::Icmpv6Echo => ipproto::ICMPV6,
+            Transport::Icmpv6Echo | Transport::Icmpv6 { .. } => ipproto::ICMPV6,
             Transport::Other(p) => p,
         }
     }
@@ -402,6 +420,10 @@ impl Frame {
             }
             Transport::Icmpv6Echo => {
                 s.extend_from_slice(&[128, 0, 0, 0, 0x12, 0x34, 0, 1]);
+                Some(2)
+            }
+            Transport::Icmpv6 { ty, code } => {
+                s.extend_from_slice(&[ty, code, 0, 0]);
                 Some(2)
             }
             Transport::Other(_) => {
@@ -512,5 +534,106 @@ impl Frame {
             f.resize(len, 0);
         }
         f
+    }
+}
+
+/// Bodies of neighbour discovery messages (RFC 4861), for
+/// [`Frame::icmpv6`] with [`Frame::payload_bytes`].
+pub mod nd {
+    use std::net::Ipv6Addr;
+
+    /// ICMPv6 type of a router solicitation.
+    pub const ROUTER_SOLICIT: u8 = 133;
+    /// ICMPv6 type of a router advertisement.
+    pub const ROUTER_ADVERT: u8 = 134;
+    /// ICMPv6 type of a neighbour solicitation.
+    pub const NEIGHBOUR_SOLICIT: u8 = 135;
+    /// ICMPv6 type of a neighbour advertisement.
+    pub const NEIGHBOUR_ADVERT: u8 = 136;
+    /// ICMPv6 type of a redirect.
+    pub const REDIRECT: u8 = 137;
+    /// The hop limit ND messages carry.
+    pub const HOP_LIMIT: u8 = 255;
+
+    /// A link-layer address option: `kind` 1 (source) or 2 (target).
+    pub fn lladdr(kind: u8, mac: [u8; 6]) -> Vec<u8> {
+        let mut o = vec![kind, 1];
+        o.extend_from_slice(&mac);
+        o
+    }
+
+    /// A solicitation for `target`, with these options.
+    pub fn solicit(target: Ipv6Addr, options: &[u8]) -> Vec<u8> {
+        let mut b = vec![0; 4];
+        b.extend_from_slice(&target.octets());
+        b.extend_from_slice(options);
+        b
+    }
+
+    /// A solicited, overriding advertisement for `target`.
+    pub fn advert(target: Ipv6Addr, options: &[u8]) -> Vec<u8> {
+        let mut b = vec![0x60, 0, 0, 0];
+        b.extend_from_slice(&target.octets());
+        b.extend_from_slice(options);
+        b
+    }
+
+    /// A router solicitation with these options.
+    pub fn router_solicit(options: &[u8]) -> Vec<u8> {
+        let mut b = vec![0; 4];
+        b.extend_from_slice(options);
+        b
+    }
+
+    /// A router advertisement: hop limit 64, lifetime 1800 s.
+    pub fn router_advert(options: &[u8]) -> Vec<u8> {
+        let mut b = vec![64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
+        b.extend_from_slice(options);
+        b
+    }
+
+    /// A redirect of traffic for `destination` to `target`.
+    pub fn redirect(target: Ipv6Addr, destination: Ipv6Addr) -> Vec<u8> {
+        let mut b = vec![0; 4];
+        b.extend_from_slice(&target.octets());
+        b.extend_from_slice(&destination.octets());
+        b
+    }
+
+    /// The solicited-node multicast group of `addr`.
+    pub fn solicited_node(addr: Ipv6Addr) -> Ipv6Addr {
+        let o = addr.octets();
+        Ipv6Addr::new(
+            0xff02,
+            0,
+            0,
+            0,
+            0,
+            1,
+            0xff00 | u16::from(o[13]),
+            u16::from_be_bytes([o[14], o[15]]),
+        )
+    }
+
+    /// The modified EUI-64 link-local address of `mac`.
+    pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
+        Ipv6Addr::from([
+            0xfe,
+            0x80,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            mac[0] ^ 2,
+            mac[1],
+            mac[2],
+            0xff,
+            0xfe,
+            mac[3],
+            mac[4],
+            mac[5],
+        ])
     }
 }

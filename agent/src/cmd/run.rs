@@ -237,6 +237,12 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
             node_name,
             coalesce: Duration::from_millis(args.coalesce_ms),
             retry: Duration::from_secs(2),
+            source_prefix_namespaces: args
+                .source_prefix_namespaces
+                .iter()
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect(),
         },
         &Kind::ALL,
         rx,

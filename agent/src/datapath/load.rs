@@ -23,6 +23,8 @@ pub const OBJECT_EMBEDDED: bool = cfg!(palisade_ebpf_embedded);
 /// Program names, as declared in `ebpf/src/main.rs`.
 pub(crate) const PROG_POD_EGRESS: &str = "pod_egress";
 pub(crate) const PROG_POD_INGRESS: &str = "pod_ingress";
+/// Reached from `pod_egress` by a tail call through `CONTROL`; never attached.
+const PROG_POD_EGRESS_CONTROL: &str = "pod_egress_control";
 
 const BPF_FS_MAGIC: u64 = 0xcafe4a11;
 
@@ -116,7 +118,7 @@ impl Datapath {
                 pins: maps_dir.clone(),
                 source: Box::new(source),
             })?;
-        for name in [PROG_POD_EGRESS, PROG_POD_INGRESS] {
+        for name in [PROG_POD_EGRESS_CONTROL, PROG_POD_EGRESS, PROG_POD_INGRESS] {
             program_mut(&mut ebpf, name)?
                 .load()
                 .map_err(|source| Error::Program {
@@ -124,6 +126,7 @@ impl Datapath {
                     source: Box::new(source),
                 })?;
         }
+        install_control_program(&mut ebpf)?;
         let maps = Maps::take(&mut ebpf, caps)?;
         let mut datapath = Datapath {
             ebpf,
@@ -186,6 +189,32 @@ impl Datapath {
                 source: Box::new(source),
             })
     }
+}
+
+/// Puts this build's `pod_egress_control` into the (pinned) `CONTROL` slot,
+/// replacing a previous build's in one write: the programs attached now
+/// tail-call into it from the next packet on.
+fn install_control_program(ebpf: &mut Ebpf) -> Result<(), Error> {
+    let name = PROG_POD_EGRESS_CONTROL;
+    let fd = program_mut(ebpf, name)?
+        .fd()
+        .map_err(|source| Error::Program {
+            name,
+            source: Box::new(source),
+        })?
+        .try_clone()
+        .map_err(|source| Error::Program {
+            name,
+            source: Box::new(source.into()),
+        })?;
+    let map = ebpf.map_mut(maps::CONTROL).ok_or(Error::MapMissing {
+        name: maps::CONTROL,
+    })?;
+    let mut control =
+        aya::maps::ProgramArray::try_from(map).map_err(|e| Error::map(maps::CONTROL, e))?;
+    control
+        .set(maps::CONTROL_PROGRAM_INDEX, &fd, 0)
+        .map_err(|e| Error::map(maps::CONTROL, e))
 }
 
 pub(crate) fn program_mut<'a>(

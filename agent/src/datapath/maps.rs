@@ -14,6 +14,7 @@ use palisade_common::maps as names;
 /// `BPF_NOEXIST`: an update that only creates.
 const BPF_NOEXIST: u64 = 1;
 use palisade_common::policy::{PolicyKey, PolicyValue};
+use palisade_common::source::{SourcePrefixKey, SourcePrefixValue};
 use palisade_common::stats::{REVISION_INDEX, RuleCounter, StatCounter, StatIndex};
 use palisade_common::verdict::Direction;
 
@@ -28,6 +29,8 @@ pub struct Maps {
     pub ipcache: LpmTrie<MapData, Addr16, IpcacheValue>,
     /// `POLICY`.
     pub policy: LpmTrie<MapData, PolicyKey, PolicyValue>,
+    /// `SOURCE_PREFIXES`.
+    pub source_prefixes: LpmTrie<MapData, SourcePrefixKey, SourcePrefixValue>,
     /// `CONNTRACK_V4` (LRU, IPv4 flows).
     pub conntrack_v4: HashMap<MapData, CtKeyV4, CtValue>,
     /// `CONNTRACK` (LRU, IPv6 flows).
@@ -58,6 +61,7 @@ impl Maps {
             endpoints: take(ebpf, names::ENDPOINTS)?,
             ipcache: take(ebpf, names::IPCACHE)?,
             policy: take(ebpf, names::POLICY)?,
+            source_prefixes: take(ebpf, names::SOURCE_PREFIXES)?,
             conntrack_v4: take(ebpf, names::CONNTRACK_V4)?,
             conntrack_v6: take(ebpf, names::CONNTRACK)?,
             revision: take(ebpf, names::REVISION)?,
@@ -134,6 +138,36 @@ impl Maps {
             .map(|r| r.map(|(k, v)| (k.prefix_len(), k.data(), v)))
             .collect::<Result<_, _>>()
             .map_err(|e| Error::map(names::POLICY, e))
+    }
+
+    /// Every allowed source prefix in the kernel, as (prefix length, key).
+    pub fn read_source_prefixes(&self) -> Result<Vec<(u32, SourcePrefixKey)>, Error> {
+        self.source_prefixes
+            .iter()
+            .map(|r| r.map(|(k, _)| (k.prefix_len(), k.data())))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::map(names::SOURCE_PREFIXES, e))
+    }
+
+    /// Writes an allowed source prefix.
+    pub fn put_source_prefix(
+        &mut self,
+        prefix_len: u32,
+        key: SourcePrefixKey,
+    ) -> Result<(), Error> {
+        self.source_prefixes
+            .insert(&Key::new(prefix_len, key), SourcePrefixValue::default(), 0)
+            .map_err(|e| Error::map(names::SOURCE_PREFIXES, e))
+    }
+
+    /// Removes an allowed source prefix (absent is fine).
+    pub fn delete_source_prefix(
+        &mut self,
+        prefix_len: u32,
+        key: SourcePrefixKey,
+    ) -> Result<(), Error> {
+        ignore_missing(self.source_prefixes.remove(&Key::new(prefix_len, key)))
+            .map_err(|e| Error::map(names::SOURCE_PREFIXES, e))
     }
 
     /// Writes an endpoint entry.

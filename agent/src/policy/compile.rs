@@ -26,11 +26,14 @@ use super::identity_cache::{IdentityCache, IdentityChanges, Inputs};
 use super::ids::IdAllocator;
 use super::lookup::{ipcache_lookup, l4_matches};
 use super::plan::{
-    DatapathPlan, Direction, EndpointPlan, L4Match, PodRef, PolicyRef, RuleKey, RuleOrigin,
+    DatapathPlan, Direction, EndpointPlan, L4Match, PodRef, PolicyRef, Rejection, RuleKey,
+    RuleOrigin,
 };
 use crate::state::ClusterState;
 use crate::state::journal::{Change, Mark};
-use crate::state::model::{ContainerPort, Pod, Protocol, Service};
+use crate::state::model::{
+    ALLOWED_SOURCE_PREFIXES_ANNOTATION, ContainerPort, Pod, Protocol, Service, SourcePrefixes,
+};
 use crate::state::netpol::{NetworkPolicy, Peer, PortRef, Rule};
 
 /// Key of a rule id: policy, direction, index in its rule list.
@@ -63,6 +66,9 @@ pub struct Compiler {
     expansions: HashMap<GroupKey, Expansion>,
     /// The state's point the expansions were computed at.
     mark: Option<Mark>,
+    /// Namespaces whose pods' `palisade.dev/allowed-source-prefixes` is
+    /// honoured (anyone who may create a pod may annotate it).
+    source_prefix_namespaces: BTreeSet<String>,
 }
 
 impl Default for Compiler {
@@ -86,7 +92,15 @@ impl Compiler {
             remote: IdentityCache::default(),
             expansions: HashMap::new(),
             mark: None,
+            source_prefix_namespaces: BTreeSet::new(),
         }
+    }
+
+    /// Honours `palisade.dev/allowed-source-prefixes` on pods of these
+    /// namespaces (and reports it as ignored elsewhere).
+    pub fn with_source_prefix_namespaces(mut self, namespaces: BTreeSet<String>) -> Self {
+        self.source_prefix_namespaces = namespaces;
+        self
     }
 
     /// The plan for node `node_name`: its pods are the endpoints, its
@@ -203,6 +217,7 @@ impl Compiler {
         let mut groups: HashMap<(Direction, Vec<usize>, Vec<ContainerPort>), Vec<usize>> =
             HashMap::new();
         let mut endpoint_ids = Vec::with_capacity(locals.len());
+        let mut pod_rejections = Vec::new();
         for (l, pod) in locals.iter().enumerate() {
             let key = pod.pod_ref();
             let id = EndpointId(self.endpoints.get(&key));
@@ -220,6 +235,7 @@ impl Compiler {
                 ingress_isolated: isolated(l, Direction::Ingress),
                 egress_isolated: isolated(l, Direction::Egress),
                 audit: cluster.namespace(&pod.namespace).is_some_and(|n| n.audit()),
+                source_prefixes: self.source_prefixes(pod, &mut pod_rejections),
                 policies: applying[l]
                     .iter()
                     .map(|&pi| policies[pi].policy_ref())
@@ -301,6 +317,7 @@ impl Compiler {
         plan.host_addresses = host.clone();
         plan.rule_origins = rule_origins;
         let mut rejections: Vec<_> = cluster.rejections().cloned().collect();
+        rejections.extend(pod_rejections);
         rejections.sort();
         plan.rejections = rejections;
 
@@ -313,6 +330,37 @@ impl Compiler {
 }
 
 impl Compiler {
+    /// The prefixes a local pod may send from besides its own addresses: its
+    /// annotation's, when well-formed and in a listed namespace. Anything
+    /// else is reported, and the pod keeps to its own addresses.
+    fn source_prefixes(&self, pod: &Pod, rejections: &mut Vec<Rejection>) -> Vec<ipnet::IpNet> {
+        let Some(annotation) = &pod.allowed_source_prefixes else {
+            return Vec::new();
+        };
+        let reject = |reason: String| Rejection {
+            object: format!("Pod {}", pod.pod_ref()),
+            field: format!("metadata.annotations[{ALLOWED_SOURCE_PREFIXES_ANNOTATION}]"),
+            reason,
+        };
+        match annotation {
+            SourcePrefixes::Invalid { value, reason } => {
+                rejections.push(reject(format!(
+                    "{value:?}: {reason}; the pod may send only from its own addresses"
+                )));
+                Vec::new()
+            }
+            SourcePrefixes::Valid(_) if !self.source_prefix_namespaces.contains(&pod.namespace) => {
+                rejections.push(reject(format!(
+                    "ignored: namespace {} is not among the agent's --source-prefix-namespaces; \
+                     the pod may send only from its own addresses",
+                    pod.namespace
+                )));
+                Vec::new()
+            }
+            SourcePrefixes::Valid(prefixes) => prefixes.clone(),
+        }
+    }
+
     /// Drops the expansions the changes since the last compile invalidate:
     /// those of changed policies and those whose atoms or egress port names
     /// gained or lost identities; all of them when that is unknown.

@@ -217,6 +217,7 @@ mod tests {
             ingress_isolated: true,
             egress_isolated: false,
             audit: false,
+            source_prefixes: Vec::new(),
             policies: vec![],
         }
     }

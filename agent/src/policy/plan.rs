@@ -88,6 +88,11 @@ pub struct EndpointPlan {
     pub egress_isolated: bool,
     /// The pod's namespace is in audit mode: would-be drops pass and are reported.
     pub audit: bool,
+    /// Prefixes the pod may send from besides its own addresses (its
+    /// `palisade.dev/allowed-source-prefixes`, honoured in the namespaces the
+    /// agent is configured to allow it in).
+    #[serde(default)]
+    pub source_prefixes: Vec<IpNet>,
     /// Policies that select the pod (sorted), for status and flow events.
     pub policies: Vec<PolicyRef>,
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1::EndpointSlice as K8sEndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -20,6 +21,13 @@ use crate::policy::selector::Labels;
 /// Namespace annotation that puts every endpoint of the namespace in audit mode
 /// when set to `"true"`.
 pub const AUDIT_MODE_ANNOTATION: &str = "palisade.dev/audit-mode";
+
+/// Pod annotation widening the sources the pod may send from to these
+/// prefixes (`"<cidr>[,<cidr>...]"`), for gateways and VPN endpoints. Honoured
+/// only in namespaces the operator lists (`--source-prefix-namespaces`).
+pub const ALLOWED_SOURCE_PREFIXES_ANNOTATION: &str = "palisade.dev/allowed-source-prefixes";
+/// At most this many prefixes in one annotation.
+pub const MAX_ALLOWED_SOURCE_PREFIXES: usize = 64;
 
 /// EndpointSlice label naming the Service the slice belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -166,6 +174,57 @@ pub struct ContainerPort {
     pub protocol: Protocol,
 }
 
+/// A pod's `palisade.dev/allowed-source-prefixes` annotation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SourcePrefixes {
+    /// Well-formed: these prefixes, in order, without duplicates.
+    Valid(Vec<IpNet>),
+    /// Malformed: the value as written and why it cannot be used.
+    Invalid {
+        /// The annotation's value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl SourcePrefixes {
+    /// Parses the annotation's value: comma-separated CIDRs, each with its
+    /// host bits zero.
+    pub fn parse(value: &str) -> SourcePrefixes {
+        let invalid = |reason: String| SourcePrefixes::Invalid {
+            value: value.to_string(),
+            reason,
+        };
+        let mut prefixes: Vec<IpNet> = Vec::new();
+        for item in value.split(',').map(str::trim) {
+            if item.is_empty() {
+                return invalid("an empty entry (expected <cidr>[,<cidr>...])".into());
+            }
+            let net: IpNet = match item.parse() {
+                Ok(net) => net,
+                Err(_) => return invalid(format!("{item:?} is not a CIDR such as 10.8.0.0/16")),
+            };
+            if net.trunc() != net {
+                return invalid(format!(
+                    "{item} has host bits set (the network is {})",
+                    net.trunc()
+                ));
+            }
+            if !prefixes.contains(&net) {
+                prefixes.push(net);
+            }
+        }
+        if prefixes.len() > MAX_ALLOWED_SOURCE_PREFIXES {
+            return invalid(format!(
+                "{} prefixes (at most {MAX_ALLOWED_SOURCE_PREFIXES})",
+                prefixes.len()
+            ));
+        }
+        SourcePrefixes::Valid(prefixes)
+    }
+}
+
 /// A pod.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pod {
@@ -185,6 +244,8 @@ pub struct Pod {
     pub ips: Vec<IpAddr>,
     /// Ports of its containers (invalid entries are dropped).
     pub ports: Vec<ContainerPort>,
+    /// Its `palisade.dev/allowed-source-prefixes` annotation, if set.
+    pub allowed_source_prefixes: Option<SourcePrefixes>,
 }
 
 impl Pod {
@@ -252,6 +313,12 @@ impl Pod {
             phase,
             ips,
             ports,
+            allowed_source_prefixes: pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ALLOWED_SOURCE_PREFIXES_ANNOTATION))
+                .map(|v| SourcePrefixes::parse(v)),
         })
     }
 

@@ -59,6 +59,9 @@ impl Syncer {
         current
             .policy
             .extend(maps.read_policy()?.into_iter().map(|(l, k, v)| ((l, k), v)));
+        current
+            .source_prefixes
+            .extend(maps.read_source_prefixes()?.into_iter().map(|k| (k, ())));
         Ok(Syncer::adopt(current, maps.revision()?))
     }
 
@@ -132,6 +135,14 @@ impl Syncer {
             MapOp::DeletePolicy(l, k) => {
                 maps.delete_policy(l, k)?;
                 cur.policy.remove(&(l, k));
+            }
+            MapOp::PutSourcePrefix(l, k) => {
+                maps.put_source_prefix(l, k)?;
+                cur.source_prefixes.insert((l, k), ());
+            }
+            MapOp::DeleteSourcePrefix(l, k) => {
+                maps.delete_source_prefix(l, k)?;
+                cur.source_prefixes.remove(&(l, k));
             }
             MapOp::BumpRevision => {
                 let next = Revision(self.revision.0.wrapping_add(1).max(1));

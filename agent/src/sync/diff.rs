@@ -1,12 +1,14 @@
 //! Two kernel states -> the ordered writes between them (pure).
 //!
 //! Order, make-before-break:
-//! 1. policy entries added or changed (new allows exist before anything uses them);
+//! 1. policy entries and allowed source prefixes added or changed (new allows
+//!    exist before anything uses them);
 //! 2. ipcache entries added or changed (addresses move to identities whose
 //!    allows are already in place);
 //! 3. endpoints added or changed (isolation switches on after its allows exist,
 //!    and switches off before they go);
-//! 4. ipcache entries removed; 5. policy entries removed; 6. endpoints removed;
+//! 4. ipcache entries removed; 5. policy entries and source prefixes removed;
+//! 6. endpoints removed;
 //! 7. the revision bump, last, so established flows are re-checked against the
 //!    final state only.
 //!
@@ -19,6 +21,7 @@ use palisade_common::addr::Addr16;
 use palisade_common::endpoint::EndpointInfo;
 use palisade_common::ipcache::IpcacheValue;
 use palisade_common::policy::{PolicyKey, PolicyValue};
+use palisade_common::source::SourcePrefixKey;
 
 use super::render::KernelState;
 
@@ -37,6 +40,10 @@ pub enum MapOp {
     PutPolicy(u32, PolicyKey, PolicyValue),
     /// Remove a policy entry.
     DeletePolicy(u32, PolicyKey),
+    /// Insert an allowed source prefix (prefix length, key).
+    PutSourcePrefix(u32, SourcePrefixKey),
+    /// Remove an allowed source prefix.
+    DeleteSourcePrefix(u32, SourcePrefixKey),
     /// Bump the policy revision (re-checks established flows).
     BumpRevision,
 }
@@ -87,11 +94,17 @@ pub fn diff(old: &KernelState, new: &KernelState) -> Vec<MapOp> {
     let (policy_puts, policy_deletes) = changes(&old.policy, &new.policy);
     let (ipcache_puts, ipcache_deletes) = changes(&old.ipcache, &new.ipcache);
     let (endpoint_puts, endpoint_deletes) = changes(&old.endpoints, &new.endpoints);
+    let (prefix_puts, prefix_deletes) = changes(&old.source_prefixes, &new.source_prefixes);
     let mut ops = Vec::new();
     ops.extend(
         policy_puts
             .into_iter()
             .map(|((l, k), v)| MapOp::PutPolicy(l, k, v)),
+    );
+    ops.extend(
+        prefix_puts
+            .into_iter()
+            .map(|((l, k), ())| MapOp::PutSourcePrefix(l, k)),
     );
     ops.extend(
         ipcache_puts
@@ -112,6 +125,11 @@ pub fn diff(old: &KernelState, new: &KernelState) -> Vec<MapOp> {
         policy_deletes
             .into_iter()
             .map(|(l, k)| MapOp::DeletePolicy(l, k)),
+    );
+    ops.extend(
+        prefix_deletes
+            .into_iter()
+            .map(|(l, k)| MapOp::DeleteSourcePrefix(l, k)),
     );
     ops.extend(endpoint_deletes.into_iter().map(MapOp::DeleteEndpoint));
     if !ops.is_empty() {
@@ -230,6 +248,36 @@ mod tests {
     }
 
     #[test]
+    fn diff_widens_sources_before_the_endpoint_relies_on_them_and_narrows_after() {
+        let prefix = (
+            32 + 120,
+            SourcePrefixKey::new(EndpointId(7), Addr16::from_v4([10, 9, 0, 0])),
+        );
+        let position = |ops: &[MapOp], want: fn(&MapOp) -> bool| {
+            ops.iter().position(want).expect("op present")
+        };
+        let mut narrow = KernelState::default();
+        narrow.endpoints.insert(3, ep(0));
+        let mut wide = KernelState::default();
+        wide.endpoints
+            .insert(3, ep(palisade_common::endpoint::FLAG_SOURCE_PREFIXES));
+        wide.source_prefixes.insert(prefix, ());
+
+        let ops = diff(&narrow, &wide);
+        assert!(
+            position(&ops, |o| matches!(o, MapOp::PutSourcePrefix(..)))
+                < position(&ops, |o| matches!(o, MapOp::PutEndpoint(..))),
+            "{ops:?}"
+        );
+        let ops = diff(&wide, &narrow);
+        assert!(
+            position(&ops, |o| matches!(o, MapOp::PutEndpoint(..)))
+                < position(&ops, |o| matches!(o, MapOp::DeleteSourcePrefix(..))),
+            "{ops:?}"
+        );
+    }
+
+    #[test]
     fn diff_changed_value_is_a_single_put() {
         let mut old = KernelState::default();
         old.policy.insert(rule(20), PolicyValue { rule: RuleId(1) });
@@ -276,7 +324,8 @@ mod tests {
                     MapOp::DeletePolicy(l, k) => { replay.policy.remove(&(l, k)); }
                     MapOp::PutEndpoint(i, e) => { replay.endpoints.insert(i, e); }
                     MapOp::DeleteEndpoint(i) => { replay.endpoints.remove(&i); }
-                    MapOp::PutIpcache(..) | MapOp::DeleteIpcache(..) | MapOp::BumpRevision => {}
+                    MapOp::PutIpcache(..) | MapOp::DeleteIpcache(..) | MapOp::BumpRevision
+                    | MapOp::PutSourcePrefix(..) | MapOp::DeleteSourcePrefix(..) => {}
                 }
             }
             proptest::prop_assert_eq!(&replay, &new);

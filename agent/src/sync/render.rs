@@ -6,11 +6,12 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use palisade_common::addr::{Addr16, V4_MAPPED_PREFIX_BITS};
 use palisade_common::endpoint::{
-    EndpointInfo, FLAG_AUDIT, FLAG_EGRESS_ISOLATED, FLAG_INGRESS_ISOLATED,
+    EndpointInfo, FLAG_AUDIT, FLAG_EGRESS_ISOLATED, FLAG_INGRESS_ISOLATED, FLAG_SOURCE_PREFIXES,
 };
 use palisade_common::ids::RuleId;
 use palisade_common::ipcache::{IPCACHE_FLAG_HOST, IpcacheValue};
 use palisade_common::policy::{PolicyKey, PolicyValue};
+use palisade_common::source::{SOURCE_PREFIX_ENDPOINT_BITS, SourcePrefixKey};
 
 use crate::policy::plan::{DatapathPlan, PodRef};
 
@@ -23,6 +24,8 @@ pub struct KernelState {
     pub ipcache: BTreeMap<(u32, Addr16), IpcacheValue>,
     /// `POLICY`: (prefix length, key) -> rule.
     pub policy: BTreeMap<(u32, PolicyKey), PolicyValue>,
+    /// `SOURCE_PREFIXES`: (prefix length, key), present = allowed.
+    pub source_prefixes: BTreeMap<(u32, SourcePrefixKey), ()>,
 }
 
 /// The 16-byte key form of an address.
@@ -61,6 +64,16 @@ pub fn render(plan: &DatapathPlan, interfaces: &BTreeMap<PodRef, u32>) -> Kernel
         }
         if ep.audit {
             flags |= FLAG_AUDIT;
+        }
+        if !ep.source_prefixes.is_empty() {
+            flags |= FLAG_SOURCE_PREFIXES;
+        }
+        for net in &ep.source_prefixes {
+            let (len, addr) = prefix_key(net);
+            let key = SourcePrefixKey::new(ep.id, addr);
+            state
+                .source_prefixes
+                .insert((SOURCE_PREFIX_ENDPOINT_BITS + len, key), ());
         }
         state.endpoints.insert(
             ifindex,

@@ -127,6 +127,7 @@ impl Bed {
                     ingress_isolated: self.isolated.contains_key(&(i, Direction::Ingress)),
                     egress_isolated: self.isolated.contains_key(&(i, Direction::Egress)),
                     audit: false,
+                    source_prefixes: Vec::new(),
                     policies: vec![],
                 },
             );

@@ -1,7 +1,9 @@
 //! Test that the kernel's verdicts equal the userspace model's over random maps
 //! (applied through the real sync layer, so diffs between rounds are exercised
-//! too) and random packets: 0 mismatches over 100,000 packets. Seeded and
-//! reproducible: set `PALISADE_DIFF_SEED` to replay a failure.
+//! too) and random packets, some of them with forged sources, some pods with
+//! allowed source prefixes or without an IPv6 address: 0 mismatches over
+//! 100,000 packets. Seeded and reproducible: set `PALISADE_DIFF_SEED` to
+//! replay a failure.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -65,6 +67,12 @@ fn random_plan(rng: &mut Rng, round: u32) -> palisade_agent::policy::plan::Datap
     }
     if rng.chance(10) {
         b = b.audit();
+    }
+    if rng.chance(20) {
+        // A gateway pod: part of the remote pool is its to send from.
+        b = b
+            .source_prefix("10.9.1.0/24")
+            .source_prefix("fd00:9::1:0/112");
     }
     let identities = [
         IdentityId(16),
@@ -151,8 +159,11 @@ fn kernel_verdicts_match_the_model_on_random_maps_and_packets() {
             (round / 250) as u8,
             (round % 250) as u8 + 1,
         ));
-        ep.ipv6 = Some(Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, round as u16 + 1));
-        let (pod4, pod6) = (ep.ipv4.expect("set"), ep.ipv6.expect("set"));
+        let pod6 = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, round as u16 + 1);
+        // Some pods have no IPv6 address: their "own" IPv6 address is then
+        // no address at all.
+        ep.ipv6 = (!rng.chance(15)).then_some(pod6);
+        let pod4 = ep.ipv4.expect("set");
         h.apply(&plan);
         let state = h.syncer.current().clone();
         let mut other_proto_seen = std::collections::BTreeSet::new();
@@ -175,16 +186,23 @@ fn kernel_verdicts_match_the_model_on_random_maps_and_packets() {
                 (IpAddr::V4(_), true) => IpAddr::V6(remote_v6(&mut rng)),
                 (r, _) => r,
             };
-            let local: IpAddr = if remote.is_ipv6() {
-                pod6.into()
-            } else {
-                pod4.into()
+            // Mostly the pod's own address; sometimes a forgery: another
+            // address of the pool, the unspecified address, or the other
+            // family's address in v4-mapped form.
+            let local: IpAddr = match (remote.is_ipv6(), rng.below(10)) {
+                (true, 0) => remote_v6(&mut rng).into(),
+                (true, 1) => Ipv6Addr::UNSPECIFIED.into(),
+                (true, 2) => pod4.to_ipv6_mapped().into(),
+                (true, _) => pod6.into(),
+                (false, 0) => remote_v4(&mut rng).into(),
+                (false, 1) => Ipv4Addr::UNSPECIFIED.into(),
+                (false, _) => pod4.into(),
             };
             let mut protocol = PROTOCOLS[rng.below(PROTOCOLS.len() as u64) as usize];
             if protocol == 1 && remote.is_ipv6() {
                 protocol = 58;
             }
-            if protocol == 47 && !other_proto_seen.insert(remote) {
+            if protocol == 47 && !other_proto_seen.insert((local, remote)) {
                 continue;
             }
             let sport = 1024 + i as u16;
@@ -209,6 +227,8 @@ fn kernel_verdicts_match_the_model_on_random_maps_and_packets() {
             }
             let packet = ModelPacket {
                 direction,
+                ipv4: remote.is_ipv4(),
+                local: addr16(local),
                 remote: addr16(remote),
                 protocol,
                 dst_port: dport,

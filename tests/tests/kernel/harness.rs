@@ -57,6 +57,7 @@ impl PlanBuilder {
                 ingress_isolated: false,
                 egress_isolated: false,
                 audit: false,
+                source_prefixes: Vec::new(),
                 policies: vec![],
             },
         );
@@ -90,6 +91,19 @@ impl PlanBuilder {
 
     pub fn audit(mut self) -> Self {
         self.ep().audit = true;
+        self
+    }
+
+    /// The pod may also send from `net` (its allowed source prefixes).
+    pub fn source_prefix(mut self, net: &str) -> Self {
+        let net = net.parse().expect("test cidr");
+        self.ep().source_prefixes.push(net);
+        self
+    }
+
+    /// The pod has no IPv6 address.
+    pub fn ipv4_only(mut self) -> Self {
+        self.ep().ipv6 = None;
         self
     }
 

@@ -14,3 +14,4 @@ mod headers;
 mod lifecycle;
 mod model;
 mod protocols;
+mod source;

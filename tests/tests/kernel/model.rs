@@ -1,21 +1,28 @@
-//! A userspace reading of what the programs do with a new flow, over the same
-//! map entries the kernel holds (`KernelState`). The differential test checks
-//! the kernel against it.
+//! A userspace reading of what the programs should do with a new flow, over
+//! the same map entries the kernel holds (`KernelState`), written from the
+//! specification (README's threat model, NetworkPolicy) rather than from the
+//! programs. The differential test checks the kernel against it.
 
 use palisade_agent::sync::KernelState;
 use palisade_common::addr::Addr16;
 use palisade_common::endpoint::{
-    FLAG_AUDIT, FLAG_EGRESS_ISOLATED, FLAG_FAIL_CLOSED, FLAG_INGRESS_ISOLATED,
+    EndpointInfo, FLAG_AUDIT, FLAG_EGRESS_ISOLATED, FLAG_FAIL_CLOSED, FLAG_INGRESS_ISOLATED,
 };
 use palisade_common::ids::IdentityId;
 use palisade_common::ipcache::IPCACHE_FLAG_HOST;
 use palisade_common::policy::PolicyKey;
+use palisade_common::source::SOURCE_PREFIX_ENDPOINT_BITS;
 use palisade_common::verdict::Direction;
 
 /// A packet of a new flow, from the endpoint's point of view.
 #[derive(Clone, Copy, Debug)]
 pub struct ModelPacket {
     pub direction: Direction,
+    /// An IPv4 packet (both addresses v4-mapped) rather than IPv6.
+    pub ipv4: bool,
+    /// The pod-side address: the source of what the pod sends, the
+    /// destination of what it receives.
+    pub local: Addr16,
     pub remote: Addr16,
     pub protocol: u8,
     pub dst_port: u16,
@@ -63,25 +70,55 @@ fn policy_hit(state: &KernelState, key: &PolicyKey) -> bool {
         .any(|(len, k)| prefix_matches(&want, &policy_bytes(k), *len))
 }
 
+/// The pod's address of the packet's family, if it has one.
+fn own_address(ep: &EndpointInfo, ipv4: bool) -> Option<Addr16> {
+    let addr = if ipv4 { ep.ipv4 } else { ep.ipv6 };
+    (addr != Addr16::default()).then_some(addr)
+}
+
+/// Whether the pod may send from `addr`: its own address of the packet's
+/// family, or one under its allowed source prefixes.
+fn may_send_from(state: &KernelState, ep: &EndpointInfo, addr: &Addr16, ipv4: bool) -> bool {
+    if own_address(ep, ipv4) == Some(*addr) {
+        return true;
+    }
+    state.source_prefixes.keys().any(|(len, key)| {
+        key.endpoint_be == ep.id.0.to_be_bytes()
+            && len
+                .checked_sub(SOURCE_PREFIX_ENDPOINT_BITS)
+                .is_some_and(|bits| prefix_matches(&addr.0, &key.addr.0, bits))
+    })
+}
+
 /// Whether the kernel should let the packet pass.
 pub fn passes(state: &KernelState, ifindex: u32, p: &ModelPacket) -> bool {
     let Some(ep) = state.endpoints.get(&ifindex) else {
         return false;
     };
+    // A pod sends only as itself, whatever its policies and audit mode say.
+    if p.direction == Direction::Egress && !may_send_from(state, ep, &p.local, p.ipv4) {
+        return false;
+    }
     let isolated = ep.flags
         & match p.direction {
             Direction::Ingress => FLAG_INGRESS_ISOLATED,
             Direction::Egress => FLAG_EGRESS_ISOLATED,
         }
         != 0;
-    if !isolated || p.remote == ep.ipv4 || p.remote == ep.ipv6 {
+    let audit = ep.flags & FLAG_AUDIT != 0;
+    // An IPv6 packet with a v4-mapped address is malformed: it has no
+    // identity, IPv4's or otherwise.
+    if !p.ipv4 && (p.local.is_v4_mapped() || p.remote.is_v4_mapped()) {
+        return !isolated || audit;
+    }
+    // A pod may always reach itself (its own address of the same family).
+    if !isolated || own_address(ep, p.ipv4) == Some(p.remote) {
         return true;
     }
     let (identity, from_node) = identity_of(state, &p.remote);
     if p.direction == Direction::Ingress && from_node {
         return true;
     }
-    let audit = ep.flags & FLAG_AUDIT != 0;
     if ep.flags & FLAG_FAIL_CLOSED != 0 {
         return audit;
     }

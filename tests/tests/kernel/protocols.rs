@@ -394,7 +394,7 @@ fn egress_to_the_node_follows_the_rules_for_its_identity() {
 }
 
 #[test]
-fn arp_and_neighbour_discovery_always_pass() {
+fn arp_and_neighbour_discovery_pass_isolation() {
     let mut h = Harness::new();
     h.apply(
         &PlanBuilder::new()
@@ -402,14 +402,24 @@ fn arp_and_neighbour_discovery_always_pass() {
             .isolate(Direction::Egress)
             .build(),
     );
-    let arp = Frame::arp().pad_to(60).build();
+    let arp = Frame::arp_request(POD_V4, std::net::Ipv4Addr::new(169, 254, 1, 1))
+        .pad_to(60)
+        .build();
     h.assert_pass(Direction::Ingress, &arp, "arp in");
     h.assert_pass(Direction::Egress, &arp, "arp out");
-    // A neighbour solicitation: ICMPv6 type 135.
-    let mut ns = from_pod(PEER_V6.into()).icmpv6_echo().build();
-    let icmp_at = 14 + 40;
-    ns[icmp_at] = 135;
+    // A neighbour solicitation: ICMPv6 type 135, hop limit 255.
+    let ns = from_pod(PEER_V6.into())
+        .ttl(255)
+        .icmpv6(135, 0)
+        .payload_bytes(&palisade_tests::frames::nd::solicit(PEER_V6, &[]))
+        .build();
     h.assert_pass(Direction::Egress, &ns, "neighbour solicitation");
+    // Control: the same isolation drops other ICMPv6 to that peer.
+    h.assert_drop(
+        Direction::Egress,
+        &from_pod(PEER_V6.into()).icmpv6_echo().build(),
+        "echo to the peer",
+    );
 }
 
 #[test]

@@ -91,6 +91,7 @@ fn plan(rules: usize, ipcache: usize) -> DatapathPlan {
             ingress_isolated: true,
             egress_isolated: false,
             audit: false,
+            source_prefixes: Vec::new(),
             policies: vec![],
         },
     );

@@ -396,6 +396,7 @@ impl PalisadeGuard {
                     ingress_isolated: i == 1,
                     egress_isolated: false,
                     audit: false,
+                    source_prefixes: Vec::new(),
                     policies: vec![],
                 },
             );
