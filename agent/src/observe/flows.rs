@@ -177,7 +177,12 @@ impl Directory {
             .get(&event.endpoint)
             .filter(|_| event.endpoint != 0)
             .or_else(|| self.by_ip.get(&local_ip));
+        let reason = DropReason::from_u32(event.reason);
+        // A forged source is not its owner: keep the address raw (the
+        // endpoint names the pod that sent it), and no policy was consulted.
+        let spoofed = reason == Some(DropReason::SourceSpoofed);
         let policies = endpoint
+            .filter(|_| !spoofed)
             .and_then(|p| self.isolating.get(p))
             .map(|by_dir| by_dir[direction as usize].clone())
             .unwrap_or_default();
@@ -185,12 +190,16 @@ impl Directory {
             seq: 0,
             time: rfc3339(now.wall_time(event.timestamp_ns)),
             direction,
-            source: self.name(src),
+            source: if spoofed {
+                src.to_string()
+            } else {
+                self.name(src)
+            },
             destination: self.name(dst),
             source_port: event.src_port,
             destination_port: event.dst_port,
             protocol: protocol_name(event.protocol),
-            reason: DropReason::from_u32(event.reason).map_or_else(
+            reason: reason.map_or_else(
                 || format!("reason_{}", event.reason),
                 |r| r.as_label().into(),
             ),
@@ -545,6 +554,30 @@ mod tests {
             r.matches(Some("ns"), Some("server")),
             "the endpoint matches"
         );
+    }
+
+    #[test]
+    fn a_spoofed_source_is_reported_as_the_address_it_forged_at_the_pod_that_sent_it() {
+        let clock = Clock::at(UNIX_EPOCH, 0);
+        let mut forged = event(Direction::Egress, false);
+        forged.reason = DropReason::SourceSpoofed as u32;
+        // The server (endpoint 3) sends as 10.0.0.1... which resolves to no
+        // one; and as the address of another known pod.
+        forged.src = Addr16::from_v4([10, 0, 0, 2]);
+        let mut d = directory();
+        d.by_endpoint.insert(
+            3,
+            PodRef {
+                namespace: "ns".into(),
+                name: "attacker".into(),
+            },
+        );
+        let r = d.resolve(&forged, clock).expect("decodes");
+        assert_eq!(r.reason, "source_spoofed");
+        assert_eq!(r.source, "10.0.0.2", "not the pod that owns the address");
+        assert_eq!(r.endpoint, "ns/attacker");
+        assert!(r.policies.is_empty());
+        assert!(r.matches(Some("ns"), Some("attacker")));
     }
 
     #[tokio::test]

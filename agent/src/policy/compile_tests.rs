@@ -1075,3 +1075,80 @@ fn a_pod_always_reaches_itself() {
     assert!(tcp_ok(&c, "10.0.0.1", "10.0.0.1", 80));
     assert!(!tcp_ok(&c, "10.0.0.1", "10.0.0.2", 80));
 }
+
+/// Pods of namespaces `gw` and `x` carrying `value` as their
+/// allowed-source-prefixes annotation, compiled with `gw` listed.
+fn source_prefix_plan(value: &str) -> crate::policy::plan::DatapathPlan {
+    let annotation = crate::state::model::ALLOWED_SOURCE_PREFIXES_ANNOTATION;
+    let c = cluster(objs![
+        namespace("gw"),
+        namespace("x"),
+        pod("vpn")
+            .ns("gw")
+            .ip("10.0.0.1")
+            .annotation(annotation, value),
+        pod("sneaky")
+            .ns("x")
+            .ip("10.0.0.2")
+            .annotation(annotation, value),
+        pod("plain").ns("gw").ip("10.0.0.3"),
+    ]);
+    Compiler::new()
+        .with_source_prefix_namespaces(BTreeSet::from(["gw".to_string()]))
+        .compile_for(&c, |_| true, &BTreeSet::new())
+}
+
+#[test]
+fn allowed_source_prefixes_are_honoured_only_in_listed_namespaces() {
+    let plan = source_prefix_plan("192.168.7.0/24, fd77::/64");
+    assert_eq!(
+        plan.endpoints[&key("gw", "vpn")].source_prefixes,
+        vec![net("192.168.7.0/24"), net("fd77::/64")]
+    );
+    assert!(
+        plan.endpoints[&key("gw", "plain")]
+            .source_prefixes
+            .is_empty()
+    );
+    assert!(
+        plan.endpoints[&key("x", "sneaky")]
+            .source_prefixes
+            .is_empty(),
+        "an unlisted namespace's annotation widens nothing"
+    );
+    let reported: Vec<_> = plan
+        .rejections
+        .iter()
+        .map(|r| (r.object.as_str(), r.reason.as_str()))
+        .collect();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0].0, "Pod x/sneaky");
+    assert!(
+        reported[0].1.contains("ignored") && reported[0].1.contains("namespace x"),
+        "{reported:?}"
+    );
+}
+
+#[test]
+fn a_malformed_allowed_source_prefixes_annotation_is_rejected_and_widens_nothing() {
+    for bad in ["10.8.0.1/24", "not-a-cidr", "10.8.0.0/16,", "", "10.8.0.0"] {
+        let plan = source_prefix_plan(bad);
+        assert!(
+            plan.endpoints[&key("gw", "vpn")].source_prefixes.is_empty(),
+            "{bad:?} kept the pod to its own addresses"
+        );
+        let rejection = plan
+            .rejections
+            .iter()
+            .find(|r| r.object == "Pod gw/vpn")
+            .unwrap_or_else(|| panic!("{bad:?} was not reported: {:?}", plan.rejections));
+        assert_eq!(
+            rejection.field,
+            "metadata.annotations[palisade.dev/allowed-source-prefixes]"
+        );
+        assert!(
+            rejection.reason.contains(&format!("{bad:?}")),
+            "{rejection}"
+        );
+    }
+}

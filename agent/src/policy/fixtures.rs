@@ -102,6 +102,15 @@ impl PodB {
         self.spec().node_name = Some(n.into());
         self
     }
+    /// Adds an annotation.
+    pub fn annotation(mut self, k: &str, v: &str) -> Self {
+        self.0
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(k.into(), v.into());
+        self
+    }
     /// hostNetwork: true.
     pub fn host_network(mut self) -> Self {
         self.spec().host_network = Some(true);

@@ -576,3 +576,44 @@ impl EndpointSlice {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_prefixes_parse_comma_separated_canonical_cidrs() {
+        assert_eq!(
+            SourcePrefixes::parse(" 10.8.0.0/16 ,fd00:8::/64,10.8.0.0/16"),
+            SourcePrefixes::Valid(vec![
+                "10.8.0.0/16".parse().expect("net"),
+                "fd00:8::/64".parse().expect("net"),
+            ])
+        );
+        for (value, why) in [
+            ("10.8.0.1/16", "host bits"),
+            ("10.8.0.0", "not a CIDR"),
+            ("10.8.0.0/33", "not a CIDR"),
+            ("10.8.0.0/16,,10.9.0.0/16", "empty entry"),
+            ("", "empty entry"),
+        ] {
+            match SourcePrefixes::parse(value) {
+                SourcePrefixes::Invalid { value: v, reason } => {
+                    assert_eq!(v, value);
+                    assert!(
+                        reason.contains(why.split(' ').next_back().expect("word")),
+                        "{value:?}: {reason}"
+                    );
+                }
+                valid => panic!("{value:?} parsed as {valid:?}"),
+            }
+        }
+        let many: Vec<String> = (0..=MAX_ALLOWED_SOURCE_PREFIXES)
+            .map(|i| format!("10.{i}.0.0/16"))
+            .collect();
+        assert!(matches!(
+            SourcePrefixes::parse(&many.join(",")),
+            SourcePrefixes::Invalid { .. }
+        ));
+    }
+}

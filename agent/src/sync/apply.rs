@@ -38,13 +38,22 @@ pub struct Syncer {
     /// What the kernel holds (only successful writes are recorded).
     current: KernelState,
     revision: Revision,
+    /// The next apply bumps the revision even if no entry changes: the
+    /// first apply over adopted pins, so that every flow an older build's
+    /// programs admitted is judged once more by this build's (its checks may
+    /// be stricter).
+    recheck_flows: bool,
 }
 
 impl Syncer {
     /// A syncer for maps that already hold `current` (read back from pinned
     /// maps after a restart), at `revision`.
     pub fn adopt(current: KernelState, revision: Revision) -> Syncer {
-        Syncer { current, revision }
+        Syncer {
+            current,
+            revision,
+            recheck_flows: true,
+        }
     }
 
     /// Reads what the kernel's maps hold now.
@@ -73,7 +82,11 @@ impl Syncer {
     /// Applies `target` make-before-break.
     pub fn apply(&mut self, maps: &mut Maps, target: &KernelState) -> Result<ApplyReport, Error> {
         let mut report = ApplyReport::default();
-        let ops = diff(&self.current, target);
+        let mut ops = diff(&self.current, target);
+        if ops.is_empty() && self.recheck_flows {
+            ops.push(MapOp::BumpRevision);
+        }
+        self.recheck_flows = false;
         for op in &ops {
             match self.write(maps, op) {
                 Ok(()) => report.writes += 1,

@@ -45,7 +45,7 @@ fn a_restarted_datapath_adopts_pinned_maps_and_connections() {
         capacities: Capacities::default(),
     })
     .expect("second load adopts the pins");
-    let adopted = Syncer::read_kernel(&second.maps).expect("read back");
+    let mut adopted = Syncer::read_kernel(&second.maps).expect("read back");
     assert_eq!(
         adopted.current(),
         &written,
@@ -71,5 +71,44 @@ fn a_restarted_datapath_adopts_pinned_maps_and_connections() {
         verdict,
         palisade_common::verdict::TC_ACT_UNSPEC,
         "the connection survived the restart"
+    );
+
+    // The restarted agent's first apply of the same plan changes no entry but
+    // bumps the revision: established flows are judged once more by its
+    // programs, and they still pass.
+    let mut second = second;
+    let report = adopted
+        .apply(
+            &mut second.maps,
+            &palisade_agent::sync::render(
+                &plan,
+                &std::collections::BTreeMap::from([(pod(), TEST_IFINDEX)]),
+            ),
+        )
+        .expect("apply");
+    assert_eq!(report.writes, 1, "only the revision bump");
+    assert_ne!(second.maps.revision().expect("revision"), revision);
+    let again = second
+        .test_run(Direction::Ingress, &reply, 1)
+        .expect("run")
+        .verdict;
+    assert_eq!(
+        again,
+        palisade_common::verdict::TC_ACT_UNSPEC,
+        "re-checked and allowed"
+    );
+    assert_eq!(
+        adopted
+            .apply(
+                &mut second.maps,
+                &palisade_agent::sync::render(
+                    &plan,
+                    &std::collections::BTreeMap::from([(pod(), TEST_IFINDEX)]),
+                )
+            )
+            .expect("apply")
+            .writes,
+        0,
+        "later applies of the same plan write nothing"
     );
 }
