@@ -23,6 +23,13 @@ pub fn run(opts: Options) -> Result<()> {
             stale.join(", ")
         );
     }
+    // The end-to-end tiers drive the `palisade` binary, which no test target
+    // depends on: build it first, or a filtered run would test a stale one.
+    exec(
+        cargo()
+            .args(["build", "-p", "palisade-agent", "--bins"])
+            .env(OBJECT_ENV, &object),
+    )?;
     let result = exec(
         cargo()
             .args(["test", "--workspace", "--exclude", "palisade-ebpf"])
