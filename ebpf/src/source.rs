@@ -117,7 +117,7 @@ pub fn neighbour_valid(ep: &EndpointInfo, nd: &Neighbour) -> bool {
             _ => false,
         }
     } else if nd.src.is_link_local() {
-        nd.src == link_local && (nd.dst.is_link_local() || nd.dst.is_multicast())
+        claimable(&nd.src) && (nd.dst.is_link_local() || nd.dst.is_multicast())
     } else {
         may_claim(ep, &nd.src, false)
     };

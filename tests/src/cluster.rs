@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::bpffs::BpffsDir;
 use crate::netns::unique_tag;
-use crate::node::{Node, Pod};
+use crate::node::{Layout, Node, Pod};
 use crate::process::ChildGuard;
 
 /// Where each agent serves health and status inside its node namespace.
@@ -51,6 +51,8 @@ pub struct ClusterPod {
     /// Whether the Pod object shows its addresses (false: like a pod whose
     /// sandbox is being set up and whose status the kubelet has not updated).
     pub report_ips: bool,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// A pod object whose addresses no bed pod carries.
@@ -82,6 +84,8 @@ pub struct Cluster {
     dir: PathBuf,
     binary: PathBuf,
     agents: Vec<Option<Agent>>,
+    /// Extra arguments of every `palisade run` (from the next start).
+    agent_args: Vec<String>,
 }
 
 /// The `palisade` binary the tests drive: `$PALISADE_BIN`, else next to the
@@ -109,19 +113,25 @@ pub fn palisade_binary() -> Result<PathBuf> {
 }
 
 /// Appends one Pod document.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per field of the document"
+)]
 fn pod_yaml(
     out: &mut String,
     namespace: &str,
     name: &str,
     node: usize,
     labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
     ports: &[PortSpec],
     ips: Option<&[IpAddr; 2]>,
 ) {
     let _ = write!(
         out,
-        "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels:{}spec:\n  nodeName: {}\n  containers:\n  - name: main\n    image: none\n    ports:",
+        "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels:{}  annotations:{}spec:\n  nodeName: {}\n  containers:\n  - name: main\n    image: none\n    ports:",
         yaml_map(4, labels),
+        yaml_map(4, annotations),
         Cluster::node_name(node)
     );
     if ports.is_empty() {
@@ -166,8 +176,13 @@ fn yaml_map(indent: usize, map: &BTreeMap<String, String>) -> String {
 impl Cluster {
     /// A cluster of `nodes` nodes (linked to each other when more than one).
     pub fn new(nodes: usize) -> Result<Cluster> {
+        Self::with_layout(nodes, Layout::Routed)
+    }
+
+    /// A cluster of `nodes` nodes wired as `layout`.
+    pub fn with_layout(nodes: usize, layout: Layout) -> Result<Cluster> {
         let nodes: Vec<Node> = (0..nodes)
-            .map(|i| Node::new(i as u8))
+            .map(|i| Node::with_layout(i as u8, layout))
             .collect::<Result<_>>()?;
         for i in 0..nodes.len() {
             for j in i + 1..nodes.len() {
@@ -185,6 +200,7 @@ impl Cluster {
             dir,
             binary: palisade_binary()?,
             agents,
+            agent_args: Vec::new(),
         };
         cluster.write_nodes()?;
         Ok(cluster)
@@ -267,6 +283,31 @@ impl Cluster {
         ports: &[PortSpec],
     ) -> Result<&ClusterPod> {
         let pod = self.nodes[node].add_pod(&format!("{namespace}-{name}"))?;
+        self.push_pod(node, namespace, name, labels, ports, pod)
+    }
+
+    /// [`Cluster::add_pod`] for a pod whose IPv6 addresses go through
+    /// duplicate address detection, as on a real node.
+    pub fn add_pod_with_dad(
+        &mut self,
+        node: usize,
+        namespace: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<&ClusterPod> {
+        let pod = self.nodes[node].add_pod_with(&format!("{namespace}-{name}"), true)?;
+        self.push_pod(node, namespace, name, labels, &[], pod)
+    }
+
+    fn push_pod(
+        &mut self,
+        node: usize,
+        namespace: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        ports: &[PortSpec],
+        pod: Pod,
+    ) -> Result<&ClusterPod> {
         self.pods.push(ClusterPod {
             namespace: namespace.into(),
             name: name.into(),
@@ -278,9 +319,36 @@ impl Cluster {
             ports: ports.to_vec(),
             pod,
             report_ips: true,
+            annotations: BTreeMap::new(),
         });
         self.write_pods()?;
         Ok(self.pods.last().expect("just pushed"))
+    }
+
+    /// Sets (or, with `None`, removes) an annotation of a pod and rewrites
+    /// the pods file.
+    pub fn annotate_pod(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        let pod = self
+            .pods
+            .iter_mut()
+            .find(|p| p.namespace == namespace && p.name == name)
+            .with_context(|| format!("no pod {namespace}/{name}"))?;
+        match value {
+            Some(v) => pod.annotations.insert(key.into(), v.into()),
+            None => pod.annotations.remove(key),
+        };
+        self.write_pods()
+    }
+
+    /// Extra arguments for every agent started from now on.
+    pub fn set_agent_args(&mut self, args: &[&str]) {
+        self.agent_args = args.iter().map(ToString::to_string).collect();
     }
 
     /// Replaces a pod's labels and rewrites the pods file.
@@ -334,6 +402,7 @@ impl Cluster {
                 &p.name,
                 p.node,
                 &p.labels,
+                &p.annotations,
                 &p.ports,
                 ips,
             );
@@ -345,6 +414,7 @@ impl Cluster {
                 &g.name,
                 g.node,
                 &g.labels,
+                &BTreeMap::new(),
                 &g.ports,
                 Some(&g.ips),
             );
@@ -435,6 +505,7 @@ impl Cluster {
             ])
             .arg("--cni-socket")
             .arg(self.cni_socket(i))
+            .args(&self.agent_args)
             .env("PALISADE_LOG", "info,palisade_agent=debug")
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
@@ -544,6 +615,15 @@ impl Cluster {
             })?;
         }
         Ok(())
+    }
+
+    /// Waits until the agent on node `i` enforces every endpoint it knows.
+    pub fn wait_enforced(&self, i: usize, timeout: Duration) -> Result<()> {
+        self.wait_status(i, timeout, "every endpoint enforced", |s| {
+            s["endpoints"]
+                .as_array()
+                .is_some_and(|eps| !eps.is_empty() && eps.iter().all(|e| e["enforced"] == true))
+        })
     }
 
     /// Polls the `/status` of the agent on node `i` until `check` holds;

@@ -24,12 +24,13 @@
 //! | --- | --- |
 //! | [`netns`] | [`NetNs`]: a named namespace (`plsd-<tag>-<label>`) deleted on drop; run closures or commands inside it; [`unique_tag`]; [`leftovers`] / [`sweep_leftovers`] / [`sweep_leftovers_matching`] |
 //! | [`bpffs`] | [`BpffsDir`]: `/sys/fs/bpf/palisade-test-<tag>`, mounted if needed, removed on drop |
-//! | [`node`] | [`Node`] and [`Pod`], Calico-style routing (veth per pod, proxy ARP, /32 and /128 routes); [`link_nodes`] |
+//! | [`node`] | [`Node`] and [`Pod`], Calico-style routing (veth per pod, proxy ARP, /32 and /128 routes) or a bridge ([`Layout`]); [`link_nodes`] |
 //! | [`servers`] | TCP/UDP/raw-SCTP echo [`Server`]s in a pod or node, stopped on drop |
 //! | [`probes`] | TCP/UDP/ICMP/SCTP probes returning an [`Outcome`]; [`EchoConn`] for established connections |
 //! | [`wait`] | [`wait_until`]: poll a condition with a deadline |
 //! | [`process`] | [`ChildGuard`]: a child process killed and reaped on drop |
 //! | [`frames`] | [`Frame`]: crafted Ethernet/IPv4/IPv6/ARP frames for `BPF_PROG_TEST_RUN` |
+//! | [`spoof`] | what `CAP_NET_RAW` allows a pod: raw IP packets and frames; a [`spoof::Sniffer`] of what arrives |
 //! | [`checksum`] | Internet checksum and CRC32c |
 //! | [`sctp`] | the bits of SCTP the probes and frames need |
 //!
@@ -60,12 +61,13 @@ mod random;
 pub mod sctp;
 pub mod servers;
 mod sock;
+pub mod spoof;
 pub mod wait;
 
 pub use bpffs::BpffsDir;
 pub use frames::{Frame, Ipv6Ext, TcpFlags};
 pub use netns::{NetNs, leftovers, sweep_leftovers, sweep_leftovers_matching, unique_tag};
-pub use node::{Node, Pod, link_nodes};
+pub use node::{Layout, Node, Pod, link_nodes};
 pub use probes::{EchoConn, Outcome};
 pub use process::ChildGuard;
 pub use servers::Server;

@@ -1,7 +1,9 @@
-//! Virtual nodes and pods, wired the way Calico wires them.
+//! Virtual nodes and pods, wired the way Calico wires them ([`Layout::Routed`])
+//! or the way bridge CNIs (flannel, the `bridge` plugin) do
+//! ([`Layout::Bridged`]).
 //!
 //! A [`Node`] is a network namespace acting as the node's root namespace.
-//! Each [`Pod`] is its own namespace joined to the node by a veth pair:
+//! Each [`Pod`] is its own namespace joined to the node by a veth pair. Routed:
 //!
 //! ```text
 //!   pod netns                          node netns
@@ -16,6 +18,11 @@
 //! node routes out of another interface, hence the route for 169.254.1.1 via
 //! `lo` (the kernel here has no dummy interfaces; nothing is ever sent to
 //! the gateway address itself). For IPv6 the host veth owns `fe80::1`.
+//!
+//! Bridged: every host veth is a port of the bridge `br0`, which holds the
+//! node's `10.244.I.1/24` and `fd00:244:I::1/64`; pods hold `/24` and `/64`
+//! addresses, route through `.1` / `::1`, and reach each other on the bridge
+//! at layer 2 (so nothing on the node ever checks their source address).
 //!
 //! [`link_nodes`] joins two nodes with a veth so their pods reach each other.
 
@@ -74,6 +81,18 @@ const POD_SYSCTLS: &[(&str, &str)] = &[
     ("net.ipv6.conf.default.accept_dad", "0"),
 ];
 
+/// How a node wires its pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// A /32 and /128 route per pod on its veth, proxy ARP (Calico).
+    Routed,
+    /// Every pod veth a port of one bridge, pods on a shared subnet.
+    Bridged,
+}
+
+/// Name of the bridge of a [`Layout::Bridged`] node.
+pub const BRIDGE: &str = "br0";
+
 /// A pod: its own namespace, joined to its node by a veth pair.
 ///
 /// Cheap to clone (shared handle). Its namespace is deleted when the node is
@@ -124,6 +143,16 @@ impl Pod {
         }
     }
 
+    /// The MAC address of the pod's `eth0`, as `ip` prints it.
+    pub fn mac(&self) -> Result<String> {
+        let out = self.netns().ip(["link", "show", "eth0"])?;
+        out.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .map(str::to_string)
+            .with_context(|| format!("no MAC on eth0 of {}", self.name()))
+    }
+
     /// Both pod addresses, IPv4 first.
     pub fn ips(&self) -> [IpAddr; 2] {
         [self.ipv4().into(), self.ipv6().into()]
@@ -156,6 +185,7 @@ impl Pod {
 #[derive(Debug)]
 pub struct Node {
     index: u8,
+    layout: Layout,
     netns: NetNs,
     pods: Mutex<Vec<Pod>>,
 }
@@ -165,21 +195,51 @@ impl Node {
     /// `fd00:244:<index>::N`; the node itself holds `.1` / `::1` on `lo`.
     /// Give nodes that will be linked different indexes.
     pub fn new(index: u8) -> Result<Self> {
+        Self::with_layout(index, Layout::Routed)
+    }
+
+    /// Creates node `index` wired as `layout`.
+    pub fn with_layout(index: u8, layout: Layout) -> Result<Self> {
         let netns = NetNs::new(&format!("node{index}"))?;
         netns.sysctls(NODE_SYSCTLS)?;
-        netns.ip_batch(&[
-            "link set lo up".to_owned(),
-            format!("addr add {}/32 dev lo", node_ipv4(index, 1)),
-            format!("addr add {}/128 dev lo", node_ipv6(index, 1)),
-            format!("route add {POD_GATEWAY_V4}/32 dev lo"),
-        ])?;
-        // Pod routes use the lo addresses as sources: they must be usable.
-        netns.wait_link_ready("lo", LINK_READY_TIMEOUT)?;
+        let (v4, v6) = (node_ipv4(index, 1), node_ipv6(index, 1));
+        match layout {
+            Layout::Routed => {
+                netns.ip_batch(&[
+                    "link set lo up".to_owned(),
+                    format!("addr add {v4}/32 dev lo"),
+                    format!("addr add {v6}/128 dev lo"),
+                    format!("route add {POD_GATEWAY_V4}/32 dev lo"),
+                ])?;
+                // Pod routes use the lo addresses as sources: they must be usable.
+                netns.wait_link_ready("lo", LINK_READY_TIMEOUT)?;
+            }
+            Layout::Bridged => {
+                netns.ip_batch(&[
+                    "link set lo up".to_owned(),
+                    // A fixed address, as bridge CNIs set: a bridge that
+                    // takes its ports' lowest MAC changes it when a port
+                    // joins, and the kernel then flushes its neighbours.
+                    format!("link add {BRIDGE} address 02:b7:00:00:00:{index:02x} type bridge"),
+                    format!("link set {BRIDGE} up"),
+                    format!("addr add {v4}/24 dev {BRIDGE}"),
+                    format!("addr add {v6}/64 dev {BRIDGE} nodad"),
+                ])?;
+                netns.sysctls(&[(&format!("net.ipv6.conf.{BRIDGE}.accept_dad"), "0")])?;
+                // No port yet, so no carrier: its ports are waited for instead.
+            }
+        }
         Ok(Self {
             index,
+            layout,
             netns,
             pods: Mutex::new(Vec::new()),
         })
+    }
+
+    /// How the node wires its pods.
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 
     /// The node index given to [`Node::new`].
@@ -237,6 +297,13 @@ impl Node {
     /// most 40 characters). Its addresses are the next free host number on
     /// this node; its host veth is `<node tag><host number>`.
     pub fn add_pod(&self, name: &str) -> Result<Pod> {
+        self.add_pod_with(name, false)
+    }
+
+    /// [`Node::add_pod`], with duplicate address detection on for the pod's
+    /// IPv6 addresses when `dad` is set (as on a real node: the address is
+    /// tentative until DAD completes).
+    pub fn add_pod_with(&self, name: &str, dad: bool) -> Result<Pod> {
         let mut pods = self.lock_pods();
         if pods.iter().any(|p| p.name() == name) {
             bail!("node {} already has a pod called {name:?}", self.name());
@@ -252,45 +319,68 @@ impl Node {
         debug_assert!(host_veth.len() <= 15, "interface name {host_veth} too long");
 
         let netns = NetNs::new(name)?;
-        netns.sysctls(POD_SYSCTLS)?;
+        if dad {
+            netns.sysctls(&[
+                ("net.ipv6.conf.all.accept_dad", "1"),
+                ("net.ipv6.conf.default.accept_dad", "1"),
+            ])?;
+        } else {
+            netns.sysctls(POD_SYSCTLS)?;
+        }
+        let nodad = if dad { "" } else { " nodad" };
 
         // Node side: the veth pair (peer straight into the pod namespace),
-        // gateway duties, and the per-pod routes.
+        // then gateway duties and per-pod routes, or a bridge port.
         self.netns
-            .ip_batch(&[
-                format!(
-                    "link add {host_veth} type veth peer name eth0 netns {}",
-                    netns.name()
-                ),
-                format!("link set {host_veth} up"),
-            ])
+            .ip_batch(&[format!(
+                "link add {host_veth} type veth peer name eth0 netns {}",
+                netns.name()
+            )])
             .with_context(|| format!("creating the veth of pod {name}"))?;
-        self.netns.sysctls(&[
-            (&format!("net.ipv4.conf.{host_veth}.proxy_arp"), "1"),
-            // Answer ARP at once instead of after a random proxy delay.
-            (&format!("net.ipv4.neigh.{host_veth}.proxy_delay"), "0"),
-            (&format!("net.ipv6.conf.{host_veth}.accept_dad"), "0"),
-        ])?;
+        self.netns
+            .sysctls(&[(&format!("net.ipv6.conf.{host_veth}.accept_dad"), "0")])?;
         let node_v4 = self.ipv4();
         let node_v6 = self.ipv6();
-        self.netns
-            .ip_batch(&[
-                format!("addr add {POD_GATEWAY_V6}/64 dev {host_veth} nodad"),
-                format!("route add {ipv4}/32 dev {host_veth} src {node_v4}"),
-                format!("route add {ipv6}/128 dev {host_veth} src {node_v6}"),
-            ])
-            .with_context(|| format!("routing to pod {name}"))?;
-
-        // Pod side.
+        let pod_side = match self.layout {
+            Layout::Routed => {
+                self.netns.sysctls(&[
+                    (&format!("net.ipv4.conf.{host_veth}.proxy_arp"), "1"),
+                    // Answer ARP at once instead of after a random proxy delay.
+                    (&format!("net.ipv4.neigh.{host_veth}.proxy_delay"), "0"),
+                ])?;
+                self.netns
+                    .ip_batch(&[
+                        format!("link set {host_veth} up"),
+                        format!("addr add {POD_GATEWAY_V6}/64 dev {host_veth} nodad"),
+                        format!("route add {ipv4}/32 dev {host_veth} src {node_v4}"),
+                        format!("route add {ipv6}/128 dev {host_veth} src {node_v6}"),
+                    ])
+                    .with_context(|| format!("routing to pod {name}"))?;
+                vec![
+                    "link set lo up".to_owned(),
+                    format!("addr add {ipv4}/32 dev eth0"),
+                    format!("addr add {ipv6}/128 dev eth0{nodad}"),
+                    "link set eth0 up".to_owned(),
+                    format!("route add default via {POD_GATEWAY_V4} dev eth0 onlink"),
+                    format!("route add ::/0 via {POD_GATEWAY_V6} dev eth0"),
+                ]
+            }
+            Layout::Bridged => {
+                self.netns
+                    .ip_batch(&[format!("link set {host_veth} master {BRIDGE} up")])
+                    .with_context(|| format!("bridging pod {name}"))?;
+                vec![
+                    "link set lo up".to_owned(),
+                    format!("addr add {ipv4}/24 dev eth0"),
+                    format!("addr add {ipv6}/64 dev eth0{nodad}"),
+                    "link set eth0 up".to_owned(),
+                    format!("route add default via {node_v4} dev eth0"),
+                    format!("route add ::/0 via {node_v6} dev eth0"),
+                ]
+            }
+        };
         netns
-            .ip_batch(&[
-                "link set lo up".to_owned(),
-                format!("addr add {ipv4}/32 dev eth0"),
-                format!("addr add {ipv6}/128 dev eth0 nodad"),
-                "link set eth0 up".to_owned(),
-                format!("route add default via {POD_GATEWAY_V4} dev eth0 onlink"),
-                format!("route add ::/0 via {POD_GATEWAY_V6} dev eth0"),
-            ])
+            .ip_batch(&pod_side)
             .with_context(|| format!("configuring pod {name}"))?;
 
         self.netns.wait_link_ready(&host_veth, LINK_READY_TIMEOUT)?;
@@ -313,6 +403,47 @@ impl Node {
                 node_index: self.index,
             }),
         };
+        if self.layout == Layout::Bridged {
+            // A bridge CNI's node learns where a pod is from its traffic (the
+            // agent finds the pod's port by its neighbour entry and the FDB).
+            // Made permanent here, so that the kernel's neighbour collection
+            // under the load of parallel tests cannot take them away before
+            // an agent first resolves the pod.
+            let mac = pod.mac()?;
+            self.netns
+                .ip_batch(&[
+                    format!("neigh replace {ipv4} lladdr {mac} dev {BRIDGE} nud permanent"),
+                    format!("neigh replace {ipv6} lladdr {mac} dev {BRIDGE} nud permanent"),
+                ])
+                .with_context(|| format!("neighbour entries of pod {name}"))?;
+            let fdb = self
+                .netns
+                .command("bridge")
+                .args([
+                    "fdb",
+                    "replace",
+                    &mac,
+                    "dev",
+                    &pod.inner.host_veth,
+                    "master",
+                    "static",
+                ])
+                .output()
+                .context("running bridge fdb")?;
+            if !fdb.status.success() {
+                bail!(
+                    "bridge fdb for pod {name}: {}",
+                    String::from_utf8_lossy(&fdb.stderr)
+                );
+            }
+            for gateway in [IpAddr::from(node_v4), IpAddr::from(node_v6)] {
+                let outcome =
+                    crate::probes::probe_icmp(pod.netns(), None, gateway, Duration::from_secs(5));
+                if !outcome.is_reachable() {
+                    bail!("pod {name} cannot reach its gateway {gateway} on the bridge: {outcome}");
+                }
+            }
+        }
         pods.push(pod.clone());
         Ok(pod)
     }

@@ -5,4 +5,5 @@
 mod cni;
 mod datapath;
 mod fixture;
+mod spoofing;
 mod upgrade;
