@@ -516,6 +516,20 @@ impl<I: Interfaces> Reconciler<I> {
                 Ok(iface) => {
                     ifaces.insert(pod.clone(), iface.ifindex);
                 }
+                // A pod enforced on an interface that is still there keeps
+                // it when its route or neighbour entry goes missing for a
+                // while (a CNI restarting, a neighbour entry collected):
+                // detaching would open it.
+                Err(reason)
+                    if self.attached.get(pod).is_some_and(|iface| {
+                        datapath::interface_name(iface.ifindex).as_ref() == Some(&iface.name)
+                    }) =>
+                {
+                    let iface = &self.attached[pod];
+                    tracing::debug!(%pod, interface = %iface.name, %reason,
+                        "pod's interface not found again; keeping the one it is enforced on");
+                    ifaces.insert(pod.clone(), iface.ifindex);
+                }
                 Err(reason) => {
                     reasons.insert(pod.clone(), reason.clone());
                 }

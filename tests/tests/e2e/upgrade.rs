@@ -280,3 +280,75 @@ fn a_restarted_agent_keeps_a_pod_it_cannot_resolve_yet_closed() {
     send_udp(&client, server, 9100, 3);
     assert_eq!(arrivals(hits), 0, "the client's egress is still denied");
 }
+
+/// A running agent keeps a pod enforced on its interface when the pod stops
+/// resolving (here: its node-side routes are removed, as a CNI restarting may
+/// do): detaching would leave it unpoliced.
+#[test]
+fn a_running_agent_keeps_enforcing_a_pod_whose_interface_stops_resolving() {
+    let mut cluster = cluster_in_x(&["client", "server"]);
+    let client = cluster.pod("x", "client").pod.clone();
+    let server: IpAddr = cluster.pod("x", "server").pod.ipv4().into();
+    let sink = cluster
+        .pod("x", "server")
+        .pod
+        .serve_udp(9100)
+        .expect("udp sink");
+    let arrivals = |before: u64| {
+        std::thread::sleep(Duration::from_millis(300));
+        sink.hits() - before
+    };
+    cluster
+        .apply_policy("client", CLIENT_DENY_EGRESS)
+        .expect("policy");
+    let since = SystemTime::now();
+    cluster.start_agents().expect("agent");
+    cluster
+        .wait_applied(since, Duration::from_secs(20))
+        .expect("ready");
+
+    for route in [
+        format!("{}/32", client.ipv4()),
+        format!("{}/128", client.ipv6()),
+    ] {
+        cluster.nodes[0]
+            .netns()
+            .ip(["route", "del", &route, "dev", client.host_veth()])
+            .expect("remove the client's route");
+    }
+    // Control: without policy the path is open even without those routes,
+    // so a detached client would get through.
+    cluster.delete_policy("client").expect("delete policy");
+    let opened = SystemTime::now();
+    cluster
+        .wait_applied(opened, Duration::from_secs(20))
+        .expect("applied");
+    let hits = sink.hits();
+    send_udp(&client, server, 9100, 3);
+    assert!(
+        arrivals(hits) > 0,
+        "with no policy the client reaches the server"
+    );
+
+    // A new plan while the client is unresolved keeps its interface.
+    cluster
+        .apply_policy("client", CLIENT_DENY_EGRESS)
+        .expect("policy again");
+    let denied = SystemTime::now();
+    cluster
+        .wait_status(0, Duration::from_secs(20), "the deny applied", |s| {
+            applied_after(s, denied)
+                && client_status(s).is_some_and(|c| {
+                    c["enforced"].as_bool() == Some(true) && c["egress_isolated"] == true
+                })
+        })
+        .unwrap_or_else(|e| panic!("{e}; agent log:\n{}", cluster.agent_log(0)));
+    let hits = sink.hits();
+    send_udp(&client, server, 9100, 5);
+    assert_eq!(
+        arrivals(hits),
+        0,
+        "the unresolved client is still enforced; agent log:\n{}",
+        cluster.agent_log(0)
+    );
+}
