@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::telemetry::LogFormat;
 
@@ -74,6 +74,14 @@ pub struct RunArgs {
     /// machine need two directories.
     #[arg(long, env = "PALISADE_BPFFS", default_value = "/sys/fs/bpf/palisade")]
     pub bpffs: PathBuf,
+    /// How the programs attach to pod interfaces. `tcx`: tcx links, pinned in
+    /// the bpffs directory (Linux 6.6 and later). `tc`: netlink clsact filters
+    /// at priority 1, handle 0x9a15 on each hook (every kernel). `auto`: tcx
+    /// where the kernel has it, else tc. Both keep enforcing while no agent
+    /// runs; switching modes on a running node attaches the new one before
+    /// removing the old.
+    #[arg(long, env = "PALISADE_ATTACH", value_enum, default_value = "auto")]
+    pub attach: AttachArg,
     /// Address of the Prometheus endpoint (`/metrics`).
     #[arg(long, env = "PALISADE_METRICS_ADDR", default_value = "0.0.0.0:9962")]
     pub metrics_addr: SocketAddr,
@@ -104,6 +112,27 @@ pub struct RunArgs {
     pub coalesce_ms: u64,
     #[command(flatten)]
     pub capacities: CapacityArgs,
+}
+
+/// `--attach`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachArg {
+    /// tcx where the kernel has it (6.6+), tc otherwise.
+    Auto,
+    /// tcx links; refused on kernels without tcx.
+    Tcx,
+    /// Netlink clsact filters.
+    Tc,
+}
+
+impl From<AttachArg> for crate::datapath::AttachRequest {
+    fn from(arg: AttachArg) -> Self {
+        match arg {
+            AttachArg::Auto => Self::Auto,
+            AttachArg::Tcx => Self::Tcx,
+            AttachArg::Tc => Self::Tc,
+        }
+    }
 }
 
 /// Map capacities; a full map fails closed.

@@ -556,7 +556,7 @@ impl<I: Interfaces> Reconciler<I> {
             }
             match self.datapath.attach(&iface.name) {
                 Ok(a) => {
-                    tracing::info!(%pod, interface = %iface.name, adopted = a.adopted, "enforcing");
+                    tracing::info!(%pod, interface = %iface.name, mode = %a.mode, adopted = a.adopted, "enforcing");
                     self.attached.insert(pod.clone(), iface.clone());
                 }
                 Err(e) => {

@@ -246,4 +246,24 @@ fn uninstall_daemonset_unchains_the_plugin_then_cleans_the_pins() {
         "{} is not under a mount of the cleanup container",
         cleanup.bpffs.display()
     );
+    // In tc mode the programs hang off the host's pod interfaces as netlink
+    // filters, which only a cleanup in the host network namespace with
+    // NET_ADMIN can see and remove.
+    assert_eq!(
+        pod.host_network,
+        Some(true),
+        "cleanup must see the node's interfaces"
+    );
+    let added = init[1]
+        .security_context
+        .as_ref()
+        .and_then(|s| s.capabilities.as_ref())
+        .and_then(|c| c.add.clone())
+        .unwrap_or_default();
+    for cap in ["BPF", "NET_ADMIN"] {
+        assert!(
+            added.iter().any(|a| a == cap),
+            "cleanup lacks {cap}: {added:?}"
+        );
+    }
 }

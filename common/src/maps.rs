@@ -21,7 +21,7 @@ pub const FRAGMENTS: &str = "FRAGMENTS";
 /// Extra source prefixes of pods allowed to send from them ([`crate::source`]).
 pub const SOURCE_PREFIXES: &str = "SOURCE_PREFIXES";
 /// Program array holding `pod_egress_control` at [`CONTROL_PROGRAM_INDEX`]:
-/// where `pod_egress` hands ARP and neighbour discovery over (a tail call).
+/// where `palisade_egress` hands ARP and neighbour discovery over (a tail call).
 pub const CONTROL: &str = "CONTROL";
 /// The slot of `pod_egress_control` in [`CONTROL`].
 pub const CONTROL_PROGRAM_INDEX: u32 = 0;

@@ -1,7 +1,7 @@
 //! Palisade's TC programs, one per direction of the pod.
 //!
-//! `pod_egress` runs on the TC *ingress* hook of a pod's host-side veth (what the
-//! pod sends) and `pod_ingress` on its TC *egress* hook (what the pod receives).
+//! `palisade_egress` runs on the TC *ingress* hook of a pod's host-side veth (what the
+//! pod sends) and `palisade_ingress` on its TC *egress* hook (what the pod receives).
 //! Both run the same pipeline ([`enforce::enforce`]):
 //! conntrack -> endpoint -> source ([`source`], what the pod sends) -> ipcache
 //! -> policy -> verdict, a constant number of map lookups per packet whatever
@@ -30,17 +30,17 @@ use palisade_common::verdict::Direction;
 
 /// Policy for traffic leaving the pod; attach to the host-side TC ingress hook.
 #[classifier]
-pub fn pod_egress(ctx: TcContext) -> i32 {
+pub fn palisade_egress(ctx: TcContext) -> i32 {
     enforce::enforce(&ctx, Direction::Egress)
 }
 
 /// Policy for traffic entering the pod; attach to the host-side TC egress hook.
 #[classifier]
-pub fn pod_ingress(ctx: TcContext) -> i32 {
+pub fn palisade_ingress(ctx: TcContext) -> i32 {
     enforce::enforce(&ctx, Direction::Ingress)
 }
 
-/// ARP, neighbour discovery and MLD the pod sends: `pod_egress` hands them
+/// ARP, neighbour discovery and MLD the pod sends: `palisade_egress` hands them
 /// over by a tail call ([`control`]). Never attached.
 #[classifier]
 pub fn pod_egress_control(ctx: TcContext) -> i32 {

@@ -88,6 +88,15 @@ pub struct Cluster {
     agent_args: Vec<String>,
 }
 
+/// Environment variable that picks the agents' `--attach` mode for a test run
+/// (`auto`, `tcx` or `tc`); unset or empty: the agent's default.
+pub const ATTACH_ENV: &str = "PALISADE_TEST_ATTACH";
+
+/// The `--attach` mode this test run asks for, if any.
+pub fn attach_arg() -> Option<String> {
+    std::env::var(ATTACH_ENV).ok().filter(|m| !m.is_empty())
+}
+
 /// The `palisade` binary the tests drive: `$PALISADE_BIN`, else next to the
 /// test executable's `deps/` directory (where cargo puts workspace binaries).
 pub fn palisade_binary() -> Result<PathBuf> {
@@ -505,6 +514,7 @@ impl Cluster {
             ])
             .arg("--cni-socket")
             .arg(self.cni_socket(i))
+            .args(attach_arg().map(|mode| format!("--attach={mode}")))
             .args(&self.agent_args)
             .env("PALISADE_LOG", "info,palisade_agent=debug")
             .stdout(log_file.try_clone()?)

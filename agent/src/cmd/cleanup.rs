@@ -3,12 +3,13 @@
 use crate::cli::CleanupArgs;
 use crate::datapath;
 
-/// Detaches everything under the bpffs directory and removes the pins.
+/// Detaches every link and filter of Palisade's and removes the pins.
 pub fn run(args: &CleanupArgs) -> Result<(), super::Error> {
     let report = datapath::cleanup(&args.bpffs)?;
     println!(
-        "detached {} link(s), removed {} map pin(s) under {}",
+        "detached {} link(s) and {} tc filter(s), removed {} map pin(s) under {}",
         report.links.len(),
+        report.filters.len(),
         report.maps.len(),
         args.bpffs.display()
     );

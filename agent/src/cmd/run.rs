@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::cli::RunArgs;
-use crate::datapath::{Capacities, Datapath, DatapathConfig};
+use crate::datapath::{Capacities, Datapath, DatapathConfig, KernelSupport};
 use crate::node::Discovery;
 use crate::observe::counters::Counters;
 use crate::observe::flows::{self, Directory, Flows};
@@ -66,6 +66,11 @@ fn node_name(args: &RunArgs) -> Result<String, super::Error> {
 /// node keeps enforcing while the agent is away; `palisade cleanup` removes them.
 pub async fn run(args: RunArgs) -> Result<(), super::Error> {
     let node_name = node_name(&args)?;
+    let kernel = KernelSupport::probe();
+    let attach = kernel
+        .attach_mode(args.attach.into())
+        .map_err(crate::datapath::Error::from)?;
+    tracing::info!(kernel = %kernel.release, %attach, "kernel checked");
     let mut datapath = Datapath::load(&DatapathConfig {
         bpffs: args.bpffs.clone(),
         capacities: Capacities {
@@ -76,9 +81,11 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
             conntrack_v6: args.capacities.max_conntrack,
             ..Capacities::default()
         },
+        attach,
     })?;
     let status: SharedStatus = Arc::new(RwLock::new(Status {
         node: node_name.clone(),
+        attach_mode: attach.to_string(),
         // The manifest source reports only changes of health and starts
         // healthy; the API source says `up` once its initial lists arrived.
         source_up: args.source.manifests.is_some(),
@@ -272,6 +279,6 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
     for s in servers {
         let _ = s.await;
     }
-    tracing::info!("stopped; pinned programs keep enforcing until `palisade cleanup`");
+    tracing::info!(%attach, "stopped; the attached programs keep enforcing until `palisade cleanup`");
     result.map_err(Into::into)
 }

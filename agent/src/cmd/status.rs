@@ -48,8 +48,16 @@ pub fn run(args: &StatusArgs) -> Result<(), super::Error> {
     }
     let s: Status = serde_json::from_str(&body)?;
     println!(
-        "node {}  ready: {}  source up: {}  revision: {}",
-        s.node, s.ready, s.source_up, s.revision
+        "node {}  ready: {}  source up: {}  revision: {}  attach: {}",
+        s.node,
+        s.ready,
+        s.source_up,
+        s.revision,
+        if s.attach_mode.is_empty() {
+            "-"
+        } else {
+            &s.attach_mode
+        }
     );
     if let Some(why) = &s.not_ready_reason {
         println!("not ready: {why}");

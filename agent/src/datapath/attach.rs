@@ -1,31 +1,50 @@
-//! Attaching the programs to a pod's host-side interface.
+//! Attaching the programs to a pod's host-side interface, in one of two modes
+//! ([`AttachMode`]); both outlive the agent.
 //!
-//! tcx links (kernel >= 6.6) are pinned under `<bpffs>/links/<ifindex>-<hook>`,
-//! so they outlive the agent: a restarted or upgraded agent finds the pin and
-//! swaps its program into the same link atomically (`bpf_link_update`), and no
-//! packet ever crosses the interface unpoliced. Our programs go first on the
-//! hook, so a CNI program that redirects cannot skip policy. Older kernels fall
-//! back to a netlink clsact filter, which is not pinned (a restart re-attaches).
+//! tcx links (kernel >= 6.6) are pinned under `<bpffs>/links/<ifindex>-<hook>`:
+//! a restarted or upgraded agent finds the pin and swaps its program into the
+//! same link atomically (`bpf_link_update`). Netlink clsact filters (`tc`,
+//! every kernel) sit in a fixed slot a new agent finds by a dump and replaces
+//! in place (see [`super::tc`]). Either way no packet ever crosses the
+//! interface unpoliced, and our programs go first on the hook, so a CNI
+//! program that redirects cannot skip policy. Switching modes attaches the new
+//! one before removing the other.
 
 use std::fs;
 use std::io;
 use std::path::PathBuf;
 
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
+use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions};
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
-use aya::util::KernelVersion;
 
 use super::error::Error;
 use super::load::{Datapath, PROG_POD_EGRESS, PROG_POD_INGRESS, links_dir, program_mut};
+use super::tc::{self, FILTER_HANDLE, FILTER_PRIORITY};
 
 /// How the programs are attached to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
-    /// tcx links, pinned.
+    /// tcx links, pinned (kernel >= 6.6).
     Tcx,
-    /// netlink clsact filters.
-    Netlink,
+    /// Netlink clsact filters at a fixed slot (every kernel).
+    Tc,
+}
+
+impl AttachMode {
+    /// The name `--attach`, the log, `/status` and the metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Tcx => "tcx",
+            AttachMode::Tc => "tc",
+        }
+    }
+}
+
+impl std::fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// An interface carrying both programs.
@@ -35,9 +54,10 @@ pub struct Attachment {
     pub ifindex: u32,
     /// Interface name at attach time.
     pub interface: String,
-    /// tcx or netlink.
+    /// tcx or tc.
     pub mode: AttachMode,
-    /// Whether an existing pinned link was adopted (agent restart or upgrade).
+    /// Whether a previous agent's link or filter was taken over (restart or
+    /// upgrade).
     pub adopted: bool,
 }
 
@@ -70,30 +90,36 @@ impl Datapath {
     }
 
     /// Attaches both programs to `interface` (in the calling thread's network
-    /// namespace), adopting pinned links left by a previous agent.
+    /// namespace) in this datapath's mode, taking over what a previous agent
+    /// attached there.
     pub fn attach(&mut self, interface: &str) -> Result<&Attachment, Error> {
         let ifindex = if_index(interface)?;
-        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
-        let mut adopted = false;
-        for (program, hook, suffix) in HOOKS {
-            if tcx {
-                adopted |= self.attach_tcx(interface, ifindex, program, hook, suffix)?;
-            } else {
-                self.attach_netlink(interface, program, hook)?;
-            }
-        }
+        let adopted = self.attach_hooks(interface, ifindex)?;
         let attachment = Attachment {
             ifindex,
             interface: interface.to_string(),
-            mode: if tcx {
-                AttachMode::Tcx
-            } else {
-                AttachMode::Netlink
-            },
+            mode: self.mode,
             adopted,
         };
         self.attachments.insert(ifindex, attachment);
         Ok(&self.attachments[&ifindex])
+    }
+
+    /// Both hooks in this datapath's mode, then the other mode's hooks gone
+    /// (make before break). Returns whether a previous agent's were adopted.
+    fn attach_hooks(&mut self, interface: &str, ifindex: u32) -> Result<bool, Error> {
+        let mut adopted = false;
+        for (program, hook, suffix) in HOOKS {
+            adopted |= match self.mode {
+                AttachMode::Tcx => self.attach_tcx(interface, ifindex, program, hook, suffix)?,
+                AttachMode::Tc => self.attach_tc(interface, ifindex, program, hook)?,
+            };
+        }
+        match self.mode {
+            AttachMode::Tcx => self.remove_filters(interface, ifindex)?,
+            AttachMode::Tc => self.remove_pins(ifindex)?,
+        }
+        Ok(adopted)
     }
 
     fn attach_tcx(
@@ -133,33 +159,138 @@ impl Datapath {
         Ok(adopted)
     }
 
-    fn attach_netlink(
+    /// Puts `program` into Palisade's filter slot of `hook`: replaces the
+    /// program of the filter a previous agent left there, or creates the
+    /// filter. Returns whether one was there.
+    fn attach_tc(
         &mut self,
         interface: &str,
+        ifindex: u32,
         program: &'static str,
         hook: TcAttachType,
-    ) -> Result<(), Error> {
-        // EEXIST when the CNI (or a previous run) already added clsact.
-        let _ = aya::programs::tc::qdisc_add_clsact(interface);
-        let prog = program_mut(&mut self.ebpf, program)?;
-        prog.attach_with_options(
-            interface,
-            hook,
-            TcAttachOptions::Netlink(Default::default()),
-        )
-        .map_err(|source| Error::Attach {
+    ) -> Result<bool, Error> {
+        let attach_err = |source| Error::Attach {
             program,
             interface: interface.to_string(),
             source: Box::new(source),
-        })?;
+        };
+        let filter_err = |source| Error::Filter {
+            interface: interface.to_string(),
+            hook: hook_name(hook),
+            source,
+        };
+        let want = self.program_id(program)?;
+        let existing = tc::filters(ifindex, hook).map_err(filter_err)?;
+        let slot = existing.iter().find(|f| f.in_palisade_slot());
+        if let Some(other) = slot.filter(|f| !f.is_palisade(program)) {
+            return Err(Error::FilterSlotTaken {
+                interface: interface.to_string(),
+                hook: hook_name(hook),
+                owner: format!("{} {}", other.kind, other.name.as_deref().unwrap_or("")),
+            });
+        }
+        let prog = program_mut(&mut self.ebpf, program)?;
+        let id = if slot.is_some() {
+            let link = SchedClassifierLink::attached(
+                interface,
+                hook,
+                FILTER_PRIORITY,
+                tc::aya_handle(FILTER_HANDLE),
+                None,
+            )
+            .map_err(filter_err)?;
+            prog.attach_to_link(link).map_err(attach_err)?
+        } else {
+            // EEXIST when the CNI (or a previous run) already added clsact.
+            let _ = aya::programs::tc::qdisc_add_clsact(interface);
+            prog.attach_with_options(
+                interface,
+                hook,
+                TcAttachOptions::Netlink(NlOptions {
+                    priority: FILTER_PRIORITY,
+                    handle: tc::aya_handle(FILTER_HANDLE),
+                    classid: None,
+                }),
+            )
+            .map_err(attach_err)?
+        };
+        // The filter is not the program's to detach: it outlives this agent.
+        std::mem::forget(prog.take_link(id).map_err(attach_err)?);
+        let now = tc::filters(ifindex, hook).map_err(filter_err)?;
+        if !now
+            .iter()
+            .any(|f| f.is_palisade(program) && f.program_id == Some(want))
+        {
+            return Err(Error::Filter {
+                interface: interface.to_string(),
+                hook: hook_name(hook),
+                source: io::Error::other(format!("{program} is not in the filter after attaching")),
+            });
+        }
+        self.remove_legacy_filters(interface, ifindex, hook)?;
+        Ok(slot.is_some())
+    }
+
+    /// Removes an older build's filters from a hook (ours now runs first).
+    fn remove_legacy_filters(
+        &self,
+        interface: &str,
+        ifindex: u32,
+        hook: TcAttachType,
+    ) -> Result<(), Error> {
+        let filter_err = |source| Error::Filter {
+            interface: interface.to_string(),
+            hook: hook_name(hook),
+            source,
+        };
+        let ours = tc::pinned_map_ids(&self.bpffs);
+        for f in tc::filters(ifindex, hook).map_err(filter_err)? {
+            if f.is_legacy_palisade(&ours, tc::program_map_ids) {
+                tc::delete(interface, hook, f.priority, f.handle)
+                    .map_err(|e| filter_err(io::Error::other(e)))?;
+                tracing::info!(
+                    interface,
+                    hook = hook_name(hook),
+                    priority = f.priority,
+                    "removed an older Palisade build's filter"
+                );
+            }
+        }
         Ok(())
     }
 
+    /// Removes Palisade's filters from both hooks of an interface.
+    fn remove_filters(&self, interface: &str, ifindex: u32) -> Result<(), Error> {
+        for (program, hook, _) in HOOKS {
+            let filter_err = |source| Error::Filter {
+                interface: interface.to_string(),
+                hook: hook_name(hook),
+                source,
+            };
+            let present = tc::filters(ifindex, hook)
+                .map_err(filter_err)?
+                .iter()
+                .any(|f| f.is_palisade(program));
+            if present {
+                tc::delete(interface, hook, FILTER_PRIORITY, FILTER_HANDLE)
+                    .map_err(|e| filter_err(io::Error::other(e)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether an interface carries Palisade's filter on either hook.
+    fn has_filters(ifindex: u32) -> bool {
+        HOOKS.iter().any(|(program, hook, _)| {
+            tc::filters(ifindex, *hook).is_ok_and(|fs| fs.iter().any(|f| f.is_palisade(program)))
+        })
+    }
+
     /// Keeps enforcing on an interface that a previous agent attached but that
-    /// no pod resolves to yet: swaps this build's programs into its pinned
-    /// links, and never creates a link. Returns the interface's name, or
-    /// `None` when it is gone or its links are defunct; their pins are then
-    /// removed.
+    /// no pod resolves to yet: puts this build's programs on it in this
+    /// datapath's mode, only where a previous agent's live link or filter is.
+    /// Returns the interface's name, or `None` when it is gone or carries
+    /// nothing live of ours; its pins are then removed.
     ///
     /// Without its endpoint entry the programs drop every packet on that
     /// interface (`endpoint_unknown`): closed, rather than the open interface
@@ -169,25 +300,44 @@ impl Datapath {
             self.detach(ifindex)?;
             return Ok(None);
         };
-        let mut live = true;
+        let mut tcx_live = true;
         for (program, hook, suffix) in HOOKS {
             let pin = self.link_pin(ifindex, suffix);
+            if !pin.exists() {
+                tcx_live = false;
+                continue;
+            }
             let want = self.program_id(program)?;
             let prog = program_mut(&mut self.ebpf, program)?;
-            live &= adopt_pin(prog, &interface, hook, want, &pin)
+            tcx_live &= adopt_pin(prog, &interface, hook, want, &pin)
                 .map_err(|e| e.into_error(program, &interface, &pin))?;
         }
-        if !live {
+        if !tcx_live && !Self::has_filters(ifindex) {
             self.detach(ifindex)?;
             return Ok(None);
+        }
+        if !(tcx_live && self.mode == AttachMode::Tcx) {
+            self.attach_hooks(&interface, ifindex)?;
+        } else {
+            self.remove_filters(&interface, ifindex)?;
         }
         Ok(Some(interface))
     }
 
-    /// Detaches both programs from an interface and forgets it. Interfaces that
-    /// vanished detach by themselves; this then only removes the pins.
+    /// Detaches both programs from an interface and forgets it: its pinned
+    /// links and its filters. Interfaces that vanished take their links and
+    /// filters with them; this then only removes the pins.
     pub fn detach(&mut self, ifindex: u32) -> Result<(), Error> {
         self.attachments.remove(&ifindex);
+        self.remove_pins(ifindex)?;
+        if let Some(interface) = interface_name(ifindex) {
+            self.remove_filters(&interface, ifindex)?;
+        }
+        Ok(())
+    }
+
+    /// Unpins (and so detaches) the tcx links of an interface.
+    fn remove_pins(&self, ifindex: u32) -> Result<(), Error> {
         for (_, _, suffix) in HOOKS {
             let pin = self.link_pin(ifindex, suffix);
             match PinnedLink::from_pin(&pin) {
@@ -214,8 +364,14 @@ impl Datapath {
         self.attachments.values()
     }
 
-    /// Ifindexes that have pinned links under this agent's bpffs directory
-    /// (what a previous agent attached), for adoption or cleanup.
+    /// This datapath's attach mode.
+    pub fn mode(&self) -> AttachMode {
+        self.mode
+    }
+
+    /// Ifindexes that carry what a previous agent attached: pinned links
+    /// under this agent's bpffs directory, or Palisade's filters on an
+    /// interface of this network namespace. For adoption or cleanup.
     pub fn pinned_ifindexes(&self) -> Vec<u32> {
         let mut out: Vec<u32> = fs::read_dir(links_dir(&self.bpffs))
             .into_iter()
@@ -228,9 +384,23 @@ impl Datapath {
                     .and_then(|n| n.parse().ok())
             })
             .collect();
+        out.extend(
+            tc::interfaces()
+                .into_iter()
+                .map(|(ifindex, _)| ifindex)
+                .filter(|ifindex| Self::has_filters(*ifindex)),
+        );
         out.sort_unstable();
         out.dedup();
         out
+    }
+}
+
+/// The hook's name in errors and logs.
+pub(crate) fn hook_name(hook: TcAttachType) -> &'static str {
+    match hook {
+        TcAttachType::Ingress => "ingress",
+        _ => "egress",
     }
 }
 

@@ -78,6 +78,35 @@ pub enum Error {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    /// Reading or changing the clsact filters of an interface failed.
+    #[error("tc filters on the {hook} hook of {interface}: {source}")]
+    Filter {
+        /// Interface name.
+        interface: String,
+        /// `ingress` or `egress`.
+        hook: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another owner's filter sits in Palisade's filter slot.
+    #[error(
+        "the {hook} hook of {interface} has another owner's filter ({owner}) at Palisade's \
+         priority {priority} and handle {handle:#x}; remove it or use --attach tcx",
+        priority = super::tc::FILTER_PRIORITY,
+        handle = super::tc::FILTER_HANDLE
+    )]
+    FilterSlotTaken {
+        /// Interface name.
+        interface: String,
+        /// `ingress` or `egress`.
+        hook: &'static str,
+        /// What is there (kind and program name).
+        owner: String,
+    },
+    /// The kernel lacks something the agent needs.
+    #[error(transparent)]
+    Kernel(#[from] super::kernel::KernelError),
     /// Pinning or adopting a pinned link failed.
     #[error("link pin {path}: {reason}")]
     LinkPin {

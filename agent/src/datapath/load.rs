@@ -11,7 +11,7 @@ use aya::programs::SchedClassifier;
 use aya::{Ebpf, EbpfLoader};
 use palisade_common::maps;
 
-use super::attach::Attachment;
+use super::attach::{AttachMode, Attachment};
 use super::error::Error;
 use super::maps::Maps;
 
@@ -21,9 +21,9 @@ const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/palisade-ebpf.o"
 pub const OBJECT_EMBEDDED: bool = cfg!(palisade_ebpf_embedded);
 
 /// Program names, as declared in `ebpf/src/main.rs`.
-pub(crate) const PROG_POD_EGRESS: &str = "pod_egress";
-pub(crate) const PROG_POD_INGRESS: &str = "pod_ingress";
-/// Reached from `pod_egress` by a tail call through `CONTROL`; never attached.
+pub(crate) const PROG_POD_EGRESS: &str = "palisade_egress";
+pub(crate) const PROG_POD_INGRESS: &str = "palisade_ingress";
+/// Reached from `palisade_egress` by a tail call through `CONTROL`; never attached.
 const PROG_POD_EGRESS_CONTROL: &str = "pod_egress_control";
 
 const BPF_FS_MAGIC: u64 = 0xcafe4a11;
@@ -65,6 +65,8 @@ pub struct DatapathConfig {
     pub bpffs: PathBuf,
     /// Map capacities.
     pub capacities: Capacities,
+    /// How the programs attach to interfaces.
+    pub attach: AttachMode,
 }
 
 /// The loaded object, its typed maps and the interfaces carrying its programs.
@@ -74,6 +76,7 @@ pub struct Datapath {
     pub maps: Maps,
     pub(crate) bpffs: PathBuf,
     pub(crate) attachments: BTreeMap<u32, Attachment>,
+    pub(crate) mode: AttachMode,
     /// Loaded over the pins of a build that tracked IPv4 flows in
     /// `CONNTRACK`: its programs may still add such flows until every link
     /// carries the new ones (see [`Datapath::finish_conntrack_upgrade`]).
@@ -133,6 +136,7 @@ impl Datapath {
             maps,
             bpffs: config.bpffs.clone(),
             attachments: BTreeMap::new(),
+            mode: config.attach,
             legacy_conntrack,
         };
         // Now, for the flows of links this agent never attaches to again, and

@@ -5,10 +5,14 @@
 mod attach;
 mod cleanup;
 mod error;
+mod kernel;
 mod load;
 pub mod maps;
+mod tc;
 
 pub use attach::{AttachMode, Attachment, interface_name};
 pub use cleanup::{CleanupReport, cleanup};
 pub use error::Error;
+pub use kernel::{AttachRequest, KernelError, KernelSupport, MINIMUM_KERNEL, default_attach_mode};
 pub use load::{Capacities, Datapath, DatapathConfig, OBJECT_EMBEDDED, TestRunOutcome, maps_dir};
+pub use tc::{FILTER_HANDLE, FILTER_PRIORITY};

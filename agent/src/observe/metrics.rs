@@ -24,6 +24,13 @@ struct BuildInfo {
     version: &'static str,
 }
 
+/// `palisade_attach_mode{mode}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttachModeLabel {
+    /// `tcx` or `tc`.
+    pub mode: String,
+}
+
 /// The agent's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -39,6 +46,8 @@ pub struct Metrics {
     pub identities: Gauge,
     /// Seconds the kernel lags behind the source.
     pub source_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// 1 for the attach mode in use.
+    pub attach_mode: Family<AttachModeLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -87,6 +96,12 @@ impl Metrics {
             "Age of the oldest source event not yet programmed into the kernel (0 when in step)",
             source_lag_seconds.clone(),
         );
+        let attach_mode = Family::<AttachModeLabel, Gauge>::default();
+        registry.register(
+            "attach_mode",
+            "1 for how the programs attach to pod interfaces on this node: tcx links or tc (netlink clsact) filters",
+            attach_mode.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -102,6 +117,7 @@ impl Metrics {
             policies,
             identities,
             source_lag_seconds,
+            attach_mode,
         }
     }
 
@@ -113,6 +129,13 @@ impl Metrics {
     /// Sets the gauges that mirror the status.
     pub fn update(&self, s: &super::Status) {
         self.source_up.set(i64::from(s.source_up));
+        if !s.attach_mode.is_empty() {
+            self.attach_mode
+                .get_or_create(&AttachModeLabel {
+                    mode: s.attach_mode.clone(),
+                })
+                .set(1);
+        }
         let enforced = s.endpoints.iter().filter(|e| e.enforced).count() as i64;
         let audit = s.endpoints.iter().filter(|e| e.audit).count() as i64;
         for (state, n) in [

@@ -34,6 +34,9 @@ pub struct EndpointStatus {
 pub struct Status {
     /// The node this agent enforces.
     pub node: String,
+    /// How the programs attach to pod interfaces: `tcx` or `tc`.
+    #[serde(default)]
+    pub attach_mode: String,
     /// Ready: the initial sync is applied and every resolved pod interface is enforced.
     pub ready: bool,
     /// Why not ready.

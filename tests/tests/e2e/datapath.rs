@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use palisade_agent::datapath::{AttachMode, default_attach_mode};
 use palisade_agent::policy::plan::L4Match;
 use palisade_common::verdict::Direction;
 use palisade_tests::{Outcome, link_nodes, wait_until};
@@ -184,6 +185,61 @@ fn a_restarted_datapath_keeps_connections_and_denials() {
         bed.pods[0].probe_tcp(b4, PORT, PROBE).is_reachable(),
         "still allowed after restart"
     );
+    // The restart took over what was there instead of adding to it.
+    let (filters, pins) = match attach_mode() {
+        AttachMode::Tc => (1, 0),
+        AttachMode::Tcx => (0, 6),
+    };
+    for pod in 0..3 {
+        for hook in ["ingress", "egress"] {
+            assert_eq!(bed.palisade_filters(pod, hook), filters, "pod {pod} {hook}");
+        }
+    }
+    assert_eq!(bed.link_pins(), pins, "pinned links");
+}
+
+/// A node moved from tc filters to tcx links (a kernel upgrade, or
+/// `--attach` changed) and back: the new mode is attached before the old one
+/// is removed, so a connection lives through both switches and a denied peer
+/// never gets in.
+#[test]
+fn switching_between_tc_and_tcx_keeps_enforcing() {
+    if default_attach_mode() == AttachMode::Tc {
+        // This kernel has no tcx to switch to; the agent refuses
+        // `--attach tcx` here by name (see datapath::kernel's tests).
+        return;
+    }
+    let mut bed = Bed::new(0, &["a", "b", "c"]);
+    let _servers = serve_all(&bed, 1);
+    bed.crash();
+    bed.load_in(AttachMode::Tc);
+    bed.isolate(1, Direction::Ingress)
+        .allow(1, Direction::Ingress, 0, tcp_port(), 1)
+        .apply();
+    let b4: IpAddr = bed.pods[1].ipv4().into();
+    let mut conn = bed.pods[0].connect_tcp(b4, PORT, PROBE).expect("connect");
+    assert!(conn.exchange(PROBE));
+    for (mode, filters, pins) in [(AttachMode::Tcx, 0, 6), (AttachMode::Tc, 1, 0)] {
+        bed.crash();
+        bed.load_in(mode);
+        bed.apply();
+        assert!(conn.exchange(PROBE), "{mode}: the connection lives on");
+        assert_eq!(
+            bed.pods[2].probe_tcp(b4, PORT, PROBE),
+            Outcome::TimedOut,
+            "{mode}: still denied"
+        );
+        for pod in 0..3 {
+            for hook in ["ingress", "egress"] {
+                assert_eq!(
+                    bed.palisade_filters(pod, hook),
+                    filters,
+                    "{mode}: pod {pod} {hook}"
+                );
+            }
+        }
+        assert_eq!(bed.link_pins(), pins, "{mode}: pinned links");
+    }
 }
 
 #[test]
@@ -238,12 +294,35 @@ fn palisade_cleanup_detaches_everything_and_removes_the_pins() {
         "cleanup failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("detached 4 link(s)"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let count = |unit: &str| -> usize {
+        let words: Vec<&str> = stdout.split_whitespace().collect();
+        words
+            .windows(2)
+            .find(|w| w[1].starts_with(unit))
+            .and_then(|w| w[0].parse().ok())
+            .unwrap_or_else(|| panic!("no {unit} count in {stdout:?}"))
+    };
+    // Two hooks on each of two pods, as tcx links or as tc filters.
+    assert_eq!(count("link(s)") + count("tc"), 4, "{stdout}");
     assert!(!bed.bpffs.path().exists(), "the pin directory is gone");
+    for pod in &bed.pods {
+        for hook in ["ingress", "egress"] {
+            let filters = bed
+                .node
+                .netns()
+                .command("tc")
+                .args(["filter", "show", "dev", pod.host_veth(), hook])
+                .output()
+                .expect("tc filter show");
+            assert!(
+                String::from_utf8_lossy(&filters.stdout).trim().is_empty(),
+                "a filter is left on {} {hook}: {}",
+                pod.host_veth(),
+                String::from_utf8_lossy(&filters.stdout)
+            );
+        }
+    }
     assert!(
         bed.pods[0].probe_tcp(b4, PORT, PROBE).is_reachable(),
         "no program polices the pod any more"

@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use palisade_agent::datapath::{Capacities, Datapath, DatapathConfig};
+use palisade_agent::datapath::{
+    AttachMode, Capacities, Datapath, DatapathConfig, default_attach_mode,
+};
 use palisade_agent::policy::plan::{DatapathPlan, EndpointPlan, L4Match, PodRef, RuleKey};
 use palisade_agent::sync::{Syncer, render};
 use palisade_common::ids::{EndpointId, IdentityId, RuleId};
@@ -26,6 +28,16 @@ pub fn pod_ref(pod: &Pod) -> PodRef {
 /// Identity of pod number `i` (each pod its own identity).
 pub fn identity(i: usize) -> IdentityId {
     IdentityId(16 + i as u32)
+}
+
+/// The attach mode of this test run (`PALISADE_TEST_ATTACH`), else the
+/// agent's `auto`.
+pub fn attach_mode() -> AttachMode {
+    match palisade_tests::cluster::attach_arg().as_deref() {
+        Some("tc") => AttachMode::Tc,
+        Some("tcx") => AttachMode::Tcx,
+        _ => default_attach_mode(),
+    }
 }
 
 pub struct Bed {
@@ -58,6 +70,11 @@ impl Bed {
 
     /// Loads (or re-loads, like a restarted agent) the datapath and attaches it.
     pub fn load(&mut self) {
+        self.load_in(attach_mode());
+    }
+
+    /// [`Bed::load`] in attach mode `mode`.
+    pub fn load_in(&mut self, mode: AttachMode) {
         let bpffs = self.bpffs.path().to_path_buf();
         let veths: Vec<String> = self
             .pods
@@ -68,6 +85,7 @@ impl Bed {
             let mut dp = Datapath::load(&DatapathConfig {
                 bpffs,
                 capacities: Capacities::default(),
+                attach: mode,
             })
             .expect("load datapath");
             for veth in &veths {
@@ -79,10 +97,36 @@ impl Bed {
         self.dp = Some(dp);
     }
 
-    /// Drops the datapath without detaching (an agent that died): pinned links
-    /// and maps keep enforcing.
+    /// Drops the datapath without detaching (an agent that died), inside the
+    /// node's namespace as a real exit would: pinned links, filters and maps
+    /// keep enforcing.
     pub fn crash(&mut self) {
-        self.dp = None;
+        if let Some(dp) = self.dp.take() {
+            self.node.netns().run(move || drop(dp));
+        }
+    }
+
+    /// Palisade's tc filters on `hook` (`ingress` or `egress`) of pod `pod`'s
+    /// host veth, as `tc` lists them.
+    pub fn palisade_filters(&self, pod: usize, hook: &str) -> usize {
+        let out = self
+            .node
+            .netns()
+            .command("tc")
+            .args(["filter", "show", "dev", self.pods[pod].host_veth(), hook])
+            .output()
+            .expect("tc filter show");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(" bpf ") && l.contains("palisade_"))
+            .count()
+    }
+
+    /// Pinned tcx links of this bed.
+    pub fn link_pins(&self) -> usize {
+        std::fs::read_dir(self.bpffs.path().join("links"))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     pub fn isolate(&mut self, pod: usize, direction: Direction) -> &mut Self {

@@ -39,6 +39,19 @@ fn an_agent_upgrade_drops_no_packet_of_an_established_flow_and_keeps_denying() {
     cluster
         .wait_applied(since, Duration::from_secs(20))
         .expect("ready");
+    // The node says how its programs are attached.
+    let mode = crate::fixture::attach_mode().to_string();
+    assert_eq!(
+        cluster.status(0).expect("status")["attach_mode"],
+        mode.as_str()
+    );
+    let (_, metrics) = cluster
+        .agent_get(0, palisade_tests::cluster::AGENT_METRICS, "/metrics")
+        .expect("metrics");
+    assert!(
+        metrics.contains(&format!("palisade_attach_mode{{mode=\"{mode}\"}} 1")),
+        "{metrics}"
+    );
 
     let server: IpAddr = cluster.pod("x", "server").pod.ipv4().into();
     let socket = cluster

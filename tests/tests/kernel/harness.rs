@@ -166,6 +166,7 @@ impl Harness {
         let dp = Datapath::load(&DatapathConfig {
             bpffs: dir.path().to_path_buf(),
             capacities,
+            attach: palisade_agent::datapath::default_attach_mode(),
         })
         .expect("load the embedded eBPF object (build with `cargo xtask test`)");
         Harness {
@@ -181,6 +182,7 @@ impl Harness {
         let dp = Datapath::load(&DatapathConfig {
             bpffs: other.dp.bpffs().to_path_buf(),
             capacities: other.dp.maps.capacities,
+            attach: palisade_agent::datapath::default_attach_mode(),
         })
         .expect("load the embedded eBPF object on existing pins");
         Harness {

@@ -43,6 +43,7 @@ fn a_restarted_datapath_adopts_pinned_maps_and_connections() {
     let second = Datapath::load(&DatapathConfig {
         bpffs,
         capacities: Capacities::default(),
+        attach: palisade_agent::datapath::default_attach_mode(),
     })
     .expect("second load adopts the pins");
     let mut adopted = Syncer::read_kernel(&second.maps).expect("read back");

@@ -250,6 +250,7 @@ fn events(quick: bool) -> Result<Value> {
     let mut dp = Datapath::load(&DatapathConfig {
         bpffs: dir.path().to_path_buf(),
         capacities: Capacities::default(),
+        attach: palisade_agent::datapath::default_attach_mode(),
     })
     .context("loading the datapath")?;
     let locals: Vec<usize> = (0..g.pods).filter(|&i| g.is_local(i)).collect();

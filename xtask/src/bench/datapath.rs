@@ -235,6 +235,7 @@ pub fn run(quick: bool) -> Result<Value> {
     let dp = Datapath::load(&DatapathConfig {
         bpffs: dir.path().to_path_buf(),
         capacities: Capacities::default(),
+        attach: palisade_agent::datapath::default_attach_mode(),
     })
     .context("loading the datapath")?;
     let mut bench = Bench {

@@ -364,6 +364,7 @@ impl PalisadeGuard {
             let mut dp = Datapath::load(&DatapathConfig {
                 bpffs,
                 capacities: Capacities::default(),
+                attach: palisade_agent::datapath::default_attach_mode(),
             })?;
             for v in &veths {
                 dp.attach(v)?;
