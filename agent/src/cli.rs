@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::telemetry::LogFormat;
@@ -55,9 +56,10 @@ pub struct SourceArgs {
     /// cluster (re-read on change).
     #[arg(long, env = "PALISADE_MANIFESTS", conflicts_with = "kubeconfig")]
     pub manifests: Option<PathBuf>,
-    /// Kubeconfig file. Default: in-cluster service account, then `KUBECONFIG`,
-    /// then `~/.kube/config`.
-    #[arg(long, env = "KUBECONFIG")]
+    /// Kubeconfig file. Default, as kubectl: the files listed in `KUBECONFIG`
+    /// (colon-separated, merged), else `~/.kube/config`, else the in-cluster
+    /// service account (how the DaemonSet runs).
+    #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
 }
 
@@ -89,8 +91,9 @@ pub struct RunArgs {
     #[arg(long, env = "PALISADE_HEALTH_ADDR", default_value = "0.0.0.0:9963")]
     pub health_addr: SocketAddr,
     /// Unix socket where the `palisade-cni` plugin asks the agent to enforce a
-    /// pod before it starts. Empty disables it.
-    #[arg(long, env = "PALISADE_CNI_SOCKET", default_value = crate::cni::DEFAULT_SOCKET)]
+    /// pod before it starts. Empty (`--cni-socket ''`) disables it.
+    #[arg(long, env = "PALISADE_CNI_SOCKET", default_value = crate::cni::DEFAULT_SOCKET,
+          value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from))]
     pub cni_socket: PathBuf,
     /// Namespaces whose pods may widen the sources they send from with the
     /// annotation `palisade.dev/allowed-source-prefixes: "<cidr>[,<cidr>...]"`
@@ -170,8 +173,8 @@ pub struct ExplainArgs {
     /// The server port.
     #[arg(long)]
     pub port: u16,
-    /// The protocol.
-    #[arg(long, default_value = "TCP", value_parser = ["TCP", "UDP", "SCTP"])]
+    /// The protocol (any case).
+    #[arg(long, default_value = "TCP", ignore_case = true, value_parser = ["TCP", "UDP", "SCTP"])]
     pub protocol: String,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
@@ -264,4 +267,47 @@ pub enum OutputFormat {
     Text,
     /// JSON.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_cni_socket_is_accepted_and_means_none() {
+        let cli = Cli::try_parse_from(["palisade", "run", "--manifests", "/m", "--cni-socket", ""])
+            .expect("--cni-socket '' parses");
+        let Command::Run(args) = cli.command else {
+            panic!("run")
+        };
+        assert!(args.cni_socket.as_os_str().is_empty());
+    }
+
+    #[test]
+    fn manifests_and_an_explicit_kubeconfig_still_conflict() {
+        let Err(err) =
+            Cli::try_parse_from(["palisade", "run", "--manifests", "/m", "--kubeconfig", "/k"])
+        else {
+            panic!("both given is an error")
+        };
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn attach_takes_auto_tcx_and_tc() {
+        for (word, want) in [
+            ("auto", AttachArg::Auto),
+            ("tcx", AttachArg::Tcx),
+            ("tc", AttachArg::Tc),
+        ] {
+            let cli =
+                Cli::try_parse_from(["palisade", "run", "--manifests", "/m", "--attach", word])
+                    .expect("parses");
+            let Command::Run(args) = cli.command else {
+                panic!("run")
+            };
+            assert_eq!(args.attach, want);
+        }
+        assert!(Cli::try_parse_from(["palisade", "run", "--attach", "xdp"]).is_err());
+    }
 }

@@ -11,6 +11,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        // A command whose output goes into `head` ends quietly when the pipe
+        // closes, as command-line tools do; the agent keeps Rust's default
+        // (writes to a closed socket fail, they do not kill it).
+        // SAFETY: restoring the default disposition of one signal, before
+        // any other thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     if let Err(e) = telemetry::init(&cli.log_level, cli.log_format) {
         eprintln!("palisade: {e}");
         return ExitCode::from(2);

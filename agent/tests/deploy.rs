@@ -267,3 +267,32 @@ fn uninstall_daemonset_unchains_the_plugin_then_cleans_the_pins() {
         );
     }
 }
+
+/// The agent's pods use the host network and hostPath volumes, which only the
+/// `privileged` Pod Security level admits: its namespace must say so, or a
+/// cluster whose default level is `baseline` or `restricted` refuses them.
+#[test]
+fn the_agents_namespace_admits_what_its_daemonset_needs() {
+    let ns: Namespace = load("namespace.yaml");
+    let labels = ns.metadata.labels.unwrap_or_default();
+    let ds: DaemonSet = load("daemonset.yaml");
+    let pod = ds.spec.expect("spec").template.spec.expect("pod spec");
+    let needs_privileged = pod.host_network == Some(true)
+        || pod.volumes.iter().flatten().any(|v| v.host_path.is_some());
+    assert!(
+        needs_privileged,
+        "the DaemonSet no longer needs the privileged level: lower the label"
+    );
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("privileged"),
+        "{labels:?}"
+    );
+    assert_eq!(
+        ds.metadata.namespace.as_deref(),
+        ns.metadata.name.as_deref(),
+        "the DaemonSet runs in the labelled namespace"
+    );
+}

@@ -33,7 +33,11 @@ spec:
 ";
 
 fn manifests() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("palisade-explain-test-{}", std::process::id()));
+    // One directory per call: the tests run in parallel in one process.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("palisade-explain-test-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     std::fs::write(dir.join("objects.yaml"), OBJECTS).expect("write manifests");
     dir
@@ -93,5 +97,60 @@ fn explain_exit_status_and_output_name_the_deciding_policy() {
 
     let (code, _) = explain(&dir, &["--from", "no-slash", "--to", "x/b", "--port", "80"]);
     assert_eq!(code, 2);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// `KUBECONFIG` is the default for `--kubeconfig`, not a value given: with
+/// `--manifests` it is not a conflict. Lower-case protocols are protocols.
+#[test]
+fn manifests_work_beside_an_exported_kubeconfig_and_protocols_ignore_case() {
+    let dir = manifests();
+    let out = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .env("KUBECONFIG", "/nonexistent/a:/nonexistent/b")
+        .arg("explain")
+        .arg("--manifests")
+        .arg(&dir)
+        .args([
+            "--from",
+            "x/a",
+            "--to",
+            "x/b",
+            "--port",
+            "8080",
+            "--protocol",
+            "tcp",
+        ])
+        .output()
+        .expect("run palisade explain");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("b-from-a"), "{text}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// Output into a pipe whose reader is gone (`palisade explain ... | head -0`)
+/// ends the command quietly: no panic, no backtrace.
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    let dir = manifests();
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .arg("explain")
+        .arg("--manifests")
+        .arg(&dir)
+        .args(["--from", "x/a", "--to", "x/b", "--port", "8080"])
+        .stdout(writer)
+        .output()
+        .expect("run palisade explain");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }

@@ -70,7 +70,8 @@ pub async fn run(args: &ExplainArgs) -> Result<ExitCode, super::Error> {
         Some(dir) => load_manifests(dir)?,
         None => load_cluster(args.source.kubeconfig.as_deref()).await?,
     };
-    let protocol = crate::state::Protocol::parse(Some(&args.protocol)).ok_or("unknown protocol")?;
+    let protocol = crate::state::Protocol::parse(Some(&args.protocol.to_ascii_uppercase()))
+        .ok_or("unknown protocol")?;
     let explanation = crate::policy::explain::explain(&cluster, &from, &to, protocol, args.port)?;
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&explanation)?),

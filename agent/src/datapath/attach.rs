@@ -201,8 +201,7 @@ impl Datapath {
             .map_err(filter_err)?;
             prog.attach_to_link(link).map_err(attach_err)?
         } else {
-            // EEXIST when the CNI (or a previous run) already added clsact.
-            let _ = aya::programs::tc::qdisc_add_clsact(interface);
+            ensure_clsact(interface).map_err(filter_err)?;
             prog.attach_with_options(
                 interface,
                 hook,
@@ -393,6 +392,21 @@ impl Datapath {
         out.sort_unstable();
         out.dedup();
         out
+    }
+}
+
+/// Adds the clsact qdisc to `interface`; one that is there already (the
+/// CNI's, or a previous run's) is fine, any other failure is not.
+fn ensure_clsact(interface: &str) -> Result<(), io::Error> {
+    use aya::programs::tc::TcError;
+    match aya::programs::tc::qdisc_add_clsact(interface) {
+        Ok(()) => Ok(()),
+        Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        Err(TcError::NetlinkError(e)) => Err(match e.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::other(format!("adding the clsact qdisc: {e}")),
+        }),
+        Err(e) => Err(io::Error::other(format!("adding the clsact qdisc: {e}"))),
     }
 }
 

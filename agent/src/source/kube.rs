@@ -51,7 +51,8 @@ const IDLE_MARGIN: Duration = Duration::from_secs(5);
 /// backoff pause, so a server that closes watches at once is not hammered.
 const MIN_WATCH_LIFETIME: Duration = Duration::from_secs(1);
 
-/// Builds a client from a kubeconfig path, or in-cluster / `KUBECONFIG` defaults.
+/// Builds a client from a kubeconfig path, or as kubectl does without one:
+/// `KUBECONFIG` (a merged list), `~/.kube/config`, then in-cluster.
 pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, kube::Error> {
     match kubeconfig {
         Some(path) => {
