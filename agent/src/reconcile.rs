@@ -549,6 +549,7 @@ impl<I: Interfaces> Reconciler<I> {
             }
         }
 
+        let mut attach_failures = 0;
         for (pod, result) in &resolved {
             let Ok(iface) = result else { continue };
             if self.attached.get(pod) == Some(iface) {
@@ -563,6 +564,7 @@ impl<I: Interfaces> Reconciler<I> {
                     tracing::error!(%pod, interface = %iface.name, error = %e, "attach failed; will retry");
                     reasons.insert(pod.clone(), e.to_string());
                     self.unresolved += 1;
+                    attach_failures += 1;
                 }
             }
         }
@@ -612,7 +614,24 @@ impl<I: Interfaces> Reconciler<I> {
             tracing::warn!(%pod, %reason, "pod not enforced yet");
         }
         self.last_reasons = reasons.clone();
-        self.publish(&plan, &reasons, report.revision.0);
+        // Ready means what is known is enforced: every map write done and
+        // every pod interface found carries the programs. A pod whose
+        // interface cannot be found (not created yet, or another node's
+        // mistake) does not hold readiness back, so one such pod cannot
+        // block a rollout; it shows in the status and the endpoint gauges.
+        let unready = if !report.complete() {
+            Some(format!(
+                "a map is full, failing closed: {}",
+                report.map_full.join("; ")
+            ))
+        } else if attach_failures > 0 {
+            Some(format!(
+                "{attach_failures} pod interface(s) could not be attached; see the endpoints in the status"
+            ))
+        } else {
+            None
+        };
+        self.publish(&plan, &reasons, report.revision.0, unready);
         Ok(plan)
     }
 
@@ -647,7 +666,13 @@ impl<I: Interfaces> Reconciler<I> {
         }
     }
 
-    fn publish(&self, plan: &DatapathPlan, reasons: &BTreeMap<PodRef, String>, revision: u32) {
+    fn publish(
+        &self,
+        plan: &DatapathPlan,
+        reasons: &BTreeMap<PodRef, String>,
+        revision: u32,
+        unready: Option<String>,
+    ) {
         let Ok(mut s) = self.status.write() else {
             return;
         };
@@ -673,8 +698,8 @@ impl<I: Interfaces> Reconciler<I> {
         s.revision = revision;
         s.last_applied = Some(SystemTime::now());
         s.pending_since = None;
-        s.ready = true;
-        s.not_ready_reason = None;
+        s.ready = unready.is_none();
+        s.not_ready_reason = unready;
     }
 }
 

@@ -37,7 +37,10 @@ pub struct Status {
     /// How the programs attach to pod interfaces: `tcx` or `tc`.
     #[serde(default)]
     pub attach_mode: String,
-    /// Ready: the initial sync is applied and every resolved pod interface is enforced.
+    /// Ready: the initial sync is applied, every map write succeeded and
+    /// every pod interface found carries the programs. Pods whose interface
+    /// is not found do not count (they show in `endpoints`), so one cannot
+    /// block a rollout.
     pub ready: bool,
     /// Why not ready.
     pub not_ready_reason: Option<String>,

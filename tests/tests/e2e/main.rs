@@ -5,5 +5,6 @@
 mod cni;
 mod datapath;
 mod fixture;
+mod readiness;
 mod spoofing;
 mod upgrade;
