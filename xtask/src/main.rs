@@ -10,6 +10,7 @@ mod exec;
 mod image;
 mod setup;
 mod test;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -22,7 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install the prerequisites (apt packages, nightly rust-src, bpf-linker); idempotent.
+    /// Install the prerequisites (apt packages, nightly rust-src, bpf-linker,
+    /// virtme-ng and the 6.1 kernel for the VM tier); idempotent.
     Setup(setup::Options),
     /// Build the eBPF object and the agent (with the object embedded).
     Build(build::Options),
