@@ -28,7 +28,8 @@ enum Command {
     Setup(setup::Options),
     /// Build the eBPF object and the agent (with the object embedded).
     Build(build::Options),
-    /// Run every test: unit, kernel (BPF_PROG_TEST_RUN) and end-to-end. Needs root.
+    /// Run every test: unit, kernel (BPF_PROG_TEST_RUN) and end-to-end, then the
+    /// kernel and end-to-end tiers again in a VM on the 6.1 kernel. Needs root.
     Test(test::Options),
     /// Show enforcement on a virtual node: reachability before and after policies. Needs root.
     Demo(demo::Options),

@@ -5,9 +5,11 @@
 //! - [`vng`]: virtme-ng, pinned, in its own venv.
 //! - [`guest`]: the script the VM runs; [`launch`]: one boot under a watchdog,
 //!   nothing left running; [`session`]: jobs in, exits and logs out.
+//! - [`tier`]: `cargo xtask test`'s VM tier.
 
 pub mod guest;
 pub mod kernel;
 mod launch;
 pub mod session;
+pub mod tier;
 pub mod vng;
