@@ -26,7 +26,7 @@ pub struct Options {
     vm_only: bool,
     /// Extra arguments for `cargo test` (e.g. a test name filter after `--`);
     /// the VM tier honours `--test NAME` and everything after `--`.
-    #[arg(trailing_var_arg = true)]
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
 }
 

@@ -18,8 +18,8 @@ use super::vng;
 use crate::build::target_dir;
 use crate::exec::output;
 
-/// Measured here: 35-60 s under TCG on 2 cores, slower while the host builds.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+/// Measured here: 25-50 s under TCG on 2 cores, slower while the host builds.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// Console lines shown when the VM fails.
 const CONSOLE_TAIL: usize = 60;
 

@@ -155,17 +155,21 @@ pub fn run(object: &Path, selection: &Selection) -> Result<()> {
 fn report(session: &Session) -> Result<()> {
     let mut failed: Vec<String> = session.failure.iter().cloned().collect();
     for job in &session.jobs {
-        println!("\n== vm ({}): {} ==", session.kernel, job.name);
-        if job.log.exists() {
-            session::print_file(&job.log);
-        }
         if job.exit != Some(0) {
             failed.push(describe_failure(job));
         }
+        if job.log.exists() {
+            println!("\n== vm ({}): {} ==", session.kernel, job.name);
+            session::print_file(&job.log);
+        }
     }
     println!("\nvm: kernel {}", session.kernel);
-    println!("vm: boot {:.0} s", session.boot_seconds);
-    for job in &session.jobs {
+    if session.boot_seconds.is_nan() {
+        println!("vm: the guest never came up");
+    } else {
+        println!("vm: boot {:.0} s", session.boot_seconds);
+    }
+    for job in session.jobs.iter().filter(|j| j.log.exists()) {
         let counts = Counts::of(&fs::read_to_string(&job.log).unwrap_or_default());
         println!(
             "vm: {}: {} passed, {} failed, {} ignored in {:.0} s (exit {})",
