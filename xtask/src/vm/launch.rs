@@ -61,6 +61,8 @@ pub fn boot(spec: &Spec, mut on_event: impl FnMut(&str, Duration)) -> Result<Run
     let mut cmd = vng::command();
     cmd.arg("--run")
         .arg(&spec.kernel.vmlinuz)
+        // TCG: /dev/kvm on these machines is kvm-pvm, under which a stock
+        // kernel aborts or hangs (see the README's VM tier section).
         .args(["--force-9p", "--disable-kvm", "--verbose"])
         .args(["--cpus", "2", "--memory", "4G"])
         // The crypto self-tests take seconds of emulated boot, and one of
