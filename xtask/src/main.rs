@@ -10,6 +10,7 @@ mod exec;
 mod image;
 mod setup;
 mod test;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -22,11 +23,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install the prerequisites (apt packages, nightly rust-src, bpf-linker); idempotent.
+    /// Install the prerequisites (apt packages, nightly rust-src, bpf-linker,
+    /// virtme-ng and the 6.1 kernel for the VM tier); idempotent.
     Setup(setup::Options),
     /// Build the eBPF object and the agent (with the object embedded).
     Build(build::Options),
-    /// Run every test: unit, kernel (BPF_PROG_TEST_RUN) and end-to-end. Needs root.
+    /// Run every test: unit, kernel (BPF_PROG_TEST_RUN) and end-to-end, then the
+    /// kernel and end-to-end tiers again in a VM on the 6.1 kernel. Needs root.
     Test(test::Options),
     /// Show enforcement on a virtual node: reachability before and after policies. Needs root.
     Demo(demo::Options),

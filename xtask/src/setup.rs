@@ -1,6 +1,7 @@
 //! Installs what `../shared/TOOLCHAIN.md`-verified builds need, skipping what is
 //! already there: apt packages, nightly with rust-src, bpf-linker 0.13.0
-//! against LLVM 22. A second run only checks.
+//! against LLVM 22; and for the VM tier qemu, virtme-ng and the 6.1 kernel
+//! ([`crate::vm`]). A second run only checks.
 
 use std::process::Command;
 
@@ -8,6 +9,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::exec::{output, run as exec, succeeds};
+use crate::vm;
 
 /// Debian packages: LLVM 22 for bpf-linker, tools for the test bed and benches.
 const APT_PACKAGES: &[&str] = &[
@@ -19,6 +21,15 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
     "nftables",
+];
+/// Debian packages the VM tier needs: virtme-ng runs qemu, busybox, depmod
+/// and udevd (without which it never finds its output ports).
+const VM_APT_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "kmod",
+    "udev",
+    "python3-venv",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -33,13 +44,7 @@ pub struct Options {
 /// What is missing, in install order.
 fn missing() -> Vec<String> {
     let mut out = Vec::new();
-    let pkgs: Vec<&str> = APT_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| {
-            !succeeds(Command::new("dpkg-query").args(["-W", "-f=${Status}", p])) || !installed(p)
-        })
-        .collect();
+    let pkgs = not_installed(APT_PACKAGES);
     if !pkgs.is_empty() {
         out.push(format!("apt packages: {}", pkgs.join(" ")));
     }
@@ -64,6 +69,30 @@ fn missing() -> Vec<String> {
     out
 }
 
+/// The VM tier's prerequisites that are missing.
+fn missing_vm() -> Vec<String> {
+    let mut out = Vec::new();
+    let pkgs = not_installed(VM_APT_PACKAGES);
+    if !pkgs.is_empty() {
+        out.push(format!("apt packages: {}", pkgs.join(" ")));
+    }
+    if !vm::vng::installed() {
+        out.push(format!("virtme-ng {}", vm::vng::VERSION));
+    }
+    if vm::kernel::cached().is_none() {
+        out.push(format!(
+            "a {} kernel under {}",
+            vm::kernel::SERIES,
+            vm::kernel::CACHE
+        ));
+    }
+    out
+}
+
+fn not_installed<'a>(pkgs: &[&'a str]) -> Vec<&'a str> {
+    pkgs.iter().copied().filter(|p| !installed(p)).collect()
+}
+
 fn installed(pkg: &str) -> bool {
     output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
         .is_some_and(|s| s.ends_with("install ok installed"))
@@ -76,20 +105,7 @@ pub fn ensure() -> Result<()> {
         return Ok(());
     }
     eprintln!("setup: installing {}", todo.join("; "));
-    let pkgs: Vec<&str> = APT_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !installed(p))
-        .collect();
-    if !pkgs.is_empty() {
-        exec(Command::new("apt-get").args(["update", "-qq"]))?;
-        exec(
-            Command::new("apt-get")
-                .args(["install", "-y", "-qq", "--no-install-recommends"])
-                .args(&pkgs)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
-    }
+    apt_install(APT_PACKAGES)?;
     if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
         exec(Command::new("rustup").args([
             "toolchain",
@@ -122,9 +138,43 @@ pub fn ensure() -> Result<()> {
     Ok(())
 }
 
+/// Installs whatever `pkgs` lacks.
+fn apt_install(pkgs: &[&str]) -> Result<()> {
+    let pkgs = not_installed(pkgs);
+    if pkgs.is_empty() {
+        return Ok(());
+    }
+    exec(Command::new("apt-get").args(["update", "-qq"]))?;
+    exec(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&pkgs)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+/// Installs the VM tier's prerequisites, printing what it did for each.
+fn ensure_vm() -> Result<()> {
+    let pkgs = not_installed(VM_APT_PACKAGES);
+    if pkgs.is_empty() {
+        println!("setup: vm: apt packages already installed");
+    } else {
+        apt_install(&pkgs)?;
+        println!("setup: vm: installed {}", pkgs.join(" "));
+    }
+    println!("setup: vm: {}", vm::vng::ensure()?);
+    println!("setup: vm: {}", vm::kernel::ensure()?);
+    let still = missing_vm();
+    if !still.is_empty() {
+        bail!("setup could not install: {}", still.join("; "));
+    }
+    Ok(())
+}
+
 pub fn run(opts: Options) -> Result<()> {
     if opts.check {
-        let todo = missing();
+        let mut todo = missing();
+        todo.extend(missing_vm());
         if !todo.is_empty() {
             bail!(
                 "missing prerequisites (run `cargo xtask setup`): {}",
@@ -135,6 +185,7 @@ pub fn run(opts: Options) -> Result<()> {
         return Ok(());
     }
     ensure()?;
+    ensure_vm()?;
     println!("setup: everything is installed");
     Ok(())
 }

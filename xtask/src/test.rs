@@ -1,28 +1,38 @@
-//! `cargo xtask test`: every tier, then a check that nothing was left behind.
+//! `cargo xtask test`: every host tier, a second pass of the restart and
+//! cleanup tests with the agent attaching by netlink tc, then the VM tier on
+//! the 6.1 kernel ([`crate::vm::tier`]); and a check that nothing was left behind.
+
+use std::path::Path;
 
 use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::build::{OBJECT_ENV, build_ebpf};
 use crate::exec::{cargo, require_root, run as exec};
+use crate::vm;
+
+/// The end-to-end tests whose names contain one of these run a second time
+/// with `PALISADE_TEST_ATTACH=tc`: the lifecycle paths where netlink tc
+/// filters and tcx links differ.
+const TC_RERUN_FILTERS: [&str; 4] = ["restart", "upgrade", "cleanup", "uninstall"];
 
 #[derive(Args)]
 pub struct Options {
-    /// Extra arguments for `cargo test` (e.g. a test name filter after `--`).
-    #[arg(trailing_var_arg = true)]
+    /// Skip the VM tier (the tests on the 6.1 kernel).
+    #[arg(long, conflicts_with = "vm_only")]
+    no_vm: bool,
+    /// Run only the VM tier.
+    #[arg(long)]
+    vm_only: bool,
+    /// Extra arguments for `cargo test` (e.g. a test name filter after `--`);
+    /// the VM tier honours `--test NAME` and everything after `--`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
 }
 
 pub fn run(opts: Options) -> Result<()> {
     require_root("cargo xtask test")?;
     let object = build_ebpf()?;
-    let stale = palisade_tests::netns::sweep_leftovers()?;
-    if !stale.is_empty() {
-        eprintln!(
-            "test: removed leftovers of an earlier run: {}",
-            stale.join(", ")
-        );
-    }
     // The end-to-end tiers drive the `palisade` binary, which no test target
     // depends on: build it first, or a filtered run would test a stale one.
     exec(
@@ -30,16 +40,74 @@ pub fn run(opts: Options) -> Result<()> {
             .args(["build", "-p", "palisade-agent", "--bins"])
             .env(OBJECT_ENV, &object),
     )?;
-    let result = exec(
+    let mut failures = Vec::new();
+    if !opts.vm_only
+        && let Err(e) = host(&object, &opts.args)
+    {
+        failures.push(format!("{e:#}"));
+    }
+    if !opts.no_vm {
+        let selection = vm::tier::select(&opts.args);
+        if let Err(e) = vm::tier::run(&object, &selection) {
+            failures.push(format!("{e:#}"));
+        }
+        // Also after a failing run: nothing of the VM may outlive it.
+        let left = vm::session::leftovers();
+        if !left.is_empty() {
+            failures.push(format!("VM processes left running: {}", left.join("; ")));
+        }
+    }
+    if !failures.is_empty() {
+        bail!("{}", failures.join("\n"));
+    }
+    Ok(())
+}
+
+/// The host tiers, then the tc pass; then the leftover check.
+fn host(object: &Path, args: &[String]) -> Result<()> {
+    let stale = palisade_tests::netns::sweep_leftovers()?;
+    if !stale.is_empty() {
+        eprintln!(
+            "test: removed leftovers of an earlier run: {}",
+            stale.join(", ")
+        );
+    }
+    let mut result = exec(
         cargo()
             .args(["test", "--workspace", "--exclude", "palisade-ebpf"])
-            .args(&opts.args)
-            .env(OBJECT_ENV, &object),
+            .args(args)
+            .env(OBJECT_ENV, object),
     );
+    if result.is_ok() {
+        result = tc_rerun(object, args);
+    }
     let left = palisade_tests::netns::leftovers();
     if !left.is_empty() {
         let _ = palisade_tests::netns::sweep_leftovers();
         bail!("the test suite left these behind: {}", left.join(", "));
     }
     result
+}
+
+/// The lifecycle end-to-end tests again, attaching with netlink tc. Skipped
+/// when the caller filtered the run: they asked for particular tests.
+fn tc_rerun(object: &Path, args: &[String]) -> Result<()> {
+    if !args.is_empty() {
+        eprintln!(
+            "test: arguments given; not re-running the lifecycle tests with PALISADE_TEST_ATTACH=tc"
+        );
+        return Ok(());
+    }
+    eprintln!(
+        "test: the end-to-end tests matching {} again with PALISADE_TEST_ATTACH=tc",
+        TC_RERUN_FILTERS.join(", ")
+    );
+    exec(
+        cargo()
+            .args(["test", "--workspace", "--exclude", "palisade-ebpf"])
+            .args(["--test", "e2e", "--"])
+            .args(TC_RERUN_FILTERS)
+            .env(OBJECT_ENV, object)
+            .env("PALISADE_TEST_ATTACH", "tc"),
+    )
 }

@@ -16,6 +16,9 @@
 //! works as in the agent. The control-plane suite re-executes that release
 //! binary once more per data point (`--compile-child`) so each compile's peak
 //! RSS is measured in a fresh process.
+//!
+//! `--kernel 6.1` runs that release binary inside a VM on the 6.1 kernel
+//! instead ([`crate::vm`]); its results go to `target/vm/bench/out/results`.
 
 mod control;
 mod datapath;
@@ -24,14 +27,20 @@ mod wire;
 
 use std::fs;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
 use crate::build::{OBJECT_ENV, build_ebpf};
 use crate::exec::{cargo, require_root, run as exec, workspace_root};
+use crate::vm;
+use crate::vm::guest::Job;
+
+/// Time limits for the datapath suite in the VM: about 3x the measured run.
+const VM_TIMEOUT: Duration = Duration::from_secs(1800);
+const VM_QUICK_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Suite {
@@ -67,6 +76,10 @@ pub struct Options {
     /// Only regenerate the summaries and plots from the JSON of an earlier run.
     #[arg(long)]
     replot: bool,
+    /// Run inside a VM booted on this kernel series (datapath only; see
+    /// `cargo xtask test`'s VM tier).
+    #[arg(long, value_name = "SERIES", value_parser = [crate::vm::kernel::SERIES])]
+    kernel: Option<String>,
     /// Internal: this is the release-mode measuring process.
     #[arg(long, hide = true)]
     inner: bool,
@@ -76,9 +89,13 @@ pub struct Options {
     compile_child: Option<String>,
 }
 
+/// Set inside the VM, whose view of the workspace is read-only.
+const OUT_DIR_ENV: &str = "PALISADE_BENCH_DIR";
+
 /// Where results go.
 pub fn out_dir() -> PathBuf {
-    workspace_root().join("target/bench")
+    std::env::var_os(OUT_DIR_ENV)
+        .map_or_else(|| workspace_root().join("target/bench"), PathBuf::from)
 }
 
 pub fn run(opts: Options) -> Result<()> {
@@ -89,6 +106,9 @@ pub fn run(opts: Options) -> Result<()> {
         return replot();
     }
     require_root("cargo xtask bench")?;
+    if opts.kernel.is_some() && !opts.inner {
+        return in_vm(&opts);
+    }
     if !opts.inner {
         let object = build_ebpf()?;
         let mut cmd = cargo();
@@ -149,6 +169,67 @@ pub fn run(opts: Options) -> Result<()> {
         "\nbench: done in {:.0} s; results under {}",
         started.elapsed().as_secs_f64(),
         dir.display()
+    );
+    Ok(())
+}
+
+/// The measuring process in a VM: built here, run there, its output printed here.
+fn in_vm(opts: &Options) -> Result<()> {
+    ensure!(
+        opts.suite == Suite::Datapath,
+        "--kernel runs only the datapath suite (the others measure more than the kernel)"
+    );
+    let object = build_ebpf()?;
+    exec(
+        cargo()
+            .args(["build", "--release", "--quiet", "-p", "xtask"])
+            .env(OBJECT_ENV, &object),
+    )?;
+    let results = vm::session::dir("bench").join("out/results");
+    let mut argv = vec![
+        crate::build::target_dir()
+            .join("release/xtask")
+            .display()
+            .to_string(),
+        "bench".into(),
+        "datapath".into(),
+        "--inner".into(),
+    ];
+    if opts.quick {
+        argv.push("--quick".into());
+    }
+    let job = Job {
+        name: "bench-datapath".into(),
+        argv,
+        env: vec![
+            (OBJECT_ENV.into(), object.display().to_string()),
+            (OUT_DIR_ENV.into(), results.display().to_string()),
+        ],
+        timeout: if opts.quick {
+            VM_QUICK_TIMEOUT
+        } else {
+            VM_TIMEOUT
+        },
+    };
+    let session = vm::session::run("bench", &workspace_root(), std::slice::from_ref(&job))?;
+    let done = &session.jobs[0];
+    if done.log.exists() {
+        vm::session::print_file(&done.log);
+    }
+    println!(
+        "bench: in the VM ({}): boot {:.0} s, bench {:.0} s, whole run {:.0} s",
+        session.kernel,
+        session.boot_seconds,
+        done.seconds.unwrap_or(f64::NAN),
+        session.total_seconds
+    );
+    if let Some(why) = &session.failure {
+        anyhow::bail!("vm: {why}");
+    }
+    ensure!(
+        done.exit == Some(0),
+        "the benchmark failed in the VM (exit {:?}); output above",
+        done.exit
     );
     Ok(())
 }
