@@ -617,10 +617,9 @@ impl Cluster {
     /// Waits until every agent answers ready and has applied a plan after
     /// `since` (so a manifest written before `since` is in the kernel).
     pub fn wait_applied(&self, since: SystemTime, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + crate::wait::scaled(timeout);
         for i in 0..self.nodes.len() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            self.wait_status(i, left, "the change applied", |s| {
+            self.wait_status_until(i, deadline, "the change applied", |s| {
                 s["ready"].as_bool() == Some(true) && applied_after(s, since)
             })?;
         }
@@ -645,14 +644,26 @@ impl Cluster {
         what: &str,
         check: impl Fn(&serde_json::Value) -> bool,
     ) -> Result<()> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + crate::wait::scaled(timeout);
+        self.wait_status_until(i, deadline, what, check)
+    }
+
+    fn wait_status_until(
+        &self,
+        i: usize,
+        deadline: Instant,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<()> {
+        let started = Instant::now();
         loop {
             if self.status(i).ok().is_some_and(|s| check(&s)) {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
-                    "agent on node {i} did not show {what} within {timeout:?}; its log:\n{}",
+                    "agent on node {i} did not show {what} within {:?}; its log:\n{}",
+                    started.elapsed(),
                     self.agent_log(i)
                 );
             }

@@ -124,6 +124,12 @@ pub fn run(object: &Path, selection: &Selection) -> Result<()> {
     let mut env = vec![
         (OBJECT_ENV.to_string(), object.display().to_string()),
         ("PALISADE_BIN".to_string(), palisade.display().to_string()),
+        // Emulation runs the agent's start (program loads, the verifier)
+        // about 5x slower than the host: the bed's deadlines stretch alike.
+        (
+            palisade_tests::wait::TIME_SCALE_ENV.to_string(),
+            "5".to_string(),
+        ),
     ];
     env.extend(
         PASSED_ENV
