@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use palisade_tests::cluster::{AGENT_HEALTH, AGENT_METRICS, Cluster};
+use palisade_tests::cluster::{AGENT_HEALTH, AGENT_METRICS, Cluster, applied_after};
 use palisade_tests::spoof::{Sniffer, send_frame, send_raw_ip};
 use palisade_tests::{Frame, Layout, Outcome, TcpFlags, wait_until};
 
@@ -398,8 +398,20 @@ fn allowed_source_prefixes_pass_only_in_listed_namespaces_and_only_when_well_for
     cluster
         .annotate_pod("y", "h", annotation, Some(PREFIXES))
         .expect("annotate");
+    // Applied with both annotations (h's, written last, is reported): an
+    // apply that merely ends after `since` may predate them.
     cluster
-        .wait_applied(since, Duration::from_secs(20))
+        .wait_status(
+            0,
+            Duration::from_secs(20),
+            "both annotations applied",
+            |s| {
+                applied_after(s, since)
+                    && s["rejections"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|r| r["object"] == "Pod y/h"))
+            },
+        )
         .expect("applied");
     let c = &cluster.pod("x", "c").pod;
     let sniffer = Sniffer::start(c.netns()).expect("sniffer");
@@ -451,7 +463,17 @@ fn allowed_source_prefixes_pass_only_in_listed_namespaces_and_only_when_well_for
         .annotate_pod("x", "m", annotation, Some("10.99.0.5/24"))
         .expect("annotate");
     cluster
-        .wait_applied(since, Duration::from_secs(20))
+        .wait_status(
+            0,
+            Duration::from_secs(20),
+            "the malformed annotation applied",
+            |s| {
+                applied_after(s, since)
+                    && s["rejections"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|r| r["object"] == "Pod x/m"))
+            },
+        )
         .expect("applied");
     let status = cluster.status(0).expect("status");
     let rejections = status["rejections"].as_array().cloned().unwrap_or_default();
