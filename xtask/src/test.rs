@@ -1,5 +1,5 @@
-//! `cargo xtask test`: every host tier, a second pass of the restart and
-//! cleanup tests with the agent attaching by netlink tc, then the VM tier on
+//! `cargo xtask test`: every host tier, a second pass of the end-to-end tier
+//! with the agent attaching by netlink tc filters, then the VM tier on
 //! the 6.1 kernel ([`crate::vm::tier`]); and a check that nothing was left behind.
 
 use std::path::Path;
@@ -11,10 +11,6 @@ use crate::build::{OBJECT_ENV, build_ebpf};
 use crate::exec::{cargo, require_root, run as exec};
 use crate::vm;
 
-/// The end-to-end tests whose names contain one of these run a second time
-/// with `PALISADE_TEST_ATTACH=tc`: the lifecycle paths where netlink tc
-/// filters and tcx links differ.
-const TC_RERUN_FILTERS: [&str; 4] = ["restart", "upgrade", "cleanup", "uninstall"];
 
 #[derive(Args)]
 pub struct Options {
@@ -89,24 +85,21 @@ fn host(object: &Path, args: &[String]) -> Result<()> {
     result
 }
 
-/// The lifecycle end-to-end tests again, attaching with netlink tc. Skipped
-/// when the caller filtered the run: they asked for particular tests.
+/// The end-to-end tier again, attaching with netlink tc filters (the host
+/// has tcx, so `auto` chose tcx the first time). Skipped when the caller
+/// filtered the run: they asked for particular tests.
 fn tc_rerun(object: &Path, args: &[String]) -> Result<()> {
     if !args.is_empty() {
         eprintln!(
-            "test: arguments given; not re-running the lifecycle tests with PALISADE_TEST_ATTACH=tc"
+            "test: arguments given; not re-running the end-to-end tier with PALISADE_TEST_ATTACH=tc"
         );
         return Ok(());
     }
-    eprintln!(
-        "test: the end-to-end tests matching {} again with PALISADE_TEST_ATTACH=tc",
-        TC_RERUN_FILTERS.join(", ")
-    );
+    eprintln!("test: the end-to-end tier again with PALISADE_TEST_ATTACH=tc");
     exec(
         cargo()
             .args(["test", "--workspace", "--exclude", "palisade-ebpf"])
-            .args(["--test", "e2e", "--"])
-            .args(TC_RERUN_FILTERS)
+            .args(["--test", "e2e"])
             .env(OBJECT_ENV, object)
             .env("PALISADE_TEST_ATTACH", "tc"),
     )

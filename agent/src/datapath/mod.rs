@@ -1,6 +1,7 @@
-//! The kernel side: loading the eBPF object with pinned maps, attaching its
-//! programs to pod interfaces, and typed handles on its maps. The only module
-//! (with `node/`) that talks to the kernel.
+//! The kernel side: probing what the kernel offers, loading the eBPF object
+//! with pinned maps, attaching its programs to pod interfaces (tcx links or tc
+//! filters), and typed handles on its maps. The only module (with `node/`)
+//! that talks to the kernel.
 
 mod attach;
 mod cleanup;
