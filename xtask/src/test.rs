@@ -11,7 +11,6 @@ use crate::build::{OBJECT_ENV, build_ebpf};
 use crate::exec::{cargo, require_root, run as exec};
 use crate::vm;
 
-
 #[derive(Args)]
 pub struct Options {
     /// Skip the VM tier (the tests on the 6.1 kernel).
