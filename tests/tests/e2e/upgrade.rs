@@ -182,6 +182,21 @@ fn send_udp(from: &palisade_tests::Pod, to: IpAddr, port: u16, count: usize) {
     }
 }
 
+/// `x/client` and `x/server`, no agent yet, and a UDP sink on the server's
+/// port 9100: (cluster, client, the server's IPv4, sink).
+fn client_and_sink() -> (
+    palisade_tests::cluster::Cluster,
+    palisade_tests::Pod,
+    IpAddr,
+    palisade_tests::Server,
+) {
+    let cluster = cluster_in_x(&["client", "server"]);
+    let client = cluster.pod("x", "client").pod.clone();
+    let server = cluster.pod("x", "server").pod.clone();
+    let sink = server.serve_udp(9100).expect("udp sink");
+    (cluster, client, server.ipv4().into(), sink)
+}
+
 fn client_status(s: &serde_json::Value) -> Option<&serde_json::Value> {
     s["endpoints"]
         .as_array()?
@@ -195,14 +210,7 @@ fn client_status(s: &serde_json::Value) -> Option<&serde_json::Value> {
 /// resolves again, and then enforce its policy as before.
 #[test]
 fn a_restarted_agent_keeps_a_pod_it_cannot_resolve_yet_closed() {
-    let mut cluster = cluster_in_x(&["client", "server"]);
-    let client = cluster.pod("x", "client").pod.clone();
-    let server: IpAddr = cluster.pod("x", "server").pod.ipv4().into();
-    let sink = cluster
-        .pod("x", "server")
-        .pod
-        .serve_udp(9100)
-        .expect("udp sink");
+    let (mut cluster, client, server, sink) = client_and_sink();
     let arrivals = |before: u64| {
         std::thread::sleep(Duration::from_millis(300));
         sink.hits() - before
@@ -300,14 +308,7 @@ fn a_restarted_agent_keeps_a_pod_it_cannot_resolve_yet_closed() {
 /// do): detaching would leave it unpoliced.
 #[test]
 fn a_running_agent_keeps_enforcing_a_pod_whose_interface_stops_resolving() {
-    let mut cluster = cluster_in_x(&["client", "server"]);
-    let client = cluster.pod("x", "client").pod.clone();
-    let server: IpAddr = cluster.pod("x", "server").pod.ipv4().into();
-    let sink = cluster
-        .pod("x", "server")
-        .pod
-        .serve_udp(9100)
-        .expect("udp sink");
+    let (mut cluster, client, server, sink) = client_and_sink();
     let arrivals = |before: u64| {
         std::thread::sleep(Duration::from_millis(300));
         sink.hits() - before
