@@ -197,6 +197,24 @@ fn client_and_sink() -> (
     (cluster, client, server.ipv4().into(), sink)
 }
 
+/// Removes (`del`) or restores (`add`) the client's node-side routes, so the
+/// agent cannot, or can again, tell which interface is the client's.
+fn client_routes(
+    cluster: &palisade_tests::cluster::Cluster,
+    client: &palisade_tests::Pod,
+    action: &str,
+) {
+    for route in [
+        format!("{}/32", client.ipv4()),
+        format!("{}/128", client.ipv6()),
+    ] {
+        cluster.nodes[0]
+            .netns()
+            .ip(["route", action, &route, "dev", client.host_veth()])
+            .unwrap_or_else(|e| panic!("route {action} {route}: {e}"));
+    }
+}
+
 fn client_status(s: &serde_json::Value) -> Option<&serde_json::Value> {
     s["endpoints"]
         .as_array()?
@@ -241,16 +259,7 @@ fn a_restarted_agent_keeps_a_pod_it_cannot_resolve_yet_closed() {
     cluster
         .stop_agent(0, Duration::from_secs(5))
         .expect("stop the agent");
-    let routes = [
-        format!("{}/32", client.ipv4()),
-        format!("{}/128", client.ipv6()),
-    ];
-    for route in &routes {
-        cluster.nodes[0]
-            .netns()
-            .ip(["route", "del", route, "dev", client.host_veth()])
-            .expect("remove the client's route");
-    }
+    client_routes(&cluster, &client, "del");
     let restarted = SystemTime::now();
     cluster.start_agent(0).expect("restart the agent");
     cluster
@@ -281,12 +290,7 @@ fn a_restarted_agent_keeps_a_pod_it_cannot_resolve_yet_closed() {
 
     // The routes come back: the pod resolves, its link is adopted, and its
     // policy applies as before.
-    for route in &routes {
-        cluster.nodes[0]
-            .netns()
-            .ip(["route", "add", route, "dev", client.host_veth()])
-            .expect("restore the client's route");
-    }
+    client_routes(&cluster, &client, "add");
     cluster
         .wait_status(
             0,
@@ -322,15 +326,7 @@ fn a_running_agent_keeps_enforcing_a_pod_whose_interface_stops_resolving() {
         .wait_applied(since, Duration::from_secs(20))
         .expect("ready");
 
-    for route in [
-        format!("{}/32", client.ipv4()),
-        format!("{}/128", client.ipv6()),
-    ] {
-        cluster.nodes[0]
-            .netns()
-            .ip(["route", "del", &route, "dev", client.host_veth()])
-            .expect("remove the client's route");
-    }
+    client_routes(&cluster, &client, "del");
     // Control: without policy the path is open even without those routes,
     // so a detached client would get through.
     cluster.delete_policy("client").expect("delete policy");
