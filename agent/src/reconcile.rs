@@ -18,10 +18,11 @@ use crate::cni::server::CniCall;
 use crate::datapath::{self, Datapath};
 use crate::observe::{EndpointStatus, SharedStatus};
 use crate::policy::Compiler;
-use crate::policy::plan::{DatapathPlan, PodRef};
+use crate::policy::plan::DatapathPlan;
+use crate::source::K8sObject;
 use crate::source::{Kind, ObjectRef, SourceEvent, object_ref};
 use crate::state::ClusterState;
-use crate::state::cluster::K8sObject;
+use crate::state::PodRef;
 use crate::sync::{Syncer, render};
 
 /// A pod's host-side interface.
@@ -69,6 +70,9 @@ pub enum Error {
     /// The datapath failed in a way the loop cannot work around.
     #[error(transparent)]
     Datapath(#[from] datapath::Error),
+    /// A map write failed for a reason other than a full map.
+    #[error(transparent)]
+    MapWrite(#[from] crate::sync::WriteError),
     /// The source ended (its task died).
     #[error("the source stopped sending events")]
     SourceEnded,
@@ -147,7 +151,8 @@ pub async fn run<I: Interfaces>(
     mut cni_calls: mpsc::Receiver<CniCall>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let syncer = Syncer::read_kernel(&datapath.maps)?;
+    let (pinned, revision) = datapath.maps.read_state()?;
+    let syncer = Syncer::adopt(pinned, revision);
     tracing::info!(
         endpoints = syncer.current().endpoints.len(),
         policy_entries = syncer.current().policy.len(),
@@ -622,7 +627,12 @@ impl<I: Interfaces> Reconciler<I> {
         let unready = if !report.complete() {
             Some(format!(
                 "a map is full, failing closed: {}",
-                report.map_full.join("; ")
+                report
+                    .map_full
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ))
         } else if attach_failures > 0 {
             Some(format!(

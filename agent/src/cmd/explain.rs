@@ -4,9 +4,9 @@
 use std::process::ExitCode;
 
 use crate::cli::{ExplainArgs, OutputFormat};
-use crate::policy::plan::PodRef;
 use crate::source::SourceEvent;
 use crate::state::ClusterState;
+use crate::state::PodRef;
 
 fn pod_ref(s: &str, flag: &str) -> Result<PodRef, super::Error> {
     let (namespace, name) = s

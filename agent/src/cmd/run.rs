@@ -15,10 +15,11 @@ use crate::observe::flows::{self, Directory, Flows};
 use crate::observe::http;
 use crate::observe::metrics::Metrics;
 use crate::observe::{SharedStatus, Status};
-use crate::policy::plan::{DatapathPlan, PodRef};
+use crate::policy::plan::DatapathPlan;
 use crate::reconcile::{self, Interfaces, PodInterface, Settings};
 use crate::source::{self, Kind};
 use crate::state::ClusterState;
+use crate::state::PodRef;
 
 /// Pod interfaces from netlink (routes, neighbours, bridge FDB).
 struct NetlinkInterfaces {

@@ -18,48 +18,12 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions};
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 
+use super::bpffs::links_dir;
 use super::error::Error;
-use super::load::{Datapath, PROG_POD_EGRESS, PROG_POD_INGRESS, links_dir, program_mut};
+use super::load::{Datapath, program_mut};
+use super::mode::{AttachMode, Attachment};
+use super::object::{PROG_POD_EGRESS, PROG_POD_INGRESS};
 use super::tc::{self, FILTER_HANDLE, FILTER_PRIORITY};
-
-/// How the programs are attached to an interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttachMode {
-    /// tcx links, pinned (kernel >= 6.6).
-    Tcx,
-    /// Netlink clsact filters at a fixed slot (every kernel).
-    Tc,
-}
-
-impl AttachMode {
-    /// The name `--attach`, the log, `/status` and the metrics use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttachMode::Tcx => "tcx",
-            AttachMode::Tc => "tc",
-        }
-    }
-}
-
-impl std::fmt::Display for AttachMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An interface carrying both programs.
-#[derive(Debug)]
-pub struct Attachment {
-    /// Host-side interface index.
-    pub ifindex: u32,
-    /// Interface name at attach time.
-    pub interface: String,
-    /// tcx or tc.
-    pub mode: AttachMode,
-    /// Whether a previous agent's link or filter was taken over (restart or
-    /// upgrade).
-    pub adopted: bool,
-}
 
 /// (program, TC hook, pin suffix): the pod's egress is the host's ingress hook.
 const HOOKS: [(&str, TcAttachType, &str); 2] = [
@@ -176,7 +140,7 @@ impl Datapath {
         };
         let filter_err = |source| Error::Filter {
             interface: interface.to_string(),
-            hook: hook_name(hook),
+            hook: tc::hook_name(hook),
             source,
         };
         let want = self.program_id(program)?;
@@ -185,8 +149,10 @@ impl Datapath {
         if let Some(other) = slot.filter(|f| !f.is_palisade(program)) {
             return Err(Error::FilterSlotTaken {
                 interface: interface.to_string(),
-                hook: hook_name(hook),
+                hook: tc::hook_name(hook),
                 owner: format!("{} {}", other.kind, other.name.as_deref().unwrap_or("")),
+                priority: FILTER_PRIORITY,
+                handle: FILTER_HANDLE,
             });
         }
         let prog = program_mut(&mut self.ebpf, program)?;
@@ -222,7 +188,7 @@ impl Datapath {
         {
             return Err(Error::Filter {
                 interface: interface.to_string(),
-                hook: hook_name(hook),
+                hook: tc::hook_name(hook),
                 source: io::Error::other(format!("{program} is not in the filter after attaching")),
             });
         }
@@ -239,7 +205,7 @@ impl Datapath {
     ) -> Result<(), Error> {
         let filter_err = |source| Error::Filter {
             interface: interface.to_string(),
-            hook: hook_name(hook),
+            hook: tc::hook_name(hook),
             source,
         };
         let ours = tc::pinned_map_ids(&self.bpffs);
@@ -249,7 +215,7 @@ impl Datapath {
                     .map_err(|e| filter_err(io::Error::other(e)))?;
                 tracing::info!(
                     interface,
-                    hook = hook_name(hook),
+                    hook = tc::hook_name(hook),
                     priority = f.priority,
                     "removed an older Palisade build's filter"
                 );
@@ -263,7 +229,7 @@ impl Datapath {
         for (program, hook, _) in HOOKS {
             let filter_err = |source| Error::Filter {
                 interface: interface.to_string(),
-                hook: hook_name(hook),
+                hook: tc::hook_name(hook),
                 source,
             };
             let present = tc::filters(ifindex, hook)
@@ -407,14 +373,6 @@ fn ensure_clsact(interface: &str) -> Result<(), io::Error> {
             None => io::Error::other(format!("adding the clsact qdisc: {e}")),
         }),
         Err(e) => Err(io::Error::other(format!("adding the clsact qdisc: {e}"))),
-    }
-}
-
-/// The hook's name in errors and logs.
-pub(crate) fn hook_name(hook: TcAttachType) -> &'static str {
-    match hook {
-        TcAttachType::Ingress => "ingress",
-        _ => "egress",
     }
 }
 

@@ -8,10 +8,10 @@ use std::path::Path;
 
 use aya::programs::links::PinnedLink;
 
-use super::attach::hook_name;
+use super::bpffs::{links_dir, maps_dir};
 use super::error::Error;
-use super::load::{PROG_POD_EGRESS, PROG_POD_INGRESS, links_dir, maps_dir};
-use super::tc;
+use super::object::{PROG_POD_EGRESS, PROG_POD_INGRESS};
+use super::tc::{self, hook_name};
 
 /// What cleanup removed.
 #[derive(Debug, Default)]

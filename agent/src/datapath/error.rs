@@ -92,9 +92,7 @@ pub enum Error {
     /// Another owner's filter sits in Palisade's filter slot.
     #[error(
         "the {hook} hook of {interface} has another owner's filter ({owner}) at Palisade's \
-         priority {priority} and handle {handle:#x}; remove it or use --attach tcx",
-        priority = super::tc::FILTER_PRIORITY,
-        handle = super::tc::FILTER_HANDLE
+         priority {priority} and handle {handle:#x}; remove it or use --attach tcx"
     )]
     FilterSlotTaken {
         /// Interface name.
@@ -103,6 +101,10 @@ pub enum Error {
         hook: &'static str,
         /// What is there (kind and program name).
         owner: String,
+        /// Palisade's filter priority.
+        priority: u16,
+        /// Palisade's filter handle.
+        handle: u32,
     },
     /// The kernel lacks something the agent needs.
     #[error(transparent)]
@@ -134,6 +136,20 @@ impl Error {
                     if matches!(e.io_error.raw_os_error(), Some(libc::E2BIG) | Some(libc::ENOSPC) | Some(libc::ENOMEM))
             ),
             _ => false,
+        }
+    }
+
+    /// The syncer's view of a failed map write: full, or failed.
+    pub(crate) fn into_write_error(self) -> crate::sync::WriteError {
+        use crate::sync::WriteError;
+        let full = self.is_map_full();
+        match self {
+            Error::Map { name, .. } if full => WriteError::Full { map: name },
+            Error::Map { name, source } => WriteError::Failed { map: name, source },
+            other => WriteError::Failed {
+                map: "unknown",
+                source: Box::new(other),
+            },
         }
     }
 }

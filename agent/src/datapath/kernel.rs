@@ -9,7 +9,7 @@ use aya::programs::ProgramType;
 use aya::sys::{BpfHelper, is_helper_supported, is_map_supported, is_program_supported};
 use aya::util::KernelVersion;
 
-use super::attach::AttachMode;
+use super::mode::AttachMode;
 
 /// The oldest kernel with everything below (the coarse clock came last, in
 /// 5.11); 6.1 LTS is the oldest one tested.

@@ -3,7 +3,6 @@
 //! the configuration, both programs loaded and ready to attach.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -11,52 +10,13 @@ use aya::programs::SchedClassifier;
 use aya::{Ebpf, EbpfLoader};
 use palisade_common::maps;
 
-use super::attach::{AttachMode, Attachment};
+use super::bpffs::{ensure_bpffs, links_dir, maps_dir};
 use super::error::Error;
-use super::maps::Maps;
-
-/// The eBPF object embedded at build time (empty when built without it).
-const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/palisade-ebpf.o"));
-/// Whether this binary carries its eBPF object.
-pub const OBJECT_EMBEDDED: bool = cfg!(palisade_ebpf_embedded);
-
-/// Program names, as declared in `ebpf/src/main.rs`.
-pub(crate) const PROG_POD_EGRESS: &str = "palisade_egress";
-pub(crate) const PROG_POD_INGRESS: &str = "palisade_ingress";
-/// Reached from `palisade_egress` by a tail call through `CONTROL`; never attached.
-const PROG_POD_EGRESS_CONTROL: &str = "pod_egress_control";
-
-const BPF_FS_MAGIC: u64 = 0xcafe4a11;
-
-/// Map capacities. A full map fails closed (see `sync::apply`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Capacities {
-    /// Local endpoints.
-    pub endpoints: u32,
-    /// ipcache prefixes.
-    pub ipcache: u32,
-    /// Policy entries.
-    pub policy: u32,
-    /// Tracked IPv4 connections.
-    pub conntrack_v4: u32,
-    /// Tracked IPv6 connections.
-    pub conntrack_v6: u32,
-    /// Tracked first fragments.
-    pub fragments: u32,
-}
-
-impl Default for Capacities {
-    fn default() -> Self {
-        Capacities {
-            endpoints: maps::DEFAULT_ENDPOINTS_MAX,
-            ipcache: maps::DEFAULT_IPCACHE_MAX,
-            policy: maps::DEFAULT_POLICY_MAX,
-            conntrack_v4: maps::DEFAULT_CONNTRACK_MAX,
-            conntrack_v6: maps::DEFAULT_CONNTRACK_MAX,
-            fragments: maps::DEFAULT_FRAGMENTS_MAX,
-        }
-    }
-}
+use super::maps::{Capacities, Maps};
+use super::mode::{AttachMode, Attachment};
+use super::object::{
+    OBJECT, OBJECT_EMBEDDED, PROG_POD_EGRESS, PROG_POD_EGRESS_CONTROL, PROG_POD_INGRESS,
+};
 
 /// Where and how big.
 #[derive(Clone, Debug)]
@@ -232,75 +192,6 @@ pub(crate) fn program_mut<'a>(
             name,
             source: Box::new(source),
         })
-}
-
-/// Directory of the pinned maps.
-pub fn maps_dir(bpffs: &Path) -> PathBuf {
-    bpffs.join("maps")
-}
-
-/// Directory of the pinned links.
-pub fn links_dir(bpffs: &Path) -> PathBuf {
-    bpffs.join("links")
-}
-
-/// Makes sure the parent of `dir` lives on a bpf filesystem, mounting one at
-/// `/sys/fs/bpf` when that is where it should be and nothing is mounted.
-fn ensure_bpffs(dir: &Path) -> Result<(), Error> {
-    let bpffs_err = |path: &Path, source| Error::Bpffs {
-        path: path.to_path_buf(),
-        source,
-    };
-    let root = dir
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"))
-        .to_path_buf();
-    if is_bpffs(&root).map_err(|e| bpffs_err(&root, e))? {
-        return Ok(());
-    }
-    let sys_bpf = Path::new("/sys/fs/bpf");
-    if dir.starts_with(sys_bpf) && !is_bpffs(sys_bpf).unwrap_or(false) {
-        fs::create_dir_all(sys_bpf).map_err(|e| bpffs_err(sys_bpf, e))?;
-        mount_bpffs(sys_bpf).map_err(|e| bpffs_err(sys_bpf, e))?;
-        return Ok(());
-    }
-    Err(bpffs_err(
-        &root,
-        std::io::Error::other("not on a bpf filesystem (mount -t bpf bpf <dir>)"),
-    ))
-}
-
-fn is_bpffs(path: &Path) -> std::io::Result<bool> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
-    // SAFETY: `c` is a valid NUL-terminated path and `buf` a writable statfs.
-    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::statfs(c.as_ptr(), &mut buf) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // `f_type` is i64 on glibc and u64 on musl.
-    Ok(buf.f_type as u64 == BPF_FS_MAGIC)
-}
-
-fn mount_bpffs(path: &Path) -> std::io::Result<()> {
-    let target =
-        CString::new(path.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
-    let fstype = c"bpf";
-    // SAFETY: all pointers are valid NUL-terminated strings; data is null.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// The result of one `BPF_PROG_TEST_RUN`.

@@ -10,6 +10,7 @@ use palisade_common::endpoint::EndpointInfo;
 use palisade_common::ids::{Revision, RuleId};
 use palisade_common::ipcache::IpcacheValue;
 use palisade_common::maps as names;
+use palisade_common::maps;
 
 /// `BPF_NOEXIST`: an update that only creates.
 const BPF_NOEXIST: u64 = 1;
@@ -19,7 +20,37 @@ use palisade_common::stats::{REVISION_INDEX, RuleCounter, StatCounter, StatIndex
 use palisade_common::verdict::Direction;
 
 use super::error::Error;
-use super::load::Capacities;
+use crate::sync::{KernelState, MapOp, MapWriter, WriteError};
+
+/// Map capacities. A full map fails closed (see `sync::apply`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacities {
+    /// Local endpoints.
+    pub endpoints: u32,
+    /// ipcache prefixes.
+    pub ipcache: u32,
+    /// Policy entries.
+    pub policy: u32,
+    /// Tracked IPv4 connections.
+    pub conntrack_v4: u32,
+    /// Tracked IPv6 connections.
+    pub conntrack_v6: u32,
+    /// Tracked first fragments.
+    pub fragments: u32,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        Capacities {
+            endpoints: maps::DEFAULT_ENDPOINTS_MAX,
+            ipcache: maps::DEFAULT_IPCACHE_MAX,
+            policy: maps::DEFAULT_POLICY_MAX,
+            conntrack_v4: maps::DEFAULT_CONNTRACK_MAX,
+            conntrack_v6: maps::DEFAULT_CONNTRACK_MAX,
+            fragments: maps::DEFAULT_FRAGMENTS_MAX,
+        }
+    }
+}
 
 /// Every map of the object, typed.
 pub struct Maps {
@@ -80,7 +111,7 @@ impl Maps {
     }
 
     /// Sets the policy revision (the last write of every plan change).
-    pub fn set_revision(&mut self, revision: Revision) -> Result<(), Error> {
+    fn set_revision(&mut self, revision: Revision) -> Result<(), Error> {
         self.revision
             .set(REVISION_INDEX, revision, 0)
             .map_err(|e| Error::map(names::REVISION, e))
@@ -115,7 +146,7 @@ impl Maps {
     }
 
     /// Every endpoint entry in the kernel.
-    pub fn read_endpoints(&self) -> Result<Vec<(u32, EndpointInfo)>, Error> {
+    fn read_endpoints(&self) -> Result<Vec<(u32, EndpointInfo)>, Error> {
         self.endpoints
             .iter()
             .collect::<Result<_, _>>()
@@ -123,7 +154,7 @@ impl Maps {
     }
 
     /// Every ipcache entry in the kernel, as (prefix length, address, value).
-    pub fn read_ipcache(&self) -> Result<Vec<(u32, Addr16, IpcacheValue)>, Error> {
+    fn read_ipcache(&self) -> Result<Vec<(u32, Addr16, IpcacheValue)>, Error> {
         self.ipcache
             .iter()
             .map(|r| r.map(|(k, v)| (k.prefix_len(), k.data(), v)))
@@ -132,7 +163,7 @@ impl Maps {
     }
 
     /// Every policy entry in the kernel, as (prefix length, key, value).
-    pub fn read_policy(&self) -> Result<Vec<(u32, PolicyKey, PolicyValue)>, Error> {
+    fn read_policy(&self) -> Result<Vec<(u32, PolicyKey, PolicyValue)>, Error> {
         self.policy
             .iter()
             .map(|r| r.map(|(k, v)| (k.prefix_len(), k.data(), v)))
@@ -141,7 +172,7 @@ impl Maps {
     }
 
     /// Every allowed source prefix in the kernel, as (prefix length, key).
-    pub fn read_source_prefixes(&self) -> Result<Vec<(u32, SourcePrefixKey)>, Error> {
+    fn read_source_prefixes(&self) -> Result<Vec<(u32, SourcePrefixKey)>, Error> {
         self.source_prefixes
             .iter()
             .map(|r| r.map(|(k, _)| (k.prefix_len(), k.data())))
@@ -150,40 +181,32 @@ impl Maps {
     }
 
     /// Writes an allowed source prefix.
-    pub fn put_source_prefix(
-        &mut self,
-        prefix_len: u32,
-        key: SourcePrefixKey,
-    ) -> Result<(), Error> {
+    fn put_source_prefix(&mut self, prefix_len: u32, key: SourcePrefixKey) -> Result<(), Error> {
         self.source_prefixes
             .insert(&Key::new(prefix_len, key), SourcePrefixValue::default(), 0)
             .map_err(|e| Error::map(names::SOURCE_PREFIXES, e))
     }
 
     /// Removes an allowed source prefix (absent is fine).
-    pub fn delete_source_prefix(
-        &mut self,
-        prefix_len: u32,
-        key: SourcePrefixKey,
-    ) -> Result<(), Error> {
+    fn delete_source_prefix(&mut self, prefix_len: u32, key: SourcePrefixKey) -> Result<(), Error> {
         ignore_missing(self.source_prefixes.remove(&Key::new(prefix_len, key)))
             .map_err(|e| Error::map(names::SOURCE_PREFIXES, e))
     }
 
     /// Writes an endpoint entry.
-    pub fn put_endpoint(&mut self, ifindex: u32, info: EndpointInfo) -> Result<(), Error> {
+    fn put_endpoint(&mut self, ifindex: u32, info: EndpointInfo) -> Result<(), Error> {
         self.endpoints
             .insert(ifindex, info, 0)
             .map_err(|e| Error::map(names::ENDPOINTS, e))
     }
 
     /// Removes an endpoint entry (absent is fine).
-    pub fn delete_endpoint(&mut self, ifindex: u32) -> Result<(), Error> {
+    fn delete_endpoint(&mut self, ifindex: u32) -> Result<(), Error> {
         ignore_missing(self.endpoints.remove(&ifindex)).map_err(|e| Error::map(names::ENDPOINTS, e))
     }
 
     /// Writes an ipcache entry.
-    pub fn put_ipcache(
+    fn put_ipcache(
         &mut self,
         prefix_len: u32,
         addr: Addr16,
@@ -195,13 +218,13 @@ impl Maps {
     }
 
     /// Removes an ipcache entry (absent is fine).
-    pub fn delete_ipcache(&mut self, prefix_len: u32, addr: Addr16) -> Result<(), Error> {
+    fn delete_ipcache(&mut self, prefix_len: u32, addr: Addr16) -> Result<(), Error> {
         ignore_missing(self.ipcache.remove(&Key::new(prefix_len, addr)))
             .map_err(|e| Error::map(names::IPCACHE, e))
     }
 
     /// Writes a policy entry.
-    pub fn put_policy(
+    fn put_policy(
         &mut self,
         prefix_len: u32,
         key: PolicyKey,
@@ -213,9 +236,28 @@ impl Maps {
     }
 
     /// Removes a policy entry (absent is fine).
-    pub fn delete_policy(&mut self, prefix_len: u32, key: PolicyKey) -> Result<(), Error> {
+    fn delete_policy(&mut self, prefix_len: u32, key: PolicyKey) -> Result<(), Error> {
         ignore_missing(self.policy.remove(&Key::new(prefix_len, key)))
             .map_err(|e| Error::map(names::POLICY, e))
+    }
+
+    /// What the maps the agent writes hold now, and the revision: the state a
+    /// restarted agent adopts.
+    pub fn read_state(&self) -> Result<(KernelState, Revision), Error> {
+        let mut state = KernelState::default();
+        state.endpoints.extend(self.read_endpoints()?);
+        state.ipcache.extend(
+            self.read_ipcache()?
+                .into_iter()
+                .map(|(l, a, v)| ((l, a), v)),
+        );
+        state
+            .policy
+            .extend(self.read_policy()?.into_iter().map(|(l, k, v)| ((l, k), v)));
+        state
+            .source_prefixes
+            .extend(self.read_source_prefixes()?.into_iter().map(|k| (k, ())));
+        Ok((state, self.revision()?))
     }
 
     /// Copies the IPv4 flows that a build from before the split by family
@@ -288,5 +330,26 @@ impl Maps {
             }
         }
         out
+    }
+}
+
+impl MapWriter for Maps {
+    fn write(&mut self, op: &MapOp) -> Result<(), WriteError> {
+        match *op {
+            MapOp::PutEndpoint(i, e) => self.put_endpoint(i, e),
+            MapOp::DeleteEndpoint(i) => self.delete_endpoint(i),
+            MapOp::PutIpcache(l, a, v) => self.put_ipcache(l, a, v),
+            MapOp::DeleteIpcache(l, a) => self.delete_ipcache(l, a),
+            MapOp::PutPolicy(l, k, v) => self.put_policy(l, k, v),
+            MapOp::DeletePolicy(l, k) => self.delete_policy(l, k),
+            MapOp::PutSourcePrefix(l, k) => self.put_source_prefix(l, k),
+            MapOp::DeleteSourcePrefix(l, k) => self.delete_source_prefix(l, k),
+            MapOp::BumpRevision => return Ok(()),
+        }
+        .map_err(Error::into_write_error)
+    }
+
+    fn set_revision(&mut self, revision: Revision) -> Result<(), WriteError> {
+        Maps::set_revision(self, revision).map_err(Error::into_write_error)
     }
 }

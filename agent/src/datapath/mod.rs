@@ -4,16 +4,23 @@
 //! that talks to the kernel.
 
 mod attach;
+mod bpffs;
 mod cleanup;
 mod error;
 mod kernel;
 mod load;
 pub mod maps;
+mod mode;
+mod object;
 mod tc;
 
-pub use attach::{AttachMode, Attachment, interface_name};
+pub use attach::interface_name;
+pub use bpffs::maps_dir;
 pub use cleanup::{CleanupReport, cleanup};
 pub use error::Error;
 pub use kernel::{AttachRequest, KernelError, KernelSupport, MINIMUM_KERNEL, default_attach_mode};
-pub use load::{Capacities, Datapath, DatapathConfig, OBJECT_EMBEDDED, TestRunOutcome, maps_dir};
+pub use load::{Datapath, DatapathConfig, TestRunOutcome};
+pub use maps::Capacities;
+pub use mode::{AttachMode, Attachment};
+pub use object::OBJECT_EMBEDDED;
 pub use tc::{FILTER_HANDLE, FILTER_PRIORITY};

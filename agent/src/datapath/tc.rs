@@ -196,7 +196,7 @@ pub fn delete(
 
 /// Kernel ids of the maps pinned under `bpffs` (this agent's maps).
 pub fn pinned_map_ids(bpffs: &std::path::Path) -> BTreeSet<u32> {
-    std::fs::read_dir(super::load::maps_dir(bpffs))
+    std::fs::read_dir(super::bpffs::maps_dir(bpffs))
         .into_iter()
         .flatten()
         .flatten()
@@ -233,6 +233,14 @@ pub fn interfaces() -> Vec<(u32, String)> {
         libc::if_freenameindex(list);
     }
     out
+}
+
+/// The hook's name in errors and logs.
+pub(crate) fn hook_name(hook: TcAttachType) -> &'static str {
+    match hook {
+        TcAttachType::Ingress => "ingress",
+        _ => "egress",
+    }
 }
 
 #[cfg(test)]

@@ -27,7 +27,8 @@ use super::flows::{Directory, FlowRecord, Verdict};
 use super::kernel::{KernelView, MapPressure};
 use super::ledger::{AuditLabels, Count, Ledger, RuleLabels};
 use super::store::Store;
-use crate::policy::plan::{DatapathPlan, PolicyRef};
+use crate::policy::plan::DatapathPlan;
+use crate::state::PolicyRef;
 
 /// HELP of the rule families.
 pub const HITS_HELP: &str = "Flows per NetworkPolicy rule. verdict=allow: connections (first packets) \

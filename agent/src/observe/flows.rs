@@ -18,8 +18,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
 use crate::datapath::maps::decode_event;
-use crate::policy::plan::{DatapathPlan, PodRef, PolicyRef};
+use crate::policy::plan::DatapathPlan;
 use crate::state::ClusterState;
+use crate::state::{PodRef, PolicyRef};
 
 /// Flows kept in memory.
 pub const BUFFER: usize = 4096;

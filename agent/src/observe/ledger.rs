@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 use palisade_common::verdict::Direction;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::plan::{PolicyRef, RuleOrigin};
+use crate::policy::plan::RuleOrigin;
+use crate::state::PolicyRef;
 
 /// Labels of one rule: `palisade_policy_rule_{hits,bytes}_total`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::kernel::MapPressure;
-use crate::policy::plan::Rejection;
+use crate::state::Rejection;
 
 /// One local endpoint.
 #[derive(Clone, Debug, Serialize, Deserialize)]

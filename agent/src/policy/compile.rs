@@ -25,16 +25,14 @@ use super::identity::{Atom, AtomTable, DescriptionCache, Identities};
 use super::identity_cache::{IdentityCache, IdentityChanges, Inputs};
 use super::ids::IdAllocator;
 use super::lookup::{ipcache_lookup, l4_matches};
-use super::plan::{
-    DatapathPlan, Direction, EndpointPlan, L4Match, PodRef, PolicyRef, Rejection, RuleKey,
-    RuleOrigin,
-};
+use super::plan::{DatapathPlan, EndpointPlan, L4Match, RuleKey, RuleOrigin};
 use crate::state::ClusterState;
 use crate::state::journal::{Change, Mark};
 use crate::state::model::{
     ALLOWED_SOURCE_PREFIXES_ANNOTATION, ContainerPort, Pod, Protocol, Service, SourcePrefixes,
 };
 use crate::state::netpol::{NetworkPolicy, Peer, PortRef, Rule};
+use crate::state::{Direction, PodRef, PolicyRef, Rejection};
 
 /// Key of a rule id: policy, direction, index in its rule list.
 type RuleSlot = (PolicyRef, Direction, u32);

@@ -12,8 +12,9 @@ use super::Compiler;
 use crate::policy::eval;
 use crate::policy::fixtures::*;
 use crate::policy::lookup::ipcache_lookup;
-use crate::policy::plan::{Direction, L4Match, PodRef};
+use crate::policy::plan::L4Match;
 use crate::state::ClusterState;
+use crate::state::{Direction, PodRef};
 
 /// Checks a flow with the compiled plan and asserts the reference evaluator agrees.
 fn check(c: &ClusterState, src: &str, dst: &str, protocol: u8, port: u16) -> bool {
@@ -47,7 +48,7 @@ fn key(ns: &str, name: &str) -> PodRef {
 }
 
 /// Two namespaces x, y with pods a (x), b (x), c (y).
-fn xy() -> Vec<crate::state::K8sObject> {
+fn xy() -> Vec<crate::source::K8sObject> {
     objs![
         namespace("x").label("ns", "x"),
         namespace("y").label("ns", "y"),
@@ -70,8 +71,8 @@ fn xy() -> Vec<crate::state::K8sObject> {
 }
 
 fn with(
-    mut base: Vec<crate::state::K8sObject>,
-    more: Vec<crate::state::K8sObject>,
+    mut base: Vec<crate::source::K8sObject>,
+    more: Vec<crate::source::K8sObject>,
 ) -> ClusterState {
     base.extend(more);
     cluster(base)

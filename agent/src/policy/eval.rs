@@ -10,8 +10,8 @@
 
 use std::net::IpAddr;
 
-use super::plan::Direction;
 use crate::state::ClusterState;
+use crate::state::Direction;
 use crate::state::model::Pod;
 use crate::state::netpol::{NamespaceScope, NetworkPolicy, Peer, PortRef, Rule};
 

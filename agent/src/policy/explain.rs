@@ -14,9 +14,10 @@ use thiserror::Error;
 
 use super::compile::Compiler;
 use super::lookup::{Flow, Reason, evaluate, l4_matches};
-use super::plan::{DatapathPlan, Direction, PodRef, PolicyRef, Rejection, RuleOrigin};
+use super::plan::{DatapathPlan, RuleOrigin};
 use crate::state::ClusterState;
 use crate::state::model::{Pod, Protocol};
+use crate::state::{Direction, PodRef, PolicyRef, Rejection};
 
 /// Why a connection cannot be explained.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -360,7 +361,7 @@ mod tests {
         }
     }
 
-    fn world(extra: Vec<crate::state::K8sObject>) -> ClusterState {
+    fn world(extra: Vec<crate::source::K8sObject>) -> ClusterState {
         let mut v = objs![
             pod("a").ns("x").label("pod", "a").ip("10.0.0.1"),
             pod("b")

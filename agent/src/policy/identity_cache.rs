@@ -21,12 +21,12 @@ use palisade_common::ids::IdentityId;
 
 use super::identity::{Atom, AtomTable, Identities};
 use super::ids::IdAllocator;
-use super::plan::PodRef;
-use super::selector::{Requirement, Selector};
 use crate::state::ClusterState;
+use crate::state::PodRef;
 use crate::state::journal::{Change, Mark};
 use crate::state::model::{Pod, Protocol, Service};
 use crate::state::netpol::{IpBlock, NamespaceScope, PodPeer};
+use crate::state::selector::{Requirement, Selector};
 
 /// What an update changed, for caches of rule expansions.
 #[derive(Debug, Default)]

@@ -23,7 +23,8 @@ use palisade_common::ids::{IdentityId, RuleId};
 use palisade_common::policy::{PREFIX_ANY_PORT, PREFIX_FULL};
 use serde::{Deserialize, Serialize};
 
-use super::plan::{DatapathPlan, Direction, EndpointPlan, L4Match, RuleKey};
+use super::plan::{DatapathPlan, EndpointPlan, L4Match, RuleKey};
+use crate::state::Direction;
 
 /// The first packet of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,6 @@ pub mod identity_cache;
 pub mod ids;
 pub mod lookup;
 pub mod plan;
-pub mod selector;
 
 #[cfg(test)]
 pub(crate) mod fixtures;

@@ -2,13 +2,14 @@
 //! and evaluated without a kernel. `sync` turns it into map writes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use palisade_common::ids::{EndpointId, IdentityId, RuleId};
 use palisade_common::policy::{PREFIX_ANY_PORT, PREFIX_ANY_PROTOCOL};
 use serde::{Deserialize, Serialize};
+
+use crate::state::{Direction, PodRef, PolicyRef, Rejection};
 
 /// Everything the datapath of one node needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,36 +35,6 @@ pub struct DatapathPlan {
     /// Policies (or parts of them) that failed validation: they still isolate the
     /// pods they select, but contribute no allow.
     pub rejections: Vec<Rejection>,
-}
-
-/// A pod, by namespace and name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct PodRef {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-impl fmt::Display for PodRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-/// A NetworkPolicy, by namespace and name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct PolicyRef {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-impl fmt::Display for PolicyRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
 }
 
 /// What an identity stands for.
@@ -96,9 +67,6 @@ pub struct EndpointPlan {
     /// Policies that select the pod (sorted), for status and flow events.
     pub policies: Vec<PolicyRef>,
 }
-
-/// Direction from the pod's point of view (re-exported for convenience).
-pub use palisade_common::verdict::Direction;
 
 /// The L4 part of an allow entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -188,23 +156,6 @@ pub struct RuleOrigin {
     pub direction: Direction,
     /// Index of the rule in `spec.ingress` / `spec.egress`.
     pub index: u32,
-}
-
-/// A validation failure: the object, the field path and why.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Rejection {
-    /// E.g. `NetworkPolicy x/deny-all`.
-    pub object: String,
-    /// E.g. `spec.ingress[0].from[1].ipBlock.except[0]`.
-    pub field: String,
-    /// E.g. `10.1.0.0/16 is not inside cidr 10.0.0.0/16`.
-    pub reason: String,
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.object, self.field, self.reason)
-    }
 }
 
 /// Serialises a map with structured keys as a list of `[key, value]` pairs

@@ -18,8 +18,9 @@ use super::eval;
 use super::fixtures::*;
 use super::identity::Atom;
 use super::lookup::{Flow, evaluate};
-use super::plan::{DatapathPlan, Direction};
-use crate::state::{ClusterState, K8sObject};
+use super::plan::DatapathPlan;
+use crate::state::Direction;
+use crate::{source::K8sObject, state::ClusterState};
 
 const NAMESPACES: [&str; 3] = ["ns0", "ns1", "ns2"];
 

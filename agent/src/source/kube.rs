@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{Kind, ObjectRef, SourceEvent, object_ref};
-use crate::state::cluster::K8sObject;
+use crate::source::K8sObject;
 
 /// Objects per list page.
 const PAGE_SIZE: u32 = 500;

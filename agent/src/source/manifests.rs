@@ -19,7 +19,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{Kind, SourceEvent};
-use crate::state::cluster::K8sObject;
+use crate::source::K8sObject;
 
 /// How long a burst of file events may last before the directory is re-read.
 const SETTLE: Duration = Duration::from_millis(50);

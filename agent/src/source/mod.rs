@@ -5,12 +5,15 @@
 //! [`SourceEvent::Replace`] of everything it knows (all initial lists done, or
 //! the whole directory read), and enforcement changes start only after it.
 
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod kube;
 pub mod manifests;
+mod object;
+
+pub use object::K8sObject;
 
 use std::fmt;
-
-use crate::state::cluster::K8sObject;
 
 /// The kinds of object the agent reads. RBAC in `deploy/` is derived from this
 /// list (see the ship tests), so it is the one place that says what we watch.

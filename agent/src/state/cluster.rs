@@ -16,8 +16,9 @@ use super::model::{
     EndpointSlice, ModelError, Namespace, Node, Pod, PodPhase, Service, ServicePort, TargetPort,
 };
 use super::netpol::NetworkPolicy;
-use crate::policy::plan::{PodRef, PolicyRef, Rejection};
-use crate::policy::selector::Labels;
+use super::refs::{PodRef, PolicyRef, Rejection};
+use super::selector::Labels;
+use crate::source::K8sObject;
 
 /// A namespaced object's key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -36,27 +37,6 @@ impl ObjectKey {
             name: name.into(),
         }
     }
-}
-
-/// Any object the state tracks, as received from the API server.
-#[derive(Clone, Debug)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "short-lived event payloads; boxing would complicate every producer (fn(K) -> K8sObject)"
-)]
-pub enum K8sObject {
-    /// A Namespace.
-    Namespace(core::Namespace),
-    /// A Pod.
-    Pod(core::Pod),
-    /// A NetworkPolicy.
-    NetworkPolicy(K8sNetworkPolicy),
-    /// A Node.
-    Node(core::Node),
-    /// A Service.
-    Service(core::Service),
-    /// An EndpointSlice.
-    EndpointSlice(K8sEndpointSlice),
 }
 
 /// The validated view of the cluster.
@@ -444,7 +424,7 @@ impl ClusterState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::fixtures::{namespace, pod};
+    use crate::source::fixtures::{namespace, pod};
 
     fn journaled(c: &ClusterState, since: Mark) -> Vec<Change> {
         c.changes_since(since).expect("kept").cloned().collect()
@@ -452,7 +432,7 @@ mod tests {
 
     #[test]
     fn the_generation_moves_with_every_change_and_only_then() {
-        use crate::policy::fixtures::node;
+        use crate::source::fixtures::node;
         let mut c = ClusterState::new();
         let web = pod("web").ns("a").ip("10.0.0.1").node("n1");
         let n1 = node("n1", &[("InternalIP", "192.168.0.1")]);

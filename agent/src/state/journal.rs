@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::policy::plan::{PodRef, PolicyRef};
+use super::refs::{PodRef, PolicyRef};
 
 /// One changed object (added, replaced or removed).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

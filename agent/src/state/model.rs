@@ -15,8 +15,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::policy::plan::PodRef;
-use crate::policy::selector::Labels;
+use super::refs::PodRef;
+use super::selector::Labels;
 
 /// Namespace annotation that puts every endpoint of the namespace in audit mode
 /// when set to `"true"`.

@@ -14,8 +14,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 
 use super::model::{ModelError, Protocol, port_number};
-use crate::policy::plan::{Direction, PolicyRef, Rejection};
-use crate::policy::selector::{Selector, SelectorError};
+use super::refs::{Direction, PolicyRef, Rejection};
+use super::selector::{Selector, SelectorError};
 
 /// Which directions a policy isolates (`spec.policyTypes`, after defaulting).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,7 +157,7 @@ impl NetworkPolicy {
     }
 
     /// Whether the policy selects pods of namespace `ns` with these labels.
-    pub fn selects(&self, ns: &str, labels: &crate::policy::selector::Labels) -> bool {
+    pub fn selects(&self, ns: &str, labels: &crate::state::selector::Labels) -> bool {
         self.namespace == ns && self.pod_selector.matches(labels)
     }
 

@@ -12,7 +12,50 @@ use palisade_common::ids::Revision;
 
 use super::diff::{MapOp, diff};
 use super::render::KernelState;
-use crate::datapath::{Error, maps::Maps};
+
+/// The kernel's maps as the syncer writes them. `datapath::Maps` is the real
+/// one; tests use a fake with small capacities.
+pub trait MapWriter {
+    /// Performs one put or delete (never [`MapOp::BumpRevision`]).
+    fn write(&mut self, op: &MapOp) -> Result<(), WriteError>;
+    /// Stores the policy revision the programs compare flows against.
+    fn set_revision(&mut self, revision: Revision) -> Result<(), WriteError>;
+}
+
+/// A map write the kernel refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// An insert found no room (`E2BIG`, `ENOSPC` or `ENOMEM` from the kernel).
+    #[error("map {map} is full")]
+    Full {
+        /// The map's name.
+        map: &'static str,
+    },
+    /// Any other failure: the loop cannot go on with unknown map contents.
+    #[error("writing map {map}")]
+    Failed {
+        /// The map's name.
+        map: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// A write that failed because its map was full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapFull {
+    /// The map's name.
+    pub map: &'static str,
+    /// The write that found no room.
+    pub op: MapOp,
+}
+
+impl std::fmt::Display for MapFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is full", self.map)
+    }
+}
 
 /// What one apply did.
 #[derive(Debug, Default)]
@@ -20,7 +63,7 @@ pub struct ApplyReport {
     /// Map writes performed (including the revision bump).
     pub writes: usize,
     /// Writes that failed because a map was full (the plan was applied fail-closed).
-    pub map_full: Vec<String>,
+    pub map_full: Vec<MapFull>,
     /// The revision now in the kernel.
     pub revision: Revision,
 }
@@ -56,31 +99,17 @@ impl Syncer {
         }
     }
 
-    /// Reads what the kernel's maps hold now.
-    pub fn read_kernel(maps: &Maps) -> Result<Syncer, Error> {
-        let mut current = KernelState::default();
-        current.endpoints.extend(maps.read_endpoints()?);
-        current.ipcache.extend(
-            maps.read_ipcache()?
-                .into_iter()
-                .map(|(l, a, v)| ((l, a), v)),
-        );
-        current
-            .policy
-            .extend(maps.read_policy()?.into_iter().map(|(l, k, v)| ((l, k), v)));
-        current
-            .source_prefixes
-            .extend(maps.read_source_prefixes()?.into_iter().map(|k| (k, ())));
-        Ok(Syncer::adopt(current, maps.revision()?))
-    }
-
     /// What the kernel holds, as far as this syncer wrote or read it.
     pub fn current(&self) -> &KernelState {
         &self.current
     }
 
     /// Applies `target` make-before-break.
-    pub fn apply(&mut self, maps: &mut Maps, target: &KernelState) -> Result<ApplyReport, Error> {
+    pub fn apply(
+        &mut self,
+        maps: &mut impl MapWriter,
+        target: &KernelState,
+    ) -> Result<ApplyReport, WriteError> {
         let mut report = ApplyReport::default();
         let mut ops = diff(&self.current, target);
         if ops.is_empty() && self.recheck_flows {
@@ -90,7 +119,7 @@ impl Syncer {
         for op in &ops {
             match self.write(maps, op) {
                 Ok(()) => report.writes += 1,
-                Err(e) if e.is_map_full() => report.map_full.push(e.to_string()),
+                Err(WriteError::Full { map }) => report.map_full.push(MapFull { map, op: *op }),
                 Err(e) => return Err(e),
             }
         }
@@ -103,11 +132,12 @@ impl Syncer {
 
     fn fail_closed(
         &mut self,
-        maps: &mut Maps,
+        maps: &mut impl MapWriter,
         target: &KernelState,
         report: &mut ApplyReport,
-    ) -> Result<(), Error> {
-        tracing::error!(failures = ?report.map_full, "a map is full: isolated endpoints fail closed");
+    ) -> Result<(), WriteError> {
+        let failures: Vec<String> = report.map_full.iter().map(MapFull::to_string).collect();
+        tracing::error!(?failures, "a map is full: isolated endpoints fail closed");
         for (ifindex, info) in &target.endpoints {
             if info.flags & (FLAG_INGRESS_ISOLATED | FLAG_EGRESS_ISOLATED) == 0 {
                 continue;
@@ -122,47 +152,210 @@ impl Syncer {
         Ok(())
     }
 
-    fn write(&mut self, maps: &mut Maps, op: &MapOp) -> Result<(), Error> {
+    fn write(&mut self, maps: &mut impl MapWriter, op: &MapOp) -> Result<(), WriteError> {
+        if let MapOp::BumpRevision = op {
+            let next = Revision(self.revision.0.wrapping_add(1).max(1));
+            maps.set_revision(next)?;
+            self.revision = next;
+            return Ok(());
+        }
+        maps.write(op)?;
         let cur = &mut self.current;
         match *op {
             MapOp::PutEndpoint(i, e) => {
-                maps.put_endpoint(i, e)?;
                 cur.endpoints.insert(i, e);
             }
             MapOp::DeleteEndpoint(i) => {
-                maps.delete_endpoint(i)?;
                 cur.endpoints.remove(&i);
             }
             MapOp::PutIpcache(l, a, v) => {
-                maps.put_ipcache(l, a, v)?;
                 cur.ipcache.insert((l, a), v);
             }
             MapOp::DeleteIpcache(l, a) => {
-                maps.delete_ipcache(l, a)?;
                 cur.ipcache.remove(&(l, a));
             }
             MapOp::PutPolicy(l, k, v) => {
-                maps.put_policy(l, k, v)?;
                 cur.policy.insert((l, k), v);
             }
             MapOp::DeletePolicy(l, k) => {
-                maps.delete_policy(l, k)?;
                 cur.policy.remove(&(l, k));
             }
             MapOp::PutSourcePrefix(l, k) => {
-                maps.put_source_prefix(l, k)?;
                 cur.source_prefixes.insert((l, k), ());
             }
             MapOp::DeleteSourcePrefix(l, k) => {
-                maps.delete_source_prefix(l, k)?;
                 cur.source_prefixes.remove(&(l, k));
             }
-            MapOp::BumpRevision => {
-                let next = Revision(self.revision.0.wrapping_add(1).max(1));
-                maps.set_revision(next)?;
-                self.revision = next;
-            }
+            MapOp::BumpRevision => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use palisade_common::endpoint::EndpointInfo;
+    use palisade_common::ids::{EndpointId, IdentityId, RuleId};
+    use palisade_common::maps as names;
+    use palisade_common::policy::{PolicyKey, PolicyValue};
+    use palisade_common::verdict::Direction;
+
+    use super::*;
+
+    /// Maps with room for `policy_room` policy entries, recording every write
+    /// like the kernel; `broken` makes every write fail with another error.
+    #[derive(Default)]
+    struct FakeMaps {
+        endpoints: BTreeMap<u32, EndpointInfo>,
+        policy: BTreeMap<(u32, PolicyKey), PolicyValue>,
+        policy_room: usize,
+        revision: Revision,
+        broken: bool,
+    }
+
+    impl MapWriter for FakeMaps {
+        fn write(&mut self, op: &MapOp) -> Result<(), WriteError> {
+            if self.broken {
+                return Err(WriteError::Failed {
+                    map: names::ENDPOINTS,
+                    source: "EPERM".into(),
+                });
+            }
+            match *op {
+                MapOp::PutEndpoint(i, e) => {
+                    self.endpoints.insert(i, e);
+                }
+                MapOp::DeleteEndpoint(i) => {
+                    self.endpoints.remove(&i);
+                }
+                MapOp::PutPolicy(l, k, v) => {
+                    if !self.policy.contains_key(&(l, k)) && self.policy.len() >= self.policy_room {
+                        return Err(WriteError::Full { map: names::POLICY });
+                    }
+                    self.policy.insert((l, k), v);
+                }
+                MapOp::DeletePolicy(l, k) => {
+                    self.policy.remove(&(l, k));
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+
+        fn set_revision(&mut self, revision: Revision) -> Result<(), WriteError> {
+            self.revision = revision;
+            Ok(())
+        }
+    }
+
+    const ISOLATED: u32 = 10;
+    const OPEN: u32 = 11;
+
+    /// One isolated endpoint allowed from `rules` identities, one open endpoint.
+    fn target(rules: u32) -> KernelState {
+        let mut state = KernelState::default();
+        let endpoint = |id, flags| EndpointInfo {
+            id: EndpointId(id),
+            flags,
+            ..Default::default()
+        };
+        state
+            .endpoints
+            .insert(ISOLATED, endpoint(1, FLAG_INGRESS_ISOLATED));
+        state.endpoints.insert(OPEN, endpoint(2, 0));
+        for identity in 0..rules {
+            let key = PolicyKey::new(
+                EndpointId(1),
+                IdentityId(identity),
+                Direction::Ingress,
+                6,
+                80,
+            );
+            state
+                .policy
+                .insert((96, key), PolicyValue { rule: RuleId(1) });
+        }
+        state
+    }
+
+    #[test]
+    fn a_full_map_fails_closed_every_isolated_endpoint_and_the_next_apply_recovers() {
+        let mut maps = FakeMaps {
+            policy_room: 2,
+            ..Default::default()
+        };
+        let mut syncer = Syncer::default();
+        let report = syncer.apply(&mut maps, &target(3)).expect("apply");
+
+        assert!(!report.complete());
+        assert_eq!(report.map_full.len(), 1, "{:?}", report.map_full);
+        assert_eq!(report.map_full[0].map, names::POLICY);
+        assert_eq!(report.map_full[0].to_string(), "POLICY is full");
+        assert!(
+            maps.endpoints[&ISOLATED].has(FLAG_FAIL_CLOSED),
+            "isolated endpoint fails closed"
+        );
+        assert!(
+            !maps.endpoints[&OPEN].has(FLAG_FAIL_CLOSED),
+            "an open endpoint stays open"
+        );
+        assert_eq!(maps.revision, report.revision);
+        assert_ne!(
+            report.revision,
+            Revision::default(),
+            "live flows are re-checked"
+        );
+        assert_eq!(
+            syncer.current().policy.len(),
+            2,
+            "only the writes that landed are recorded"
+        );
+
+        maps.policy_room = 3;
+        let retried = syncer.apply(&mut maps, &target(3)).expect("retry");
+        assert!(retried.complete(), "{:?}", retried.map_full);
+        assert!(
+            !maps.endpoints[&ISOLATED].has(FLAG_FAIL_CLOSED),
+            "the failure clears once it fits"
+        );
+        assert_eq!(maps.policy.len(), 3);
+        assert_eq!(syncer.current(), &target(3));
+    }
+
+    #[test]
+    fn a_write_that_fails_otherwise_stops_the_apply() {
+        let mut maps = FakeMaps {
+            policy_room: 8,
+            broken: true,
+            ..Default::default()
+        };
+        let mut syncer = Syncer::default();
+        let err = syncer
+            .apply(&mut maps, &target(1))
+            .expect_err("broken maps");
+        assert!(
+            matches!(err, WriteError::Failed { map, .. } if map == names::ENDPOINTS),
+            "{err}"
+        );
+        assert_eq!(
+            syncer.current(),
+            &KernelState::default(),
+            "nothing recorded as written"
+        );
+    }
+
+    #[test]
+    fn an_adopted_state_is_rechecked_once_even_when_nothing_changes() {
+        let mut maps = FakeMaps {
+            policy_room: 8,
+            ..Default::default()
+        };
+        let mut syncer = Syncer::adopt(target(1), Revision(7));
+        let first = syncer.apply(&mut maps, &target(1)).expect("apply");
+        assert_eq!((first.writes, first.revision), (1, Revision(8)));
+        let second = syncer.apply(&mut maps, &target(1)).expect("apply");
+        assert_eq!((second.writes, second.revision), (0, Revision(8)));
     }
 }

@@ -8,6 +8,6 @@ pub mod apply;
 pub mod diff;
 pub mod render;
 
-pub use apply::{ApplyReport, Syncer};
+pub use apply::{ApplyReport, MapFull, MapWriter, Syncer, WriteError};
 pub use diff::{MapOp, diff};
 pub use render::{KernelState, render};

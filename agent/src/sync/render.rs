@@ -13,7 +13,8 @@ use palisade_common::ipcache::{IPCACHE_FLAG_HOST, IpcacheValue};
 use palisade_common::policy::{PolicyKey, PolicyValue};
 use palisade_common::source::{SOURCE_PREFIX_ENDPOINT_BITS, SourcePrefixKey};
 
-use crate::policy::plan::{DatapathPlan, PodRef};
+use crate::policy::plan::DatapathPlan;
+use crate::state::PodRef;
 
 /// The entries of the maps the agent writes, exactly as the kernel holds them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

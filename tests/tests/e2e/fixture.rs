@@ -9,7 +9,8 @@ use ipnet::IpNet;
 use palisade_agent::datapath::{
     AttachMode, Capacities, Datapath, DatapathConfig, default_attach_mode,
 };
-use palisade_agent::policy::plan::{DatapathPlan, EndpointPlan, L4Match, PodRef, RuleKey};
+use palisade_agent::policy::plan::{DatapathPlan, EndpointPlan, L4Match, RuleKey};
+use palisade_agent::state::PodRef;
 use palisade_agent::sync::{Syncer, render};
 use palisade_common::ids::{EndpointId, IdentityId, RuleId};
 use palisade_common::verdict::Direction;
@@ -93,7 +94,8 @@ impl Bed {
             }
             dp
         });
-        self.syncer = Syncer::read_kernel(&dp.maps).expect("read pinned state");
+        let (pinned, revision) = dp.maps.read_state().expect("read pinned state");
+        self.syncer = Syncer::adopt(pinned, revision);
         self.dp = Some(dp);
     }
 

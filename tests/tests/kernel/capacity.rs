@@ -31,7 +31,7 @@ fn full_policy_map_fails_closed_and_is_reported() {
     let report = h.apply(&plan.build());
     assert!(!report.complete(), "map full must be reported");
     assert!(
-        report.map_full.iter().any(|e| e.contains("POLICY")),
+        report.map_full.iter().any(|e| e.map == "POLICY"),
         "{:?}",
         report.map_full
     );

@@ -6,9 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use palisade_agent::datapath::{Capacities, Datapath, DatapathConfig};
-use palisade_agent::policy::plan::{
-    DatapathPlan, EndpointPlan, L4Match, PodRef, PolicyRef, RuleKey, RuleOrigin,
-};
+use palisade_agent::policy::plan::{DatapathPlan, EndpointPlan, L4Match, RuleKey, RuleOrigin};
+use palisade_agent::state::{PodRef, PolicyRef};
 use palisade_agent::sync::{ApplyReport, Syncer, render};
 use palisade_common::ids::{EndpointId, IdentityId, RuleId};
 use palisade_common::stats::StatIndex;

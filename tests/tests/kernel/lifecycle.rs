@@ -46,7 +46,10 @@ fn a_restarted_datapath_adopts_pinned_maps_and_connections() {
         attach: palisade_agent::datapath::default_attach_mode(),
     })
     .expect("second load adopts the pins");
-    let mut adopted = Syncer::read_kernel(&second.maps).expect("read back");
+    let mut adopted = {
+        let (pinned, revision) = second.maps.read_state().expect("read back");
+        Syncer::adopt(pinned, revision)
+    };
     assert_eq!(
         adopted.current(),
         &written,

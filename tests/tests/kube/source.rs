@@ -7,8 +7,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use palisade_agent::source::{Kind, ObjectRef, SourceEvent, object_ref};
-use palisade_agent::state::K8sObject;
+use palisade_agent::source::{K8sObject, Kind, ObjectRef, SourceEvent, object_ref};
 use palisade_tests::NetNs;
 use tokio::sync::mpsc;
 use tokio::time::Instant;

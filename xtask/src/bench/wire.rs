@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use palisade_agent::datapath::{Capacities, Datapath, DatapathConfig};
-use palisade_agent::policy::plan::{DatapathPlan, EndpointPlan, L4Match, PodRef, RuleKey};
+use palisade_agent::policy::plan::{DatapathPlan, EndpointPlan, L4Match, RuleKey};
+use palisade_agent::state::PodRef;
 use palisade_agent::sync::{Syncer, render};
 use palisade_common::ids::{EndpointId, IdentityId, RuleId};
 use palisade_common::verdict::Direction;
