@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cmd;
 pub mod cni;
 pub mod datapath;
+pub mod errors;
 pub mod node;
 pub mod observe;
 pub mod policy;

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use palisade_agent::cli::{Cli, Command};
-use palisade_agent::{cmd, telemetry};
+use palisade_agent::{cmd, errors, telemetry};
 
 // See the workspace Cargo.toml: allocation-heavy compiles run ~40% faster.
 #[global_allocator]
@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     if let Err(e) = telemetry::init(&cli.log_level, cli.log_format) {
-        eprintln!("palisade: {e}");
+        eprintln!("palisade: {}", errors::chain(&e));
         return ExitCode::from(2);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -49,18 +49,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            let mut said = e.to_string();
-            eprintln!("palisade: {said}");
-            let mut source = e.source();
-            while let Some(cause) = source {
-                // Many errors already end with their cause's text (kube's do).
-                let text = cause.to_string();
-                if !said.contains(&text) {
-                    eprintln!("  caused by: {text}");
-                    said = text;
-                }
-                source = cause.source();
-            }
+            // Our errors keep causes apart from their own text; a third
+            // party's that also repeats its cause shows it twice, never less.
+            eprintln!("palisade: {}", errors::chain(e.as_ref()));
             ExitCode::from(2)
         }
     }

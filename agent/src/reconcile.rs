@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use crate::cni::protocol::{Request, Response};
 use crate::cni::server::CniCall;
 use crate::datapath::{self, Datapath};
+use crate::node::Unresolved;
 use crate::observe::{EndpointStatus, SharedStatus};
 use crate::policy::Compiler;
 use crate::policy::plan::DatapathPlan;
@@ -41,7 +42,7 @@ pub trait Interfaces: Send {
     fn resolve(
         &mut self,
         pods: Vec<(PodRef, Vec<IpAddr>)>,
-    ) -> impl Future<Output = BTreeMap<PodRef, Result<PodInterface, String>>> + Send;
+    ) -> impl Future<Output = BTreeMap<PodRef, Result<PodInterface, Unresolved>>> + Send;
 
     /// Resolves when links, routes or neighbours changed.
     fn changed(&mut self) -> impl Future<Output = ()> + Send;
@@ -461,9 +462,9 @@ impl<I: Interfaces> Reconciler<I> {
                 self.known.entry(r.kind).or_default().insert(r);
             }
             Err(e) => {
-                tracing::error!(object = %r, error = %e, "object rejected");
+                tracing::error!(object = %r, error = %crate::errors::chain(&e), "object rejected");
                 if let Ok(mut s) = self.status.write() {
-                    s.error(format!("{r}: {e}"));
+                    s.error(format!("{r}: {}", crate::errors::chain(&e)));
                 }
             }
         }
@@ -536,7 +537,7 @@ impl<I: Interfaces> Reconciler<I> {
                     ifaces.insert(pod.clone(), iface.ifindex);
                 }
                 Err(reason) => {
-                    reasons.insert(pod.clone(), reason.clone());
+                    reasons.insert(pod.clone(), reason.to_string());
                 }
             }
         }
@@ -566,8 +567,8 @@ impl<I: Interfaces> Reconciler<I> {
                     self.attached.insert(pod.clone(), iface.clone());
                 }
                 Err(e) => {
-                    tracing::error!(%pod, interface = %iface.name, error = %e, "attach failed; will retry");
-                    reasons.insert(pod.clone(), e.to_string());
+                    tracing::error!(%pod, interface = %iface.name, error = %crate::errors::chain(&e), "attach failed; will retry");
+                    reasons.insert(pod.clone(), crate::errors::chain(&e));
                     self.unresolved += 1;
                     attach_failures += 1;
                 }
@@ -604,7 +605,7 @@ impl<I: Interfaces> Reconciler<I> {
         }
         for ifindex in stale.difference(&keep) {
             if let Err(e) = self.datapath.detach(*ifindex) {
-                tracing::warn!(ifindex, error = %e, "detach failed");
+                tracing::warn!(ifindex, error = %crate::errors::chain(&e), "detach failed");
             }
         }
         if !self.first_apply_done {
@@ -667,9 +668,9 @@ impl<I: Interfaces> Reconciler<I> {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(ifindex, error = %e, "cannot keep a previous agent's link; detaching it");
+                    tracing::warn!(ifindex, error = %crate::errors::chain(&e), "cannot keep a previous agent's link; detaching it");
                     if let Err(e) = self.datapath.detach(ifindex) {
-                        tracing::warn!(ifindex, error = %e, "detach failed");
+                        tracing::warn!(ifindex, error = %crate::errors::chain(&e), "detach failed");
                     }
                 }
             }

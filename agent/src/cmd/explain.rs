@@ -24,7 +24,7 @@ pub fn load_manifests(dir: &std::path::Path) -> Result<ClusterState, super::Erro
     let mut state = crate::source::manifests::DirState::default();
     let reread = state.reread(dir)?;
     if let Some(e) = reread.errors.first() {
-        return Err(e.to_string().into());
+        return Err(crate::errors::chain(e).into());
     }
     let mut cluster = ClusterState::new();
     for object in state.objects() {

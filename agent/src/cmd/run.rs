@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::cli::RunArgs;
 use crate::datapath::{Capacities, Datapath, DatapathConfig, KernelSupport};
-use crate::node::Discovery;
+use crate::node::{Discovery, Unresolved};
 use crate::observe::counters::Counters;
 use crate::observe::flows::{self, Directory, Flows};
 use crate::observe::http;
@@ -30,18 +30,16 @@ impl Interfaces for NetlinkInterfaces {
     async fn resolve(
         &mut self,
         pods: Vec<(PodRef, Vec<IpAddr>)>,
-    ) -> BTreeMap<PodRef, Result<PodInterface, String>> {
+    ) -> BTreeMap<PodRef, Result<PodInterface, Unresolved>> {
         self.discovery
             .resolve_all(&pods)
             .await
             .into_iter()
             .map(|(pod, r)| {
-                let r = r
-                    .map(|i| PodInterface {
-                        ifindex: i.ifindex,
-                        name: i.name,
-                    })
-                    .map_err(|u| u.to_string());
+                let r = r.map(|i| PodInterface {
+                    ifindex: i.ifindex,
+                    name: i.name,
+                });
                 (pod, r)
             })
             .collect()
@@ -49,7 +47,7 @@ impl Interfaces for NetlinkInterfaces {
 
     async fn changed(&mut self) {
         if let Err(e) = self.discovery.changes().await {
-            tracing::warn!(error = %e, "netlink notifications failed; re-resolving all pods");
+            tracing::warn!(error = %crate::errors::chain(&e), "netlink notifications failed; re-resolving all pods");
         }
     }
 }
@@ -117,7 +115,7 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
                 }
             };
             if let Err(e) = flows::read_events(ring, flows, on_batch).await {
-                tracing::error!(error = %e, "flow event reader stopped");
+                tracing::error!(error = %crate::errors::chain(&e), "flow event reader stopped");
             }
         }));
     }
@@ -181,7 +179,7 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
             tracing::info!(dir = %dir.display(), node = %node_name, "following a manifest directory");
             tokio::spawn(async move {
                 if let Err(e) = source::manifests::run(dir, tx).await {
-                    tracing::error!(error = %e, "manifest source failed");
+                    tracing::error!(error = %crate::errors::chain(&e), "manifest source failed");
                 }
             })
         }

@@ -38,7 +38,7 @@ pub async fn serve(listener: UnixListener, path: PathBuf, calls: mpsc::Sender<Cn
         let (stream, _) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(socket = %path.display(), error = %e, "CNI socket accept failed");
+                tracing::warn!(socket = %path.display(), error = %crate::errors::chain(&e), "CNI socket accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }

@@ -19,7 +19,7 @@ use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions};
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 
 use super::bpffs::links_dir;
-use super::error::Error;
+use super::error::{Error, PinError};
 use super::load::{Datapath, program_mut};
 use super::mode::{AttachMode, Attachment};
 use super::object::{PROG_POD_EGRESS, PROG_POD_INGRESS};
@@ -100,9 +100,9 @@ impl Datapath {
             interface: interface.to_string(),
             source: Box::new(source),
         };
-        let pin_err = |reason: String| Error::LinkPin {
+        let pin_err = |source: PinError| Error::LinkPin {
             path: pin.clone(),
-            reason,
+            source,
         };
         let want = self.program_id(program)?;
         let prog = program_mut(&mut self.ebpf, program)?;
@@ -309,7 +309,7 @@ impl Datapath {
                 Ok(pinned) => {
                     let link = pinned.unpin().map_err(|e| Error::LinkPin {
                         path: pin.clone(),
-                        reason: e.to_string(),
+                        source: PinError::Unpin(e),
                     })?;
                     // Dropping the last reference releases (detaches) the link.
                     drop(link);
@@ -317,7 +317,7 @@ impl Datapath {
                 Err(_) if !pin.exists() => {}
                 Err(e) => {
                     let _ = fs::remove_file(&pin);
-                    tracing::warn!(path = %pin.display(), error = %e, "removed unreadable link pin");
+                    tracing::warn!(path = %pin.display(), error = %crate::errors::chain(&e), "removed unreadable link pin");
                 }
             }
         }
@@ -378,7 +378,7 @@ fn ensure_clsact(interface: &str) -> Result<(), io::Error> {
 
 enum AdoptError {
     Attach(aya::programs::ProgramError),
-    Pin(String),
+    Pin(PinError),
 }
 
 impl AdoptError {
@@ -389,9 +389,9 @@ impl AdoptError {
                 interface: interface.to_string(),
                 source: Box::new(source),
             },
-            AdoptError::Pin(reason) => Error::LinkPin {
+            AdoptError::Pin(source) => Error::LinkPin {
                 path: pin.to_path_buf(),
-                reason,
+                source,
             },
         }
     }
@@ -415,7 +415,7 @@ fn adopt_pin(
         return Ok(false);
     };
     let fd: FdLink = pinned.into();
-    let link = SchedClassifierLink::try_from(fd).map_err(|e| AdoptError::Pin(e.to_string()))?;
+    let link = SchedClassifierLink::try_from(fd).map_err(|e| AdoptError::Pin(PinError::Link(e)))?;
     let id = prog.attach_to_link(link).map_err(AdoptError::Attach)?;
     let link = prog.take_link(id).map_err(AdoptError::Attach)?;
     if attached_ids(interface, hook)
@@ -445,16 +445,14 @@ pub fn interface_name(ifindex: u32) -> Option<String> {
 }
 
 /// Pins a tcx link at `pin` (replacing a pin file of the same link).
-fn keep_pinned(link: SchedClassifierLink, pin: &std::path::Path) -> Result<PinnedLink, String> {
-    let fd: FdLink = link
-        .try_into()
-        .map_err(|e: aya::programs::links::LinkError| e.to_string())?;
+fn keep_pinned(link: SchedClassifierLink, pin: &std::path::Path) -> Result<PinnedLink, PinError> {
+    let fd: FdLink = link.try_into().map_err(PinError::Link)?;
     match fs::remove_file(pin) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(PinError::Remove(e)),
     }
-    fd.pin(pin).map_err(|e| e.to_string())
+    fd.pin(pin).map_err(PinError::Pin)
 }
 
 /// Program ids attached by tcx on one hook of an interface.

@@ -11,7 +11,7 @@ pub enum Error {
     )]
     NoObject,
     /// A bpffs directory could not be prepared.
-    #[error("bpffs directory {path}: {source}")]
+    #[error("bpffs directory {path}")]
     Bpffs {
         /// The directory.
         path: PathBuf,
@@ -20,7 +20,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The object failed to load (maps or programs).
-    #[error("loading the eBPF object (pins under {pins}): {source}")]
+    #[error("loading the eBPF object (pins under {pins})")]
     Load {
         /// Map pin directory.
         pins: PathBuf,
@@ -35,7 +35,7 @@ pub enum Error {
         name: &'static str,
     },
     /// A program operation failed.
-    #[error("program {name}: {source}")]
+    #[error("program {name}")]
     Program {
         /// Program name.
         name: &'static str,
@@ -50,7 +50,7 @@ pub enum Error {
         name: &'static str,
     },
     /// A map operation failed.
-    #[error("map {name}: {source}")]
+    #[error("map {name}")]
     Map {
         /// Map name.
         name: &'static str,
@@ -59,7 +59,7 @@ pub enum Error {
         source: Box<aya::maps::MapError>,
     },
     /// An interface name could not be resolved.
-    #[error("interface {interface}: {source}")]
+    #[error("interface {interface}")]
     Interface {
         /// Interface name.
         interface: String,
@@ -68,7 +68,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Attaching a program to an interface failed.
-    #[error("attaching {program} to {interface}: {source}")]
+    #[error("attaching {program} to {interface}")]
     Attach {
         /// Program name.
         program: &'static str,
@@ -79,7 +79,7 @@ pub enum Error {
         source: Box<aya::programs::ProgramError>,
     },
     /// Reading or changing the clsact filters of an interface failed.
-    #[error("tc filters on the {hook} hook of {interface}: {source}")]
+    #[error("tc filters on the {hook} hook of {interface}")]
     Filter {
         /// Interface name.
         interface: String,
@@ -110,12 +110,13 @@ pub enum Error {
     #[error(transparent)]
     Kernel(#[from] super::kernel::KernelError),
     /// Pinning or adopting a pinned link failed.
-    #[error("link pin {path}: {reason}")]
+    #[error("link pin {path}")]
     LinkPin {
         /// Pin path.
         path: PathBuf,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: PinError,
     },
 }
 
@@ -152,4 +153,21 @@ impl Error {
             },
         }
     }
+}
+
+/// What went wrong with a tcx link's pin.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    /// The link is not one that can be pinned (not a tcx link).
+    #[error("not a pinnable link")]
+    Link(#[source] aya::programs::links::LinkError),
+    /// The stale pin file could not be removed.
+    #[error("removing the previous pin")]
+    Remove(#[source] std::io::Error),
+    /// Pinning failed.
+    #[error("pinning")]
+    Pin(#[source] aya::pin::PinError),
+    /// Unpinning failed.
+    #[error("unpinning")]
+    Unpin(#[source] std::io::Error),
 }

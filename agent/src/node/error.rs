@@ -8,7 +8,7 @@ pub enum Error {
     #[error("node discovery needs a tokio runtime to drive its netlink connection")]
     NoRuntime,
     /// A netlink socket could not be opened.
-    #[error("opening the rtnetlink socket for {what}: {source}")]
+    #[error("opening the rtnetlink socket for {what}")]
     Connect {
         /// What the socket is for ("requests", "notifications").
         what: &'static str,
@@ -17,7 +17,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A dump request failed.
-    #[error("dumping {what}: {source}")]
+    #[error("dumping {what}")]
     Dump {
         /// What was being dumped ("links", "IPv4 routes", ...).
         what: &'static str,

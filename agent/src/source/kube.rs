@@ -302,7 +302,7 @@ where
                     continue 'relist;
                 }
                 Err(e) => {
-                    tracing::warn!(%kind, error = %e, "watch failed to start; retrying, the last state stays enforced");
+                    tracing::warn!(%kind, error = %crate::errors::chain(&e), "watch failed to start; retrying, the last state stays enforced");
                     report(Report::Down(format!("watch failed: {e}"))).await?;
                     pause(&mut backoff).await;
                     continue;

@@ -29,23 +29,66 @@ const RESYNC: Duration = Duration::from_secs(10);
 /// Why a manifest could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The directory cannot be read or watched.
-    #[error("manifest directory {path}: {reason}")]
+    /// The directory cannot be read.
+    #[error("manifest directory {path}")]
     Directory {
         /// The directory.
         path: PathBuf,
         /// What failed.
-        reason: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory cannot be watched.
+    #[error("watching manifest directory {path}")]
+    Watch {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: notify::Error,
     },
     /// One document of a file is not a valid object.
-    #[error("{path}: document {index}: {reason}")]
+    #[error("{path}: document {index}")]
     Document {
         /// The file.
         path: PathBuf,
         /// Zero-based document index within the file.
         index: usize,
         /// What is wrong.
-        reason: String,
+        #[source]
+        source: DocumentError,
+    },
+}
+
+/// What is wrong with one document.
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    /// Not JSON.
+    #[error("not valid JSON")]
+    Json(#[source] serde_json::Error),
+    /// Not YAML.
+    #[error("not valid YAML")]
+    Yaml(#[source] serde_yaml::Error),
+    /// No `kind` field.
+    #[error("missing `kind`")]
+    MissingKind,
+    /// A `List` whose `items` is not an array.
+    #[error("List: `items` is not an array")]
+    ItemsNotArray,
+    /// A known kind that does not parse as that kind.
+    #[error("not a valid {kind}")]
+    Invalid {
+        /// The kind.
+        kind: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A known kind without `metadata.name`.
+    #[error("{kind}: missing `metadata.name`")]
+    MissingName {
+        /// The kind.
+        kind: String,
     },
 }
 
@@ -68,7 +111,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<K8sObject>, Error> {
         vec![serde_json::from_str(text).map_err(|e| Error::Document {
             path: path.to_path_buf(),
             index: 0,
-            reason: e.to_string(),
+            source: DocumentError::Json(e),
         })?]
     } else {
         let mut docs = Vec::new();
@@ -76,43 +119,46 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<K8sObject>, Error> {
             let value = serde_json::Value::deserialize(doc).map_err(|e| Error::Document {
                 path: path.to_path_buf(),
                 index,
-                reason: e.to_string(),
+                source: DocumentError::Yaml(e),
             })?;
             docs.push(value);
         }
         docs
     };
     for (index, doc) in docs.into_iter().enumerate() {
-        collect(doc, &mut out).map_err(|reason| Error::Document {
+        collect(doc, &mut out).map_err(|source| Error::Document {
             path: path.to_path_buf(),
             index,
-            reason,
+            source,
         })?;
     }
     Ok(out)
 }
 
-fn collect(doc: serde_json::Value, out: &mut Vec<K8sObject>) -> Result<(), String> {
+fn collect(doc: serde_json::Value, out: &mut Vec<K8sObject>) -> Result<(), DocumentError> {
     if doc.is_null() {
         return Ok(());
     }
     let kind = doc
         .get("kind")
         .and_then(|k| k.as_str())
-        .ok_or_else(|| "missing `kind`".to_string())?
+        .ok_or(DocumentError::MissingKind)?
         .to_string();
     fn typed<T: serde::de::DeserializeOwned>(
         doc: serde_json::Value,
         kind: &str,
-    ) -> Result<T, String> {
-        serde_json::from_value(doc).map_err(|e| format!("{kind}: {e}"))
+    ) -> Result<T, DocumentError> {
+        serde_json::from_value(doc).map_err(|source| DocumentError::Invalid {
+            kind: kind.to_string(),
+            source,
+        })
     }
     let object = match kind.as_str() {
         "List" => {
             let items = match doc.get("items") {
                 Some(serde_json::Value::Array(items)) => items.clone(),
                 Some(serde_json::Value::Null) | None => Vec::new(),
-                Some(_) => return Err("List: `items` is not an array".into()),
+                Some(_) => return Err(DocumentError::ItemsNotArray),
             };
             for item in items {
                 collect(item, out)?;
@@ -153,7 +199,7 @@ fn collect(doc: serde_json::Value, out: &mut Vec<K8sObject>) -> Result<(), Strin
         K8sObject::EndpointSlice(o) => o.metadata.name.is_none(),
     };
     if name_missing {
-        return Err(format!("{kind}: missing `metadata.name`"));
+        return Err(DocumentError::MissingName { kind });
     }
     out.push(object);
     Ok(())
@@ -188,9 +234,9 @@ pub struct Reread {
 impl DirState {
     /// Re-reads the directory; files that fail keep their previous objects.
     pub fn reread(&mut self, dir: &Path) -> Result<Reread, Error> {
-        let entries = std::fs::read_dir(dir).map_err(|e| Error::Directory {
+        let entries = std::fs::read_dir(dir).map_err(|source| Error::Directory {
             path: dir.to_path_buf(),
-            reason: e.to_string(),
+            source,
         })?;
         let mut seen = Vec::new();
         let mut changed = false;
@@ -244,15 +290,15 @@ pub async fn run(dir: PathBuf, tx: mpsc::Sender<SourceEvent>) -> Result<(), Erro
     let mut watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
         let _ = notify_tx.send(());
     })
-    .map_err(|e| Error::Directory {
+    .map_err(|source| Error::Watch {
         path: dir.clone(),
-        reason: e.to_string(),
+        source,
     })?;
     watcher
         .watch(&dir, RecursiveMode::NonRecursive)
-        .map_err(|e| Error::Directory {
+        .map_err(|source| Error::Watch {
             path: dir.clone(),
-            reason: e.to_string(),
+            source,
         })?;
     let mut state = DirState::default();
     let mut first = true;
@@ -261,14 +307,17 @@ pub async fn run(dir: PathBuf, tx: mpsc::Sender<SourceEvent>) -> Result<(), Erro
         match state.reread(&dir) {
             Ok(reread) => {
                 for e in &reread.errors {
-                    tracing::error!(error = %e, "manifest rejected; keeping what the file held before");
+                    tracing::error!(
+                        error = crate::errors::chain(e),
+                        "manifest rejected; keeping what the file held before"
+                    );
                 }
                 let healthy = reread.errors.is_empty();
                 if healthy != was_healthy || !healthy {
                     let detail = reread
                         .errors
                         .iter()
-                        .map(ToString::to_string)
+                        .map(|e| crate::errors::chain(e))
                         .collect::<Vec<_>>()
                         .join("; ");
                     if tx
@@ -297,11 +346,14 @@ pub async fn run(dir: PathBuf, tx: mpsc::Sender<SourceEvent>) -> Result<(), Erro
                 first = false;
             }
             Err(e) => {
-                tracing::error!(error = %e, "manifest directory unreadable; keeping the last state");
+                tracing::error!(
+                    error = crate::errors::chain(&e),
+                    "manifest directory unreadable; keeping the last state"
+                );
                 if tx
                     .send(SourceEvent::Health {
                         up: false,
-                        detail: e.to_string(),
+                        detail: crate::errors::chain(&e),
                     })
                     .await
                     .is_err()
@@ -348,9 +400,9 @@ mod tests {
     fn parse_error_names_the_file_and_document() {
         let text = "kind: Namespace\nmetadata:\n  name: ok\n---\nkind: NetworkPolicy\nmetadata:\n  name: bad\nspec:\n  podSelector: 7\n";
         let err = parse(Path::new("/m/bad.yaml"), text).expect_err("invalid");
-        let msg = err.to_string();
+        let msg = crate::errors::chain(&err);
         assert!(
-            msg.contains("/m/bad.yaml") && msg.contains("document 1"),
+            msg.starts_with("/m/bad.yaml: document 1: not a valid NetworkPolicy: "),
             "{msg}"
         );
     }
