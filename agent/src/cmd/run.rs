@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::cli::RunArgs;
-use crate::datapath::{Capacities, Datapath, DatapathConfig, KernelSupport};
+use crate::datapath::{Capacities, Datapath, DatapathConfig, EventReader, KernelSupport};
 use crate::node::{Discovery, Unresolved};
 use crate::observe::counters::Counters;
 use crate::observe::flows::{self, Directory, Flows};
@@ -106,6 +106,7 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
     let flows = Arc::new(Flows::default());
     let mut observers = Vec::new();
     if let Some(ring) = datapath.maps.events.take() {
+        let events = EventReader::new(ring)?;
         let flows = flows.clone();
         let counters = counters.clone();
         observers.push(tokio::spawn(async move {
@@ -114,7 +115,7 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
                     c.on_flows(batch);
                 }
             };
-            if let Err(e) = flows::read_events(ring, flows, on_batch).await {
+            if let Err(e) = flows::read_events(events, flows, on_batch).await {
                 tracing::error!(error = %crate::errors::chain(&e), "flow event reader stopped");
             }
         }));

@@ -109,6 +109,23 @@ pub enum Error {
     /// The kernel lacks something the agent needs.
     #[error(transparent)]
     Kernel(#[from] super::kernel::KernelError),
+    /// Pinning a map the agent creates itself failed.
+    #[error("pinning a map at {path}")]
+    Pin {
+        /// Pin path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: aya::pin::PinError,
+    },
+    /// The counter ledger outgrew its map.
+    #[error("a counter ledger of {bytes} bytes exceeds the {limit} its map holds")]
+    LedgerTooLarge {
+        /// The ledger's size.
+        bytes: usize,
+        /// What the map holds.
+        limit: usize,
+    },
     /// Pinning or adopting a pinned link failed.
     #[error("link pin {path}")]
     LinkPin {

@@ -24,9 +24,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use super::flows::{Directory, FlowRecord, Verdict};
-use super::kernel::{KernelView, MapPressure};
 use super::ledger::{AuditLabels, Count, Ledger, RuleLabels};
-use super::store::Store;
+use crate::datapath::ledger_store::Store;
+use crate::datapath::view::{KernelView, MapPressure};
 use crate::policy::plan::DatapathPlan;
 use crate::state::PolicyRef;
 
@@ -80,13 +80,13 @@ impl Counters {
     /// Opens the pinned maps under `maps_dir` and the ledger pinned beside
     /// them (created when absent). A ledger that cannot be kept only costs
     /// continuity across restarts, so that is logged, not fatal.
-    pub fn open(maps_dir: &Path) -> Result<Counters, String> {
+    pub fn open(maps_dir: &Path) -> Result<Counters, crate::datapath::Error> {
         let kernel = KernelView::open(maps_dir)?;
         let (ledger, store) = match Store::open(maps_dir) {
             Ok(store) => {
                 let ledger = match store.read() {
                     Some(bytes) => Ledger::from_bytes(&bytes).unwrap_or_else(|e| {
-                        tracing::warn!(error = %e, "unreadable counter ledger; starting afresh");
+                        tracing::warn!(error = %crate::errors::chain(&e), "unreadable counter ledger; starting afresh");
                         Ledger::default()
                     }),
                     None => Ledger::default(),
@@ -94,7 +94,7 @@ impl Counters {
                 (ledger, Some(store))
             }
             Err(e) => {
-                tracing::warn!(error = %e, "no counter ledger: rule counters restart with the agent");
+                tracing::warn!(error = %crate::errors::chain(&e), "no counter ledger: rule counters restart with the agent");
                 (Ledger::default(), None)
             }
         };
@@ -111,7 +111,7 @@ impl Counters {
     pub fn before_plan(&self, plan: &DatapathPlan) {
         let origins = origins(plan);
         let changed = match self.ledger.lock() {
-            Ok(mut l) => l.adopt(&origins, |id| self.kernel.rule(id)),
+            Ok(mut l) => l.adopt(&origins, |id| self.kernel.rule(id).into()),
             Err(_) => false,
         };
         if changed {
@@ -124,7 +124,7 @@ impl Counters {
     pub fn on_plan(&self, plan: &DatapathPlan, live: impl Fn(&PolicyRef) -> bool) {
         let origins = origins(plan);
         let changed = match self.ledger.lock() {
-            Ok(mut l) => l.reassign(&origins, |id| self.kernel.rule(id), live),
+            Ok(mut l) => l.reassign(&origins, |id| self.kernel.rule(id).into(), live),
             Err(_) => false,
         };
         if changed {
@@ -170,7 +170,7 @@ impl Counters {
             && let Some(store) = store.as_mut()
             && let Err(e) = store.write(&bytes)
         {
-            tracing::warn!(error = %e, "cannot persist the counter ledger");
+            tracing::warn!(error = %crate::errors::chain(&e), "cannot persist the counter ledger");
         }
     }
 
@@ -182,7 +182,7 @@ impl Counters {
     /// The value of every rule label set now (allow verdict).
     pub fn rule_totals(&self) -> BTreeMap<RuleLabels, Count> {
         match self.ledger.lock() {
-            Ok(l) => l.totals(|id| self.kernel.rule(id)),
+            Ok(l) => l.totals(|id| self.kernel.rule(id).into()),
             Err(_) => BTreeMap::new(),
         }
     }

@@ -8,16 +8,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aya::maps::{MapData, RingBuf};
 use palisade_common::addr::Addr16;
 use palisade_common::event::FlowEvent;
 use palisade_common::verdict::{Direction, DropReason};
 use serde::{Deserialize, Serialize};
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
-use crate::datapath::maps::decode_event;
+use crate::datapath::{EventReader, monotonic_ns};
 use crate::policy::plan::DatapathPlan;
 use crate::state::ClusterState;
 use crate::state::{PodRef, PolicyRef};
@@ -257,15 +254,9 @@ pub struct Clock {
 impl Clock {
     /// The clocks now.
     pub fn now() -> Clock {
-        // SAFETY: `ts` is a valid, writable timespec.
-        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-        // SAFETY: as above; CLOCK_MONOTONIC always exists.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
         Clock {
             wall: SystemTime::now(),
-            monotonic_ns: (ts.tv_sec as u64)
-                .saturating_mul(1_000_000_000)
-                .saturating_add(ts.tv_nsec as u64),
+            monotonic_ns: monotonic_ns(),
         }
     }
 
@@ -447,34 +438,19 @@ impl Flows {
     }
 }
 
-/// Reads `EVENTS` until the ring buffer fails, calling `on_record` (metrics)
-/// for every flow recorded after each batch.
+/// Reads `EVENTS` until the ring buffer fails, calling `on_batch` (metrics)
+/// with the flows recorded from each batch.
 pub async fn read_events(
-    ring: RingBuf<MapData>,
+    mut events: EventReader,
     flows: Arc<Flows>,
     mut on_batch: impl FnMut(&[FlowRecord]) + Send,
 ) -> std::io::Result<()> {
-    // SAFETY: the ring buffer owns its map fd, which stays open and the same
-    // for as long as the `AsyncFd` owns the ring buffer.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)?;
     loop {
-        let mut guard = fd.readable_mut().await?;
+        let batch = events.next_batch().await?;
         let now = Clock::now();
-        let mut batch = Vec::new();
-        {
-            let ring = guard.get_inner_mut();
-            while let Some(item) = ring.next() {
-                let event = decode_event(&item);
-                drop(item);
-                if let Some(record) = event.and_then(|e| flows.record(&e, now)) {
-                    batch.push(record);
-                }
-            }
-        }
-        guard.clear_ready();
-        if !batch.is_empty() {
-            on_batch(&batch);
+        let records: Vec<FlowRecord> = batch.iter().filter_map(|e| flows.record(e, now)).collect();
+        if !records.is_empty() {
+            on_batch(&records);
         }
     }
 }

@@ -13,8 +13,8 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use super::flows::Flows;
-use super::kernel::MapPressure;
 use super::status::SharedStatus;
+use crate::datapath::view::MapPressure;
 
 /// Produces the Prometheus text exposition on each scrape.
 pub type MetricsRender = std::sync::Arc<dyn Fn() -> String + Send + Sync>;

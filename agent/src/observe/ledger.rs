@@ -75,6 +75,24 @@ pub struct Count {
     pub bytes: u64,
 }
 
+impl From<palisade_common::stats::RuleCounter> for Count {
+    fn from(c: palisade_common::stats::RuleCounter) -> Count {
+        Count {
+            packets: c.packets,
+            bytes: c.bytes,
+        }
+    }
+}
+
+impl From<palisade_common::stats::StatCounter> for Count {
+    fn from(c: palisade_common::stats::StatCounter) -> Count {
+        Count {
+            packets: c.packets,
+            bytes: c.bytes,
+        }
+    }
+}
+
 impl Count {
     fn plus(self, other: Count) -> Count {
         Count {
@@ -232,10 +250,10 @@ impl Ledger {
     }
 
     /// Reads what [`Ledger::to_bytes`] wrote.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Ledger, String> {
-        let p: Persisted = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    pub fn from_bytes(bytes: &[u8]) -> Result<Ledger, LedgerError> {
+        let p: Persisted = serde_json::from_slice(bytes).map_err(LedgerError::Decode)?;
         if p.version != VERSION {
-            return Err(format!("unknown ledger version {}", p.version));
+            return Err(LedgerError::Version(p.version));
         }
         Ok(Ledger {
             owners: p.owners.into_iter().collect(),
@@ -243,6 +261,17 @@ impl Ledger {
             audit: p.audit.into_iter().collect(),
         })
     }
+}
+
+/// Why a persisted ledger cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// Not the JSON this build writes.
+    #[error("the counter ledger does not decode")]
+    Decode(#[source] serde_json::Error),
+    /// Written by a build with another format.
+    #[error("unknown counter ledger version {0}")]
+    Version(u32),
 }
 
 #[cfg(test)]

@@ -5,10 +5,8 @@
 pub mod counters;
 pub mod flows;
 pub mod http;
-pub mod kernel;
 pub mod ledger;
 pub mod metrics;
 pub mod status;
-pub mod store;
 
 pub use status::{EndpointStatus, SharedStatus, Status};

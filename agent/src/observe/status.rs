@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use super::kernel::MapPressure;
+use crate::datapath::view::MapPressure;
 use crate::state::Rejection;
 
 /// One local endpoint.

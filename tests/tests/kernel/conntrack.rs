@@ -3,7 +3,7 @@
 //! revoked ones are cut.
 
 use palisade_agent::datapath::Capacities;
-use palisade_agent::observe::kernel::KernelView;
+use palisade_agent::datapath::view::KernelView;
 use palisade_agent::policy::plan::L4Match;
 use palisade_agent::sync::render::addr16;
 use palisade_common::conntrack::{CT_FLAG_ORIGIN_EGRESS, CtKeyV4, CtValue};

@@ -1,6 +1,7 @@
 //! Read-only handles on the datapath's pinned maps, opened from their pins
 //! (independent of the reconcile loop's handles), for scrape-time reads:
-//! per-CPU counters summed over CPUs, and entries/capacity per map.
+//! per-CPU counters summed over CPUs, and entries/capacity per map. This is
+//! how `observe/` reads the kernel: it holds no map handle of its own.
 
 use std::path::Path;
 
@@ -16,7 +17,7 @@ use palisade_common::stats::{RuleCounter, StatCounter, StatIndex};
 use palisade_common::verdict::Direction;
 use serde::{Deserialize, Serialize};
 
-use super::ledger::Count;
+use super::error::Error;
 
 /// Entries and capacity of one map.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,27 +51,25 @@ impl std::fmt::Debug for KernelView {
     }
 }
 
-fn open<T>(maps_dir: &Path, name: &'static str) -> Result<(T, u32), String>
+fn open<T>(maps_dir: &Path, name: &'static str) -> Result<(T, u32), Error>
 where
     T: TryFrom<Map, Error = aya::maps::MapError>,
 {
-    let path = maps_dir.join(name);
-    let data = MapData::from_pin(&path)
-        .map_err(|e| format!("opening pinned map {}: {e}", path.display()))?;
+    let data = MapData::from_pin(maps_dir.join(name)).map_err(|e| Error::map(name, e))?;
     let capacity = data
         .info()
         .map(|i| i.max_entries())
-        .map_err(|e| format!("reading the info of {name}: {e}"))?;
+        .map_err(|e| Error::map(name, e))?;
     let map = Map::from_map_data(data)
         .and_then(T::try_from)
-        .map_err(|e| format!("pinned map {name} has an unexpected shape: {e}"))?;
+        .map_err(|e| Error::map(name, e))?;
     Ok((map, capacity))
 }
 
 impl KernelView {
     /// Opens every map the metrics read from `maps_dir` (the datapath pins
     /// them on load).
-    pub fn open(maps_dir: &Path) -> Result<KernelView, String> {
+    pub fn open(maps_dir: &Path) -> Result<KernelView, Error> {
         let (rule_counters, _) = open(maps_dir, names::RULE_COUNTERS)?;
         let (stats, _) = open(maps_dir, names::STATS)?;
         let (endpoints, c_ep) = open(maps_dir, names::ENDPOINTS)?;
@@ -100,27 +99,31 @@ impl KernelView {
     }
 
     /// A rule's counter summed over CPUs (zero when unreadable).
-    pub fn rule(&self, id: u32) -> Count {
+    pub fn rule(&self, id: u32) -> RuleCounter {
         self.rule_counters
             .get(&id, 0)
             .map(|per_cpu| {
-                per_cpu.iter().fold(Count::default(), |acc, c| Count {
-                    packets: acc.packets.wrapping_add(c.packets),
-                    bytes: acc.bytes.wrapping_add(c.bytes),
-                })
+                per_cpu
+                    .iter()
+                    .fold(RuleCounter::default(), |acc, c| RuleCounter {
+                        packets: acc.packets.wrapping_add(c.packets),
+                        bytes: acc.bytes.wrapping_add(c.bytes),
+                    })
             })
             .unwrap_or_default()
     }
 
     /// A `STATS` slot summed over CPUs (zero when unreadable).
-    pub fn stat(&self, stat: StatIndex, direction: Direction) -> Count {
+    pub fn stat(&self, stat: StatIndex, direction: Direction) -> StatCounter {
         self.stats
             .get(&stat.index(direction), 0)
             .map(|per_cpu| {
-                per_cpu.iter().fold(Count::default(), |acc, c| Count {
-                    packets: acc.packets.wrapping_add(c.packets),
-                    bytes: acc.bytes.wrapping_add(c.bytes),
-                })
+                per_cpu
+                    .iter()
+                    .fold(StatCounter::default(), |acc, c| StatCounter {
+                        packets: acc.packets.wrapping_add(c.packets),
+                        bytes: acc.bytes.wrapping_add(c.bytes),
+                    })
             })
             .unwrap_or_default()
     }

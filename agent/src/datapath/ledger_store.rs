@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, Map, MapData};
 
+use super::error::Error;
+
 /// Pin name of the map.
 pub const PIN_NAME: &str = "OBSERVE_LEDGER";
 
@@ -44,20 +46,20 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 impl Store {
     /// Opens the store pinned in `maps_dir`, creating and pinning it if absent.
-    pub fn open(maps_dir: &Path) -> Result<Store, String> {
+    pub fn open(maps_dir: &Path) -> Result<Store, Error> {
         let path = maps_dir.join(PIN_NAME);
         if !path.exists() {
             let created = HashMap::<MapData, u32, Chunk>::create(2 * HALF + 1, BPF_F_NO_PREALLOC)
-                .map_err(|e| format!("creating the ledger map: {e}"))?;
-            created
-                .pin(&path)
-                .map_err(|e| format!("pinning the ledger map at {}: {e}", path.display()))?;
+                .map_err(|e| Error::map(PIN_NAME, e))?;
+            created.pin(&path).map_err(|source| Error::Pin {
+                path: path.clone(),
+                source,
+            })?;
         }
-        let data = MapData::from_pin(&path)
-            .map_err(|e| format!("opening the ledger map {}: {e}", path.display()))?;
+        let data = MapData::from_pin(&path).map_err(|e| Error::map(PIN_NAME, e))?;
         let map = Map::from_map_data(data)
             .and_then(HashMap::try_from)
-            .map_err(|e| format!("the ledger map {} has the wrong shape: {e}", path.display()))?;
+            .map_err(|e| Error::map(PIN_NAME, e))?;
         Ok(Store { map, path })
     }
 
@@ -85,12 +87,12 @@ impl Store {
     }
 
     /// Replaces the blob.
-    pub fn write(&mut self, blob: &[u8]) -> Result<(), String> {
+    pub fn write(&mut self, blob: &[u8]) -> Result<(), Error> {
         if blob.len() > MAX_BYTES {
-            return Err(format!(
-                "ledger of {} bytes exceeds {MAX_BYTES}",
-                blob.len()
-            ));
+            return Err(Error::LedgerTooLarge {
+                bytes: blob.len(),
+                limit: MAX_BYTES,
+            });
         }
         let active = self
             .map
@@ -102,7 +104,7 @@ impl Store {
             Some(0) => 1,
             _ => 0,
         };
-        let err = |e: aya::maps::MapError| format!("writing the ledger map: {e}");
+        let err = |e: aya::maps::MapError| Error::map(PIN_NAME, e);
         for (key, piece) in (1 + half * HALF..).zip(blob.chunks(CHUNK)) {
             let mut chunk = [0u8; CHUNK];
             chunk[..piece.len()].copy_from_slice(piece);
