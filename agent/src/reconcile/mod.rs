@@ -26,6 +26,10 @@ use crate::state::ClusterState;
 use crate::state::PodRef;
 use crate::sync::{Syncer, render};
 
+mod intake;
+
+use intake::{Intake, Step};
+
 /// A pod's host-side interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodInterface {
@@ -100,8 +104,7 @@ struct Reconciler<I: Interfaces> {
     interfaces: I,
     status: SharedStatus,
     cluster: ClusterState,
-    known: BTreeMap<Kind, BTreeSet<ObjectRef>>,
-    synced: BTreeSet<Kind>,
+    intake: Intake,
     compiler: Compiler,
     /// Pods whose interface carries the programs, and where.
     attached: BTreeMap<PodRef, PodInterface>,
@@ -168,8 +171,7 @@ pub async fn run<I: Interfaces>(
         interfaces,
         status,
         cluster: ClusterState::new(),
-        known: BTreeMap::new(),
-        synced: BTreeSet::new(),
+        intake: Intake::default(),
         compiler,
         attached: BTreeMap::new(),
         unresolved: 0,
@@ -241,7 +243,7 @@ pub async fn run<I: Interfaces>(
             }
         }
         r.note_sync(required);
-        if !required.iter().all(|k| r.synced.contains(k)) {
+        if !r.intake.waiting_for(required).is_empty() {
             continue;
         }
         if !forced && r.first_apply_done && r.reconciled == Some(r.cluster.generation()) {
@@ -291,9 +293,10 @@ impl<I: Interfaces> Reconciler<I> {
     /// Records which kinds still lack their initial list.
     fn note_sync(&self, required: &[Kind]) {
         if let Ok(mut s) = self.status.write() {
-            s.waiting_for = required
+            s.waiting_for = self
+                .intake
+                .waiting_for(required)
                 .iter()
-                .filter(|k| !self.synced.contains(k))
                 .map(|k| format!("{k:?}"))
                 .collect();
             s.source_synced = s.waiting_for.is_empty();
@@ -301,44 +304,28 @@ impl<I: Interfaces> Reconciler<I> {
     }
 
     fn on_event(&mut self, event: SourceEvent) {
-        match event {
-            SourceEvent::Replace { kinds, objects } => {
-                let new: BTreeSet<ObjectRef> = objects.iter().map(object_ref).collect();
-                for kind in &kinds {
-                    let old = self.known.remove(kind).unwrap_or_default();
-                    for gone in old.iter().filter(|r| !new.contains(r)) {
-                        self.delete(gone);
-                    }
-                    self.synced.insert(*kind);
-                }
-                for object in &objects {
-                    self.apply(object);
-                }
+        for step in self.intake.steps(&event) {
+            match step {
+                Step::Apply(object) => self.apply(object),
+                Step::Delete(r) => self.delete(&r),
             }
-            SourceEvent::Apply(object) => self.apply(&object),
-            SourceEvent::Delete(r) => {
-                self.delete(&r);
-                if let Some(set) = self.known.get_mut(&r.kind) {
-                    set.remove(&r);
-                }
+        }
+        if let SourceEvent::Health { up, detail } = event {
+            if up {
+                tracing::info!(%detail, "source is up to date");
+            } else {
+                tracing::warn!(%detail, "source problem; the last good state stays enforced");
             }
-            SourceEvent::Health { up, detail } => {
+            if let Ok(mut s) = self.status.write() {
+                s.source_up = up;
                 if up {
-                    tracing::info!(%detail, "source is up to date");
-                } else {
-                    tracing::warn!(%detail, "source problem; the last good state stays enforced");
+                    s.source_down_since = None;
+                } else if s.source_down_since.is_none() {
+                    s.source_down_since = Some(SystemTime::now());
                 }
-                if let Ok(mut s) = self.status.write() {
-                    s.source_up = up;
-                    if up {
-                        s.source_down_since = None;
-                    } else if s.source_down_since.is_none() {
-                        s.source_down_since = Some(SystemTime::now());
-                    }
-                    s.source_detail = (!detail.is_empty()).then_some(detail.clone());
-                    if !up {
-                        s.error(detail);
-                    }
+                s.source_detail = (!detail.is_empty()).then_some(detail.clone());
+                if !up {
+                    s.error(detail);
                 }
             }
         }
@@ -459,7 +446,7 @@ impl<I: Interfaces> Reconciler<I> {
         };
         match self.cluster.apply(object) {
             Ok(()) => {
-                self.known.entry(r.kind).or_default().insert(r);
+                self.intake.accepted(r);
             }
             Err(e) => {
                 tracing::error!(object = %r, error = %crate::errors::chain(&e), "object rejected");
