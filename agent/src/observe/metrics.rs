@@ -44,6 +44,8 @@ pub struct Metrics {
     pub policies: Gauge,
     /// Identities in the current plan.
     pub identities: Gauge,
+    /// Validation failures in the current plan.
+    pub rejections: Gauge,
     /// Seconds the kernel lags behind the source.
     pub source_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// 1 for the attach mode in use.
@@ -90,6 +92,12 @@ impl Metrics {
             "Remote identities in the current plan",
             identities.clone(),
         );
+        let rejections = Gauge::default();
+        registry.register(
+            "rejections",
+            "Object fields rejected by validation (listed in /status and `palisade status`): each is a part of a policy or pod not enforced as written",
+            rejections.clone(),
+        );
         let source_lag_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "source_lag_seconds",
@@ -116,6 +124,7 @@ impl Metrics {
             endpoints,
             policies,
             identities,
+            rejections,
             source_lag_seconds,
             attach_mode,
         }
@@ -149,6 +158,7 @@ impl Metrics {
         }
         self.policies.set(s.policies as i64);
         self.identities.set(s.identities as i64);
+        self.rejections.set(s.rejections.len() as i64);
         self.source_lag_seconds
             .set(s.lag_seconds(std::time::SystemTime::now()));
     }
@@ -165,3 +175,27 @@ impl Metrics {
 
 /// Metrics shared with the HTTP server.
 pub type SharedMetrics = Arc<Mutex<Metrics>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Rejection;
+
+    #[test]
+    fn the_rejections_gauge_counts_the_status_rejections() {
+        let metrics = Metrics::new();
+        let mut status = super::super::Status::default();
+        let rejection = |field: &str| Rejection {
+            object: "NetworkPolicy x/bad".into(),
+            field: field.into(),
+            reason: "invalid".into(),
+        };
+        status.rejections = vec![rejection("spec.ingress[0]"), rejection("spec.egress[1]")];
+        metrics.update(&status);
+        let text = metrics.render();
+        assert!(text.contains("\npalisade_rejections 2\n"), "{text}");
+        status.rejections.clear();
+        metrics.update(&status);
+        assert!(metrics.render().contains("\npalisade_rejections 0\n"));
+    }
+}

@@ -175,6 +175,7 @@ fn every_family_has_help_and_type_and_the_exposition_parses() {
         "palisade_endpoints",
         "palisade_policies",
         "palisade_identities",
+        "palisade_rejections",
         "palisade_bpf_map_entries",
         "palisade_bpf_map_capacity",
         "palisade_conntrack_entries",
