@@ -27,6 +27,7 @@ use crate::state::PodRef;
 use crate::sync::{Syncer, render};
 
 mod intake;
+mod lifecycle;
 
 use intake::{Intake, Step};
 
@@ -572,25 +573,17 @@ impl<I: Interfaces> Reconciler<I> {
             .collect();
         self.attached
             .retain(|pod, iface| ifaces.get(pod) == Some(&iface.ifindex));
-        let mut stale: BTreeSet<u32> = self.datapath.attachments().map(|a| a.ifindex).collect();
+        let carrying: BTreeSet<u32> = self.datapath.attachments().map(|a| a.ifindex).collect();
         if !self.first_apply_done {
-            self.retain_unclaimed(&stale);
+            self.retain_unclaimed(&carrying);
         }
-        self.retained.retain(|ifindex, _| !keep.contains(ifindex));
-        // Gone, or its index reused by another interface: the links are defunct.
-        let vanished: Vec<u32> = self
-            .retained
-            .iter()
-            .filter(|(ifindex, name)| {
-                crate::datapath::interface_name(**ifindex).as_ref() != Some(*name)
-            })
-            .map(|(ifindex, _)| *ifindex)
-            .collect();
-        for ifindex in vanished {
-            self.retained.remove(&ifindex);
-            stale.insert(ifindex);
-        }
-        for ifindex in stale.difference(&keep) {
+        let detach = lifecycle::to_detach(
+            carrying,
+            &keep,
+            &mut self.retained,
+            crate::datapath::interface_name,
+        );
+        for ifindex in &detach {
             if let Err(e) = self.datapath.detach(*ifindex) {
                 tracing::warn!(ifindex, error = %crate::errors::chain(&e), "detach failed");
             }
