@@ -26,6 +26,23 @@ fn audit_passes_would_be_drops_and_counts_them() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].audited, 1);
     assert_eq!(events[0].reason, DropReason::PolicyDenied as u32);
+
+    // Drop control: the same plan and packet without audit is dropped.
+    let mut enforced = Harness::new();
+    enforced.apply(&PlanBuilder::new().isolate(Direction::Ingress).build());
+    enforced.assert_drop(
+        Direction::Ingress,
+        &to_pod(OTHER_V4.into()).tcp(1, 80, TcpFlags::SYN).build(),
+        "same packet, not audited",
+    );
+    assert_eq!(
+        enforced.dropped(Direction::Ingress, DropReason::PolicyDenied),
+        1
+    );
+    assert_eq!(
+        enforced.audited(Direction::Ingress, DropReason::PolicyDenied),
+        0
+    );
 }
 
 #[test]

@@ -89,4 +89,13 @@ fn fail_closed_lifts_when_the_plan_fits_again() {
         &to_pod(PEER_V4.into()).tcp(9, 1, TcpFlags::SYN).build(),
         "allowed after recovery",
     );
+    // Drop control: a port only the big plan allowed is now denied by
+    // policy, not by fail-closed.
+    h.assert_drop(
+        Direction::Ingress,
+        &to_pod(PEER_V4.into()).tcp(9, 2, TcpFlags::SYN).build(),
+        "port of the big plan only",
+    );
+    assert_eq!(h.dropped(Direction::Ingress, DropReason::PolicyDenied), 1);
+    assert_eq!(h.dropped(Direction::Ingress, DropReason::FailClosed), 0);
 }

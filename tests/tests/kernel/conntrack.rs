@@ -101,6 +101,15 @@ fn udp_and_icmp_replies_are_tracked() {
     let mut reply = to_pod(PEER_V6.into()).icmpv6_echo().build();
     reply[14 + 40] = 129; // echo reply, same identifier
     h.assert_pass(Direction::Ingress, &reply, "echo reply");
+    // Drop controls: the same answers for exchanges the pod never opened.
+    h.assert_drop(
+        Direction::Ingress,
+        &to_pod(PEER_V4.into()).udp(53, 5001).build(),
+        "answer to a port that sent no query",
+    );
+    let mut stray = reply.clone();
+    stray[14 + 40 + 4] = 0x43; // identifier 0x4334: no such request
+    h.assert_drop(Direction::Ingress, &stray, "echo reply to no request");
 }
 
 #[test]
@@ -125,6 +134,13 @@ fn established_flow_survives_an_unrelated_policy_change() {
         "data after change",
     );
     assert_eq!(h.dropped(Direction::Ingress, DropReason::PolicyRevoked), 0);
+    // Drop control: after the same change, a "reply" of a connection that
+    // was never opened is still denied.
+    h.assert_drop(
+        Direction::Ingress,
+        &to_pod(PEER_V4.into()).tcp(80, 40001, TcpFlags::ACK).build(),
+        "reply of a flow never opened",
+    );
 }
 
 #[test]
@@ -294,6 +310,16 @@ fn ipv4_flows_are_tracked_in_the_v4_map_and_ipv6_flows_in_the_v6_map() {
     };
     assert_eq!(entries(maps::CONNTRACK_V4), Some(1));
     assert_eq!(entries(maps::CONNTRACK), Some(1));
+    // Drop controls: in either family, the syn-ack of a flow never opened.
+    for peer in [PEER_V4.into(), PEER_V6.into()] {
+        h.assert_drop(
+            Direction::Ingress,
+            &to_pod(peer)
+                .tcp(80, 40001, TcpFlags::SYN | TcpFlags::ACK)
+                .build(),
+            &format!("syn-ack of a flow never opened, {peer}"),
+        );
+    }
 }
 
 #[test]
@@ -376,6 +402,16 @@ fn a_full_v4_conntrack_still_passes_allowed_packets_and_leaves_v6_alone() {
             .build(),
         "reply v6",
     );
+    // Drop controls: replies of flows never opened, in either family.
+    for peer in [PEER_V4.into(), PEER_V6.into()] {
+        h.assert_drop(
+            Direction::Ingress,
+            &to_pod(peer)
+                .tcp(80, 39999, TcpFlags::SYN | TcpFlags::ACK)
+                .build(),
+            &format!("reply of a flow never opened, {peer}"),
+        );
+    }
 }
 
 #[test]
@@ -446,6 +482,14 @@ fn an_upgrade_from_the_shared_conntrack_map_keeps_ipv4_flows() {
             .tcp(80, 40001, TcpFlags::SYN | TcpFlags::ACK)
             .build(),
         "reply of a flow the old programs tracked after the new agent loaded",
+    );
+    // Drop control: a reply of a flow neither program ever tracked.
+    new.assert_drop(
+        Direction::Ingress,
+        &to_pod(PEER_V4.into())
+            .tcp(80, 40002, TcpFlags::SYN | TcpFlags::ACK)
+            .build(),
+        "reply of a flow never tracked",
     );
 }
 

@@ -61,6 +61,17 @@ fn rule_counters_count_packets_and_bytes_of_new_flows() {
         0
     );
     assert_eq!(h.forwarded(Direction::Ingress), 3);
+    // Drop control: the same segment to a port no rule allows is dropped,
+    // credited to no rule and not counted as forwarded.
+    let denied = to_pod(PEER_V4.into())
+        .tcp(4, 81, TcpFlags::SYN)
+        .payload(100)
+        .build();
+    h.assert_drop(Direction::Ingress, &denied, "81");
+    assert_eq!(h.dropped(Direction::Ingress, DropReason::PolicyDenied), 1);
+    let c = h.dp.maps.rule_counter(RuleId(5)).expect("counter");
+    assert_eq!((c.packets, c.bytes), (3, 3 * len));
+    assert_eq!(h.forwarded(Direction::Ingress), 3);
 }
 
 #[test]

@@ -56,6 +56,35 @@ fn later_fragments_of_an_allowed_datagram_pass() {
                 .build(),
             "last",
         );
+        // Drop control: the same datagram shape under another id, whose first
+        // fragment is denied (port 54): its later fragments are dropped.
+        h.assert_drop(
+            Direction::Ingress,
+            &to_pod(peer)
+                .udp(1000, 54)
+                .fragment(0, true, 78)
+                .payload(64)
+                .build(),
+            "first of a denied datagram",
+        );
+        h.assert_drop(
+            Direction::Ingress,
+            &to_pod(peer)
+                .udp(1000, 53)
+                .fragment(9, true, 78)
+                .payload(64)
+                .build(),
+            "middle of a denied datagram",
+        );
+        h.assert_drop(
+            Direction::Ingress,
+            &to_pod(peer)
+                .udp(1000, 53)
+                .fragment(18, false, 78)
+                .payload(8)
+                .build(),
+            "last of a denied datagram",
+        );
     }
 }
 

@@ -7,7 +7,7 @@ use palisade_common::verdict::{Direction, DropReason};
 use palisade_tests::frames::{Ipv6Ext, TcpFlags};
 
 use crate::harness::*;
-use crate::protocols::to_pod;
+use crate::protocols::{from_pod, to_pod};
 
 fn plan_allowing_tcp_80() -> palisade_agent::policy::plan::DatapathPlan {
     PlanBuilder::new()
@@ -104,6 +104,14 @@ fn truncated_header_passes_when_not_isolated() {
         .truncate_to(14 + 20 + 10)
         .build();
     h.assert_pass(Direction::Ingress, &frame, "ingress is not isolated");
+    // Drop control: the same truncated segment in the isolated direction.
+    let out = from_pod(PEER_V4.into())
+        .tcp(80, 1, TcpFlags::SYN)
+        .truncate_to(14 + 20 + 10)
+        .pad_to(0)
+        .build();
+    h.assert_drop(Direction::Egress, &out, "egress is isolated");
+    assert_eq!(h.dropped(Direction::Egress, DropReason::Malformed), 1);
 }
 
 #[test]

@@ -101,6 +101,19 @@ fn a_restarted_datapath_adopts_pinned_maps_and_connections() {
         palisade_common::verdict::TC_ACT_UNSPEC,
         "re-checked and allowed"
     );
+    // Drop control: the restarted programs still deny the reply of a
+    // connection that was never opened.
+    let stray = to_pod(PEER_V4.into())
+        .tcp(80, 40001, TcpFlags::SYN | TcpFlags::ACK)
+        .build();
+    assert_eq!(
+        second
+            .test_run(Direction::Ingress, &stray, 1)
+            .expect("run")
+            .verdict,
+        palisade_common::verdict::TC_ACT_SHOT,
+        "reply of a connection never opened"
+    );
     assert_eq!(
         adopted
             .apply(

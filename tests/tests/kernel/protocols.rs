@@ -420,6 +420,19 @@ fn arp_and_neighbour_discovery_pass_isolation() {
         &from_pod(PEER_V6.into()).icmpv6_echo().build(),
         "echo to the peer",
     );
+    // Controls for ARP and neighbour discovery themselves: the same ARP
+    // request out with another pod's address as sender, and the same
+    // solicitation at hop limit 64 (not neighbour discovery, so policy).
+    let forged = Frame::arp_request(PEER_V4, std::net::Ipv4Addr::new(169, 254, 1, 1))
+        .pad_to(60)
+        .build();
+    h.assert_drop(Direction::Egress, &forged, "arp out claiming the peer");
+    let low = from_pod(PEER_V6.into())
+        .ttl(64)
+        .icmpv6(135, 0)
+        .payload_bytes(&palisade_tests::frames::nd::solicit(PEER_V6, &[]))
+        .build();
+    h.assert_drop(Direction::Egress, &low, "solicitation with hop limit 64");
 }
 
 #[test]
