@@ -351,6 +351,33 @@ enum Leftover {
     Process { pid: i32, cmdline: String },
 }
 
+impl Leftover {
+    /// The pid of the process that made it: the tag after the prefix starts
+    /// with the owner's pid in base 36 (see [`unique_tag`]). `None` when the
+    /// name carries no such tag.
+    fn owner(&self) -> Option<u32> {
+        let text = match self {
+            Leftover::Netns(name) => name.clone(),
+            Leftover::Bpffs(path) => path.file_name()?.to_string_lossy().into_owned(),
+            Leftover::Process { cmdline, .. } => cmdline.clone(),
+        };
+        [NETNS_PREFIX, crate::bpffs::BPFFS_PREFIX]
+            .iter()
+            .filter_map(|prefix| text.find(prefix).map(|at| &text[at + prefix.len()..]))
+            .find_map(|tag| {
+                tag.get(..5)
+                    .and_then(|pid| u32::from_str_radix(pid, 36).ok())
+            })
+    }
+
+    /// Whether the process that made it still runs (another test run, live).
+    fn owner_alive(&self) -> bool {
+        self.owner().is_some_and(|pid| {
+            pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
+        })
+    }
+}
+
 impl std::fmt::Display for Leftover {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -424,24 +451,34 @@ pub fn leftovers() -> Vec<String> {
     find_leftovers().iter().map(ToString::to_string).collect()
 }
 
-/// Removes everything [`leftovers`] reports: SIGKILLs the processes, deletes
-/// the namespace handles and removes the bpffs directories. Meant for a
-/// runner before a suite starts (never while a suite runs: it would pull the
-/// resources out from under live tests). Returns what it removed, in the
-/// words of [`leftovers`].
+/// Removes what [`leftovers`] reports of processes that have ended: SIGKILLs
+/// the processes, deletes the namespace handles and removes the bpffs
+/// directories. Resources whose tag names a live process (another test run
+/// on this machine, still running) are left alone; so are the caller's own
+/// only when they are not tagged. Meant for a runner before and after a
+/// suite. Returns what it removed, in the words of [`leftovers`].
 pub fn sweep_leftovers() -> Result<Vec<String>> {
-    sweep_leftovers_matching(|_| true)
+    sweep(
+        find_leftovers()
+            .into_iter()
+            .filter(|item| !item.owner_alive()),
+    )
 }
 
-/// Like [`sweep_leftovers`], limited to the entries of [`leftovers`] for
-/// which `select` is true (e.g. those containing one test's tag).
+/// Removes the entries of [`leftovers`] for which `select` is true (e.g.
+/// those containing one test's tag), whoever made them.
 pub fn sweep_leftovers_matching(select: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+    sweep(
+        find_leftovers()
+            .into_iter()
+            .filter(|item| select(&item.to_string())),
+    )
+}
+
+fn sweep(found: impl Iterator<Item = Leftover>) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     let mut errors = Vec::new();
-    let found: Vec<Leftover> = find_leftovers()
-        .into_iter()
-        .filter(|item| select(&item.to_string()))
-        .collect();
+    let found: Vec<Leftover> = found.collect();
     // Processes first: they may hold namespaces or pins.
     for item in &found {
         if let Leftover::Process { pid, .. } = item {
@@ -481,6 +518,35 @@ pub fn sweep_leftovers_matching(select: impl Fn(&str) -> bool) -> Result<Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leftovers_name_their_owner() {
+        let tag = unique_tag();
+        let me = std::process::id();
+        let netns = Leftover::Netns(format!("{NETNS_PREFIX}{tag}-server"));
+        let pin = Leftover::Bpffs(
+            Path::new(crate::bpffs::BPFFS_ROOT)
+                .join(format!("{}{tag}", crate::bpffs::BPFFS_PREFIX)),
+        );
+        let process = Leftover::Process {
+            pid: 1,
+            cmdline: format!("ip netns exec {NETNS_PREFIX}{tag}-node palisade run"),
+        };
+        for item in [&netns, &pin, &process] {
+            assert_eq!(item.owner(), Some(me), "{item}");
+            // The caller's own leftovers are swept.
+            assert!(!item.owner_alive(), "{item}");
+        }
+        // A live process's resources are not.
+        let parent = std::os::unix::process::parent_id();
+        let theirs = Leftover::Netns(format!("{NETNS_PREFIX}{}0-x", base36(u64::from(parent), 5)));
+        assert!(theirs.owner_alive());
+        // An ended one's are (36^5 - 1 is above any pid_max).
+        let ended = Leftover::Netns(format!("{NETNS_PREFIX}zzzzz0-x"));
+        assert_eq!(ended.owner(), Some(60_466_175));
+        assert!(!ended.owner_alive());
+        assert_eq!(Leftover::Netns(NETNS_PREFIX.into()).owner(), None);
+    }
 
     #[test]
     fn base36_is_fixed_width_and_correct() {
