@@ -25,7 +25,9 @@
 //! Above them:
 //! - [`observe`]: status, metrics (own and kernel counters), the flow log and
 //!   the HTTP endpoints; reads the kernel only through [`datapath`].
-//! - [`reconcile`]: the loop tying the stages together.
+//! - [`reconcile`]: the loop tying the stages together; it reaches the kernel
+//!   through its `Kernel` trait (implemented by [`datapath::Datapath`]), so
+//!   it runs against fakes in its tests.
 //! - [`cli`] and [`cmd`]: the command line and one module per subcommand.
 pub mod cli;
 pub mod cmd;

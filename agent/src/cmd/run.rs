@@ -251,8 +251,12 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
                 .filter(|n| !n.is_empty())
                 .collect(),
         },
-        &Kind::ALL,
-        rx,
+        reconcile::Inputs {
+            source: rx,
+            required: Kind::ALL.to_vec(),
+            cni_calls: cni_rx,
+            shutdown: super::shutdown_signal(),
+        },
         interfaces,
         datapath,
         status,
@@ -260,8 +264,6 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
             on_compiled,
             on_programmed,
         },
-        cni_rx,
-        super::shutdown_signal(),
     )
     .await;
     source_task.abort();

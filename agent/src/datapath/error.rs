@@ -145,6 +145,28 @@ impl Error {
         }
     }
 
+    /// What kind of error this is, as a metric label (`palisade_errors_total`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::NoObject => "no_object",
+            Error::Bpffs { .. } => "bpffs",
+            Error::Load { .. } => "load",
+            Error::ProgramMissing { .. } => "program_missing",
+            Error::Program { .. } => "program",
+            Error::MapMissing { .. } => "map_missing",
+            Error::Map { .. } if self.is_map_full() => "map_full",
+            Error::Map { .. } => "map",
+            Error::Interface { .. } => "interface",
+            Error::Attach { .. } => "attach",
+            Error::Filter { .. } => "tc_filter",
+            Error::FilterSlotTaken { .. } => "tc_filter_slot_taken",
+            Error::Kernel(_) => "kernel",
+            Error::Pin { .. } => "pin",
+            Error::LedgerTooLarge { .. } => "ledger_too_large",
+            Error::LinkPin { .. } => "link_pin",
+        }
+    }
+
     /// Whether this is a map insert that failed because the map is full.
     pub fn is_map_full(&self) -> bool {
         match self {

@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -16,6 +17,13 @@ use prometheus_client::registry::Registry;
 pub struct EndpointState {
     /// `enforced`, `unenforced` or `audit`.
     pub state: &'static str,
+}
+
+/// `palisade_errors_total{error}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    /// What kind of error (`Status::errors_total`'s key).
+    pub error: String,
 }
 
 /// Build information.
@@ -50,6 +58,8 @@ pub struct Metrics {
     pub source_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// 1 for the attach mode in use.
     pub attach_mode: Family<AttachModeLabel, Gauge>,
+    /// Errors since the agent started, by kind.
+    pub errors: Family<ErrorLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -110,6 +120,12 @@ impl Metrics {
             "1 for how the programs attach to pod interfaces on this node: tcx links or tc (netlink clsact) filters",
             attach_mode.clone(),
         );
+        let errors = Family::<ErrorLabel, Counter>::default();
+        registry.register(
+            "errors",
+            "Errors since the agent started, by kind: source (the API server or manifest directory failed), object_rejected (an object the state refused), map_full (a map write that failed closed), and the datapath's own (attach, tc_filter, map, ...); the latest are listed in /status",
+            errors.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -127,6 +143,7 @@ impl Metrics {
             rejections,
             source_lag_seconds,
             attach_mode,
+            errors,
         }
     }
 
@@ -159,6 +176,12 @@ impl Metrics {
         self.policies.set(s.policies as i64);
         self.identities.set(s.identities as i64);
         self.rejections.set(s.rejections.len() as i64);
+        for (error, total) in &s.errors_total {
+            let counter = self.errors.get_or_create(&ErrorLabel {
+                error: error.clone(),
+            });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         self.source_lag_seconds
             .set(s.lag_seconds(std::time::SystemTime::now()));
     }
@@ -180,6 +203,34 @@ pub type SharedMetrics = Arc<Mutex<Metrics>>;
 mod tests {
     use super::*;
     use crate::state::Rejection;
+
+    #[test]
+    fn the_errors_counter_follows_the_status_totals_by_label() {
+        let metrics = Metrics::new();
+        let mut status = super::super::Status::default();
+        status.error("map_full", "map full, failing closed: POLICY".into());
+        status.error("map_full", "map full, failing closed: POLICY".into());
+        status.error("attach", "prod/web: attaching".into());
+        metrics.update(&status);
+        // A second scrape of the same status counts nothing twice.
+        metrics.update(&status);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"palisade_errors_total{error="map_full"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"palisade_errors_total{error="attach"} 1"#),
+            "{text}"
+        );
+        status.error("attach", "prod/web: attaching".into());
+        metrics.update(&status);
+        assert!(
+            metrics
+                .render()
+                .contains(r#"palisade_errors_total{error="attach"} 2"#)
+        );
+    }
 
     #[test]
     fn the_rejections_gauge_counts_the_status_rejections() {

@@ -65,6 +65,9 @@ pub struct Status {
     /// When the newest error happened.
     #[serde(default)]
     pub last_error_at: Option<SystemTime>,
+    /// Errors since the agent started, by label (`palisade_errors_total`).
+    #[serde(default)]
+    pub errors_total: std::collections::BTreeMap<String, u64>,
     /// Every watched kind has delivered its initial list.
     #[serde(default)]
     pub source_synced: bool,
@@ -120,9 +123,11 @@ impl Status {
         })
     }
 
-    /// Records an error, keeping the last few.
-    pub fn error(&mut self, message: String) {
+    /// Records an error, keeping the last few, and counts it by `label`
+    /// (what kind of error it is: a metric label, so a short fixed word).
+    pub fn error(&mut self, label: &'static str, message: String) {
         const KEEP: usize = 20;
+        *self.errors_total.entry(label.to_string()).or_default() += 1;
         self.errors.push(message);
         self.last_error_at = Some(SystemTime::now());
         if self.errors.len() > KEEP {

@@ -1,0 +1,288 @@
+//! The loop's state and what it does with each input: source events and CNI
+//! calls change the cluster state; a reconcile pass compiles it, writes the
+//! maps and moves the programs.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use tokio::time::Instant;
+
+use crate::cni::protocol::Response;
+use crate::cni::server::CniCall;
+use crate::errors::chain;
+use crate::policy::Compiler;
+use crate::policy::plan::DatapathPlan;
+use crate::source::{K8sObject, Kind, ObjectRef, SourceEvent, object_ref};
+use crate::state::{ClusterState, PodRef};
+use crate::sync::{ApplyReport, Syncer, render};
+
+use super::cni::{CniDesk, Follow};
+use super::enforce::Enforcement;
+use super::error::Error;
+use super::inputs::{Hooks, Settings};
+use super::intake::{Intake, Step};
+use super::interfaces::Interfaces;
+use super::kernel::Kernel;
+use super::publish::{Board, Outcome};
+
+/// Everything the loop keeps between wake-ups.
+pub struct Reconciler<I, K> {
+    pub settings: Settings,
+    pub kernel: K,
+    pub interfaces: I,
+    pub board: Board,
+    pub hooks: Hooks,
+    pub intake: Intake,
+    pub cluster: ClusterState,
+    syncer: Syncer,
+    compiler: Compiler,
+    enforcement: Enforcement,
+    cni: CniDesk,
+    /// Pods not enforced after the last pass (retried on a timer).
+    pub unenforced: usize,
+    /// The cluster state generation the kernel was last fully programmed
+    /// from (`None` until then, or after a pass failed or a map was full).
+    pub reconciled: Option<u64>,
+    /// Why each unenforced pod is not enforced (from the last pass).
+    reasons: BTreeMap<PodRef, String>,
+}
+
+impl<I: Interfaces, K: Kernel> Reconciler<I, K> {
+    /// Adopts what the pinned maps hold (a previous agent's state), so the
+    /// first apply writes only differences.
+    pub fn new(
+        settings: Settings,
+        kernel: K,
+        interfaces: I,
+        board: Board,
+        hooks: Hooks,
+    ) -> Result<Self, Error> {
+        let (pinned, revision) = kernel.read_state()?;
+        let syncer = Syncer::adopt(pinned, revision);
+        tracing::info!(
+            endpoints = syncer.current().endpoints.len(),
+            policy_entries = syncer.current().policy.len(),
+            "adopted the kernel's pinned state"
+        );
+        let compiler = Compiler::new()
+            .with_source_prefix_namespaces(settings.source_prefix_namespaces.clone());
+        Ok(Reconciler {
+            settings,
+            kernel,
+            interfaces,
+            board,
+            hooks,
+            intake: Intake::default(),
+            cluster: ClusterState::new(),
+            syncer,
+            compiler,
+            enforcement: Enforcement::default(),
+            cni: CniDesk::default(),
+            unenforced: 0,
+            reconciled: None,
+            reasons: BTreeMap::new(),
+        })
+    }
+
+    /// Whether the kernel already holds the current cluster state.
+    pub fn up_to_date(&self) -> bool {
+        self.reconciled == Some(self.cluster.generation())
+    }
+
+    /// The earliest deadline of a waiting CNI ADD.
+    pub fn next_cni_deadline(&self) -> Option<Instant> {
+        self.cni.next_deadline()
+    }
+
+    pub fn on_event(&mut self, event: SourceEvent) {
+        self.board.event_arrived();
+        for step in self.intake.steps(&event) {
+            match step {
+                Step::Apply(object) => self.apply(object),
+                Step::Delete(r) => self.delete(&r),
+            }
+        }
+        if let SourceEvent::Health { up, detail } = &event {
+            self.board.source_health(*up, detail);
+        }
+    }
+
+    /// Takes a CNI plugin call; returns whether the state may have changed.
+    pub fn on_cni(&mut self, call: CniCall) -> bool {
+        let (enforcement, reasons) = (&self.enforcement, &self.reasons);
+        let follow = self.cni.take(call, Instant::now(), |pod| {
+            if enforcement.attached.contains_key(pod) {
+                Response::ok()
+            } else {
+                Response::error(
+                    reasons
+                        .get(pod)
+                        .cloned()
+                        .unwrap_or_else(|| "not an enforced local pod".into()),
+                )
+            }
+        });
+        match follow {
+            Follow::Nothing => false,
+            Follow::Reconcile(pod) => {
+                if let Some(pod) = pod {
+                    self.apply(&K8sObject::Pod(*pod));
+                }
+                true
+            }
+        }
+    }
+
+    /// Answers CNI ADDs whose pod is now enforced, or whose time is up.
+    pub fn answer_cni(&mut self) {
+        let (enforcement, reasons, cluster) = (&self.enforcement, &self.reasons, &self.cluster);
+        self.cni.answer(
+            Instant::now(),
+            |pod| enforcement.attached.contains_key(pod),
+            |pod| match reasons.get(pod) {
+                Some(r) => r.clone(),
+                None if cluster.pod(pod).is_none() => {
+                    "the agent has not seen this pod from the API server yet".into()
+                }
+                None => {
+                    "the pod is not a local endpoint (not on this node, host network, or no IP)"
+                        .into()
+                }
+            },
+        );
+    }
+
+    fn apply(&mut self, object: &K8sObject) {
+        let r = object_ref(object);
+        let patched;
+        let object = match object {
+            K8sObject::Pod(pod) => {
+                let key = PodRef {
+                    namespace: r.namespace.clone(),
+                    name: r.name.clone(),
+                };
+                // Only this node's pods can be the subject of a CNI ADD.
+                let local = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                    == Some(self.settings.node_name.as_str());
+                patched = K8sObject::Pod(self.cni.pod_object(&key, pod, local).into_owned());
+                &patched
+            }
+            other => other,
+        };
+        match self.cluster.apply(object) {
+            Ok(()) => self.intake.accepted(r),
+            Err(e) => {
+                tracing::error!(object = %r, error = %chain(&e), "object rejected");
+                self.board
+                    .error("object_rejected", format!("{r}: {}", chain(&e)));
+            }
+        }
+    }
+
+    fn delete(&mut self, r: &ObjectRef) {
+        let (ns, name) = (r.namespace.as_str(), r.name.as_str());
+        match r.kind {
+            Kind::Namespace => self.cluster.delete_namespace(name),
+            Kind::Pod => {
+                self.cni.forget(&PodRef {
+                    namespace: r.namespace.clone(),
+                    name: r.name.clone(),
+                });
+                self.cluster.delete_pod(ns, name);
+            }
+            Kind::NetworkPolicy => self.cluster.delete_policy(ns, name),
+            Kind::Node => self.cluster.delete_node(name),
+            Kind::Service => self.cluster.delete_service(ns, name),
+            Kind::EndpointSlice => self.cluster.delete_endpoint_slice(ns, name),
+        }
+    }
+
+    /// One pass: compile, resolve the pods' interfaces, write the maps
+    /// (entries exist before programs look them up), attach, detach what
+    /// nobody is enforced on, publish.
+    pub async fn reconcile(&mut self) -> Result<DatapathPlan, Error> {
+        let generation = self.cluster.generation();
+        self.reconciled = None;
+        let plan = self
+            .compiler
+            .compile(&self.cluster, &self.settings.node_name);
+        for rejection in &plan.rejections {
+            tracing::warn!(object = %rejection.object, field = %rejection.field, reason = %rejection.reason,
+                "rejected: a rejected NetworkPolicy still isolates the pods it selects but allows nothing; a rejected annotation is not honoured");
+        }
+        let resolved = self.interfaces.resolve(addresses(&plan)).await;
+        let mut placement = self.enforcement.place(&resolved, &self.kernel);
+
+        (self.hooks.on_compiled)(&plan);
+        let target = render(&plan, &placement.ifaces);
+        let report = self.syncer.apply(self.kernel.maps(), &target)?;
+        for full in &report.map_full {
+            self.board
+                .error("map_full", format!("map full, failing closed: {full}"));
+        }
+        let attach_failures =
+            self.enforcement
+                .attach(&mut self.kernel, &resolved, &mut placement, &self.board);
+        self.enforcement.settle(&mut self.kernel, &placement.ifaces);
+        // A partial write (a full map) is tried again on the next event.
+        self.reconciled = report.complete().then_some(generation);
+
+        for (pod, reason) in &placement.reasons {
+            tracing::warn!(%pod, %reason, "pod not enforced yet");
+        }
+        self.unenforced = placement.reasons.len();
+        self.reasons = placement.reasons;
+        self.board.reconciled(Outcome {
+            node: &self.settings.node_name,
+            plan: &plan,
+            attached: &self.enforcement.attached,
+            reasons: &self.reasons,
+            held_closed: self.enforcement.held_closed(),
+            policies: self.cluster.policies().count(),
+            revision: report.revision.0,
+            unready: unready(&report, attach_failures),
+        });
+        Ok(plan)
+    }
+}
+
+/// Each endpoint's addresses, for the interface lookup.
+fn addresses(plan: &DatapathPlan) -> Vec<(PodRef, Vec<IpAddr>)> {
+    plan.endpoints
+        .iter()
+        .map(|(pod, ep)| {
+            let ips = ep
+                .ipv4
+                .map(IpAddr::V4)
+                .into_iter()
+                .chain(ep.ipv6.map(IpAddr::V6))
+                .collect();
+            (pod.clone(), ips)
+        })
+        .collect()
+}
+
+/// Ready means what is known is enforced: every map write done and every pod
+/// interface found carries the programs. A pod whose interface cannot be
+/// found (not created yet, or another node's mistake) does not hold
+/// readiness back, so one such pod cannot block a rollout; it shows in the
+/// status and the endpoint gauges.
+fn unready(report: &ApplyReport, attach_failures: usize) -> Option<String> {
+    if !report.complete() {
+        Some(format!(
+            "a map is full, failing closed: {}",
+            report
+                .map_full
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    } else if attach_failures > 0 {
+        Some(format!(
+            "{attach_failures} pod interface(s) could not be attached; see the endpoints in the status"
+        ))
+    } else {
+        None
+    }
+}
