@@ -5,6 +5,7 @@
 //! [`SourceEvent::Replace`] of everything it knows (all initial lists done, or
 //! the whole directory read), and enforcement changes start only after it.
 
+pub mod cnp;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod kube;
