@@ -1,6 +1,7 @@
 //! Cluster state: validated views of Kubernetes objects, and the vocabulary
 //! (refs, labels, selectors, rejections) every later stage speaks.
 pub mod cluster;
+pub mod cnp;
 pub mod journal;
 pub mod model;
 pub mod netpol;

@@ -1,0 +1,958 @@
+//! ClusterNetworkPolicy, parsed and validated once.
+//!
+//! Validation follows the v1alpha2 CRD (its schema and CEL rules), which the
+//! API server enforces too; a manifest file, an older API server or a newer
+//! CRD can still hand the agent an object it would refuse. Every problem is a
+//! [`Rejection`] naming the object and field, and the policy then fails
+//! closed, as the API reference asks for peers it cannot read:
+//!
+//! - an invalid `Accept` rule, or an invalid peer of one, matches nothing;
+//! - an invalid `Deny` or `Pass` rule (a bad peer, port, action or limit)
+//!   becomes "deny all traffic" for the policy's subject in that direction;
+//! - an invalid subject, tier or priority leaves the policy *degraded*: it
+//!   applies to every pod, in the Admin tier at priority 0 (where unreadable),
+//!   its `Accept` rules match nothing and its `Pass` rules deny.
+//!
+//! `domainNames` peers are not supported: they match nothing, and the policy
+//! carries a rejection saying so (status, log and metric), never silence.
+
+use ipnet::IpNet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use serde::{Deserialize, Serialize};
+
+use crate::source::cnp as api;
+
+use super::model::{ModelError, Protocol};
+use super::refs::{Direction, Rejection};
+use super::selector::Selector;
+
+/// The CRD's limit on rules per direction, peers per rule, CIDRs per peer and
+/// protocol entries per rule.
+pub const MAX_ITEMS: usize = 25;
+/// The CRD's limit on a rule name.
+pub const MAX_RULE_NAME: usize = 100;
+/// The highest priority value.
+pub const MAX_PRIORITY: i32 = 1000;
+
+/// The tier a policy sits in; Admin is evaluated before NetworkPolicy,
+/// Baseline after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Tier {
+    /// Before NetworkPolicy; its decisions are final.
+    Admin,
+    /// After NetworkPolicy, for pods NetworkPolicy does not isolate.
+    Baseline,
+}
+
+/// What a matching rule does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Action {
+    /// Allowed (the destination's ingress rules still apply to egress).
+    Accept,
+    /// Dropped.
+    Deny,
+    /// The rest of this tier is skipped.
+    Pass,
+}
+
+/// Pods by their namespace's labels and their own (host-network pods never).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PodSet {
+    /// Namespaces (everything when absent or empty).
+    pub namespaces: Selector,
+    /// Pods within them.
+    pub pods: Selector,
+}
+
+impl PodSet {
+    /// Every pod of every namespace.
+    pub fn everything() -> PodSet {
+        PodSet {
+            namespaces: Selector::everything(),
+            pods: Selector::everything(),
+        }
+    }
+}
+
+/// One readable peer of a rule.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Peer {
+    /// `namespaces` (every pod in them) or `pods`.
+    Pods(PodSet),
+    /// `networks`: addresses by CIDR, cluster-internal ones included.
+    Networks(Vec<IpNet>),
+    /// `nodes`: the addresses of the selected Nodes.
+    Nodes(Selector),
+}
+
+/// Which traffic a rule's peers cover.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Peers {
+    /// Any of these (none: the rule matches nothing).
+    Listed(Vec<Peer>),
+    /// Every address: a Deny or Pass rule that failed closed.
+    All,
+}
+
+/// One entry of `protocols`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Port {
+    /// A protocol's destination ports `first..=last`.
+    Range {
+        /// TCP, UDP or SCTP.
+        protocol: Protocol,
+        /// First port.
+        first: u16,
+        /// Last port (>= first).
+        last: u16,
+    },
+    /// The destination pod's container port of this name (never a node's).
+    Named(String),
+}
+
+/// One rule, as it is enforced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    /// Its position in `spec.ingress` / `spec.egress`.
+    pub index: usize,
+    /// Its `name`, when given.
+    pub name: Option<String>,
+    /// What it does when it matches.
+    pub action: Action,
+    /// The remote side it matches.
+    pub peers: Peers,
+    /// `None`: all traffic.
+    pub ports: Option<Vec<Port>>,
+}
+
+impl Rule {
+    /// Its name for metrics, the flow log and explain: `name`, or the index.
+    pub fn label(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.index.to_string())
+    }
+
+    /// Deny all traffic: what a Deny or Pass rule becomes when unreadable.
+    fn deny_all(index: usize, name: Option<String>) -> Rule {
+        Rule {
+            index,
+            name,
+            action: Action::Deny,
+            peers: Peers::All,
+            ports: None,
+        }
+    }
+}
+
+/// A parsed ClusterNetworkPolicy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNetworkPolicy {
+    /// Name (cluster-scoped).
+    pub name: String,
+    /// Tier.
+    pub tier: Tier,
+    /// 0-1000, lower first; ties broken by name.
+    pub priority: u16,
+    /// The pods it applies to.
+    pub subject: PodSet,
+    /// Ingress rules in precedence order (rules that match nothing dropped).
+    pub ingress: Vec<Rule>,
+    /// Egress rules in precedence order.
+    pub egress: Vec<Rule>,
+    /// Validation failures and unsupported parts.
+    pub rejections: Vec<Rejection>,
+}
+
+impl ClusterNetworkPolicy {
+    /// Where it is evaluated: tier, then priority, then name.
+    pub fn precedence(&self) -> (Tier, u16, &str) {
+        (self.tier, self.priority, &self.name)
+    }
+
+    /// The rules of one direction.
+    pub fn rules(&self, direction: Direction) -> &[Rule] {
+        match direction {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+
+    /// Parses and validates an API object.
+    pub fn from_k8s(cnp: &api::ClusterNetworkPolicy) -> Result<Self, ModelError> {
+        let name = cnp.metadata.name.clone().ok_or(ModelError::MissingName {
+            kind: "ClusterNetworkPolicy",
+        })?;
+        let mut v = Validator {
+            object: format!("ClusterNetworkPolicy {name}"),
+            rejections: Vec::new(),
+            degraded: false,
+        };
+        let spec = &cnp.spec;
+        let tier = v.tier(&spec.tier);
+        let priority = v.priority(spec.priority);
+        let subject = v.subject(&spec.subject);
+        let ingress = v.rules(
+            "spec.ingress",
+            spec.ingress.iter().flatten().map(|r| RuleView {
+                name: r.name.as_deref(),
+                action: &r.action,
+                peers: r.from.iter().map(PeerView::Ingress).collect(),
+                peers_field: "from",
+                protocols: r.protocols.as_deref(),
+            }),
+        );
+        let egress = v.rules(
+            "spec.egress",
+            spec.egress.iter().flatten().map(|r| RuleView {
+                name: r.name.as_deref(),
+                action: &r.action,
+                peers: r.to.iter().map(PeerView::Egress).collect(),
+                peers_field: "to",
+                protocols: r.protocols.as_deref(),
+            }),
+        );
+        let mut policy = ClusterNetworkPolicy {
+            name,
+            tier,
+            priority,
+            subject,
+            ingress,
+            egress,
+            rejections: v.rejections,
+        };
+        if v.degraded {
+            for rules in [&mut policy.ingress, &mut policy.egress] {
+                rules.retain(|r| r.action != Action::Accept);
+                for rule in rules.iter_mut() {
+                    rule.action = Action::Deny;
+                }
+            }
+        }
+        Ok(policy)
+    }
+}
+
+/// A rule of either direction, for the one validation path.
+struct RuleView<'a> {
+    name: Option<&'a str>,
+    action: &'a str,
+    peers: Vec<PeerView<'a>>,
+    peers_field: &'static str,
+    protocols: Option<&'a [api::Protocol]>,
+}
+
+enum PeerView<'a> {
+    Ingress(&'a api::IngressPeer),
+    Egress(&'a api::EgressPeer),
+}
+
+impl PeerView<'_> {
+    /// The fields set, by name, with what each holds.
+    fn fields(&self) -> Vec<(&'static str, PeerField<'_>)> {
+        let (namespaces, pods) = match self {
+            PeerView::Ingress(p) => (&p.namespaces, &p.pods),
+            PeerView::Egress(p) => (&p.namespaces, &p.pods),
+        };
+        let mut fields = Vec::new();
+        if let Some(s) = namespaces {
+            fields.push(("namespaces", PeerField::Namespaces(s)));
+        }
+        if let Some(p) = pods {
+            fields.push(("pods", PeerField::Pods(p)));
+        }
+        if let PeerView::Egress(p) = self {
+            if let Some(n) = &p.networks {
+                fields.push(("networks", PeerField::Networks(n)));
+            }
+            if let Some(s) = &p.nodes {
+                fields.push(("nodes", PeerField::Nodes(s)));
+            }
+            if let Some(d) = &p.domain_names {
+                fields.push(("domainNames", PeerField::DomainNames(d)));
+            }
+        }
+        fields
+    }
+}
+
+enum PeerField<'a> {
+    Namespaces(&'a LabelSelector),
+    Pods(&'a api::NamespacedPods),
+    Networks(&'a [String]),
+    Nodes(&'a LabelSelector),
+    DomainNames(&'a [String]),
+}
+
+/// What reading one peer gave.
+enum PeerRead {
+    Peer(Peer),
+    /// Readable but matching nothing (an unsupported `domainNames`).
+    Nothing,
+    /// Unreadable (rejected).
+    Invalid,
+}
+
+/// Collects rejections while parsing one policy.
+struct Validator {
+    object: String,
+    rejections: Vec<Rejection>,
+    /// The subject, tier or priority could not be read.
+    degraded: bool,
+}
+
+impl Validator {
+    fn reject(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+        self.rejections.push(Rejection {
+            object: self.object.clone(),
+            field: field.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn tier(&mut self, tier: &str) -> Tier {
+        match tier {
+            "Admin" => Tier::Admin,
+            "Baseline" => Tier::Baseline,
+            other => {
+                self.reject(
+                    "spec.tier",
+                    format!("unknown tier {other:?} (expected Admin or Baseline); failing closed: evaluated in the Admin tier, its Accept rules match nothing and its Pass rules deny"),
+                );
+                self.degraded = true;
+                Tier::Admin
+            }
+        }
+    }
+
+    fn priority(&mut self, priority: i32) -> u16 {
+        match u16::try_from(priority) {
+            Ok(p) if priority <= MAX_PRIORITY => p,
+            _ => {
+                self.reject(
+                    "spec.priority",
+                    format!("{priority} is outside 0-{MAX_PRIORITY}; failing closed: evaluated at priority 0, its Accept rules match nothing and its Pass rules deny"),
+                );
+                self.degraded = true;
+                0
+            }
+        }
+    }
+
+    fn subject(&mut self, subject: &api::Subject) -> PodSet {
+        const CLOSED: &str = "failing closed: the policy applies to every pod, its Accept rules match nothing and its Pass rules deny";
+        let read = match (&subject.namespaces, &subject.pods) {
+            (Some(namespaces), None) => {
+                self.selector("spec.subject.namespaces", namespaces)
+                    .map(|namespaces| PodSet {
+                        namespaces,
+                        pods: Selector::everything(),
+                    })
+            }
+            (None, Some(pods)) => self.pods("spec.subject.pods", pods),
+            (None, None) => {
+                self.reject(
+                    "spec.subject",
+                    format!("exactly one of namespaces or pods must be set, none is; {CLOSED}"),
+                );
+                None
+            }
+            (Some(_), Some(_)) => {
+                self.reject(
+                    "spec.subject",
+                    format!("exactly one of namespaces or pods must be set, both are; {CLOSED}"),
+                );
+                None
+            }
+        };
+        read.unwrap_or_else(|| {
+            self.degraded = true;
+            PodSet::everything()
+        })
+    }
+
+    fn selector(&mut self, field: &str, selector: &LabelSelector) -> Option<Selector> {
+        match Selector::parse(selector) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.reject(format!("{field}.{}", e.field()), e.to_string());
+                None
+            }
+        }
+    }
+
+    fn pods(&mut self, field: &str, pods: &api::NamespacedPods) -> Option<PodSet> {
+        let namespaces = match &pods.namespace_selector {
+            Some(s) => self.selector(&format!("{field}.namespaceSelector"), s),
+            None => Some(Selector::everything()),
+        };
+        let selected = self.selector(&format!("{field}.podSelector"), &pods.pod_selector);
+        Some(PodSet {
+            namespaces: namespaces?,
+            pods: selected?,
+        })
+    }
+
+    fn rules<'a>(&mut self, field: &str, rules: impl Iterator<Item = RuleView<'a>>) -> Vec<Rule> {
+        let mut out = Vec::new();
+        for (index, view) in rules.enumerate() {
+            let path = format!("{field}[{index}]");
+            if index == MAX_ITEMS {
+                self.reject(
+                    field,
+                    format!("more than {MAX_ITEMS} rules; failing closed: the rules past the limit are read as invalid"),
+                );
+            }
+            if let Some(rule) = self.rule(&path, index, view, index >= MAX_ITEMS) {
+                out.push(rule);
+            }
+        }
+        out
+    }
+
+    /// A rule as enforced, or `None` when it matches nothing.
+    fn rule(
+        &mut self,
+        path: &str,
+        index: usize,
+        view: RuleView<'_>,
+        over_limit: bool,
+    ) -> Option<Rule> {
+        let mut valid = !over_limit;
+        let name = view.name.map(str::to_string);
+        if name
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > MAX_RULE_NAME)
+        {
+            self.reject(
+                format!("{path}.name"),
+                format!("longer than {MAX_RULE_NAME} characters"),
+            );
+            valid = false;
+        }
+        let action = match view.action {
+            "Accept" => Some(Action::Accept),
+            "Deny" => Some(Action::Deny),
+            "Pass" => Some(Action::Pass),
+            other => {
+                self.reject(
+                    format!("{path}.action"),
+                    format!("unknown action {other:?} (expected Accept, Deny or Pass); failing closed: the rule denies all traffic"),
+                );
+                None
+            }
+        };
+        let peers_path = format!("{path}.{}", view.peers_field);
+        if view.peers.is_empty() {
+            self.reject(&peers_path, "at least one peer is required");
+            valid = false;
+        } else if view.peers.len() > MAX_ITEMS {
+            self.reject(&peers_path, format!("more than {MAX_ITEMS} peers"));
+            valid = false;
+        }
+        // An Accept rule keeps its readable peers; a Deny or Pass rule with
+        // an unreadable peer denies everything.
+        let mut peers = Vec::new();
+        let mut peers_valid = true;
+        for (j, peer) in view.peers.iter().enumerate() {
+            match self.peer(&format!("{peers_path}[{j}]"), peer, action) {
+                PeerRead::Peer(p) => peers.push(p),
+                PeerRead::Nothing => {}
+                PeerRead::Invalid => peers_valid = false,
+            }
+        }
+        let ports = view.protocols.map(|protocols| {
+            if protocols.is_empty() || protocols.len() > MAX_ITEMS {
+                self.reject(
+                    format!("{path}.protocols"),
+                    format!("must hold 1-{MAX_ITEMS} entries, holds {}", protocols.len()),
+                );
+                valid = false;
+            }
+            protocols
+                .iter()
+                .enumerate()
+                .filter_map(|(k, p)| {
+                    let port = self.protocol(&format!("{path}.protocols[{k}]"), p);
+                    valid &= port.is_some();
+                    port
+                })
+                .collect::<Vec<Port>>()
+        });
+        let named = ports.iter().flatten().any(|p| matches!(p, Port::Named(_)));
+        let address_peers = view.peers.iter().any(|p| {
+            matches!(p, PeerView::Egress(e) if e.networks.is_some() || e.nodes.is_some() || e.domain_names.is_some())
+        });
+        if named && address_peers {
+            self.reject(
+                format!("{path}.protocols"),
+                "destinationNamedPort cannot be used with networks, nodes or domainNames peers",
+            );
+            valid = false;
+        }
+        match action {
+            None => Some(Rule::deny_all(index, name)),
+            Some(Action::Accept) if !valid => None,
+            Some(Action::Accept) if peers.is_empty() => None,
+            Some(Action::Accept) => Some(Rule {
+                index,
+                name,
+                action: Action::Accept,
+                peers: Peers::Listed(peers),
+                ports,
+            }),
+            Some(_) if !valid || !peers_valid => Some(Rule::deny_all(index, name)),
+            Some(action) => Some(Rule {
+                index,
+                name,
+                action,
+                peers: Peers::Listed(peers),
+                ports,
+            }),
+        }
+    }
+
+    fn peer(&mut self, path: &str, peer: &PeerView<'_>, action: Option<Action>) -> PeerRead {
+        let fields = peer.fields();
+        let closed = match action {
+            Some(Action::Accept) => "failing closed: the peer matches nothing",
+            _ => "failing closed: the rule denies all traffic",
+        };
+        let [(field, value)] = fields.as_slice() else {
+            let reason = if fields.is_empty() {
+                format!("no peer field this agent knows is set (a newer CRD?); {closed}")
+            } else {
+                let names: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "exactly one peer field may be set, {} are ({}); {closed}",
+                    names.len(),
+                    names.join(", ")
+                )
+            };
+            self.reject(path, reason);
+            return PeerRead::Invalid;
+        };
+        let path = format!("{path}.{field}");
+        match value {
+            PeerField::Namespaces(s) => {
+                self.selector(&path, s)
+                    .map_or(PeerRead::Invalid, |namespaces| {
+                        PeerRead::Peer(Peer::Pods(PodSet {
+                            namespaces,
+                            pods: Selector::everything(),
+                        }))
+                    })
+            }
+            PeerField::Pods(p) => self
+                .pods(&path, p)
+                .map_or(PeerRead::Invalid, |set| PeerRead::Peer(Peer::Pods(set))),
+            PeerField::Nodes(s) => self
+                .selector(&path, s)
+                .map_or(PeerRead::Invalid, |s| PeerRead::Peer(Peer::Nodes(s))),
+            PeerField::Networks(cidrs) => self.networks(&path, cidrs),
+            PeerField::DomainNames(names) => {
+                self.reject(
+                    path,
+                    format!(
+                        "domainNames peers ({}) are not supported by Palisade: this peer matches nothing",
+                        names.join(", ")
+                    ),
+                );
+                PeerRead::Nothing
+            }
+        }
+    }
+
+    fn networks(&mut self, path: &str, cidrs: &[String]) -> PeerRead {
+        if cidrs.is_empty() || cidrs.len() > MAX_ITEMS {
+            self.reject(
+                path,
+                format!("must hold 1-{MAX_ITEMS} CIDRs, holds {}", cidrs.len()),
+            );
+            return PeerRead::Invalid;
+        }
+        let mut nets = Vec::new();
+        for (k, cidr) in cidrs.iter().enumerate() {
+            match cidr.parse::<IpNet>() {
+                Ok(net) => nets.push(net.trunc()),
+                Err(_) => {
+                    self.reject(
+                        format!("{path}[{k}]"),
+                        format!("{cidr:?} is not a valid CIDR"),
+                    );
+                    return PeerRead::Invalid;
+                }
+            }
+        }
+        nets.sort();
+        nets.dedup();
+        PeerRead::Peer(Peer::Networks(nets))
+    }
+
+    fn protocol(&mut self, path: &str, p: &api::Protocol) -> Option<Port> {
+        let mut set = Vec::new();
+        for (name, protocol, port) in [
+            ("tcp", Protocol::Tcp, &p.tcp),
+            ("udp", Protocol::Udp, &p.udp),
+            ("sctp", Protocol::Sctp, &p.sctp),
+        ] {
+            if let Some(port) = port {
+                set.push((name, Some((protocol, port))));
+            }
+        }
+        if p.destination_named_port.is_some() {
+            set.push(("destinationNamedPort", None));
+        }
+        let [(field, value)] = set.as_slice() else {
+            self.reject(
+                path,
+                format!(
+                    "exactly one of tcp, udp, sctp or destinationNamedPort must be set, {} are",
+                    set.len()
+                ),
+            );
+            return None;
+        };
+        let path = format!("{path}.{field}");
+        let Some((protocol, port)) = value else {
+            let name = p.destination_named_port.clone().unwrap_or_default();
+            if name.is_empty() {
+                self.reject(path, "empty port name");
+                return None;
+            }
+            return Some(Port::Named(name));
+        };
+        let Some(destination) = &port.destination_port else {
+            self.reject(path, "destinationPort is required");
+            return None;
+        };
+        let path = format!("{path}.destinationPort");
+        let in_range = |n: i32| u16::try_from(n).ok().filter(|p| *p != 0);
+        match (destination.number, destination.range) {
+            (Some(n), None) => match in_range(n) {
+                Some(n) => Some(Port::Range {
+                    protocol: *protocol,
+                    first: n,
+                    last: n,
+                }),
+                None => {
+                    self.reject(format!("{path}.number"), format!("{n} is outside 1-65535"));
+                    None
+                }
+            },
+            (None, Some(range)) => match (in_range(range.start), in_range(range.end)) {
+                (Some(first), Some(last)) if first < last => Some(Port::Range {
+                    protocol: *protocol,
+                    first,
+                    last,
+                }),
+                (Some(_), Some(_)) => {
+                    self.reject(
+                        format!("{path}.range"),
+                        format!("start {} must be less than end {}", range.start, range.end),
+                    );
+                    None
+                }
+                _ => {
+                    self.reject(
+                        format!("{path}.range"),
+                        format!("{}-{} is outside 1-65535", range.start, range.end),
+                    );
+                    None
+                }
+            },
+            _ => {
+                self.reject(path, "exactly one of number or range must be set");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn parse(spec: serde_json::Value) -> ClusterNetworkPolicy {
+        let object: api::ClusterNetworkPolicy = serde_json::from_value(json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha2",
+            "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": "p"},
+            "spec": spec,
+        }))
+        .expect("API object");
+        ClusterNetworkPolicy::from_k8s(&object).expect("named")
+    }
+
+    fn fields(p: &ClusterNetworkPolicy) -> Vec<&str> {
+        p.rejections.iter().map(|r| r.field.as_str()).collect()
+    }
+
+    fn spec(rule: serde_json::Value) -> serde_json::Value {
+        json!({"tier": "Admin", "priority": 10, "subject": {"namespaces": {}}, "egress": [rule]})
+    }
+
+    fn selector(k: &str, v: &str) -> Selector {
+        Selector::parse(&serde_json::from_value(json!({"matchLabels": {k: v}})).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_valid_policy_reads_as_written() {
+        let p = parse(json!({
+            "tier": "Baseline", "priority": 1000,
+            "subject": {"pods": {"namespaceSelector": {"matchLabels": {"team": "a"}}, "podSelector": {"matchLabels": {"app": "db"}}}},
+            "ingress": [{"name": "from-web", "action": "Accept",
+                         "from": [{"pods": {"podSelector": {"matchLabels": {"app": "web"}}}}],
+                         "protocols": [{"tcp": {"destinationPort": {"number": 5432}}},
+                                       {"udp": {"destinationPort": {"range": {"start": 1000, "end": 2000}}}},
+                                       {"destinationNamedPort": "metrics"}]}],
+            "egress": [{"action": "Deny", "to": [{"networks": ["10.0.0.1/8", "fd00::/8"]}, {"nodes": {}}]},
+                       {"action": "Pass", "to": [{"namespaces": {"matchLabels": {"team": "b"}}}]}],
+        }));
+        assert!(p.rejections.is_empty(), "{:?}", p.rejections);
+        assert_eq!((p.tier, p.priority), (Tier::Baseline, 1000));
+        assert_eq!(
+            p.subject,
+            PodSet {
+                namespaces: selector("team", "a"),
+                pods: selector("app", "db")
+            }
+        );
+        let ingress = &p.ingress[0];
+        assert_eq!(
+            (ingress.label(), ingress.action),
+            ("from-web".to_string(), Action::Accept)
+        );
+        assert_eq!(
+            ingress.peers,
+            Peers::Listed(vec![Peer::Pods(PodSet {
+                namespaces: Selector::everything(),
+                pods: selector("app", "web")
+            })])
+        );
+        assert_eq!(
+            ingress.ports,
+            Some(vec![
+                Port::Range {
+                    protocol: Protocol::Tcp,
+                    first: 5432,
+                    last: 5432
+                },
+                Port::Range {
+                    protocol: Protocol::Udp,
+                    first: 1000,
+                    last: 2000
+                },
+                Port::Named("metrics".into()),
+            ])
+        );
+        assert_eq!(p.egress[0].label(), "0");
+        assert_eq!(
+            p.egress[0].peers,
+            Peers::Listed(vec![
+                Peer::Networks(vec![
+                    "10.0.0.0/8".parse().unwrap(),
+                    "fd00::/8".parse().unwrap()
+                ]),
+                Peer::Nodes(Selector::everything()),
+            ])
+        );
+        assert_eq!(p.egress[0].ports, None);
+        assert_eq!(p.egress[1].action, Action::Pass);
+        assert_eq!(
+            p.egress[1].peers,
+            Peers::Listed(vec![Peer::Pods(PodSet {
+                namespaces: selector("team", "b"),
+                pods: Selector::everything()
+            })])
+        );
+    }
+
+    #[test]
+    fn an_empty_peer_matches_nothing_in_accept_and_everything_in_deny_and_pass() {
+        let accept = parse(spec(json!({"action": "Accept", "to": [{}]})));
+        assert!(accept.egress.is_empty());
+        assert_eq!(fields(&accept), ["spec.egress[0].to[0]"]);
+        for action in ["Deny", "Pass"] {
+            let p = parse(spec(
+                json!({"action": action, "to": [{}], "protocols": [{"tcp": {"destinationPort": {"number": 80}}}]}),
+            ));
+            assert_eq!(p.egress, vec![Rule::deny_all(0, None)], "{action}");
+        }
+    }
+
+    #[test]
+    fn an_accept_rule_keeps_its_readable_peers_only() {
+        let p = parse(spec(json!({"action": "Accept", "to": [
+            {"networks": ["not-a-cidr"]}, {"namespaces": {"matchLabels": {"team": "a"}}}]})));
+        assert_eq!(fields(&p), ["spec.egress[0].to[0].networks[0]"]);
+        assert_eq!(
+            p.egress[0].peers,
+            Peers::Listed(vec![Peer::Pods(PodSet {
+                namespaces: selector("team", "a"),
+                pods: Selector::everything()
+            })])
+        );
+    }
+
+    #[test]
+    fn invalid_deny_and_pass_rules_deny_all_and_invalid_accept_rules_vanish() {
+        let bad_ports = [
+            json!([{"tcp": {"destinationPort": {"range": {"start": 90, "end": 80}}}}]),
+            json!([{"tcp": {"destinationPort": {"range": {"start": 80, "end": 80}}}}]),
+            json!([{"tcp": {"destinationPort": {"number": 0}}}]),
+            json!([{"tcp": {"destinationPort": {"number": 70000}}}]),
+            json!([{"tcp": {}}]),
+            json!([{"tcp": {"destinationPort": {}}}]),
+            json!([{"tcp": {"destinationPort": {"number": 80}}, "udp": {"destinationPort": {"number": 80}}}]),
+            json!([{}]),
+            json!([]),
+        ];
+        for protocols in bad_ports {
+            let accept = parse(spec(
+                json!({"action": "Accept", "to": [{"nodes": {}}], "protocols": protocols}),
+            ));
+            assert!(accept.egress.is_empty(), "{protocols}");
+            assert_eq!(
+                accept.rejections.len(),
+                1,
+                "{protocols}: {:?}",
+                accept.rejections
+            );
+            assert!(
+                accept.rejections[0]
+                    .field
+                    .starts_with("spec.egress[0].protocols"),
+                "{:?}",
+                accept.rejections
+            );
+            for action in ["Deny", "Pass"] {
+                let p = parse(spec(
+                    json!({"action": action, "to": [{"nodes": {}}], "protocols": protocols}),
+                ));
+                assert_eq!(
+                    p.egress,
+                    vec![Rule::deny_all(0, None)],
+                    "{action} {protocols}"
+                );
+            }
+        }
+        let unknown = parse(spec(json!({"action": "Allow", "to": [{"nodes": {}}]})));
+        assert_eq!(unknown.egress, vec![Rule::deny_all(0, None)]);
+        assert_eq!(fields(&unknown), ["spec.egress[0].action"]);
+    }
+
+    #[test]
+    fn named_ports_do_not_combine_with_address_peers() {
+        for peer in [json!({"networks": ["10.0.0.0/8"]}), json!({"nodes": {}})] {
+            let p = parse(spec(
+                json!({"action": "Deny", "to": [peer], "protocols": [{"destinationNamedPort": "http"}]}),
+            ));
+            assert_eq!(p.egress, vec![Rule::deny_all(0, None)], "{peer}");
+            assert_eq!(fields(&p), ["spec.egress[0].protocols"]);
+        }
+        let fine = parse(spec(
+            json!({"action": "Deny", "to": [{"pods": {"podSelector": {}}}], "protocols": [{"destinationNamedPort": "http"}]}),
+        ));
+        assert!(fine.rejections.is_empty());
+    }
+
+    #[test]
+    fn domain_names_match_nothing_and_say_so() {
+        let p = parse(spec(
+            json!({"action": "Deny", "to": [{"domainNames": ["example.com"]}, {"nodes": {}}]}),
+        ));
+        assert_eq!(
+            p.egress[0].peers,
+            Peers::Listed(vec![Peer::Nodes(Selector::everything())])
+        );
+        assert_eq!(p.egress[0].action, Action::Deny);
+        assert_eq!(fields(&p), ["spec.egress[0].to[0].domainNames"]);
+        assert!(p.rejections[0].reason.contains("not supported"));
+    }
+
+    #[test]
+    fn limits_follow_the_crd() {
+        let rule = json!({"action": "Accept", "to": [{"nodes": {}}]});
+        let p = parse(
+            json!({"tier": "Admin", "priority": 0, "subject": {"namespaces": {}},
+                             "egress": vec![rule; MAX_ITEMS + 1]}),
+        );
+        assert_eq!(p.egress.len(), MAX_ITEMS);
+        assert_eq!(fields(&p), ["spec.egress"]);
+        let deny = json!({"action": "Deny", "to": [{"nodes": {}}]});
+        let p = parse(
+            json!({"tier": "Admin", "priority": 0, "subject": {"namespaces": {}},
+                             "egress": vec![deny; MAX_ITEMS + 1]}),
+        );
+        assert_eq!(p.egress[MAX_ITEMS], Rule::deny_all(MAX_ITEMS, None));
+        let many_peers = parse(spec(
+            json!({"action": "Deny", "to": vec![json!({"nodes": {}}); MAX_ITEMS + 1]}),
+        ));
+        assert_eq!(many_peers.egress, vec![Rule::deny_all(0, None)]);
+        let long = "n".repeat(MAX_RULE_NAME + 1);
+        let named = parse(spec(
+            json!({"name": long, "action": "Accept", "to": [{"nodes": {}}]}),
+        ));
+        assert!(named.egress.is_empty());
+        assert_eq!(fields(&named), ["spec.egress[0].name"]);
+    }
+
+    #[test]
+    fn an_unreadable_subject_tier_or_priority_degrades_the_policy_closed() {
+        let rules = json!([
+            {"action": "Accept", "to": [{"nodes": {}}]},
+            {"action": "Pass", "to": [{"nodes": {}}]},
+            {"action": "Deny", "to": [{"networks": ["10.0.0.0/8"]}]},
+        ]);
+        for (patch, field) in [
+            (json!({"subject": {}}), "spec.subject"),
+            (
+                json!({"subject": {"namespaces": {}, "pods": {"podSelector": {}}}}),
+                "spec.subject",
+            ),
+            (
+                json!({"subject": {"namespaces": {"matchExpressions": [{"key": "a", "operator": "Near"}]}}}),
+                "spec.subject.namespaces.matchExpressions[0].operator",
+            ),
+            (json!({"tier": "Platform"}), "spec.tier"),
+            (json!({"priority": 1001}), "spec.priority"),
+            (json!({"priority": -1}), "spec.priority"),
+        ] {
+            let mut s = json!({"tier": "Baseline", "priority": 5, "subject": {"pods": {"podSelector": {"matchLabels": {"app": "x"}}}}, "egress": rules});
+            for (k, v) in patch.as_object().unwrap() {
+                s[k] = v.clone();
+            }
+            let p = parse(s);
+            assert_eq!(fields(&p), [field], "{patch}");
+            let actions: Vec<Action> = p.egress.iter().map(|r| r.action).collect();
+            assert_eq!(actions, [Action::Deny, Action::Deny], "{patch}");
+            assert_eq!(p.egress.iter().map(|r| r.index).collect::<Vec<_>>(), [1, 2]);
+        }
+        let subjectless = parse(json!({"tier": "Admin", "priority": 1, "subject": {}}));
+        assert_eq!(subjectless.subject, PodSet::everything());
+        let tierless = parse(json!({"tier": "x", "priority": 1, "subject": {"namespaces": {}}}));
+        assert_eq!(tierless.tier, Tier::Admin);
+    }
+
+    #[test]
+    fn precedence_is_tier_then_priority_then_name() {
+        let mut policies: Vec<ClusterNetworkPolicy> = [
+            ("b", "Admin", 5),
+            ("a", "Admin", 5),
+            ("c", "Admin", 1),
+            ("d", "Baseline", 0),
+        ]
+        .into_iter()
+        .map(|(name, tier, priority)| {
+            let mut p =
+                parse(json!({"tier": tier, "priority": priority, "subject": {"namespaces": {}}}));
+            p.name = name.into();
+            p
+        })
+        .collect();
+        policies.sort_by(|x, y| x.precedence().cmp(&y.precedence()));
+        let order: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(order, ["c", "a", "b", "d"]);
+    }
+}
