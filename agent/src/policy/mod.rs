@@ -7,6 +7,7 @@ pub mod identity_cache;
 pub mod ids;
 pub mod lookup;
 pub mod plan;
+pub mod tiers;
 
 #[cfg(test)]
 pub(crate) mod fixtures;

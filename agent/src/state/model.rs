@@ -352,6 +352,8 @@ pub struct Node {
     pub name: String,
     /// Its InternalIP and ExternalIP addresses.
     pub addresses: Vec<IpAddr>,
+    /// Its labels (ClusterNetworkPolicy `nodes` peers select by them).
+    pub labels: Labels,
 }
 
 impl Node {
@@ -372,7 +374,12 @@ impl Node {
                 addresses.push(ip);
             }
         }
-        Ok(Node { name, addresses })
+        let labels = node.metadata.labels.clone().unwrap_or_default();
+        Ok(Node {
+            name,
+            addresses,
+            labels,
+        })
     }
 }
 
