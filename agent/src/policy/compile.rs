@@ -21,7 +21,7 @@ use std::net::IpAddr;
 
 use palisade_common::ids::{EndpointId, IdentityId, RuleId};
 
-use super::identity::{Atom, AtomTable, DescriptionCache, Identities};
+use super::identity::{Atom, AtomId, AtomTable, DescriptionCache, Identities};
 use super::identity_cache::{IdentityCache, IdentityChanges, Inputs};
 use super::ids::IdAllocator;
 use super::lookup::{ipcache_lookup, l4_matches};
@@ -46,7 +46,7 @@ type GroupKey = (Direction, Vec<PolicyRef>, Vec<ContainerPort>);
 struct Expansion {
     entries: Vec<Entry>,
     /// Atoms of the group's rules: their identities are in the entries.
-    atoms: HashSet<u32>,
+    atoms: HashSet<AtomId>,
     /// Port names of its egress rules: resolved per peer identity.
     names: HashSet<(String, Protocol)>,
 }
@@ -56,7 +56,7 @@ struct Expansion {
 #[derive(Debug)]
 pub struct Compiler {
     atoms: IdAllocator<Atom>,
-    identities: IdAllocator<Vec<u32>>,
+    identities: IdAllocator<Vec<AtomId>>,
     endpoints: IdAllocator<PodRef>,
     rules: IdAllocator<RuleSlot>,
     descriptions: DescriptionCache,
@@ -208,7 +208,7 @@ impl Compiler {
     }
 
     /// The atoms of `rule`'s peers, in peer order.
-    fn intern_peers(&mut self, rule: &Rule, table: &mut AtomTable) -> Vec<u32> {
+    fn intern_peers(&mut self, rule: &Rule, table: &mut AtomTable) -> Vec<AtomId> {
         rule.peers
             .iter()
             .flatten()
@@ -421,7 +421,7 @@ type Groups = HashMap<(Direction, Vec<usize>, Vec<ContainerPort>), Vec<usize>>;
 #[derive(Debug, Default)]
 struct RuleIndex {
     ids: HashMap<RuleAt, RuleId>,
-    atoms: HashMap<RuleAt, Vec<u32>>,
+    atoms: HashMap<RuleAt, Vec<AtomId>>,
     origins: BTreeMap<RuleId, RuleOrigin>,
 }
 
@@ -526,7 +526,7 @@ enum Targets {
 struct RuleContext<'a> {
     policies: &'a [&'a NetworkPolicy],
     rule_ids: &'a HashMap<RuleAt, RuleId>,
-    rule_atoms: &'a HashMap<RuleAt, Vec<u32>>,
+    rule_atoms: &'a HashMap<RuleAt, Vec<AtomId>>,
     ids: &'a Identities,
 }
 
@@ -565,7 +565,7 @@ impl RuleContext<'_> {
         &self,
         d: Direction,
         rule: &Rule,
-        atoms: &[u32],
+        atoms: &[AtomId],
         id: RuleId,
         pod: &Pod,
         out: &mut Vec<Entry>,
@@ -717,7 +717,7 @@ impl Compiler {
         self.identities
             .key_of(id.0)?
             .iter()
-            .map(|a| self.atoms.key_of(*a).cloned())
+            .map(|a| self.atoms.key_of(a.0).cloned())
             .collect()
     }
 }

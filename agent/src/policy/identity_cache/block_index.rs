@@ -5,20 +5,21 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::policy::identity::AtomId;
 use crate::state::netpol::IpBlock;
 
 /// ipBlock membership of prefixes and addresses.
 #[derive(Debug, Default)]
 pub(super) struct BlockIndex {
     /// Every cidr and except -> atoms of the ipBlocks containing the prefix.
-    pub(super) prefixes: BTreeMap<IpNet, Vec<u32>>,
+    pub(super) prefixes: BTreeMap<IpNet, Vec<AtomId>>,
     /// Distinct prefix lengths present, longest first, per family.
     pub(super) lens_v4: Vec<u8>,
     pub(super) lens_v6: Vec<u8>,
 }
 
 impl BlockIndex {
-    pub(super) fn new(blocks: &[(u32, IpBlock)]) -> Self {
+    pub(super) fn new(blocks: &[(AtomId, IpBlock)]) -> Self {
         let mut nets: BTreeSet<IpNet> = BTreeSet::new();
         for (_, b) in blocks {
             nets.insert(b.cidr);
@@ -26,7 +27,7 @@ impl BlockIndex {
         }
         let mut prefixes = BTreeMap::new();
         for p in nets {
-            let mut m: Vec<u32> = blocks
+            let mut m: Vec<AtomId> = blocks
                 .iter()
                 .filter(|(_, b)| b.cidr.contains(&p) && !b.except.iter().any(|e| e.contains(&p)))
                 .map(|(a, _)| *a)
@@ -51,7 +52,7 @@ impl BlockIndex {
     }
 
     /// Atoms of the ipBlocks containing `ip`.
-    pub(super) fn membership(&self, ip: IpAddr) -> &[u32] {
+    pub(super) fn membership(&self, ip: IpAddr) -> &[AtomId] {
         let lens = if ip.is_ipv4() {
             &self.lens_v4
         } else {

@@ -8,7 +8,7 @@ use palisade_common::ids::IdentityId;
 
 use super::block_index::BlockIndex;
 use super::layers::Layers;
-use crate::policy::identity::{Atom, AtomTable, Identities};
+use crate::policy::identity::{Atom, AtomId, AtomTable, Identities};
 use crate::policy::ids::IdAllocator;
 use crate::state::ClusterState;
 use crate::state::PodRef;
@@ -22,7 +22,7 @@ pub struct IdentityChanges {
     /// Everything was evaluated again: no earlier expansion can be trusted.
     pub rebuilt: bool,
     /// Atoms whose set of live identities changed.
-    pub atoms: HashSet<u32>,
+    pub atoms: HashSet<AtomId>,
     /// Port names (egress rules' names) whose set of live identities changed.
     pub names: HashSet<(String, Protocol)>,
 }
@@ -33,16 +33,16 @@ pub struct IdentityCache {
     /// The state's point this cache reflects; `None` before the first update.
     pub(super) mark: Option<Mark>,
     /// Pod-peer atoms the pods were evaluated against.
-    pub(super) peers: BTreeMap<u32, PodPeer>,
+    pub(super) peers: BTreeMap<AtomId, PodPeer>,
     /// ipBlock atoms the prefixes were computed from.
-    pub(super) blocks: Vec<(u32, IpBlock)>,
+    pub(super) blocks: Vec<(AtomId, IpBlock)>,
     /// Port names egress rules refer to.
     pub(super) egress_names: HashSet<(String, Protocol)>,
     pub(super) block_index: BlockIndex,
     pub(super) pods: BTreeMap<PodRef, PodAtoms>,
     pub(super) by_ns: HashMap<String, BTreeSet<PodRef>>,
     /// Named-port atoms and how many pods hold each.
-    pub(super) named_atoms: HashMap<u32, (Atom, usize)>,
+    pub(super) named_atoms: HashMap<AtomId, (Atom, usize)>,
     pub(super) layers: Layers,
     pub(super) ipcache: BTreeMap<IpNet, IdentityId>,
     /// Allocated identities and how many layer entries hold each.
@@ -50,9 +50,9 @@ pub struct IdentityCache {
     /// Allocated identities and how many ipcache entries have each.
     pub(super) live: HashMap<IdentityId, usize>,
     /// The atoms of each held identity.
-    pub(super) keys: HashMap<IdentityId, Vec<u32>>,
+    pub(super) keys: HashMap<IdentityId, Vec<AtomId>>,
     /// Live identities and their atoms.
-    pub(super) atoms_of: BTreeMap<IdentityId, Vec<u32>>,
+    pub(super) atoms_of: BTreeMap<IdentityId, Vec<AtomId>>,
     /// Identities whose liveness flipped during this update.
     pub(super) flipped: BTreeSet<IdentityId>,
 }
@@ -62,7 +62,7 @@ pub struct IdentityCache {
 pub(super) struct PodAtoms {
     pub(super) ips: Vec<IpAddr>,
     /// Pod-peer and named-port atoms it satisfies, sorted.
-    pub(super) atoms: Vec<u32>,
+    pub(super) atoms: Vec<AtomId>,
 }
 
 /// What an update reads.
@@ -75,7 +75,7 @@ pub struct Inputs<'a> {
     pub host: &'a BTreeSet<IpAddr>,
 }
 
-pub(super) fn normalize(mut v: Vec<u32>) -> Vec<u32> {
+pub(super) fn normalize(mut v: Vec<AtomId>) -> Vec<AtomId> {
     v.sort_unstable();
     v.dedup();
     v
@@ -90,7 +90,7 @@ impl IdentityCache {
         inputs: &Inputs<'_>,
         table: &mut AtomTable,
         atom_alloc: &mut IdAllocator<Atom>,
-        id_alloc: &mut IdAllocator<Vec<u32>>,
+        id_alloc: &mut IdAllocator<Vec<AtomId>>,
     ) -> (Identities, IdentityChanges) {
         let cluster = inputs.cluster;
         let mut blocks = table.blocks.clone();

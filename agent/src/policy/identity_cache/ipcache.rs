@@ -9,7 +9,7 @@ use palisade_common::ids::IdentityId;
 
 use super::cache::{IdentityCache, normalize};
 use super::layers::Layers;
-use crate::policy::identity::{Atom, AtomTable};
+use crate::policy::identity::{Atom, AtomId, AtomTable};
 use crate::policy::ids::IdAllocator;
 use crate::state::model::Service;
 
@@ -19,7 +19,7 @@ impl IdentityCache {
         services: &[&Service],
         table: &mut AtomTable,
         atom_alloc: &mut IdAllocator<Atom>,
-        id_alloc: &mut IdAllocator<Vec<u32>>,
+        id_alloc: &mut IdAllocator<Vec<AtomId>>,
     ) -> BTreeMap<(String, String), Vec<(IpAddr, IdentityId)>> {
         let mut layer = BTreeMap::new();
         let mut service_ips: BTreeMap<(String, String), Vec<(IpAddr, IdentityId)>> =
@@ -49,7 +49,7 @@ impl IdentityCache {
     pub(super) fn update_host(
         &mut self,
         host: &BTreeSet<IpAddr>,
-        id_alloc: &mut IdAllocator<Vec<u32>>,
+        id_alloc: &mut IdAllocator<Vec<AtomId>>,
     ) {
         let mut layer = BTreeMap::new();
         for ip in host {
@@ -84,8 +84,8 @@ impl IdentityCache {
     /// The identity of an atom set (WORLD for none).
     pub(super) fn id_of(
         &mut self,
-        key: Vec<u32>,
-        id_alloc: &mut IdAllocator<Vec<u32>>,
+        key: Vec<AtomId>,
+        id_alloc: &mut IdAllocator<Vec<AtomId>>,
     ) -> IdentityId {
         if key.is_empty() {
             return IdentityId::WORLD;

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use super::block_index::BlockIndex;
 use super::cache::{IdentityCache, PodAtoms, normalize};
 use super::pod_index::PodIndex;
-use crate::policy::identity::{Atom, AtomTable};
+use crate::policy::identity::{Atom, AtomId, AtomTable};
 use crate::policy::ids::IdAllocator;
 use crate::state::ClusterState;
 use crate::state::PodRef;
@@ -24,9 +24,9 @@ impl IdentityCache {
         &mut self,
         cluster: &ClusterState,
         table: &mut AtomTable,
-        blocks: Vec<(u32, IpBlock)>,
+        blocks: Vec<(AtomId, IpBlock)>,
         atom_alloc: &mut IdAllocator<Atom>,
-        id_alloc: &mut IdAllocator<Vec<u32>>,
+        id_alloc: &mut IdAllocator<Vec<AtomId>>,
     ) {
         // Everything alive before is dead until counted again.
         let atoms_of = std::mem::take(&mut self.atoms_of);
@@ -42,7 +42,7 @@ impl IdentityCache {
         };
 
         let index = PodIndex::new(cluster);
-        let mut pod_atoms: Vec<Vec<u32>> = vec![Vec::new(); index.pods.len()];
+        let mut pod_atoms: Vec<Vec<AtomId>> = vec![Vec::new(); index.pods.len()];
         // Each distinct (namespaces, pods) pair evaluated once; each (pod
         // selector, namespace) pair selected once.
         let mut ns_cache: HashMap<&Selector, Vec<&str>> = HashMap::new();
@@ -79,7 +79,7 @@ impl IdentityCache {
             atoms.extend(self.named_port_atoms(pod, table, atom_alloc));
             self.insert_pod(pod, normalize(atoms), id_alloc);
         }
-        let prefixes: Vec<(IpNet, Vec<u32>)> = self
+        let prefixes: Vec<(IpNet, Vec<AtomId>)> = self
             .block_index
             .prefixes
             .iter()
@@ -99,7 +99,7 @@ impl IdentityCache {
         cluster: &ClusterState,
         table: &mut AtomTable,
         atom_alloc: &mut IdAllocator<Atom>,
-        id_alloc: &mut IdAllocator<Vec<u32>>,
+        id_alloc: &mut IdAllocator<Vec<AtomId>>,
     ) {
         let mut dirty: BTreeSet<PodRef> = BTreeSet::new();
         let mut namespaces: BTreeSet<&str> = BTreeSet::new();
@@ -126,14 +126,14 @@ impl IdentityCache {
             );
         }
 
-        let new_peers: BTreeMap<u32, PodPeer> = table.pod_peers.iter().cloned().collect();
-        let removed: Vec<u32> = self
+        let new_peers: BTreeMap<AtomId, PodPeer> = table.pod_peers.iter().cloned().collect();
+        let removed: Vec<AtomId> = self
             .peers
             .iter()
             .filter(|(a, p)| new_peers.get(a) != Some(p))
             .map(|(a, _)| *a)
             .collect();
-        let added: Vec<(u32, PodPeer)> = new_peers
+        let added: Vec<(AtomId, PodPeer)> = new_peers
             .iter()
             .filter(|(a, p)| self.peers.get(a) != Some(p))
             .map(|(a, p)| (*a, p.clone()))
@@ -201,8 +201,8 @@ impl IdentityCache {
         &mut self,
         cluster: &ClusterState,
         key: &PodRef,
-        edit: impl FnOnce(&mut Vec<u32>),
-        id_alloc: &mut IdAllocator<Vec<u32>>,
+        edit: impl FnOnce(&mut Vec<AtomId>),
+        id_alloc: &mut IdAllocator<Vec<AtomId>>,
     ) {
         let Some(pod) = cluster.pod(key) else { return };
         let Some(mut atoms) = self.remove_pod(key) else {
@@ -219,9 +219,9 @@ impl IdentityCache {
         pod: &Pod,
         table: &mut AtomTable,
         atom_alloc: &mut IdAllocator<Atom>,
-    ) -> Vec<u32> {
+    ) -> Vec<AtomId> {
         let ns_labels = cluster.namespace_labels(&pod.namespace);
-        let mut atoms: Vec<u32> = self
+        let mut atoms: Vec<AtomId> = self
             .peers
             .iter()
             .filter(|(_, peer)| {
@@ -243,7 +243,7 @@ impl IdentityCache {
         pod: &Pod,
         table: &mut AtomTable,
         atom_alloc: &mut IdAllocator<Atom>,
-    ) -> Vec<u32> {
+    ) -> Vec<AtomId> {
         if self.egress_names.is_empty() {
             return Vec::new();
         }
@@ -267,8 +267,8 @@ impl IdentityCache {
     pub(super) fn insert_pod(
         &mut self,
         pod: &Pod,
-        atoms: Vec<u32>,
-        id_alloc: &mut IdAllocator<Vec<u32>>,
+        atoms: Vec<AtomId>,
+        id_alloc: &mut IdAllocator<Vec<AtomId>>,
     ) {
         let key = pod.pod_ref();
         for a in &atoms {
@@ -303,7 +303,7 @@ impl IdentityCache {
     }
 
     /// Forgets a cached pod, returning its atoms.
-    pub(super) fn remove_pod(&mut self, key: &PodRef) -> Option<Vec<u32>> {
+    pub(super) fn remove_pod(&mut self, key: &PodRef) -> Option<Vec<AtomId>> {
         let entry = self.pods.remove(key)?;
         for a in &entry.atoms {
             if let Some((_, n)) = self.named_atoms.get_mut(a) {
