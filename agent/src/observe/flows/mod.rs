@@ -3,12 +3,12 @@
 //! plan, logs each flow (tracing target `flows`) and keeps the most recent ones
 //! in a bounded buffer that `/flows` serves (with long polling for `--follow`).
 //!
-//! - [`record`]: one flow as `/flows` serves it.
-//! - [`directory`]: addresses and endpoint ids to pods and policies, from the
+//! - `record`: one flow as `/flows` serves it.
+//! - `directory`: addresses and endpoint ids to pods and policies, from the
 //!   last plan; turns kernel events into records.
-//! - [`clock`]: kernel timestamps to wall time, and wall time as RFC 3339.
-//! - [`log`]: the bounded buffer with long polling.
-//! - [`reader`]: the task reading `EVENTS` into the log.
+//! - `clock`: kernel timestamps to wall time, and wall time as RFC 3339.
+//! - `log`: the bounded buffer with long polling.
+//! - `reader`: the task reading `EVENTS` into the log.
 
 mod clock;
 mod directory;

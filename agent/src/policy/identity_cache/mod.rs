@@ -13,13 +13,13 @@
 //! an address several pods claim), then the node's own addresses. Each
 //! address's entry is the top layer that has it.
 //!
-//! - [`cache`]: the cache, what an update reads and what it changed, and the
+//! - `cache`: the cache, what an update reads and what it changed, and the
 //!   update that ties the rest together.
-//! - [`pods`]: each endpoint pod's atoms, evaluated in full or caught up
+//! - `pods`: each endpoint pod's atoms, evaluated in full or caught up
 //!   from the journal.
-//! - [`ipcache`]: the layers' entries, the ipcache they resolve to and the
+//! - `ipcache`: the layers' entries, the ipcache they resolve to and the
 //!   counts that say which identities are held and live.
-//! - [`layers`], [`pod_index`], [`block_index`]: the data those read.
+//! - `layers`, `pod_index`, `block_index`: the data those read.
 
 mod block_index;
 mod cache;
