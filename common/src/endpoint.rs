@@ -1,6 +1,6 @@
 //! `ENDPOINTS`: local pods by the ifindex of their host-side interface.
 //!
-//! Key: the host-side ifindex as a native-endian `u32`.
+//! Key: the host-side ifindex ([`IfIndex`]), a native-endian `u32`.
 //! A packet on an interface carrying the programs but absent from this map is
 //! dropped ([`crate::verdict::DropReason::EndpointUnknown`]): fail closed.
 
@@ -19,6 +19,11 @@ pub const FLAG_FAIL_CLOSED: u32 = 1 << 3;
 /// The pod may also send from the prefixes `SOURCE_PREFIXES` holds for its
 /// endpoint id (the `palisade.dev/allowed-source-prefixes` annotation).
 pub const FLAG_SOURCE_PREFIXES: u32 = 1 << 4;
+
+/// Key of `ENDPOINTS`: the index of the pod's host-side interface.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IfIndex(pub u32);
 
 /// Value of `ENDPOINTS`.
 #[repr(C)]
@@ -56,4 +61,4 @@ impl EndpointInfo {
     }
 }
 
-crate::user_pod!(EndpointInfo);
+crate::user_pod!(IfIndex, EndpointInfo);

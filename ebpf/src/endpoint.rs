@@ -2,7 +2,7 @@
 
 use aya_ebpf::{macros::map, maps::HashMap};
 use palisade_common::{
-    endpoint::EndpointInfo,
+    endpoint::{EndpointInfo, IfIndex},
     ids::IdentityId,
     maps::DEFAULT_ENDPOINTS_MAX,
     verdict::{Direction, DropReason},
@@ -14,14 +14,14 @@ use crate::{
 };
 
 #[map]
-static ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::pinned(DEFAULT_ENDPOINTS_MAX, 0);
+static ENDPOINTS: HashMap<IfIndex, EndpointInfo> = HashMap::pinned(DEFAULT_ENDPOINTS_MAX, 0);
 
 /// The endpoint behind `ifindex`, copied out of the map.
 #[inline(always)]
 pub fn lookup(ifindex: u32) -> Option<EndpointInfo> {
     // SAFETY: the value is copied out immediately; a concurrent update by the
     // agent yields either the old or the new endpoint (both are valid).
-    unsafe { ENDPOINTS.get(&ifindex).copied() }
+    unsafe { ENDPOINTS.get(&IfIndex(ifindex)).copied() }
 }
 
 /// The endpoint behind the interface, or the verdict for an interface that

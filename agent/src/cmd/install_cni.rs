@@ -11,9 +11,91 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::cli::InstallCniArgs;
+use crate::errors;
 
 /// The plugin's `type` in a conflist.
 pub const PLUGIN_TYPE: &str = "palisade-cni";
+
+/// Why a conflist cannot be edited.
+#[derive(Debug, thiserror::Error)]
+pub enum ConflistError {
+    /// [`chain`] found no `plugins` list.
+    #[error(
+        "the configuration has no `plugins` list (a single-plugin .conf cannot be chained; \
+         the main CNI must use a .conflist)"
+    )]
+    CannotChain,
+    /// [`unchain`] found no `plugins` list.
+    #[error("the configuration has no `plugins` list")]
+    NoPluginList,
+}
+
+/// Why installing or uninstalling the plugin failed; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The CNI configuration directory could not be listed.
+    #[error("{}", dir.display())]
+    ReadConfDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory holds no configuration yet.
+    #[error("no CNI configuration in {} yet (is the main CNI installed?)", dir.display())]
+    NoConfiguration {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The plugin binary could not be put in place.
+    #[error("{} -> {}", from.display(), to.display())]
+    CopyBinary {
+        /// The binary shipped with the agent.
+        from: PathBuf,
+        /// Where the container runtime looks for it.
+        to: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The plugin binary could not be removed.
+    #[error("{}", path.display())]
+    RemoveBinary {
+        /// The binary.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The conflist could not be read or written.
+    #[error("{}", path.display())]
+    Conflist {
+        /// The conflist.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The conflist is not JSON, or the edited one did not serialize.
+    #[error("{}", path.display())]
+    ConflistJson {
+        /// The conflist.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The conflist cannot take the edit.
+    #[error("{}", path.display())]
+    Edit {
+        /// The conflist.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: ConflistError,
+    },
+}
 
 /// Appends the plugin to a conflist's `plugins` unless it is there (then the
 /// settings this command owns are refreshed, and any others an operator added,
@@ -22,12 +104,12 @@ pub fn chain(
     mut conflist: Value,
     socket: &Path,
     timeout_seconds: u64,
-) -> Result<(Value, bool), String> {
+) -> Result<(Value, bool), ConflistError> {
     let ours = json!({"type": PLUGIN_TYPE, "socket": socket, "timeoutSeconds": timeout_seconds});
     let plugins = conflist
         .get_mut("plugins")
         .and_then(Value::as_array_mut)
-        .ok_or("the configuration has no `plugins` list (a single-plugin .conf cannot be chained; the main CNI must use a .conflist)")?;
+        .ok_or(ConflistError::CannotChain)?;
     if let Some(existing) = plugins.iter_mut().find(|p| p["type"] == PLUGIN_TYPE) {
         let before = existing.clone();
         if let (Some(entry), Some(ours)) = (existing.as_object_mut(), ours.as_object()) {
@@ -44,11 +126,11 @@ pub fn chain(
 
 /// Removes the plugin from a conflist's `plugins`. Returns the new list and
 /// whether it changed.
-pub fn unchain(mut conflist: Value) -> Result<(Value, bool), String> {
+pub fn unchain(mut conflist: Value) -> Result<(Value, bool), ConflistError> {
     let plugins = conflist
         .get_mut("plugins")
         .and_then(Value::as_array_mut)
-        .ok_or("the configuration has no `plugins` list")?;
+        .ok_or(ConflistError::NoPluginList)?;
     let before = plugins.len();
     plugins.retain(|p| p["type"] != PLUGIN_TYPE);
     let changed = plugins.len() != before;
@@ -76,9 +158,12 @@ fn replace_atomically(
 
 /// The main CNI's configuration: the first `*.conf`, `*.conflist` or `*.json`
 /// by name, as the container runtime picks it.
-fn main_conflist(dir: &Path) -> Result<PathBuf, String> {
+fn main_conflist(dir: &Path) -> Result<PathBuf, InstallError> {
     let mut lists: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .map_err(|source| InstallError::ReadConfDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
@@ -87,12 +172,12 @@ fn main_conflist(dir: &Path) -> Result<PathBuf, String> {
         })
         .collect();
     lists.sort();
-    lists.into_iter().next().ok_or_else(|| {
-        format!(
-            "no CNI configuration in {} yet (is the main CNI installed?)",
-            dir.display()
-        )
-    })
+    lists
+        .into_iter()
+        .next()
+        .ok_or_else(|| InstallError::NoConfiguration {
+            dir: dir.to_path_buf(),
+        })
 }
 
 /// Installs the plugin binary and chains it into the main conflist, or with
@@ -147,12 +232,21 @@ enum BinaryWrite {
 
 /// Puts the plugin binary in place and chains it into the main conflist.
 /// Idempotent.
-fn install(args: &InstallCniArgs, plugin: &Path, write: BinaryWrite) -> Result<Installed, String> {
+fn install(
+    args: &InstallCniArgs,
+    plugin: &Path,
+    write: BinaryWrite,
+) -> Result<Installed, InstallError> {
     let binary = args.cni_bin_dir.join("palisade-cni");
     let present = write == BinaryWrite::IfMissing && binary.exists();
     if !present {
-        replace_atomically(&binary, 0o755, |tmp| std::fs::copy(plugin, tmp).map(drop))
-            .map_err(|e| format!("{} -> {}: {e}", plugin.display(), binary.display()))?;
+        replace_atomically(&binary, 0o755, |tmp| std::fs::copy(plugin, tmp).map(drop)).map_err(
+            |source| InstallError::CopyBinary {
+                from: plugin.to_path_buf(),
+                to: binary.clone(),
+                source,
+            },
+        )?;
     }
     let conflist = main_conflist(&args.cni_conf_dir)?;
     let chained = rewrite(&conflist, |value| {
@@ -190,7 +284,10 @@ async fn keep_installed(
                 "something undid the CNI install (a main CNI rewriting its configuration?); restored it"
             ),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot check the CNI install; trying again"),
+            Err(e) => tracing::warn!(
+                error = %errors::chain(&e),
+                "cannot check the CNI install; trying again"
+            ),
         }
     }
 }
@@ -205,7 +302,13 @@ fn uninstall(args: &InstallCniArgs) -> Result<(), super::Error> {
     match std::fs::remove_file(&binary) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("{}: {e}", binary.display()).into()),
+        Err(source) => {
+            return Err(InstallError::RemoveBinary {
+                path: binary,
+                source,
+            }
+            .into());
+        }
     }
     println!(
         "{} {} and removed {}",
@@ -224,17 +327,27 @@ fn uninstall(args: &InstallCniArgs) -> Result<(), super::Error> {
 /// atomically when it changed. Returns whether it changed.
 fn rewrite(
     list: &Path,
-    edit: impl FnOnce(Value) -> Result<(Value, bool), String>,
-) -> Result<bool, String> {
-    let text = std::fs::read_to_string(list).map_err(|e| format!("{}: {e}", list.display()))?;
-    let value: Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", list.display()))?;
-    let (edited, changed) = edit(value).map_err(|e| format!("{}: {e}", list.display()))?;
+    edit: impl FnOnce(Value) -> Result<(Value, bool), ConflistError>,
+) -> Result<bool, InstallError> {
+    let path = || list.to_path_buf();
+    let io = |source: std::io::Error| InstallError::Conflist {
+        path: path(),
+        source,
+    };
+    let json = |source: serde_json::Error| InstallError::ConflistJson {
+        path: path(),
+        source,
+    };
+    let text = std::fs::read_to_string(list).map_err(io)?;
+    let value: Value = serde_json::from_str(&text).map_err(json)?;
+    let (edited, changed) = edit(value).map_err(|source| InstallError::Edit {
+        path: path(),
+        source,
+    })?;
     if changed {
-        let mut out = serde_json::to_vec_pretty(&edited).map_err(|e| e.to_string())?;
+        let mut out = serde_json::to_vec_pretty(&edited).map_err(json)?;
         out.push(b'\n');
-        replace_atomically(list, 0o644, |tmp| std::fs::write(tmp, &out))
-            .map_err(|e| format!("{}: {e}", list.display()))?;
+        replace_atomically(list, 0o644, |tmp| std::fs::write(tmp, &out)).map_err(io)?;
     }
     Ok(changed)
 }
@@ -416,6 +529,22 @@ mod tests {
 
     #[test]
     fn chain_refuses_a_single_plugin_conf() {
-        assert!(chain(json!({"type": "bridge"}), Path::new("/s"), 10).is_err());
+        assert!(matches!(
+            chain(json!({"type": "bridge"}), Path::new("/s"), 10),
+            Err(ConflistError::CannotChain)
+        ));
+    }
+
+    #[test]
+    fn a_conflist_error_names_the_file_then_the_cause() {
+        let dirs = NodeDirs::new("single-conf-cni", &json!({"type": "bridge"}));
+        let err = rewrite(&dirs.list_path(), unchain).expect_err("no plugins list");
+        assert_eq!(
+            errors::chain(&err),
+            format!(
+                "{}: the configuration has no `plugins` list",
+                dirs.list_path().display()
+            )
+        );
     }
 }

@@ -9,13 +9,14 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::DEFAULT_SOCKET;
 use super::protocol::{Request, Response};
+use crate::errors;
 
 /// CNI versions this plugin speaks.
 pub const SUPPORTED_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
@@ -119,31 +120,61 @@ fn settings(conf: &Value) -> Settings {
     }
 }
 
+/// Why a request got no answer from the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Nothing accepted the connection.
+    #[error(
+        "cannot reach the palisade agent at {} (is the agent running on this node?)",
+        socket.display()
+    )]
+    Connect {
+        /// The agent's socket.
+        socket: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The socket refused the read timeout.
+    #[error("setting the timeout for the agent's answer")]
+    SetTimeout(#[source] std::io::Error),
+    /// The request did not serialize.
+    #[error("encoding the request for the agent")]
+    Encode(#[source] serde_json::Error),
+    /// The request could not be written.
+    #[error("sending to the agent")]
+    Send(#[source] std::io::Error),
+    /// No answer came (the timeout passed, or the agent closed the socket).
+    #[error("waiting for the agent")]
+    Receive(#[source] std::io::Error),
+    /// The answer was not a response.
+    #[error("malformed answer from the agent")]
+    Decode(#[source] serde_json::Error),
+}
+
 /// Sends one request to the agent and waits for its answer.
 pub fn call_agent(
-    socket: &std::path::Path,
+    socket: &Path,
     request: &Request,
     timeout: Duration,
-) -> Result<Response, String> {
-    let mut stream = UnixStream::connect(socket).map_err(|e| {
-        format!(
-            "cannot reach the palisade agent at {}: {e} (is the agent running on this node?)",
-            socket.display()
-        )
+) -> Result<Response, AgentError> {
+    let mut stream = UnixStream::connect(socket).map_err(|source| AgentError::Connect {
+        socket: socket.to_path_buf(),
+        source,
     })?;
     stream
         .set_read_timeout(Some(timeout + Duration::from_secs(1)))
-        .map_err(|e| e.to_string())?;
-    let mut line = serde_json::to_string(request).map_err(|e| e.to_string())?;
+        .map_err(AgentError::SetTimeout)?;
+    let mut line = serde_json::to_string(request).map_err(AgentError::Encode)?;
     line.push('\n');
     stream
         .write_all(line.as_bytes())
-        .map_err(|e| format!("sending to the agent: {e}"))?;
+        .map_err(AgentError::Send)?;
     let mut answer = String::new();
     BufReader::new(stream)
         .read_line(&mut answer)
-        .map_err(|e| format!("waiting for the agent: {e}"))?;
-    serde_json::from_str(&answer).map_err(|e| format!("malformed answer from the agent: {e}"))
+        .map_err(AgentError::Receive)?;
+    serde_json::from_str(&answer).map_err(AgentError::Decode)
 }
 
 /// The pod's addresses and host-side interface from a CNI result.
@@ -170,7 +201,7 @@ fn from_prev_result(prev: &Value) -> (Vec<IpAddr>, Option<String>) {
 pub fn run(
     env: &Env,
     stdin: &str,
-    agent: impl Fn(&std::path::Path, &Request, Duration) -> Result<Response, String>,
+    agent: impl Fn(&Path, &Request, Duration) -> Result<Response, AgentError>,
 ) -> (Value, bool) {
     if env.command == "VERSION" {
         return (
@@ -229,7 +260,7 @@ pub fn run(
             let error = match outcome {
                 Ok(r) if r.ok => None,
                 Ok(r) => Some(r.error.unwrap_or_else(|| "not enforced".into())),
-                Err(e) => Some(e),
+                Err(e) => Some(errors::chain(&e)),
             };
             if let Some(e) = error
                 && !s.fail_open
@@ -275,7 +306,11 @@ pub fn run(
                     "pod not enforced",
                     r.error.unwrap_or_default(),
                 )),
-                Err(e) => fail(CniError::new(code::TRY_AGAIN_LATER, "agent unreachable", e)),
+                Err(e) => fail(CniError::new(
+                    code::TRY_AGAIN_LATER,
+                    "agent unreachable",
+                    errors::chain(&e),
+                )),
             }
         }
         other => fail(CniError::new(
@@ -324,12 +359,28 @@ mod tests {
         assert_eq!(out, conf["prevResult"]);
     }
 
+    fn unreachable(socket: &Path) -> AgentError {
+        AgentError::Connect {
+            socket: socket.to_path_buf(),
+            source: std::io::ErrorKind::NotFound.into(),
+        }
+    }
+
     #[test]
     fn add_fails_when_the_agent_is_missing_or_refuses() {
-        let (out, ok) = run(&env("ADD"), CONF, |_, _, _| Err("cannot reach".into()));
+        let (out, ok) = run(&env("ADD"), CONF, |socket, _, _| Err(unreachable(socket)));
         assert!(!ok);
         assert_eq!(out["code"], code::NOT_ENFORCED);
-        assert!(out["details"].as_str().expect("details").contains("x/a"));
+        let details = out["details"].as_str().expect("details");
+        assert!(details.contains("x/a"), "{details}");
+        assert!(
+            details.contains("cannot reach the palisade agent at /tmp/none.sock"),
+            "{details}"
+        );
+        assert!(
+            details.ends_with(": entity not found"),
+            "the cause: {details}"
+        );
         let (_, ok) = run(&env("ADD"), CONF, |_, _, _| {
             Ok(Response::error("timed out"))
         });
@@ -349,7 +400,7 @@ mod tests {
 
     #[test]
     fn del_succeeds_even_without_an_agent() {
-        let (_, ok) = run(&env("DEL"), CONF, |_, _, _| Err("gone".into()));
+        let (_, ok) = run(&env("DEL"), CONF, |socket, _, _| Err(unreachable(socket)));
         assert!(ok);
     }
 

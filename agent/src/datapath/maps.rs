@@ -6,7 +6,7 @@ use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf};
 use palisade_common::addr::Addr16;
 use palisade_common::conntrack::{CtKeyV4, CtKeyV6, CtValue};
-use palisade_common::endpoint::EndpointInfo;
+use palisade_common::endpoint::{EndpointInfo, IfIndex};
 use palisade_common::ids::{Revision, RuleId};
 use palisade_common::ipcache::IpcacheValue;
 use palisade_common::maps as names;
@@ -20,7 +20,7 @@ use palisade_common::stats::{REVISION_INDEX, RuleCounter, StatCounter, StatIndex
 use palisade_common::verdict::Direction;
 
 use super::error::Error;
-use crate::sync::{KernelState, MapOp, MapWriter, WriteError};
+use crate::sync::{KernelState, MapOp, MapWriter, PrefixLen, WriteError};
 
 /// Map capacities. A full map fails closed (see `sync::apply`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +55,7 @@ impl Default for Capacities {
 /// Every map of the object, typed.
 pub struct Maps {
     /// `ENDPOINTS`.
-    pub endpoints: HashMap<MapData, u32, EndpointInfo>,
+    pub endpoints: HashMap<MapData, IfIndex, EndpointInfo>,
     /// `IPCACHE`.
     pub ipcache: LpmTrie<MapData, Addr16, IpcacheValue>,
     /// `POLICY`.
@@ -146,7 +146,7 @@ impl Maps {
     }
 
     /// Every endpoint entry in the kernel.
-    fn read_endpoints(&self) -> Result<Vec<(u32, EndpointInfo)>, Error> {
+    fn read_endpoints(&self) -> Result<Vec<(IfIndex, EndpointInfo)>, Error> {
         self.endpoints
             .iter()
             .collect::<Result<_, _>>()
@@ -181,63 +181,75 @@ impl Maps {
     }
 
     /// Writes an allowed source prefix.
-    fn put_source_prefix(&mut self, prefix_len: u32, key: SourcePrefixKey) -> Result<(), Error> {
+    fn put_source_prefix(
+        &mut self,
+        prefix_len: PrefixLen,
+        key: SourcePrefixKey,
+    ) -> Result<(), Error> {
         self.source_prefixes
-            .insert(&Key::new(prefix_len, key), SourcePrefixValue::default(), 0)
+            .insert(
+                &Key::new(prefix_len.0, key),
+                SourcePrefixValue::default(),
+                0,
+            )
             .map_err(|e| Error::map(names::SOURCE_PREFIXES, e))
     }
 
     /// Removes an allowed source prefix (absent is fine).
-    fn delete_source_prefix(&mut self, prefix_len: u32, key: SourcePrefixKey) -> Result<(), Error> {
-        ignore_missing(self.source_prefixes.remove(&Key::new(prefix_len, key)))
+    fn delete_source_prefix(
+        &mut self,
+        prefix_len: PrefixLen,
+        key: SourcePrefixKey,
+    ) -> Result<(), Error> {
+        ignore_missing(self.source_prefixes.remove(&Key::new(prefix_len.0, key)))
             .map_err(|e| Error::map(names::SOURCE_PREFIXES, e))
     }
 
     /// Writes an endpoint entry.
-    fn put_endpoint(&mut self, ifindex: u32, info: EndpointInfo) -> Result<(), Error> {
+    fn put_endpoint(&mut self, ifindex: IfIndex, info: EndpointInfo) -> Result<(), Error> {
         self.endpoints
             .insert(ifindex, info, 0)
             .map_err(|e| Error::map(names::ENDPOINTS, e))
     }
 
     /// Removes an endpoint entry (absent is fine).
-    fn delete_endpoint(&mut self, ifindex: u32) -> Result<(), Error> {
+    fn delete_endpoint(&mut self, ifindex: IfIndex) -> Result<(), Error> {
         ignore_missing(self.endpoints.remove(&ifindex)).map_err(|e| Error::map(names::ENDPOINTS, e))
     }
 
     /// Writes an ipcache entry.
     fn put_ipcache(
         &mut self,
-        prefix_len: u32,
+        prefix_len: PrefixLen,
         addr: Addr16,
         value: IpcacheValue,
     ) -> Result<(), Error> {
         self.ipcache
-            .insert(&Key::new(prefix_len, addr), value, 0)
+            .insert(&Key::new(prefix_len.0, addr), value, 0)
             .map_err(|e| Error::map(names::IPCACHE, e))
     }
 
     /// Removes an ipcache entry (absent is fine).
-    fn delete_ipcache(&mut self, prefix_len: u32, addr: Addr16) -> Result<(), Error> {
-        ignore_missing(self.ipcache.remove(&Key::new(prefix_len, addr)))
+    fn delete_ipcache(&mut self, prefix_len: PrefixLen, addr: Addr16) -> Result<(), Error> {
+        ignore_missing(self.ipcache.remove(&Key::new(prefix_len.0, addr)))
             .map_err(|e| Error::map(names::IPCACHE, e))
     }
 
     /// Writes a policy entry.
     fn put_policy(
         &mut self,
-        prefix_len: u32,
+        prefix_len: PrefixLen,
         key: PolicyKey,
         value: PolicyValue,
     ) -> Result<(), Error> {
         self.policy
-            .insert(&Key::new(prefix_len, key), value, 0)
+            .insert(&Key::new(prefix_len.0, key), value, 0)
             .map_err(|e| Error::map(names::POLICY, e))
     }
 
     /// Removes a policy entry (absent is fine).
-    fn delete_policy(&mut self, prefix_len: u32, key: PolicyKey) -> Result<(), Error> {
-        ignore_missing(self.policy.remove(&Key::new(prefix_len, key)))
+    fn delete_policy(&mut self, prefix_len: PrefixLen, key: PolicyKey) -> Result<(), Error> {
+        ignore_missing(self.policy.remove(&Key::new(prefix_len.0, key)))
             .map_err(|e| Error::map(names::POLICY, e))
     }
 
@@ -245,7 +257,11 @@ impl Maps {
     /// restarted agent adopts.
     pub fn read_state(&self) -> Result<(KernelState, Revision), Error> {
         let mut state = KernelState::default();
-        state.endpoints.extend(self.read_endpoints()?);
+        state.endpoints.extend(
+            self.read_endpoints()?
+                .into_iter()
+                .map(|(IfIndex(i), e)| (i, e)),
+        );
         state.ipcache.extend(
             self.read_ipcache()?
                 .into_iter()

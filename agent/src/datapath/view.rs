@@ -8,7 +8,7 @@ use std::path::Path;
 use aya::maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray};
 use palisade_common::addr::Addr16;
 use palisade_common::conntrack::{CtKeyV4, CtKeyV6, CtValue};
-use palisade_common::endpoint::EndpointInfo;
+use palisade_common::endpoint::{EndpointInfo, IfIndex};
 use palisade_common::fragment::{FragKey, FragValue};
 use palisade_common::ipcache::IpcacheValue;
 use palisade_common::maps as names;
@@ -34,7 +34,7 @@ pub struct MapPressure {
 pub struct KernelView {
     rule_counters: PerCpuArray<MapData, RuleCounter>,
     stats: PerCpuArray<MapData, StatCounter>,
-    endpoints: HashMap<MapData, u32, EndpointInfo>,
+    endpoints: HashMap<MapData, IfIndex, EndpointInfo>,
     ipcache: LpmTrie<MapData, Addr16, IpcacheValue>,
     policy: LpmTrie<MapData, PolicyKey, PolicyValue>,
     conntrack_v4: HashMap<MapData, CtKeyV4, CtValue>,

@@ -21,7 +21,7 @@ use std::net::IpAddr;
 
 use palisade_common::ids::{EndpointId, IdentityId, RuleId};
 
-use super::identity::{Atom, AtomTable, DescriptionCache, Identities};
+use super::identity::{Atom, AtomId, AtomTable, DescriptionCache, Identities};
 use super::identity_cache::{IdentityCache, IdentityChanges, Inputs};
 use super::ids::IdAllocator;
 use super::lookup::{ipcache_lookup, l4_matches};
@@ -46,7 +46,7 @@ type GroupKey = (Direction, Vec<PolicyRef>, Vec<ContainerPort>);
 struct Expansion {
     entries: Vec<Entry>,
     /// Atoms of the group's rules: their identities are in the entries.
-    atoms: HashSet<u32>,
+    atoms: HashSet<AtomId>,
     /// Port names of its egress rules: resolved per peer identity.
     names: HashSet<(String, Protocol)>,
 }
@@ -56,7 +56,7 @@ struct Expansion {
 #[derive(Debug)]
 pub struct Compiler {
     atoms: IdAllocator<Atom>,
-    identities: IdAllocator<Vec<u32>>,
+    identities: IdAllocator<Vec<AtomId>>,
     endpoints: IdAllocator<PodRef>,
     rules: IdAllocator<RuleSlot>,
     descriptions: DescriptionCache,
@@ -127,53 +127,73 @@ impl Compiler {
         self.compile_locals(cluster, locals, host)
     }
 
-    /// The plan for the endpoint pods `locals` (in key order).
+    /// The plan for the endpoint pods `pods` (in key order).
     fn compile_locals(
         &mut self,
         cluster: &ClusterState,
-        locals: Vec<&Pod>,
+        pods: Vec<&Pod>,
         host: &BTreeSet<IpAddr>,
     ) -> DatapathPlan {
         let policies: Vec<&NetworkPolicy> = cluster.policies().collect();
-        let applying = applying_policies(&policies, &locals);
+        let locals = Locals::new(&policies, pods);
+        let mut table = AtomTable::default();
+        let rule_index = self.index_rules(&locals, &mut table);
+        let services = locals.egress_services(cluster);
+        let ids = self.update_identities(cluster, &services, host, &mut table);
+        let mut pod_rejections = Vec::new();
+        let endpoints = self.plan_endpoints(cluster, &locals, &mut pod_rejections);
+        let endpoint_ids: Vec<EndpointId> = endpoints.iter().map(|ep| ep.id).collect();
+        let ctx = RuleContext {
+            policies: &policies,
+            rule_ids: &rule_index.ids,
+            rule_atoms: &rule_index.atoms,
+            ids: &ids,
+        };
+        let rules = self.allow_rules(cluster, &locals, &endpoint_ids, &ctx, &services);
+        self.mark = Some(cluster.mark());
 
-        // Rule ids and atoms of every policy that selects a local pod.
-        let mut relevant: Vec<usize> = applying.iter().flatten().copied().collect();
+        let plan = DatapathPlan {
+            identities: self.descriptions.describe(&ids, &table),
+            ipcache: ids.ipcache,
+            host_addresses: host.clone(),
+            endpoints: locals
+                .pods
+                .iter()
+                .map(|p| p.pod_ref())
+                .zip(endpoints)
+                .collect(),
+            rules,
+            rule_origins: rule_index.origins,
+            rejections: all_rejections(cluster, pod_rejections),
+        };
+        self.finish_allocators();
+        plan
+    }
+
+    /// Numbers the rules of every policy that selects a local pod and interns
+    /// their peers' atoms (and egress port names) into `table`.
+    fn index_rules(&mut self, locals: &Locals<'_>, table: &mut AtomTable) -> RuleIndex {
+        let mut relevant: Vec<usize> = locals.applying.iter().flatten().copied().collect();
         relevant.sort_unstable();
         relevant.dedup();
-        let mut table = AtomTable::default();
-        let mut rule_ids: HashMap<(usize, Direction, usize), RuleId> = HashMap::new();
-        let mut rule_atoms: HashMap<(usize, Direction, usize), Vec<u32>> = HashMap::new();
-        let mut rule_origins = BTreeMap::new();
+        let mut index = RuleIndex::default();
         for &pi in &relevant {
-            let pol = policies[pi];
+            let pol = locals.policies[pi];
             for d in Direction::ALL {
                 for (ri, rule) in pol.allowing_rules(d).iter().enumerate() {
-                    let index = u32::try_from(ri).unwrap_or(u32::MAX);
-                    let id = RuleId(self.rules.get(&(pol.policy_ref(), d, index)));
-                    rule_ids.insert((pi, d, ri), id);
-                    rule_origins.insert(
+                    let at = (pi, d, ri);
+                    let position = u32::try_from(ri).unwrap_or(u32::MAX);
+                    let id = RuleId(self.rules.get(&(pol.policy_ref(), d, position)));
+                    index.ids.insert(at, id);
+                    index.origins.insert(
                         id,
                         RuleOrigin {
                             policy: pol.policy_ref(),
                             direction: d,
-                            index,
+                            index: position,
                         },
                     );
-                    let atoms = rule
-                        .peers
-                        .iter()
-                        .flatten()
-                        .map(|p| match p {
-                            Peer::Pods(pp) => {
-                                table.intern(&mut self.atoms, &Atom::Pods(pp.clone()))
-                            }
-                            Peer::IpBlock(b) => {
-                                table.intern(&mut self.atoms, &Atom::IpBlock(b.clone()))
-                            }
-                        })
-                        .collect();
-                    rule_atoms.insert((pi, d, ri), atoms);
+                    index.atoms.insert(at, self.intern_peers(rule, table));
                     if d == Direction::Egress {
                         for spec in rule.ports.iter().flatten() {
                             if let Some(PortRef::Named(n)) = &spec.port {
@@ -184,44 +204,55 @@ impl Compiler {
                 }
             }
         }
+        index
+    }
 
-        let isolated = |l: usize, d: Direction| {
-            applying[l]
-                .iter()
-                .any(|&pi| policies[pi].policy_types.has(d))
-        };
-        let any_egress_isolated = (0..locals.len()).any(|l| isolated(l, Direction::Egress));
-        let services: Vec<&Service> = if any_egress_isolated {
-            cluster
-                .services()
-                .filter(|s| !s.cluster_ips.is_empty() && !s.ports.is_empty())
-                .collect()
-        } else {
-            Vec::new()
-        };
+    /// The atoms of `rule`'s peers, in peer order.
+    fn intern_peers(&mut self, rule: &Rule, table: &mut AtomTable) -> Vec<AtomId> {
+        rule.peers
+            .iter()
+            .flatten()
+            .map(|p| match p {
+                Peer::Pods(pp) => table.intern(&mut self.atoms, &Atom::Pods(pp.clone())),
+                Peer::IpBlock(b) => table.intern(&mut self.atoms, &Atom::IpBlock(b.clone())),
+            })
+            .collect()
+    }
+
+    /// Brings the remote identities up to date for the atoms of `table` and
+    /// drops the expansions that leaves stale.
+    fn update_identities(
+        &mut self,
+        cluster: &ClusterState,
+        services: &[&Service],
+        host: &BTreeSet<IpAddr>,
+        table: &mut AtomTable,
+    ) -> Identities {
         let (ids, changes) = self.remote.update(
             &Inputs {
                 cluster,
-                services: &services,
+                services,
                 host,
             },
-            &mut table,
+            table,
             &mut self.atoms,
             &mut self.identities,
         );
         self.forget_stale_expansions(cluster, changes);
+        ids
+    }
 
-        let mut plan = DatapathPlan::default();
-        let mut groups: HashMap<(Direction, Vec<usize>, Vec<ContainerPort>), Vec<usize>> =
-            HashMap::new();
-        let mut endpoint_ids = Vec::with_capacity(locals.len());
-        let mut pod_rejections = Vec::new();
-        for (l, pod) in locals.iter().enumerate() {
-            let key = pod.pod_ref();
-            let id = EndpointId(self.endpoints.get(&key));
-            endpoint_ids.push(id);
-            let ep = EndpointPlan {
-                id,
+    /// The endpoint plan of each local pod, in local order.
+    fn plan_endpoints(
+        &mut self,
+        cluster: &ClusterState,
+        locals: &Locals<'_>,
+        pod_rejections: &mut Vec<Rejection>,
+    ) -> Vec<EndpointPlan> {
+        let mut endpoints = Vec::with_capacity(locals.pods.len());
+        for (l, pod) in locals.pods.iter().enumerate() {
+            endpoints.push(EndpointPlan {
+                id: EndpointId(self.endpoints.get(&pod.pod_ref())),
                 ipv4: pod.ips.iter().find_map(|ip| match ip {
                     IpAddr::V4(a) => Some(*a),
                     IpAddr::V6(_) => None,
@@ -230,52 +261,46 @@ impl Compiler {
                     IpAddr::V6(a) => Some(*a),
                     IpAddr::V4(_) => None,
                 }),
-                ingress_isolated: isolated(l, Direction::Ingress),
-                egress_isolated: isolated(l, Direction::Egress),
+                ingress_isolated: locals.isolated(l, Direction::Ingress),
+                egress_isolated: locals.isolated(l, Direction::Egress),
                 audit: cluster.namespace(&pod.namespace).is_some_and(|n| n.audit()),
-                source_prefixes: self.source_prefixes(pod, &mut pod_rejections),
-                policies: applying[l]
+                source_prefixes: self.source_prefixes(pod, pod_rejections),
+                policies: locals.applying[l]
                     .iter()
-                    .map(|&pi| policies[pi].policy_ref())
+                    .map(|&pi| locals.policies[pi].policy_ref())
                     .collect(),
-            };
-            for d in Direction::ALL {
-                if !isolated(l, d) {
-                    continue;
-                }
-                let pols: Vec<usize> = applying[l]
-                    .iter()
-                    .copied()
-                    .filter(|&pi| policies[pi].policy_types.has(d))
-                    .collect();
-                let ports = if d == Direction::Ingress {
-                    pod.ports.clone()
-                } else {
-                    Vec::new()
-                };
-                groups.entry((d, pols, ports)).or_default().push(l);
-            }
-            plan.endpoints.insert(key, ep);
+            });
         }
+        endpoints
+    }
 
-        let ctx = RuleContext {
-            policies: &policies,
-            rule_ids: &rule_ids,
-            rule_atoms: &rule_atoms,
-            ids: &ids,
-        };
+    /// The allow entries of every local endpoint: each group's expansion
+    /// (reused when still valid) stamped per member, plus the Service
+    /// ClusterIP entries of egress groups. Expansions of groups that no
+    /// longer exist are dropped.
+    fn allow_rules(
+        &mut self,
+        cluster: &ClusterState,
+        locals: &Locals<'_>,
+        endpoint_ids: &[EndpointId],
+        ctx: &RuleContext<'_>,
+        services: &[&Service],
+    ) -> BTreeMap<RuleKey, RuleId> {
+        let groups = locals.groups();
         let mut used: HashSet<GroupKey> = HashSet::with_capacity(groups.len());
         let mut rules: Vec<(RuleKey, RuleId)> = Vec::new();
         for ((d, pols, ports), members) in &groups {
             let key: GroupKey = (
                 *d,
-                pols.iter().map(|&pi| policies[pi].policy_ref()).collect(),
+                pols.iter()
+                    .map(|&pi| locals.policies[pi].policy_ref())
+                    .collect(),
                 ports.clone(),
             );
             let expansion = self
                 .expansions
                 .entry(key.clone())
-                .or_insert_with(|| ctx.expand(*d, pols, locals[members[0]]));
+                .or_insert_with(|| ctx.expand(*d, pols, locals.pods[members[0]]));
             let entries = &expansion.entries;
             used.insert(key);
             for &l in members {
@@ -290,10 +315,11 @@ impl Compiler {
                 }));
             }
             if *d == Direction::Egress {
-                for (sid, l4, rule, denied) in service_entries(cluster, &services, &ids, entries) {
+                for (sid, l4, rule, denied) in service_entries(cluster, services, ctx.ids, entries)
+                {
                     for &l in members {
                         // Denied backends that are the endpoint itself are allowed (self).
-                        if denied.iter().all(|a| locals[l].ips.contains(a)) {
+                        if denied.iter().all(|a| locals.pods[l].ips.contains(a)) {
                             let key = RuleKey {
                                 endpoint: endpoint_ids[l],
                                 direction: *d,
@@ -306,24 +332,16 @@ impl Compiler {
                 }
             }
         }
-        plan.rules = lowest_rule_per_key(rules);
         self.expansions.retain(|k, _| used.contains(k));
-        self.mark = Some(cluster.mark());
+        lowest_rule_per_key(rules)
+    }
 
-        plan.identities = self.descriptions.describe(&ids, &table);
-        plan.ipcache = ids.ipcache;
-        plan.host_addresses = host.clone();
-        plan.rule_origins = rule_origins;
-        let mut rejections: Vec<_> = cluster.rejections().cloned().collect();
-        rejections.extend(pod_rejections);
-        rejections.sort();
-        plan.rejections = rejections;
-
+    /// Frees the ids this compile did not look up.
+    fn finish_allocators(&mut self) {
         self.atoms.finish();
         self.identities.finish();
         self.endpoints.finish();
         self.rules.finish();
-        plan
     }
 }
 
@@ -391,6 +409,95 @@ fn lowest_rule_per_key(mut entries: Vec<(RuleKey, RuleId)>) -> BTreeMap<RuleKey,
     entries.into_iter().collect()
 }
 
+/// A rule by the index of its policy, its direction and its index in that
+/// direction's rule list.
+type RuleAt = (usize, Direction, usize);
+
+/// Local endpoints of one direction with the same applying policies (by
+/// index) and (for ingress) container ports, and the local indices in each.
+type Groups = HashMap<(Direction, Vec<usize>, Vec<ContainerPort>), Vec<usize>>;
+
+/// The rules of the policies that select a local pod.
+#[derive(Debug, Default)]
+struct RuleIndex {
+    ids: HashMap<RuleAt, RuleId>,
+    atoms: HashMap<RuleAt, Vec<AtomId>>,
+    origins: BTreeMap<RuleId, RuleOrigin>,
+}
+
+/// The local endpoint pods and the policies selecting each.
+struct Locals<'a> {
+    /// In key order; a pod's index here is its local index.
+    pods: Vec<&'a Pod>,
+    /// Every policy of the cluster, in key order.
+    policies: &'a [&'a NetworkPolicy],
+    /// Per local pod, the indices in `policies` of those selecting it.
+    applying: Vec<Vec<usize>>,
+}
+
+impl<'a> Locals<'a> {
+    fn new(policies: &'a [&'a NetworkPolicy], pods: Vec<&'a Pod>) -> Self {
+        let applying = applying_policies(policies, &pods);
+        Locals {
+            pods,
+            policies,
+            applying,
+        }
+    }
+
+    /// Whether a policy selecting local pod `l` isolates it in direction `d`.
+    fn isolated(&self, l: usize, d: Direction) -> bool {
+        self.applying[l]
+            .iter()
+            .any(|&pi| self.policies[pi].policy_types.has(d))
+    }
+
+    /// The Services whose ClusterIPs get entries: those with addresses and
+    /// ports, when some local pod is egress-isolated (none otherwise).
+    fn egress_services(&self, cluster: &'a ClusterState) -> Vec<&'a Service> {
+        let any_egress_isolated = (0..self.pods.len()).any(|l| self.isolated(l, Direction::Egress));
+        if !any_egress_isolated {
+            return Vec::new();
+        }
+        cluster
+            .services()
+            .filter(|s| !s.cluster_ips.is_empty() && !s.ports.is_empty())
+            .collect()
+    }
+
+    /// The isolated local pods grouped by what their allow entries depend on.
+    fn groups(&self) -> Groups {
+        let mut groups = Groups::new();
+        for (l, pod) in self.pods.iter().enumerate() {
+            for d in Direction::ALL {
+                if !self.isolated(l, d) {
+                    continue;
+                }
+                let pols: Vec<usize> = self.applying[l]
+                    .iter()
+                    .copied()
+                    .filter(|&pi| self.policies[pi].policy_types.has(d))
+                    .collect();
+                let ports = if d == Direction::Ingress {
+                    pod.ports.clone()
+                } else {
+                    Vec::new()
+                };
+                groups.entry((d, pols, ports)).or_default().push(l);
+            }
+        }
+        groups
+    }
+}
+
+/// The cluster's rejections and the local pods', sorted.
+fn all_rejections(cluster: &ClusterState, pod_rejections: Vec<Rejection>) -> Vec<Rejection> {
+    let mut rejections: Vec<_> = cluster.rejections().cloned().collect();
+    rejections.extend(pod_rejections);
+    rejections.sort();
+    rejections
+}
+
 /// For each local pod, the indices of the policies selecting it (ascending).
 /// `policies` is in key order, so a namespace's policies are one range.
 fn applying_policies(policies: &[&NetworkPolicy], locals: &[&Pod]) -> Vec<Vec<usize>> {
@@ -418,8 +525,8 @@ enum Targets {
 /// What rule expansion needs.
 struct RuleContext<'a> {
     policies: &'a [&'a NetworkPolicy],
-    rule_ids: &'a HashMap<(usize, Direction, usize), RuleId>,
-    rule_atoms: &'a HashMap<(usize, Direction, usize), Vec<u32>>,
+    rule_ids: &'a HashMap<RuleAt, RuleId>,
+    rule_atoms: &'a HashMap<RuleAt, Vec<AtomId>>,
     ids: &'a Identities,
 }
 
@@ -458,7 +565,7 @@ impl RuleContext<'_> {
         &self,
         d: Direction,
         rule: &Rule,
-        atoms: &[u32],
+        atoms: &[AtomId],
         id: RuleId,
         pod: &Pod,
         out: &mut Vec<Entry>,
@@ -610,7 +717,7 @@ impl Compiler {
         self.identities
             .key_of(id.0)?
             .iter()
-            .map(|a| self.atoms.key_of(*a).cloned())
+            .map(|a| self.atoms.key_of(a.0).cloned())
             .collect()
     }
 }

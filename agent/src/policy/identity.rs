@@ -70,23 +70,28 @@ impl Atom {
     }
 }
 
+/// An atom's id: stable while the atom stays in use across compiles. An
+/// identity is the sorted set of atom ids its addresses satisfy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AtomId(pub u32);
+
 /// The atoms rules ask about, with their ids for this compile.
 #[derive(Debug, Default)]
 pub struct AtomTable {
     /// Atom id -> atom.
-    pub atoms: BTreeMap<u32, Atom>,
+    pub atoms: BTreeMap<AtomId, Atom>,
     /// Pod-peer atoms.
-    pub pod_peers: Vec<(u32, PodPeer)>,
+    pub pod_peers: Vec<(AtomId, PodPeer)>,
     /// ipBlock atoms.
-    pub blocks: Vec<(u32, IpBlock)>,
+    pub blocks: Vec<(AtomId, IpBlock)>,
     /// Port names (with protocol) that egress rules refer to.
     pub egress_names: HashSet<(String, Protocol)>,
 }
 
 impl AtomTable {
     /// Interns `atom`, returning its stable id.
-    pub fn intern(&mut self, alloc: &mut IdAllocator<Atom>, atom: &Atom) -> u32 {
-        let id = alloc.get(atom);
+    pub fn intern(&mut self, alloc: &mut IdAllocator<Atom>, atom: &Atom) -> AtomId {
+        let id = AtomId(alloc.get(atom));
         if !self.atoms.contains_key(&id) {
             match atom {
                 Atom::Pods(p) => self.pod_peers.push((id, p.clone())),
@@ -105,11 +110,11 @@ pub struct Identities {
     /// The ipcache.
     pub ipcache: BTreeMap<IpNet, IdentityId>,
     /// Atom id -> identities satisfying it (sorted, deduplicated).
-    pub by_atom: HashMap<u32, Vec<IdentityId>>,
+    pub by_atom: HashMap<AtomId, Vec<IdentityId>>,
     /// (port name, protocol) -> identities whose pods have it, with the number.
     pub named: HashMap<(String, Protocol), Vec<(IdentityId, u16)>>,
     /// Every allocated identity in use and its atoms.
-    pub atoms_of: BTreeMap<IdentityId, Vec<u32>>,
+    pub atoms_of: BTreeMap<IdentityId, Vec<AtomId>>,
     /// ClusterIPs by (namespace, service name).
     pub service_ips: BTreeMap<(String, String), Vec<(IpAddr, IdentityId)>>,
 }
@@ -117,7 +122,7 @@ pub struct Identities {
 /// Caches identity descriptions across compiles.
 #[derive(Clone, Debug, Default)]
 pub struct DescriptionCache {
-    by_id: HashMap<IdentityId, (Vec<u32>, String)>,
+    by_id: HashMap<IdentityId, (Vec<AtomId>, String)>,
 }
 
 impl DescriptionCache {

@@ -7,10 +7,10 @@
 //! reported, and the next apply tries again.
 
 use palisade_common::endpoint::FLAG_FAIL_CLOSED;
-use palisade_common::endpoint::{FLAG_EGRESS_ISOLATED, FLAG_INGRESS_ISOLATED};
+use palisade_common::endpoint::{FLAG_EGRESS_ISOLATED, FLAG_INGRESS_ISOLATED, IfIndex};
 use palisade_common::ids::Revision;
 
-use super::diff::{MapOp, diff};
+use super::diff::{MapOp, PrefixLen, diff};
 use super::render::KernelState;
 
 /// The kernel's maps as the syncer writes them. `datapath::Maps` is the real
@@ -144,7 +144,7 @@ impl Syncer {
             }
             let mut closed = *info;
             closed.flags |= FLAG_FAIL_CLOSED;
-            self.write(maps, &MapOp::PutEndpoint(*ifindex, closed))?;
+            self.write(maps, &MapOp::PutEndpoint(IfIndex(*ifindex), closed))?;
             report.writes += 1;
         }
         self.write(maps, &MapOp::BumpRevision)?;
@@ -160,30 +160,31 @@ impl Syncer {
             return Ok(());
         }
         maps.write(op)?;
+        // `KernelState` keys hold the raw numbers, as the kernel does.
         let cur = &mut self.current;
         match *op {
-            MapOp::PutEndpoint(i, e) => {
+            MapOp::PutEndpoint(IfIndex(i), e) => {
                 cur.endpoints.insert(i, e);
             }
-            MapOp::DeleteEndpoint(i) => {
+            MapOp::DeleteEndpoint(IfIndex(i)) => {
                 cur.endpoints.remove(&i);
             }
-            MapOp::PutIpcache(l, a, v) => {
+            MapOp::PutIpcache(PrefixLen(l), a, v) => {
                 cur.ipcache.insert((l, a), v);
             }
-            MapOp::DeleteIpcache(l, a) => {
+            MapOp::DeleteIpcache(PrefixLen(l), a) => {
                 cur.ipcache.remove(&(l, a));
             }
-            MapOp::PutPolicy(l, k, v) => {
+            MapOp::PutPolicy(PrefixLen(l), k, v) => {
                 cur.policy.insert((l, k), v);
             }
-            MapOp::DeletePolicy(l, k) => {
+            MapOp::DeletePolicy(PrefixLen(l), k) => {
                 cur.policy.remove(&(l, k));
             }
-            MapOp::PutSourcePrefix(l, k) => {
+            MapOp::PutSourcePrefix(PrefixLen(l), k) => {
                 cur.source_prefixes.insert((l, k), ());
             }
-            MapOp::DeleteSourcePrefix(l, k) => {
+            MapOp::DeleteSourcePrefix(PrefixLen(l), k) => {
                 cur.source_prefixes.remove(&(l, k));
             }
             MapOp::BumpRevision => {}
@@ -224,19 +225,19 @@ mod tests {
                 });
             }
             match *op {
-                MapOp::PutEndpoint(i, e) => {
+                MapOp::PutEndpoint(IfIndex(i), e) => {
                     self.endpoints.insert(i, e);
                 }
-                MapOp::DeleteEndpoint(i) => {
+                MapOp::DeleteEndpoint(IfIndex(i)) => {
                     self.endpoints.remove(&i);
                 }
-                MapOp::PutPolicy(l, k, v) => {
+                MapOp::PutPolicy(PrefixLen(l), k, v) => {
                     if !self.policy.contains_key(&(l, k)) && self.policy.len() >= self.policy_room {
                         return Err(WriteError::Full { map: names::POLICY });
                     }
                     self.policy.insert((l, k), v);
                 }
-                MapOp::DeletePolicy(l, k) => {
+                MapOp::DeletePolicy(PrefixLen(l), k) => {
                     self.policy.remove(&(l, k));
                 }
                 _ => {}

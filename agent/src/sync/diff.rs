@@ -18,32 +18,38 @@
 use std::collections::BTreeMap;
 
 use palisade_common::addr::Addr16;
-use palisade_common::endpoint::EndpointInfo;
+use palisade_common::endpoint::{EndpointInfo, IfIndex};
 use palisade_common::ipcache::IpcacheValue;
 use palisade_common::policy::{PolicyKey, PolicyValue};
 use palisade_common::source::SourcePrefixKey;
 
 use super::render::KernelState;
 
+/// How many leading bits of an LPM trie key an entry matches: of the
+/// (v4-mapped) address in `IPCACHE`, of the whole key in `POLICY` and
+/// `SOURCE_PREFIXES` (their layout docs in `palisade_common` say which bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PrefixLen(pub u32);
+
 /// One map write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapOp {
-    /// Insert or replace an endpoint.
-    PutEndpoint(u32, EndpointInfo),
-    /// Remove an endpoint.
-    DeleteEndpoint(u32),
+    /// Insert or replace the endpoint behind an interface.
+    PutEndpoint(IfIndex, EndpointInfo),
+    /// Remove the endpoint behind an interface.
+    DeleteEndpoint(IfIndex),
     /// Insert or replace an ipcache prefix.
-    PutIpcache(u32, Addr16, IpcacheValue),
+    PutIpcache(PrefixLen, Addr16, IpcacheValue),
     /// Remove an ipcache prefix.
-    DeleteIpcache(u32, Addr16),
+    DeleteIpcache(PrefixLen, Addr16),
     /// Insert or replace a policy entry.
-    PutPolicy(u32, PolicyKey, PolicyValue),
+    PutPolicy(PrefixLen, PolicyKey, PolicyValue),
     /// Remove a policy entry.
-    DeletePolicy(u32, PolicyKey),
-    /// Insert an allowed source prefix (prefix length, key).
-    PutSourcePrefix(u32, SourcePrefixKey),
+    DeletePolicy(PrefixLen, PolicyKey),
+    /// Insert an allowed source prefix.
+    PutSourcePrefix(PrefixLen, SourcePrefixKey),
     /// Remove an allowed source prefix.
-    DeleteSourcePrefix(u32, SourcePrefixKey),
+    DeleteSourcePrefix(PrefixLen, SourcePrefixKey),
     /// Bump the policy revision (re-checks established flows).
     BumpRevision,
 }
@@ -99,39 +105,43 @@ pub fn diff(old: &KernelState, new: &KernelState) -> Vec<MapOp> {
     ops.extend(
         policy_puts
             .into_iter()
-            .map(|((l, k), v)| MapOp::PutPolicy(l, k, v)),
+            .map(|((l, k), v)| MapOp::PutPolicy(PrefixLen(l), k, v)),
     );
     ops.extend(
         prefix_puts
             .into_iter()
-            .map(|((l, k), ())| MapOp::PutSourcePrefix(l, k)),
+            .map(|((l, k), ())| MapOp::PutSourcePrefix(PrefixLen(l), k)),
     );
     ops.extend(
         ipcache_puts
             .into_iter()
-            .map(|((l, a), v)| MapOp::PutIpcache(l, a, v)),
+            .map(|((l, a), v)| MapOp::PutIpcache(PrefixLen(l), a, v)),
     );
     ops.extend(
         endpoint_puts
             .into_iter()
-            .map(|(i, e)| MapOp::PutEndpoint(i, e)),
+            .map(|(i, e)| MapOp::PutEndpoint(IfIndex(i), e)),
     );
     ops.extend(
         ipcache_deletes
             .into_iter()
-            .map(|(l, a)| MapOp::DeleteIpcache(l, a)),
+            .map(|(l, a)| MapOp::DeleteIpcache(PrefixLen(l), a)),
     );
     ops.extend(
         policy_deletes
             .into_iter()
-            .map(|(l, k)| MapOp::DeletePolicy(l, k)),
+            .map(|(l, k)| MapOp::DeletePolicy(PrefixLen(l), k)),
     );
     ops.extend(
         prefix_deletes
             .into_iter()
-            .map(|(l, k)| MapOp::DeleteSourcePrefix(l, k)),
+            .map(|(l, k)| MapOp::DeleteSourcePrefix(PrefixLen(l), k)),
     );
-    ops.extend(endpoint_deletes.into_iter().map(MapOp::DeleteEndpoint));
+    ops.extend(
+        endpoint_deletes
+            .into_iter()
+            .map(|i| MapOp::DeleteEndpoint(IfIndex(i))),
+    );
     if !ops.is_empty() {
         ops.push(MapOp::BumpRevision);
     }
@@ -286,7 +296,7 @@ mod tests {
         assert_eq!(
             diff(&old, &new),
             vec![
-                MapOp::PutPolicy(96, rule(20).1, PolicyValue { rule: RuleId(2) }),
+                MapOp::PutPolicy(PrefixLen(96), rule(20).1, PolicyValue { rule: RuleId(2) }),
                 MapOp::BumpRevision
             ]
         );
@@ -320,10 +330,10 @@ mod tests {
             let ops = diff(&old, &new);
             for op in &ops {
                 match *op {
-                    MapOp::PutPolicy(l, k, v) => { replay.policy.insert((l, k), v); }
-                    MapOp::DeletePolicy(l, k) => { replay.policy.remove(&(l, k)); }
-                    MapOp::PutEndpoint(i, e) => { replay.endpoints.insert(i, e); }
-                    MapOp::DeleteEndpoint(i) => { replay.endpoints.remove(&i); }
+                    MapOp::PutPolicy(l, k, v) => { replay.policy.insert((l.0, k), v); }
+                    MapOp::DeletePolicy(l, k) => { replay.policy.remove(&(l.0, k)); }
+                    MapOp::PutEndpoint(i, e) => { replay.endpoints.insert(i.0, e); }
+                    MapOp::DeleteEndpoint(i) => { replay.endpoints.remove(&i.0); }
                     MapOp::PutIpcache(..) | MapOp::DeleteIpcache(..) | MapOp::BumpRevision
                     | MapOp::PutSourcePrefix(..) | MapOp::DeleteSourcePrefix(..) => {}
                 }

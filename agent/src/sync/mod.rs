@@ -9,5 +9,5 @@ pub mod diff;
 pub mod render;
 
 pub use apply::{ApplyReport, MapFull, MapWriter, Syncer, WriteError};
-pub use diff::{MapOp, diff};
+pub use diff::{MapOp, PrefixLen, diff};
 pub use render::{KernelState, render};

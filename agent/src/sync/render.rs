@@ -17,6 +17,8 @@ use crate::policy::plan::DatapathPlan;
 use crate::state::PodRef;
 
 /// The entries of the maps the agent writes, exactly as the kernel holds them.
+/// Keys keep the kernel's raw numbers (ifindex, LPM prefix length); the
+/// writes between two states carry them typed ([`super::MapOp`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KernelState {
     /// `ENDPOINTS`: ifindex -> endpoint.
