@@ -63,6 +63,12 @@ pub fn run(args: &StatusArgs) -> Result<(), super::Error> {
         println!("not ready: {why}");
     }
     println!("policies: {}  identities: {}", s.policies, s.identities);
+    if !s.cluster_policies.is_empty() {
+        println!(
+            "cluster network policies (not enforced yet, see rejections): {}",
+            s.cluster_policies.join(", ")
+        );
+    }
     let sync = if s.source_synced {
         "synced".to_string()
     } else {

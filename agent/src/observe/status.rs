@@ -56,6 +56,9 @@ pub struct Status {
     pub endpoints: Vec<EndpointStatus>,
     /// Number of policies known.
     pub policies: usize,
+    /// ClusterNetworkPolicies known, in precedence order (`tier/priority/name`).
+    #[serde(default)]
+    pub cluster_policies: Vec<String>,
     /// Number of identities in the plan.
     pub identities: usize,
     /// Policies (or parts) rejected by validation.

@@ -494,6 +494,12 @@ impl<'a> Locals<'a> {
 fn all_rejections(cluster: &ClusterState, pod_rejections: Vec<Rejection>) -> Vec<Rejection> {
     let mut rejections: Vec<_> = cluster.rejections().cloned().collect();
     rejections.extend(pod_rejections);
+    // Read and validated, not compiled yet: said, never silently ignored.
+    rejections.extend(cluster.cluster_policies().into_iter().map(|p| Rejection {
+        object: format!("ClusterNetworkPolicy {}", p.name),
+        field: "spec".into(),
+        reason: "ClusterNetworkPolicy is not enforced by this build of Palisade yet: its rules have no effect".into(),
+    }));
     rejections.sort();
     rejections
 }

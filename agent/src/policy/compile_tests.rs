@@ -1153,3 +1153,40 @@ fn a_malformed_allowed_source_prefixes_annotation_is_rejected_and_widens_nothing
         );
     }
 }
+
+#[test]
+fn a_cluster_network_policy_is_reported_as_not_enforced_yet_with_its_rejections() {
+    let object: crate::source::cnp::ClusterNetworkPolicy =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha2",
+            "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": "deny-x"},
+            "spec": {"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
+                     "ingress": [{"action": "Deny", "from": [{"namespaces": {}}],
+                                  "protocols": [{"tcp": {"destinationPort": {"number": 0}}}]}]},
+        }))
+        .unwrap();
+    let c = cluster(vec![
+        namespace("x").into(),
+        pod("a").ns("x").ip("10.0.0.1").into(),
+        pod("b").ns("x").ip("10.0.0.2").into(),
+        crate::source::K8sObject::ClusterNetworkPolicy(object),
+    ]);
+    let plan = plan_all(&c);
+    let fields: Vec<(&str, &str)> = plan
+        .rejections
+        .iter()
+        .map(|r| (r.object.as_str(), r.field.as_str()))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("ClusterNetworkPolicy deny-x", "spec"),
+            (
+                "ClusterNetworkPolicy deny-x",
+                "spec.ingress[0].protocols[0].tcp.destinationPort.number"
+            ),
+        ]
+    );
+    assert!(plan.rejections[0].reason.contains("not enforced"));
+}

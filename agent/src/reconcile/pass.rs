@@ -194,6 +194,7 @@ impl<I: Interfaces, K: Kernel> Reconciler<I, K> {
             Kind::Node => self.cluster.delete_node(name),
             Kind::Service => self.cluster.delete_service(ns, name),
             Kind::EndpointSlice => self.cluster.delete_endpoint_slice(ns, name),
+            Kind::ClusterNetworkPolicy => self.cluster.delete_cluster_policy(name),
         }
     }
 
@@ -239,6 +240,12 @@ impl<I: Interfaces, K: Kernel> Reconciler<I, K> {
             reasons: &self.reasons,
             held_closed: self.enforcement.held_closed(),
             policies: self.cluster.policies().count(),
+            cluster_policies: self
+                .cluster
+                .cluster_policies()
+                .iter()
+                .map(|p| format!("{:?}/{}/{}", p.tier, p.priority, p.name))
+                .collect(),
             revision: report.revision.0,
             unready: unready(&report, attach_failures),
         });

@@ -23,6 +23,8 @@ pub struct Outcome<'a> {
     pub held_closed: Vec<String>,
     /// NetworkPolicies known.
     pub policies: usize,
+    /// ClusterNetworkPolicies known, in precedence order.
+    pub cluster_policies: Vec<String>,
     /// The policy revision written.
     pub revision: u32,
     /// Why the agent is not ready, when it is not.
@@ -123,6 +125,7 @@ impl Board {
                 .collect();
             s.held_closed = outcome.held_closed;
             s.policies = outcome.policies;
+            s.cluster_policies = outcome.cluster_policies;
             s.identities = outcome.plan.identities.len();
             s.rejections = outcome.plan.rejections.clone();
             s.revision = outcome.revision;

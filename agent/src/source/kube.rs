@@ -118,6 +118,8 @@ pub async fn run(client: Client, tx: mpsc::Sender<SourceEvent>) {
                     follow::<EndpointSlice>(Api::all(client), kind, K8sObject::EndpointSlice, out)
                         .await
                 }
+                // Not in `Kind::ALL`: not watched yet (see `Kind::OPTIONAL`).
+                Kind::ClusterNetworkPolicy => return,
             };
         });
     }

@@ -182,6 +182,7 @@ fn collect(doc: serde_json::Value, out: &mut Vec<K8sObject>) -> Result<(), Docum
             typed::<EndpointSlice>(doc, &kind)?,
             |p| &mut p.metadata,
         )),
+        "ClusterNetworkPolicy" => K8sObject::ClusterNetworkPolicy(typed(doc, &kind)?),
         other => {
             tracing::debug!(
                 kind = other,
@@ -197,6 +198,7 @@ fn collect(doc: serde_json::Value, out: &mut Vec<K8sObject>) -> Result<(), Docum
         K8sObject::Node(o) => o.metadata.name.is_none(),
         K8sObject::Service(o) => o.metadata.name.is_none(),
         K8sObject::EndpointSlice(o) => o.metadata.name.is_none(),
+        K8sObject::ClusterNetworkPolicy(o) => o.metadata.name.is_none(),
     };
     if name_missing {
         return Err(DocumentError::MissingName { kind });
@@ -335,7 +337,7 @@ pub async fn run(dir: PathBuf, tx: mpsc::Sender<SourceEvent>) -> Result<(), Erro
                 if (reread.changed || first)
                     && tx
                         .send(SourceEvent::Replace {
-                            kinds: Kind::ALL.to_vec(),
+                            kinds: Kind::ALL.into_iter().chain(Kind::OPTIONAL).collect(),
                             objects: state.objects(),
                         })
                         .await
@@ -386,6 +388,20 @@ mod tests {
             panic!("second document is a policy")
         };
         assert_eq!(np.metadata.namespace.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn parse_reads_cluster_network_policies() {
+        let text = "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata:\n  name: deny-payments\nspec:\n  tier: Admin\n  priority: 10\n  subject:\n    namespaces: {}\n  ingress:\n  - action: Deny\n    from:\n    - namespaces:\n        matchLabels: {team: x}\n";
+        let objects = parse(Path::new("cnp.yaml"), text).expect("valid");
+        let [K8sObject::ClusterNetworkPolicy(cnp)] = objects.as_slice() else {
+            panic!("one ClusterNetworkPolicy: {objects:?}")
+        };
+        assert_eq!(cnp.metadata.name.as_deref(), Some("deny-payments"));
+        assert_eq!(cnp.spec.ingress.as_ref().map(Vec::len), Some(1));
+        // Without a name it is an error, as for every kind the agent reads.
+        let unnamed = text.replace("  name: deny-payments\n", "  labels: {}\n");
+        assert!(parse(Path::new("cnp.yaml"), &unnamed).is_err());
     }
 
     #[test]

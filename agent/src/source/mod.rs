@@ -32,6 +32,8 @@ pub enum Kind {
     Service,
     /// discovery.k8s.io/v1 EndpointSlice.
     EndpointSlice,
+    /// policy.networking.k8s.io/v1alpha2 ClusterNetworkPolicy (a CRD).
+    ClusterNetworkPolicy,
 }
 
 impl Kind {
@@ -45,6 +47,11 @@ impl Kind {
         Kind::EndpointSlice,
     ];
 
+    /// Kinds read where they exist: the manifest source reads them; the
+    /// Kubernetes source does not watch them yet, and the agent does not wait
+    /// for them before enforcing.
+    pub const OPTIONAL: [Kind; 1] = [Kind::ClusterNetworkPolicy];
+
     /// (API group, resource plural) as RBAC names them.
     pub const fn rbac(self) -> (&'static str, &'static str) {
         match self {
@@ -54,6 +61,7 @@ impl Kind {
             Kind::Node => ("", "nodes"),
             Kind::Service => ("", "services"),
             Kind::EndpointSlice => ("discovery.k8s.io", "endpointslices"),
+            Kind::ClusterNetworkPolicy => ("policy.networking.k8s.io", "clusternetworkpolicies"),
         }
     }
 
@@ -66,6 +74,7 @@ impl Kind {
             K8sObject::Node(_) => Kind::Node,
             K8sObject::Service(_) => Kind::Service,
             K8sObject::EndpointSlice(_) => Kind::EndpointSlice,
+            K8sObject::ClusterNetworkPolicy(_) => Kind::ClusterNetworkPolicy,
         }
     }
 }
@@ -135,6 +144,7 @@ pub fn object_ref(object: &K8sObject) -> ObjectRef {
         K8sObject::Node(o) => &o.metadata,
         K8sObject::Service(o) => &o.metadata,
         K8sObject::EndpointSlice(o) => &o.metadata,
+        K8sObject::ClusterNetworkPolicy(o) => &o.metadata,
     };
     ObjectRef {
         kind: Kind::of(object),

@@ -23,4 +23,6 @@ pub enum K8sObject {
     Service(core::Service),
     /// An EndpointSlice.
     EndpointSlice(K8sEndpointSlice),
+    /// A ClusterNetworkPolicy.
+    ClusterNetworkPolicy(super::cnp::ClusterNetworkPolicy),
 }

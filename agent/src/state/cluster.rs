@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1::EndpointSlice as K8sEndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy as K8sNetworkPolicy;
 
+use super::cnp::ClusterNetworkPolicy;
 use super::journal::{Change, Journal, Mark};
 use super::model::{
     EndpointSlice, ModelError, Namespace, Node, Pod, PodPhase, Service, ServicePort, TargetPort,
@@ -48,6 +49,7 @@ pub struct ClusterState {
     nodes: BTreeMap<String, Node>,
     services: BTreeMap<ObjectKey, Service>,
     slices: BTreeMap<ObjectKey, EndpointSlice>,
+    cluster_policies: BTreeMap<String, ClusterNetworkPolicy>,
     /// Endpoint pods by IP (several only if the cluster is inconsistent).
     pods_by_ip: BTreeMap<IpAddr, BTreeSet<PodRef>>,
     /// Pods by `spec.nodeName`.
@@ -73,6 +75,7 @@ impl ClusterState {
             K8sObject::Node(o) => self.apply_node(o),
             K8sObject::Service(o) => self.apply_service(o),
             K8sObject::EndpointSlice(o) => self.apply_endpoint_slice(o),
+            K8sObject::ClusterNetworkPolicy(o) => self.apply_cluster_policy(o),
         }
     }
 
@@ -224,6 +227,33 @@ impl ClusterState {
         self.slices.remove(&ObjectKey::new(namespace, name));
     }
 
+    /// Inserts or replaces a ClusterNetworkPolicy (rejections are kept with it).
+    pub fn apply_cluster_policy(
+        &mut self,
+        cnp: &crate::source::cnp::ClusterNetworkPolicy,
+    ) -> Result<(), ModelError> {
+        let cnp = ClusterNetworkPolicy::from_k8s(cnp)?;
+        if self.cluster_policies.get(&cnp.name) != Some(&cnp) {
+            self.generation += 1;
+            self.cluster_policies.insert(cnp.name.clone(), cnp);
+        }
+        Ok(())
+    }
+
+    /// Removes a ClusterNetworkPolicy.
+    pub fn delete_cluster_policy(&mut self, name: &str) {
+        if self.cluster_policies.remove(name).is_some() {
+            self.generation += 1;
+        }
+    }
+
+    /// Every ClusterNetworkPolicy, in precedence order (tier, priority, name).
+    pub fn cluster_policies(&self) -> Vec<&ClusterNetworkPolicy> {
+        let mut policies: Vec<&ClusterNetworkPolicy> = self.cluster_policies.values().collect();
+        policies.sort_by(|a, b| a.precedence().cmp(&b.precedence()));
+        policies
+    }
+
     /// A number that changes with every change to what the state holds (and
     /// not on identical re-applies): equal numbers, equal states.
     pub fn generation(&self) -> u64 {
@@ -315,7 +345,14 @@ impl ClusterState {
 
     /// Every validation failure, by policy.
     pub fn rejections(&self) -> impl Iterator<Item = &Rejection> {
-        self.policies.values().flat_map(|p| p.rejections.iter())
+        self.policies
+            .values()
+            .flat_map(|p| p.rejections.iter())
+            .chain(
+                self.cluster_policies
+                    .values()
+                    .flat_map(|p| p.rejections.iter()),
+            )
     }
 
     /// A node by name.
@@ -428,6 +465,49 @@ mod tests {
 
     fn journaled(c: &ClusterState, since: Mark) -> Vec<Change> {
         c.changes_since(since).expect("kept").cloned().collect()
+    }
+
+    fn cnp(name: &str, priority: i32) -> crate::source::cnp::ClusterNetworkPolicy {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha2",
+            "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": name},
+            "spec": {"tier": "Admin", "priority": priority, "subject": {"namespaces": {}},
+                     "egress": [{"action": "Deny", "to": [{"domainNames": ["example.com"]}]}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn cluster_network_policies_are_kept_in_precedence_order_with_their_rejections() {
+        let mut c = ClusterState::new();
+        c.apply(&K8sObject::ClusterNetworkPolicy(cnp("b", 5)))
+            .unwrap();
+        c.apply(&K8sObject::ClusterNetworkPolicy(cnp("a", 7)))
+            .unwrap();
+        let g = c.generation();
+        c.apply(&K8sObject::ClusterNetworkPolicy(cnp("a", 7)))
+            .unwrap();
+        assert_eq!(c.generation(), g, "an identical re-apply changes nothing");
+        c.apply(&K8sObject::ClusterNetworkPolicy(cnp("a", 3)))
+            .unwrap();
+        assert!(c.generation() > g);
+        let names: Vec<&str> = c
+            .cluster_policies()
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        let rejected: Vec<String> = c.rejections().map(|r| r.object.clone()).collect();
+        assert_eq!(
+            rejected,
+            ["ClusterNetworkPolicy a", "ClusterNetworkPolicy b"]
+        );
+        let g = c.generation();
+        c.delete_cluster_policy("a");
+        assert!(c.generation() > g);
+        c.delete_cluster_policy("a");
+        assert_eq!(c.cluster_policies().len(), 1);
     }
 
     #[test]
