@@ -209,7 +209,7 @@ impl<I: Interfaces, K: Kernel> Reconciler<I, K> {
             .compile(&self.cluster, &self.settings.node_name);
         for rejection in &plan.rejections {
             tracing::warn!(object = %rejection.object, field = %rejection.field, reason = %rejection.reason,
-                "rejected: a rejected NetworkPolicy still isolates the pods it selects but allows nothing; a rejected annotation is not honoured");
+                "rejected: a rejected NetworkPolicy still isolates the pods it selects but allows nothing; a rejected annotation is not honoured; the reason says what happens instead");
         }
         let resolved = self.interfaces.resolve(addresses(&plan)).await;
         let mut placement = self.enforcement.place(&resolved, &self.kernel);
