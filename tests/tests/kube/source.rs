@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use palisade_agent::source::{K8sObject, Kind, ObjectRef, SourceEvent, object_ref};
-use palisade_tests::NetNs;
+use palisade_tests::{NetNs, Poll};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -199,12 +199,24 @@ impl Events {
     }
 }
 
-async fn wait_for(what: &str, mut probe: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !probe() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Per kind: watches open now, and the versions every watch so far started from.
+fn watches(fake: &FakeApiServer) -> BTreeMap<Res, (usize, Vec<String>)> {
+    Res::ALL
+        .into_iter()
+        .map(|r| (r, (fake.open_watches(r), fake.watch_versions(r))))
+        .collect()
+}
+
+/// Polls [`watches`] until `accept` holds; panics after [`WAIT`].
+async fn wait_for_watches(
+    fake: &FakeApiServer,
+    what: &str,
+    accept: impl FnMut(&BTreeMap<Res, (usize, Vec<String>)>) -> bool,
+) {
+    Poll::new(what, WAIT)
+        .until_async(|| std::future::ready(watches(fake)), accept)
+        .await
+        .unwrap();
 }
 
 fn pod_ref(name: &str) -> ObjectRef {
@@ -288,11 +300,11 @@ fn nothing_is_sent_before_every_list_is_complete_and_held_back_events_follow_the
     bed.run(|mut events| async move {
         // Five kinds list and watch; the sixth list hangs. Changes arriving
         // meanwhile must wait for the barrier like everything else.
-        wait_for("five watches", || {
-            Res::ALL
+        wait_for_watches(fake, "five watches", |watches| {
+            watches
                 .iter()
-                .filter(|r| **r != Res::EndpointSlice)
-                .all(|r| !fake.watch_versions(*r).is_empty())
+                .filter(|(r, _)| **r != Res::EndpointSlice)
+                .all(|(_, (_, versions))| !versions.is_empty())
         })
         .await;
         fake.apply(pod("default", "c", "node-0", "c", &[ip]));
@@ -378,8 +390,8 @@ fn a_dropped_connection_resumes_from_the_last_version_without_relisting() {
     bed.run(|mut events| async move {
         events.initial().await;
         let listed_at = fake.version().to_string();
-        wait_for("every kind watching", || {
-            Res::ALL.iter().all(|r| fake.open_watches(*r) == 1)
+        wait_for_watches(fake, "every kind watching", |watches| {
+            watches.values().all(|(open, _)| *open == 1)
         })
         .await;
         fake.drop_watches();
@@ -388,10 +400,10 @@ fn a_dropped_connection_resumes_from_the_last_version_without_relisting() {
             SourceEvent::Apply(o) => assert_eq!(pod_label(&o).as_deref(), Some("moved")),
             other => panic!("expected Apply of pod a, got {}", describe(&other)),
         }
-        wait_for("every kind watching again", || {
-            Res::ALL
-                .iter()
-                .all(|r| fake.open_watches(*r) == 1 && fake.watch_versions(*r).len() == 2)
+        wait_for_watches(fake, "every kind watching again", |watches| {
+            watches
+                .values()
+                .all(|(open, versions)| *open == 1 && versions.len() == 2)
         })
         .await;
         assert_eq!(

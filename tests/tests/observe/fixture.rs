@@ -5,8 +5,8 @@
 use std::net::{IpAddr, UdpSocket};
 use std::time::{Duration, SystemTime};
 
-use palisade_tests::Server;
 use palisade_tests::cluster::{AGENT_HEALTH, AGENT_METRICS, Cluster, PortSpec};
+use palisade_tests::{Poll, Server};
 use prometheus_parse::{Scrape, Value};
 
 pub const CLIENT_NS: &str = "obs-client";
@@ -269,18 +269,10 @@ pub fn flows_at(
 }
 
 /// Polls until `f(scrape)` holds, then returns that scrape.
+#[track_caller]
 pub fn scrape_until(bed: &Bed, what: &str, f: impl Fn(&Scrape) -> bool) -> Scrape {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = bed.scrape();
-        if f(&s) {
-            return s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}; agent log:\n{}",
-            bed.cluster.agent_log(0)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    Poll::new(what, Duration::from_secs(10))
+        .every(Duration::from_millis(50))
+        .until(|| bed.scrape(), f)
+        .unwrap_or_else(|timed_out| panic!("{timed_out}; agent log:\n{}", bed.cluster.agent_log(0)))
 }

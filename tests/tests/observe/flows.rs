@@ -5,8 +5,8 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use palisade_tests::ChildGuard;
 use palisade_tests::cluster::{AGENT_HEALTH, palisade_binary};
+use palisade_tests::{ChildGuard, Poll};
 
 use crate::fixture::*;
 
@@ -151,16 +151,15 @@ fn the_flow_log_holds_exactly_the_denied_flows_with_pod_names() {
 }
 
 /// Polls the flow log of `ns` until `count` of it reaches `n`.
+#[track_caller]
 fn wait_flows(bed: &Bed, ns: &str, n: usize, count: impl Fn(Vec<serde_json::Value>) -> usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let flows = bed.flows(ns);
-        if count(flows.clone()) >= n {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "only {flows:#?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    Poll::new(
+        format!("{n} counted flows in {ns}"),
+        Duration::from_secs(10),
+    )
+    .every(Duration::from_millis(50))
+    .until(|| bed.flows(ns), |flows| count(flows.clone()) >= n)
+    .unwrap();
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use palisade_tests::Poll;
 use prometheus_parse::Scrape;
 use serde_json::Value as Json;
 
@@ -16,26 +17,31 @@ fn settle(
     delta: impl Fn(&Scrape) -> f64,
     flows: impl Fn() -> (Vec<Json>, Vec<Json>),
 ) -> (Scrape, Vec<Json>, Vec<Json>) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut agreed = 0;
-    loop {
-        let s = bed.scrape();
-        let (all, ours) = flows();
-        if delta(&s) == all.len() as f64 {
-            agreed += 1;
-            if agreed == 2 {
-                return (s, all, ours);
+    let (_, _, s, all, ours) = Poll::new(
+        "the counter delta to match the flow log twice in a row",
+        Duration::from_secs(10),
+    )
+    .every(Duration::from_millis(150))
+    .until(
+        || {
+            let s = bed.scrape();
+            let (all, ours) = flows();
+            let delta = delta(&s);
+            if delta == all.len() as f64 {
+                agreed += 1;
+            } else {
+                agreed = 0;
             }
-        } else {
-            agreed = 0;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "counter delta {} never matched the flow log: {all:#?}",
-            delta(&s)
-        );
-        std::thread::sleep(Duration::from_millis(150));
-    }
+            (agreed, delta, s, all, ours)
+        },
+        |&(agreed, ..)| agreed == 2,
+    )
+    .unwrap_or_else(|timed_out| {
+        let (_, delta, _, all, _) = timed_out.last;
+        panic!("counter delta {delta} never matched the flow log: {all:#?}")
+    });
+    (s, all, ours)
 }
 
 #[test]
