@@ -18,6 +18,9 @@ use crate::objects::*;
 
 /// Longest wait for one expected event.
 const WAIT: Duration = Duration::from_secs(20);
+/// What a kind's health reason starts with once a watch could not be
+/// (re)started, e.g. against a server that refuses connections.
+const RESTART_REFUSED: &str = "watch failed:";
 
 /// A namespace, the fake inside it and a kubeconfig for it. Fields drop in
 /// order: the fake (its sockets), the directory, then the namespace.
@@ -429,15 +432,24 @@ fn an_unreachable_server_reports_down_then_up_and_resumes_without_losing_state()
     bed.run(|mut events| async move {
         events.initial().await;
         fake.go_down();
-        match events.next().await {
-            SourceEvent::Health { up: false, detail } => {
-                assert!(!detail.is_empty());
-            }
+        let detail = match events.next().await {
+            SourceEvent::Health { up: false, detail } => detail,
             other => panic!("expected Health down, got {}", describe(&other)),
-        }
+        };
+        assert!(!detail.is_empty());
         // A change made while the agent cannot see the server.
         fake.apply(deny_ingress("default", "deny-a", "a"));
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The outage lasts until the source has tried the server again and
+        // been refused (a kind's reason becomes "watch failed").
+        if !detail.contains(RESTART_REFUSED) {
+            events
+                .until("a refused watch restart while the server is down", |got| {
+                    got.iter().any(|e| {
+                        matches!(e, SourceEvent::Health { up: false, detail } if detail.contains(RESTART_REFUSED))
+                    })
+                })
+                .await;
+        }
         fake.come_up();
         let got = events
             .until("Health up and the missed change", |got| {
