@@ -22,23 +22,24 @@ const WAIT: Duration = Duration::from_secs(20);
 /// (re)started, e.g. against a server that refuses connections.
 const RESTART_REFUSED: &str = "watch failed:";
 
-/// A namespace, the fake inside it and a kubeconfig for it. Fields drop in
+/// The bed for `source::kube::run` in-process: a namespace, the fake inside
+/// it and a kubeconfig for it. Fields drop in
 /// order: the fake (its sockets), the directory, then the namespace.
-struct Bed {
+struct SourceBed {
     fake: FakeApiServer,
     _dir: TempDir,
     kubeconfig: PathBuf,
     ns: NetNs,
 }
 
-impl Bed {
-    fn new() -> Bed {
+impl SourceBed {
+    fn new() -> SourceBed {
         let ns = NetNs::new("kubesrc").expect("namespace");
         ns.ip(["link", "set", "lo", "up"]).expect("lo up");
         let fake = FakeApiServer::start_in(&ns);
         let dir = TempDir::new();
         let kubeconfig = fake.write_kubeconfig(dir.path());
-        Bed {
+        SourceBed {
             fake,
             _dir: dir,
             kubeconfig,
@@ -238,7 +239,7 @@ fn each_kind_listed_once(fake: &FakeApiServer) {
 
 #[test]
 fn initial_lists_arrive_as_one_replace_per_kind_then_watch_events_follow() {
-    let bed = Bed::new();
+    let bed = SourceBed::new();
     let fake = &bed.fake;
     seed(fake);
     let ip: IpAddr = "10.244.0.4".parse().expect("address");
@@ -295,7 +296,7 @@ fn initial_lists_arrive_as_one_replace_per_kind_then_watch_events_follow() {
 
 #[test]
 fn nothing_is_sent_before_every_list_is_complete_and_held_back_events_follow_the_replaces() {
-    let bed = Bed::new();
+    let bed = SourceBed::new();
     let fake = &bed.fake;
     seed(fake);
     fake.hold_lists(Res::EndpointSlice);
@@ -345,7 +346,7 @@ fn nothing_is_sent_before_every_list_is_complete_and_held_back_events_follow_the
 
 #[test]
 fn a_410_relists_the_kind_as_a_new_replace_without_what_was_deleted_in_the_gap() {
-    let bed = Bed::new();
+    let bed = SourceBed::new();
     let fake = &bed.fake;
     seed(fake);
     bed.run(|mut events| async move {
@@ -386,7 +387,7 @@ fn a_410_relists_the_kind_as_a_new_replace_without_what_was_deleted_in_the_gap()
 
 #[test]
 fn a_dropped_connection_resumes_from_the_last_version_without_relisting() {
-    let bed = Bed::new();
+    let bed = SourceBed::new();
     let fake = &bed.fake;
     seed(fake);
     let ip: IpAddr = "10.244.0.2".parse().expect("address");
@@ -426,7 +427,7 @@ fn a_dropped_connection_resumes_from_the_last_version_without_relisting() {
 
 #[test]
 fn an_unreachable_server_reports_down_then_up_and_resumes_without_losing_state() {
-    let bed = Bed::new();
+    let bed = SourceBed::new();
     let fake = &bed.fake;
     seed(fake);
     bed.run(|mut events| async move {
@@ -474,7 +475,7 @@ fn an_unreachable_server_reports_down_then_up_and_resumes_without_losing_state()
 
 #[test]
 fn an_outage_across_a_compaction_ends_in_a_relist_of_that_kind_only() {
-    let bed = Bed::new();
+    let bed = SourceBed::new();
     let fake = &bed.fake;
     seed(fake);
     bed.run(|mut events| async move {

@@ -12,7 +12,7 @@ use crate::fixture::*;
 
 #[test]
 fn the_flow_log_holds_exactly_the_denied_flows_with_pod_names() {
-    let bed = Bed::new(false);
+    let bed = GuardedCluster::new(false);
     let (v4, v6) = (bed.ipv4(SERVER_NS, "server"), bed.ipv6(SERVER_NS, "server"));
     bed.tcp_connects(v4, TCP_PORT, 2); // allowed: not in the log
     let before = bed.scrape();
@@ -152,7 +152,12 @@ fn the_flow_log_holds_exactly_the_denied_flows_with_pod_names() {
 
 /// Polls the flow log of `ns` until `count` of it reaches `n`.
 #[track_caller]
-fn wait_flows(bed: &Bed, ns: &str, n: usize, count: impl Fn(Vec<serde_json::Value>) -> usize) {
+fn wait_flows(
+    bed: &GuardedCluster,
+    ns: &str,
+    n: usize,
+    count: impl Fn(Vec<serde_json::Value>) -> usize,
+) {
     Poll::new(
         format!("{n} counted flows in {ns}"),
         Duration::from_secs(10),
@@ -164,7 +169,7 @@ fn wait_flows(bed: &Bed, ns: &str, n: usize, count: impl Fn(Vec<serde_json::Valu
 
 #[test]
 fn status_reports_map_pressure_and_sync_state() {
-    let bed = Bed::new(false);
+    let bed = GuardedCluster::new(false);
     let s = bed.cluster.status(0).expect("status");
     assert_eq!(s["source_synced"], true, "{s:#}");
     assert!(s["waiting_for"].as_array().is_some_and(Vec::is_empty));

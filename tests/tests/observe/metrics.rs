@@ -13,7 +13,7 @@ use crate::fixture::*;
 /// Scrapes until the counter delta equals the number of logged flows twice in
 /// a row (events trail the counters by a ring-buffer read).
 fn settle(
-    bed: &Bed,
+    bed: &GuardedCluster,
     delta: impl Fn(&Scrape) -> f64,
     flows: impl Fn() -> (Vec<Json>, Vec<Json>),
 ) -> (Scrape, Vec<Json>, Vec<Json>) {
@@ -46,7 +46,7 @@ fn settle(
 
 #[test]
 fn allowed_and_denied_packets_move_the_counters_by_exactly_their_number() {
-    let bed = Bed::new(false);
+    let bed = GuardedCluster::new(false);
     let server = bed.ipv4(SERVER_NS, "server");
     let (tcp, udp, drops) = (5usize, 4usize, 3usize);
     let at = format!("{SERVER_NS}/server");
@@ -144,7 +144,7 @@ fn allowed_and_denied_packets_move_the_counters_by_exactly_their_number() {
 
 #[test]
 fn every_family_has_help_and_type_and_the_exposition_parses() {
-    let bed = Bed::new(false);
+    let bed = GuardedCluster::new(false);
     let text = bed.metrics_text();
     let scrape = parse(&text);
     let typed: BTreeSet<&str> = text
@@ -244,7 +244,7 @@ fn every_family_has_help_and_type_and_the_exposition_parses() {
 
 #[test]
 fn audit_mode_passes_traffic_and_reports_it_as_audit() {
-    let bed = Bed::new(true);
+    let bed = GuardedCluster::new(true);
     let legacy = bed.ipv4(AUDIT_NS, "legacy");
     let cursor = bed.flow_cursor();
     let before = bed.scrape();
