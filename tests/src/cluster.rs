@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 
@@ -17,11 +17,14 @@ use crate::bpffs::BpffsDir;
 use crate::netns::unique_tag;
 use crate::node::{Layout, Node, Pod};
 use crate::process::ChildGuard;
+use crate::wait::Poll;
 
 /// Where each agent serves health and status inside its node namespace.
 pub const AGENT_HEALTH: &str = "127.0.0.1:9963";
 /// Where each agent serves metrics inside its node namespace.
 pub const AGENT_METRICS: &str = "127.0.0.1:9962";
+/// Pause between two reads of an agent's `/status` while waiting on it.
+const STATUS_EVERY: Duration = Duration::from_millis(50);
 
 /// A container port: name, number, protocol (`TCP`, `UDP`, `SCTP`).
 #[derive(Clone, Debug)]
@@ -555,16 +558,16 @@ impl Cluster {
         let child = agent.child.child_mut();
         let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
-        let deadline = std::time::Instant::now() + grace;
-        while std::time::Instant::now() < deadline {
-            if child.try_wait()?.is_some() {
-                return Ok(());
+        let exited = Poll::new("the agent to exit after SIGTERM", grace)
+            .until(|| child.try_wait(), |status| !matches!(status, Ok(None)));
+        match exited {
+            Ok(status) => status.map(drop).map_err(Into::into),
+            Err(timed_out) => {
+                child.kill()?;
+                child.wait()?;
+                bail!("{timed_out}; killed it")
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        child.kill()?;
-        child.wait()?;
-        anyhow::bail!("the agent did not exit within {grace:?} of SIGTERM")
     }
 
     /// The agent log of node `i` (for failure messages).
@@ -617,9 +620,9 @@ impl Cluster {
     /// Waits until every agent answers ready and has applied a plan after
     /// `since` (so a manifest written before `since` is in the kernel).
     pub fn wait_applied(&self, since: SystemTime, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + crate::wait::scaled(timeout);
+        let poll = Poll::new("the change applied", timeout).every(STATUS_EVERY);
         for i in 0..self.nodes.len() {
-            self.wait_status_until(i, deadline, "the change applied", |s| {
+            self.poll_status(i, &poll, |s| {
                 s["ready"].as_bool() == Some(true) && applied_after(s, since)
             })?;
         }
@@ -636,7 +639,7 @@ impl Cluster {
     }
 
     /// Polls the `/status` of the agent on node `i` until `check` holds;
-    /// after `timeout`, fails with `what` and the agent's log.
+    /// after `timeout`, fails with `what`, the last status and the agent's log.
     pub fn wait_status(
         &self,
         i: usize,
@@ -644,30 +647,21 @@ impl Cluster {
         what: &str,
         check: impl Fn(&serde_json::Value) -> bool,
     ) -> Result<()> {
-        let deadline = Instant::now() + crate::wait::scaled(timeout);
-        self.wait_status_until(i, deadline, what, check)
+        self.poll_status(i, &Poll::new(what, timeout).every(STATUS_EVERY), check)
     }
 
-    fn wait_status_until(
+    fn poll_status(
         &self,
         i: usize,
-        deadline: Instant,
-        what: &str,
+        poll: &Poll,
         check: impl Fn(&serde_json::Value) -> bool,
     ) -> Result<()> {
-        let started = Instant::now();
-        loop {
-            if self.status(i).ok().is_some_and(|s| check(&s)) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "agent on node {i} did not show {what} within {:?}; its log:\n{}",
-                    started.elapsed(),
-                    self.agent_log(i)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match poll.until(|| self.status(i), |s| s.as_ref().is_ok_and(&check)) {
+            Ok(_) => Ok(()),
+            Err(timed_out) => bail!(
+                "agent on node {i}: {timed_out}; its log:\n{}",
+                self.agent_log(i)
+            ),
         }
     }
 

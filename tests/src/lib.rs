@@ -27,7 +27,7 @@
 //! | [`node`] | [`Node`] and [`Pod`], Calico-style routing (veth per pod, proxy ARP, /32 and /128 routes) or a bridge ([`Layout`]); [`link_nodes`] |
 //! | [`servers`] | TCP/UDP/raw-SCTP echo [`Server`]s in a pod or node, stopped on drop |
 //! | [`probes`] | TCP/UDP/ICMP/SCTP probes returning an [`Outcome`]; [`EchoConn`] for established connections |
-//! | [`wait`] | [`wait_until`]: poll a condition with a deadline |
+//! | [`wait`] | [`Poll`]: poll (sync or async) until a condition holds or a scaled deadline passes, returning what was found or [`TimedOut`] with the last observation; [`wait_until`] / [`try_wait_until`] for a bool |
 //! | [`process`] | [`ChildGuard`]: a child process killed and reaped on drop |
 //! | [`frames`] | [`Frame`]: crafted Ethernet/IPv4/IPv6/ARP frames for `BPF_PROG_TEST_RUN` |
 //! | [`spoof`] | what `CAP_NET_RAW` allows a pod: raw IP packets and frames; a [`spoof::Sniffer`] of what arrives |
@@ -71,4 +71,4 @@ pub use node::{Layout, Node, Pod, link_nodes};
 pub use probes::{EchoConn, Outcome};
 pub use process::ChildGuard;
 pub use servers::Server;
-pub use wait::{try_wait_until, wait_until};
+pub use wait::{Poll, TimedOut, try_wait_until, wait_until};

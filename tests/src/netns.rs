@@ -15,14 +15,16 @@ use std::{
         Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use nix::{
     mount::{MntFlags, umount2},
     sched::{CloneFlags, setns},
 };
+
+use crate::wait::Poll;
 
 /// Prefix of every network namespace name the bed creates.
 pub const NETNS_PREFIX: &str = "plsd-";
@@ -294,22 +296,29 @@ impl NetNs {
     /// has run). Waiting here keeps a test's first packet from vanishing and
     /// lets later commands use the addresses as route sources.
     pub fn wait_link_ready(&self, ifname: &str, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let shown = self.ip(["addr", "show", "dev", ifname])?;
-            // Loopback has no carrier and reports its state as UNKNOWN.
-            let up = shown.contains(" state UP ") || shown.contains("link/loopback");
-            if up && !shown.contains("tentative") {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "{ifname} in {} not ready after {timeout:?}:\n{shown}",
-                    self.name
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let ready = |shown: &Result<String>| {
+            shown.as_ref().is_ok_and(|shown| {
+                // Loopback has no carrier and reports its state as UNKNOWN.
+                let up = shown.contains(" state UP ") || shown.contains("link/loopback");
+                up && !shown.contains("tentative")
+            })
+        };
+        // A failing `ip` ends the wait at once, as a ready link does.
+        let shown = Poll::new(format!("{ifname} in {} not ready", self.name), timeout)
+            .every(Duration::from_millis(5))
+            .until(
+                || self.ip(["addr", "show", "dev", ifname]),
+                |shown| shown.is_err() || ready(shown),
+            )
+            .map_err(|timed_out| {
+                let shown = timed_out.last.unwrap_or_default();
+                anyhow!(
+                    "{}, waited {:?}; it shows:\n{shown}",
+                    timed_out.what,
+                    timed_out.waited
+                )
+            })?;
+        shown.map(drop)
     }
 
     /// Deletes the namespace handle now (what drop does). Idempotent.

@@ -1,5 +1,8 @@
-//! Property tests: over random clusters and flows, looking the compiled plan
-//! up (every pod local) agrees with the reference evaluator in both directions.
+//! Property tests: over random clusters (generated as Kubernetes API objects,
+//! optional fields present or absent, some invalid) and flows, looking the
+//! compiled plan up (every pod local) agrees in both directions with
+//! [`eval::api`], which reads the objects themselves: parsing and defaulting
+//! in `state` are inside what is compared.
 //!
 //! The run is reproducible: fixed seed, no failure persistence files.
 
@@ -19,7 +22,7 @@ use super::fixtures::*;
 use super::identity::Atom;
 use super::lookup::{Flow, evaluate};
 use super::plan::DatapathPlan;
-use crate::state::Direction;
+use crate::state::{Direction, PodRef};
 use crate::{source::K8sObject, state::ClusterState};
 
 const NAMESPACES: [&str; 3] = ["ns0", "ns1", "ns2"];
@@ -71,7 +74,15 @@ fn selector_strategy() -> impl Strategy<Value = LabelSelector> {
             }),
             match_expressions: (!ex.is_empty()).then_some(ex),
         });
-    prop_oneof![1 => Just(LabelSelector::default()), 3 => random]
+    // `{}` written with its fields absent, or present and empty.
+    let empty = prop_oneof![
+        Just(LabelSelector::default()),
+        Just(LabelSelector {
+            match_labels: Some(BTreeMap::new()),
+            match_expressions: Some(Vec::new()),
+        }),
+    ];
+    prop_oneof![1 => empty, 3 => random]
 }
 
 fn peer_strategy() -> impl Strategy<Value = net::NetworkPolicyPeer> {
@@ -90,12 +101,24 @@ fn peer_strategy() -> impl Strategy<Value = net::NetworkPolicyPeer> {
         "10.0.0.3/32",
         "fd00::4/126",
         "10.0.0.128/25",
+        // Invalid for 10.0.0.0/24: not strictly inside it.
+        "10.0.0.0/24",
+        "10.1.0.0/24",
     ];
     prop_oneof![
-        selector_strategy().prop_map(pods),
-        selector_strategy().prop_map(namespaces),
-        (selector_strategy(), selector_strategy()).prop_map(|(n, p)| pods_in(n, p)),
-        (
+        4 => selector_strategy().prop_map(pods),
+        4 => selector_strategy().prop_map(namespaces),
+        4 => (selector_strategy(), selector_strategy()).prop_map(|(n, p)| pods_in(n, p)),
+        // By the name label the API server gives every namespace.
+        2 => prop::sample::select(NAMESPACES.to_vec())
+            .prop_map(|ns| namespaces(labels(&[("kubernetes.io/metadata.name", ns)]))),
+        // Invalid: no peer at all, or an ipBlock with a selector.
+        1 => Just(net::NetworkPolicyPeer::default()),
+        1 => selector_strategy().prop_map(|s| net::NetworkPolicyPeer {
+            pod_selector: Some(s),
+            ..ip_block("10.0.0.0/24", &[])
+        }),
+        4 => (
             prop::sample::select(cidrs),
             proptest::collection::vec(prop::sample::select(excepts), 0..2)
         )
@@ -127,6 +150,19 @@ fn port_strategy() -> impl Strategy<Value = net::NetworkPolicyPort> {
         1 => Just(named("dns", "UDP")),
         1 => Just(protocol_only("UDP")),
         1 => Just(port_default_protocol(81)),
+        // A number written as a string is a number.
+        1 => Just(net::NetworkPolicyPort {
+            port: Some(IntOrString::String("80".into())),
+            ..tcp(0)
+        }),
+        // Invalid: endPort without port or with a name, port 0, a protocol
+        // NetworkPolicy does not know.
+        1 => prop::sample::select(vec![
+            net::NetworkPolicyPort { port: None, end_port: Some(81), ..tcp(0) },
+            net::NetworkPolicyPort { end_port: Some(81), ..named("web", "TCP") },
+            tcp(0),
+            port_of("ICMP", 80),
+        ]),
     ]
 }
 
@@ -176,22 +212,34 @@ fn rules_strategy() -> impl Strategy<Value = Option<Vec<RuleB>>> {
 }
 
 fn policy_strategy() -> impl Strategy<Value = PolicyB> {
+    // Absent, empty, listed, or (invalid) unknown.
     let types = prop::sample::select(vec![
         None,
+        None,
+        Some(vec![]),
         Some(vec!["Ingress"]),
         Some(vec!["Egress"]),
         Some(vec!["Ingress", "Egress"]),
+        Some(vec!["Egress", "Sideways"]),
     ]);
     (
         0..NAMESPACES.len(),
-        selector_strategy(),
+        prop::option::weighted(0.9, selector_strategy()),
         types,
         rules_strategy(),
         rules_strategy(),
         0..1000u32,
     )
         .prop_map(|(ns, sel, types, ingress, egress, n)| {
-            let mut p = policy(NAMESPACES[ns], &format!("p{n}")).select(sel);
+            let mut p = policy(NAMESPACES[ns], &format!("p{n}"));
+            p = match sel {
+                Some(sel) => p.select(sel),
+                None => p.no_pod_selector(),
+            };
+            // Sometimes no spec at all.
+            if n % 50 == 0 {
+                return PolicyB(net::NetworkPolicy { spec: None, ..p.0 });
+            }
             if let Some(t) = types {
                 p = p.types(&t);
             }
@@ -237,10 +285,49 @@ fn pod_strategy() -> impl Strategy<Value = PodSpec> {
     )
 }
 
+/// How a pod's object reports itself beyond its spec: which address fields
+/// are set, its phase, host networking.
+#[derive(Clone, Copy, Debug)]
+enum PodShape {
+    /// `podIP` and `podIPs`, phase Running.
+    Running,
+    /// Only `podIPs`, no phase reported yet.
+    NoPhaseIpsOnly,
+    /// Only `podIP` (one address), phase Pending.
+    PendingPodIpOnly,
+    /// Finished: not an endpoint.
+    Succeeded,
+    /// On the host network: not an endpoint.
+    HostNetwork,
+}
+
+fn pod_shape_strategy() -> impl Strategy<Value = PodShape> {
+    prop_oneof![
+        8 => Just(PodShape::Running),
+        1 => Just(PodShape::NoPhaseIpsOnly),
+        1 => Just(PodShape::PendingPodIpOnly),
+        1 => Just(PodShape::Succeeded),
+        1 => Just(PodShape::HostNetwork),
+    ]
+}
+
+/// `p` reported as `shape` says.
+fn shaped(p: PodB, shape: PodShape) -> PodB {
+    match shape {
+        PodShape::Running => p,
+        PodShape::NoPhaseIpsOnly => p.without_phase().without_pod_ip(),
+        PodShape::PendingPodIpOnly => p.phase("Pending").without_pod_ips(),
+        PodShape::Succeeded => p.phase("Succeeded"),
+        PodShape::HostNetwork => p.host_network(),
+    }
+}
+
+/// A cluster as API objects (in the order they are applied), and its
+/// number of pods.
 fn cluster_strategy() -> impl Strategy<Value = (Vec<K8sObject>, usize)> {
     (
         proptest::collection::vec(label_strategy(), NAMESPACES.len()),
-        proptest::collection::vec(pod_strategy(), 1..8),
+        proptest::collection::vec((pod_strategy(), pod_shape_strategy()), 1..8),
         proptest::collection::vec(policy_strategy(), 0..5),
     )
         .prop_map(|(ns_labels, pods_spec, policies)| {
@@ -253,23 +340,8 @@ fn cluster_strategy() -> impl Strategy<Value = (Vec<K8sObject>, usize)> {
                 objs.push(n.into());
             }
             let n_pods = pods_spec.len();
-            for (i, (ns, labels, v6, web, dns)) in pods_spec.into_iter().enumerate() {
-                let mut p = pod(&format!("pod{i}"))
-                    .ns(NAMESPACES[ns])
-                    .ip(&format!("10.0.0.{}", i + 1));
-                if v6 {
-                    p = p.ip(&format!("fd00::{}", i + 1));
-                }
-                for (k, v) in labels {
-                    p = p.label(k, v);
-                }
-                if let Some(w) = web {
-                    p = p.port("web", i32::from(w), "TCP");
-                }
-                if let Some(d) = dns {
-                    p = p.port("dns", i32::from(d), "UDP");
-                }
-                objs.push(p.into());
+            for (i, (spec, shape)) in pods_spec.iter().enumerate() {
+                objs.push(shaped(build_pod(i, i, spec), *shape).into());
             }
             for p in policies {
                 objs.push(p.into());
@@ -296,9 +368,22 @@ fn addresses(n_pods: usize) -> Vec<IpAddr> {
     v
 }
 
-/// For every flow, both ends: lookup over the plan == eval.
-fn agree(c: &ClusterState, flows: &[(IpAddr, IpAddr, u8, u16)]) -> Result<(), TestCaseError> {
-    let plan = Compiler::new().compile_for(c, |_| true, &BTreeSet::new());
+/// The objects applied as the agent applies them, compiled; then for every
+/// flow, both ends: lookup over the plan == the reading of the objects.
+fn agree(objs: &[K8sObject], flows: &[(IpAddr, IpAddr, u8, u16)]) -> Result<(), TestCaseError> {
+    let c = cluster(objs.to_vec());
+    let read = eval::api::Objects::new(objs);
+    let plan = Compiler::new().compile_for(&c, |_| true, &BTreeSet::new());
+    let ref_of = |p: &k8s_openapi::api::core::v1::Pod| PodRef {
+        namespace: p.metadata.namespace.clone().unwrap_or_default(),
+        name: p.metadata.name.clone().unwrap_or_default(),
+    };
+    let endpoints: BTreeSet<PodRef> = read.endpoints().map(ref_of).collect();
+    prop_assert_eq!(
+        plan.endpoints.keys().cloned().collect::<BTreeSet<_>>(),
+        endpoints,
+        "endpoints"
+    );
     for &(src, dst, protocol, port) in flows {
         if src.is_ipv4() != dst.is_ipv4() {
             continue;
@@ -313,18 +398,18 @@ fn agree(c: &ClusterState, flows: &[(IpAddr, IpAddr, u8, u16)]) -> Result<(), Te
             (src, Direction::Egress, dst),
             (dst, Direction::Ingress, src),
         ] {
-            let Some(pod) = c.endpoint_pod_by_ip(local) else {
+            let Some(pod) = read.endpoint(local) else {
                 continue;
             };
-            let ep = &plan.endpoints[&pod.pod_ref()];
+            let ep = &plan.endpoints[&ref_of(pod)];
             let by_plan = evaluate(&plan, ep, d, &flow).allowed;
-            let by_eval = eval::direction_allows(c, pod, d, remote, protocol, port);
+            let by_reading = read.direction_allows(pod, d, remote, protocol, port);
             prop_assert_eq!(
                 by_plan,
-                by_eval,
+                by_reading,
                 "{:?} at {} for {:?}",
                 d,
-                pod.pod_ref(),
+                ref_of(pod),
                 flow
             );
         }
@@ -349,10 +434,9 @@ proptest! {
         (objs, n_pods) in cluster_strategy(),
         picks in proptest::collection::vec((0..64usize, 0..64usize, prop::sample::select(vec![6u8, 6, 17, 1, 132]), prop::sample::select(vec![53u16, 80, 81, 82])), 40),
     ) {
-        let c = cluster(objs);
         let addrs = addresses(n_pods);
         let flows: Vec<_> = picks.iter().map(|(s, d, p, port)| (addrs[s % addrs.len()], addrs[d % addrs.len()], *p, *port)).collect();
-        agree(&c, &flows)?;
+        agree(&objs, &flows)?;
     }
 }
 

@@ -117,6 +117,21 @@ impl PodB {
         self.status().phase = Some(p.into());
         self
     }
+    /// No phase reported.
+    pub fn without_phase(mut self) -> Self {
+        self.status().phase = None;
+        self
+    }
+    /// Addresses in `podIPs` only (no `podIP`).
+    pub fn without_pod_ip(mut self) -> Self {
+        self.status().pod_ip = None;
+        self
+    }
+    /// The first address in `podIP` only (no `podIPs`).
+    pub fn without_pod_ips(mut self) -> Self {
+        self.status().pod_ips = None;
+        self
+    }
 }
 
 /// Namespace builder.
@@ -203,6 +218,11 @@ impl PolicyB {
     /// podSelector.
     pub fn select(mut self, s: LabelSelector) -> Self {
         self.spec().pod_selector = Some(s);
+        self
+    }
+    /// No podSelector field at all.
+    pub fn no_pod_selector(mut self) -> Self {
+        self.spec().pod_selector = None;
         self
     }
     /// policyTypes.

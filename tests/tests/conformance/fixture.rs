@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use palisade_tests::cluster::{Cluster, PortSpec};
-use palisade_tests::{Outcome, Pod, Server};
+use palisade_tests::{Outcome, Pod, Poll, Server};
 
 use crate::model::{Observed, PodInfo, mismatches, render};
 
@@ -275,27 +275,24 @@ impl Fixture {
     /// tables side by side and the agents' log tails.
     #[track_caller]
     pub fn expect(&self, cases: &[Case]) {
-        let deadline = Instant::now() + CONVERGE;
-        loop {
-            let observed = self.observe(cases);
-            let bad: Vec<usize> = (0..cases.len())
-                .filter(|&k| mismatches(&cases[k], &observed[k]) > 0)
-                .collect();
-            if bad.is_empty() {
-                return;
+        let matched = Poll::new("the observed reachability to match the model", CONVERGE)
+            .every(Duration::from_millis(100))
+            .until(
+                || self.observe(cases),
+                |observed| (0..cases.len()).all(|k| mismatches(&cases[k], &observed[k]) == 0),
+            );
+        if let Err(timed_out) = matched {
+            let observed = timed_out.last;
+            let mut msg = format!(
+                "the observed reachability did not match the model within {:?}\n\n",
+                timed_out.waited
+            );
+            for k in (0..cases.len()).filter(|&k| mismatches(&cases[k], &observed[k]) > 0) {
+                msg.push_str(&render(&cases[k], &observed[k]));
+                msg.push('\n');
             }
-            if Instant::now() >= deadline {
-                let mut msg = format!(
-                    "the observed reachability did not match the model within {CONVERGE:?}\n\n"
-                );
-                for k in bad {
-                    msg.push_str(&render(&cases[k], &observed[k]));
-                    msg.push('\n');
-                }
-                msg.push_str(&self.diagnostics());
-                panic!("{msg}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
+            msg.push_str(&self.diagnostics());
+            panic!("{msg}");
         }
     }
 

@@ -22,7 +22,7 @@ fn tcp_port() -> L4Match {
     }
 }
 
-fn reach(bed: &Bed, from: usize, dst: IpAddr) -> [bool; 4] {
+fn reach(bed: &DatapathBed, from: usize, dst: IpAddr) -> [bool; 4] {
     let a = &bed.pods[from];
     [
         a.probe_tcp(dst, PORT, PROBE).is_reachable(),
@@ -32,7 +32,7 @@ fn reach(bed: &Bed, from: usize, dst: IpAddr) -> [bool; 4] {
     ]
 }
 
-fn serve_all(bed: &Bed, pod: usize) -> Vec<palisade_tests::Server> {
+fn serve_all(bed: &DatapathBed, pod: usize) -> Vec<palisade_tests::Server> {
     let p = &bed.pods[pod];
     vec![
         p.serve_tcp(PORT).expect("tcp server"),
@@ -43,7 +43,7 @@ fn serve_all(bed: &Bed, pod: usize) -> Vec<palisade_tests::Server> {
 
 #[test]
 fn default_deny_ingress_blocks_tcp_udp_icmp_sctp_and_an_allow_restores_exactly_that_peer() {
-    let mut bed = Bed::new(0, &["a", "b", "c"]);
+    let mut bed = DatapathBed::new(0, &["a", "b", "c"]);
     let _servers = serve_all(&bed, 1);
     bed.apply();
     for dst in bed.pods[1].ips() {
@@ -71,7 +71,7 @@ fn default_deny_ingress_blocks_tcp_udp_icmp_sctp_and_an_allow_restores_exactly_t
 
 #[test]
 fn a_non_isolated_pod_is_untouched_and_the_node_may_always_probe() {
-    let mut bed = Bed::new(0, &["a", "b", "c"]);
+    let mut bed = DatapathBed::new(0, &["a", "b", "c"]);
     let _b = serve_all(&bed, 1);
     let _c = serve_all(&bed, 2);
     bed.isolate(1, Direction::Ingress).apply();
@@ -92,7 +92,7 @@ fn a_non_isolated_pod_is_untouched_and_the_node_may_always_probe() {
 
 #[test]
 fn a_port_rule_allows_only_its_port_and_protocol() {
-    let mut bed = Bed::new(0, &["a", "b"]);
+    let mut bed = DatapathBed::new(0, &["a", "b"]);
     let _servers = serve_all(&bed, 1);
     let _other = bed.pods[1].serve_tcp(81).expect("tcp 81");
     bed.isolate(1, Direction::Ingress)
@@ -106,7 +106,7 @@ fn a_port_rule_allows_only_its_port_and_protocol() {
 
 #[test]
 fn replies_pass_into_an_ingress_isolated_client_and_egress_isolation_blocks_new_flows() {
-    let mut bed = Bed::new(0, &["a", "b"]);
+    let mut bed = DatapathBed::new(0, &["a", "b"]);
     let _servers = serve_all(&bed, 1);
     // a may connect out to b, but nothing may connect in to a.
     bed.isolate(0, Direction::Ingress)
@@ -127,7 +127,7 @@ fn replies_pass_into_an_ingress_isolated_client_and_egress_isolation_blocks_new_
 
 #[test]
 fn an_established_connection_survives_unrelated_changes_and_is_cut_when_its_allow_goes() {
-    let mut bed = Bed::new(0, &["a", "b", "c"]);
+    let mut bed = DatapathBed::new(0, &["a", "b", "c"]);
     let _servers = serve_all(&bed, 1);
     bed.isolate(1, Direction::Ingress)
         .allow(1, Direction::Ingress, 0, tcp_port(), 1)
@@ -156,7 +156,7 @@ fn an_established_connection_survives_unrelated_changes_and_is_cut_when_its_allo
 
 #[test]
 fn a_restarted_datapath_keeps_connections_and_denials() {
-    let mut bed = Bed::new(0, &["a", "b", "c"]);
+    let mut bed = DatapathBed::new(0, &["a", "b", "c"]);
     let _servers = serve_all(&bed, 1);
     bed.isolate(1, Direction::Ingress)
         .allow(1, Direction::Ingress, 0, tcp_port(), 1)
@@ -209,7 +209,7 @@ fn switching_between_tc_and_tcx_keeps_enforcing() {
         // `--attach tcx` here by name (see datapath::kernel's tests).
         return;
     }
-    let mut bed = Bed::new(0, &["a", "b", "c"]);
+    let mut bed = DatapathBed::new(0, &["a", "b", "c"]);
     let _servers = serve_all(&bed, 1);
     bed.crash();
     bed.load_in(AttachMode::Tc);
@@ -244,8 +244,8 @@ fn switching_between_tc_and_tcx_keeps_enforcing() {
 
 #[test]
 fn two_nodes_with_separate_bpffs_directories_do_not_interfere() {
-    let mut n0 = Bed::new(0, &["a"]);
-    let mut n1 = Bed::new(1, &["b"]);
+    let mut n0 = DatapathBed::new(0, &["a"]);
+    let mut n1 = DatapathBed::new(1, &["b"]);
     link_nodes(&n0.node, &n1.node).expect("link nodes");
     let _servers0 = serve_all(&n0, 0);
     let _servers1 = serve_all(&n1, 0);
@@ -270,7 +270,7 @@ fn two_nodes_with_separate_bpffs_directories_do_not_interfere() {
 
 #[test]
 fn palisade_cleanup_detaches_everything_and_removes_the_pins() {
-    let mut bed = Bed::new(0, &["a", "b"]);
+    let mut bed = DatapathBed::new(0, &["a", "b"]);
     let _servers = serve_all(&bed, 1);
     bed.isolate(1, Direction::Ingress).apply();
     let b4: IpAddr = bed.pods[1].ipv4().into();

@@ -41,7 +41,9 @@ pub fn attach_mode() -> AttachMode {
     }
 }
 
-pub struct Bed {
+/// One node and its pods with the datapath loaded in this process and
+/// programmed through a `Syncer` (no agent process).
+pub struct DatapathBed {
     pub node: Node,
     pub pods: Vec<Pod>,
     pub dp: Option<Datapath>,
@@ -51,12 +53,12 @@ pub struct Bed {
     isolated: BTreeMap<(usize, Direction), bool>,
 }
 
-impl Bed {
-    pub fn new(index: u8, pods: &[&str]) -> Bed {
+impl DatapathBed {
+    pub fn new(index: u8, pods: &[&str]) -> DatapathBed {
         let node = Node::new(index).expect("node namespace");
         let pods: Vec<Pod> = pods.iter().map(|p| node.add_pod(p).expect("pod")).collect();
         let bpffs = BpffsDir::new().expect("bpffs dir");
-        let mut bed = Bed {
+        let mut bed = DatapathBed {
             node,
             pods,
             dp: None,
@@ -74,7 +76,7 @@ impl Bed {
         self.load_in(attach_mode());
     }
 
-    /// [`Bed::load`] in attach mode `mode`.
+    /// [`DatapathBed::load`] in attach mode `mode`.
     pub fn load_in(&mut self, mode: AttachMode) {
         let bpffs = self.bpffs.path().to_path_buf();
         let veths: Vec<String> = self

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use palisade_tests::Poll;
 use palisade_tests::cluster::applied_after;
 
 use crate::fixture::cluster_in_x;
@@ -134,7 +135,9 @@ fn an_agent_upgrade_drops_no_packet_of_an_established_flow_and_keeps_denying() {
             "denied after the upgrade"
         );
         let sent = sender.join().expect("sender");
-        std::thread::sleep(Duration::from_millis(300));
+        // The echoes still in flight; a shortfall is the assertion's to report.
+        let _ = Poll::new("every datagram echoed", Duration::from_millis(300))
+            .until(|| echoed.load(Ordering::Relaxed), |&n| n >= sent.0);
         stop.store(true, Ordering::Relaxed);
         sent
     });

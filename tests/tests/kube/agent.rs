@@ -19,9 +19,12 @@ const PORT: u16 = 80;
 const PROBE: Duration = Duration::from_millis(500);
 const SETTLE: Duration = Duration::from_secs(20);
 
+/// The real agent process on a virtual node with a client and a server pod,
+/// following the fake API server in the node's namespace.
+///
 /// Fields drop in order: the agent first (it holds the pins), then the fake,
 /// the pins, the files, servers, pods and the node.
-struct Bed {
+struct AgentBed {
     agent: Mutex<Option<ChildGuard>>,
     fake: FakeApiServer,
     _bpffs: BpffsDir,
@@ -32,8 +35,8 @@ struct Bed {
     node: Node,
 }
 
-impl Bed {
-    fn new() -> Bed {
+impl AgentBed {
+    fn new() -> AgentBed {
         let node = Node::new(0).expect("node");
         let client = node.add_pod("client").expect("client pod");
         let server = node.add_pod("server").expect("server pod");
@@ -47,7 +50,7 @@ impl Bed {
         for (name, p) in [("client", &client), ("server", &server)] {
             fake.apply(pod("default", name, "node-0", name, &p.ips()));
         }
-        Bed {
+        AgentBed {
             agent: Mutex::new(None),
             fake,
             _bpffs: BpffsDir::new().expect("bpffs directory"),
@@ -158,7 +161,7 @@ impl Bed {
 
 #[test]
 fn the_kernel_follows_watch_events_relists_and_keeps_the_last_state_through_an_outage() {
-    let bed = Bed::new();
+    let bed = AgentBed::new();
     bed.start_agent();
     bed.wait(
         "the agent ready, following the API, both pods enforced",

@@ -27,9 +27,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::Response;
-use palisade_tests::NetNs;
+use palisade_tests::{NetNs, Poll};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// A kind the fake serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -136,7 +136,9 @@ pub struct Request {
 struct Inner {
     version: u64,
     collections: BTreeMap<Res, Collection>,
-    held: BTreeSet<Res>,
+    /// Kinds whose list requests wait; a watch channel so a held request
+    /// wakes when its kind is released.
+    held: watch::Sender<BTreeSet<Res>>,
     /// Taken down: whatever still reaches the server gets a cut connection.
     down: bool,
     requests: Vec<Request>,
@@ -366,11 +368,15 @@ impl FakeApiServer {
 
     /// Makes list requests for `res` wait until [`FakeApiServer::release_lists`].
     pub fn hold_lists(&self, res: Res) {
-        lock(&self.shared).held.insert(res);
+        lock(&self.shared).held.send_modify(|held| {
+            held.insert(res);
+        });
     }
 
     pub fn release_lists(&self, res: Res) {
-        lock(&self.shared).held.remove(&res);
+        lock(&self.shared).held.send_modify(|held| {
+            held.remove(&res);
+        });
     }
 
     /// Takes the server down: open connections are cut and the port refuses
@@ -467,24 +473,24 @@ fn start(shared: &Shared, listener: tokio::net::TcpListener) -> Running {
 /// connections accepted before are answered by a cut connection (see
 /// `handle`), so a client racing the shutdown cannot keep a watch open.
 async fn stop(shared: &Shared, running: Running) {
-    let (stop_tx, mut task) = running;
+    let (stop_tx, task) = running;
     lock(shared).down = true;
     let _ = stop_tx.send(());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        abort_watches(shared);
-        match tokio::time::timeout(Duration::from_millis(50), &mut task).await {
-            Ok(_) => return,
-            Err(_) if tokio::time::Instant::now() > deadline => {
-                eprintln!(
-                    "fake apiserver: connections did not close within 5s; aborting the server"
-                );
-                task.abort();
-                return;
-            }
-            Err(_) => {}
-        }
+    let closed = Poll::new("the connections to close", Duration::from_secs(5))
+        .every(Duration::from_millis(50))
+        .until_async(
+            || {
+                abort_watches(shared);
+                std::future::ready(task.is_finished())
+            },
+            |&finished| finished,
+        )
+        .await;
+    if let Err(timed_out) = closed {
+        eprintln!("fake apiserver: {timed_out}; aborting the server");
+        task.abort();
     }
+    let _ = task.await;
 }
 
 async fn serve(
@@ -588,9 +594,9 @@ async fn handle(
 }
 
 async fn list_response(shared: &Shared, res: Res, query: &BTreeMap<String, String>) -> Response {
-    while lock(shared).held.contains(&res) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut held = lock(shared).held.subscribe();
+    // Err: the sender is gone with the server, and so is the hold.
+    let _ = held.wait_for(|held| !held.contains(&res)).await;
     let inner = lock(shared);
     let all: Vec<&Value> = inner
         .collections

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use palisade_agent::source::{K8sObject, Kind, ObjectRef, SourceEvent, object_ref};
-use palisade_tests::NetNs;
+use palisade_tests::{NetNs, Poll};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -18,24 +18,28 @@ use crate::objects::*;
 
 /// Longest wait for one expected event.
 const WAIT: Duration = Duration::from_secs(20);
+/// What a kind's health reason starts with once a watch could not be
+/// (re)started, e.g. against a server that refuses connections.
+const RESTART_REFUSED: &str = "watch failed:";
 
-/// A namespace, the fake inside it and a kubeconfig for it. Fields drop in
+/// The bed for `source::kube::run` in-process: a namespace, the fake inside
+/// it and a kubeconfig for it. Fields drop in
 /// order: the fake (its sockets), the directory, then the namespace.
-struct Bed {
+struct SourceBed {
     fake: FakeApiServer,
     _dir: TempDir,
     kubeconfig: PathBuf,
     ns: NetNs,
 }
 
-impl Bed {
-    fn new() -> Bed {
+impl SourceBed {
+    fn new() -> SourceBed {
         let ns = NetNs::new("kubesrc").expect("namespace");
         ns.ip(["link", "set", "lo", "up"]).expect("lo up");
         let fake = FakeApiServer::start_in(&ns);
         let dir = TempDir::new();
         let kubeconfig = fake.write_kubeconfig(dir.path());
-        Bed {
+        SourceBed {
             fake,
             _dir: dir,
             kubeconfig,
@@ -199,12 +203,24 @@ impl Events {
     }
 }
 
-async fn wait_for(what: &str, mut probe: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !probe() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Per kind: watches open now, and the versions every watch so far started from.
+fn watches(fake: &FakeApiServer) -> BTreeMap<Res, (usize, Vec<String>)> {
+    Res::ALL
+        .into_iter()
+        .map(|r| (r, (fake.open_watches(r), fake.watch_versions(r))))
+        .collect()
+}
+
+/// Polls [`watches`] until `accept` holds; panics after [`WAIT`].
+async fn wait_for_watches(
+    fake: &FakeApiServer,
+    what: &str,
+    accept: impl FnMut(&BTreeMap<Res, (usize, Vec<String>)>) -> bool,
+) {
+    Poll::new(what, WAIT)
+        .until_async(|| std::future::ready(watches(fake)), accept)
+        .await
+        .unwrap();
 }
 
 fn pod_ref(name: &str) -> ObjectRef {
@@ -223,7 +239,7 @@ fn each_kind_listed_once(fake: &FakeApiServer) {
 
 #[test]
 fn initial_lists_arrive_as_one_replace_per_kind_then_watch_events_follow() {
-    let bed = Bed::new();
+    let bed = SourceBed::new();
     let fake = &bed.fake;
     seed(fake);
     let ip: IpAddr = "10.244.0.4".parse().expect("address");
@@ -280,7 +296,7 @@ fn initial_lists_arrive_as_one_replace_per_kind_then_watch_events_follow() {
 
 #[test]
 fn nothing_is_sent_before_every_list_is_complete_and_held_back_events_follow_the_replaces() {
-    let bed = Bed::new();
+    let bed = SourceBed::new();
     let fake = &bed.fake;
     seed(fake);
     fake.hold_lists(Res::EndpointSlice);
@@ -288,11 +304,11 @@ fn nothing_is_sent_before_every_list_is_complete_and_held_back_events_follow_the
     bed.run(|mut events| async move {
         // Five kinds list and watch; the sixth list hangs. Changes arriving
         // meanwhile must wait for the barrier like everything else.
-        wait_for("five watches", || {
-            Res::ALL
+        wait_for_watches(fake, "five watches", |watches| {
+            watches
                 .iter()
-                .filter(|r| **r != Res::EndpointSlice)
-                .all(|r| !fake.watch_versions(*r).is_empty())
+                .filter(|(r, _)| **r != Res::EndpointSlice)
+                .all(|(_, (_, versions))| !versions.is_empty())
         })
         .await;
         fake.apply(pod("default", "c", "node-0", "c", &[ip]));
@@ -330,7 +346,7 @@ fn nothing_is_sent_before_every_list_is_complete_and_held_back_events_follow_the
 
 #[test]
 fn a_410_relists_the_kind_as_a_new_replace_without_what_was_deleted_in_the_gap() {
-    let bed = Bed::new();
+    let bed = SourceBed::new();
     let fake = &bed.fake;
     seed(fake);
     bed.run(|mut events| async move {
@@ -371,15 +387,15 @@ fn a_410_relists_the_kind_as_a_new_replace_without_what_was_deleted_in_the_gap()
 
 #[test]
 fn a_dropped_connection_resumes_from_the_last_version_without_relisting() {
-    let bed = Bed::new();
+    let bed = SourceBed::new();
     let fake = &bed.fake;
     seed(fake);
     let ip: IpAddr = "10.244.0.2".parse().expect("address");
     bed.run(|mut events| async move {
         events.initial().await;
         let listed_at = fake.version().to_string();
-        wait_for("every kind watching", || {
-            Res::ALL.iter().all(|r| fake.open_watches(*r) == 1)
+        wait_for_watches(fake, "every kind watching", |watches| {
+            watches.values().all(|(open, _)| *open == 1)
         })
         .await;
         fake.drop_watches();
@@ -388,10 +404,10 @@ fn a_dropped_connection_resumes_from_the_last_version_without_relisting() {
             SourceEvent::Apply(o) => assert_eq!(pod_label(&o).as_deref(), Some("moved")),
             other => panic!("expected Apply of pod a, got {}", describe(&other)),
         }
-        wait_for("every kind watching again", || {
-            Res::ALL
-                .iter()
-                .all(|r| fake.open_watches(*r) == 1 && fake.watch_versions(*r).len() == 2)
+        wait_for_watches(fake, "every kind watching again", |watches| {
+            watches
+                .values()
+                .all(|(open, versions)| *open == 1 && versions.len() == 2)
         })
         .await;
         assert_eq!(
@@ -411,21 +427,30 @@ fn a_dropped_connection_resumes_from_the_last_version_without_relisting() {
 
 #[test]
 fn an_unreachable_server_reports_down_then_up_and_resumes_without_losing_state() {
-    let bed = Bed::new();
+    let bed = SourceBed::new();
     let fake = &bed.fake;
     seed(fake);
     bed.run(|mut events| async move {
         events.initial().await;
         fake.go_down();
-        match events.next().await {
-            SourceEvent::Health { up: false, detail } => {
-                assert!(!detail.is_empty());
-            }
+        let detail = match events.next().await {
+            SourceEvent::Health { up: false, detail } => detail,
             other => panic!("expected Health down, got {}", describe(&other)),
-        }
+        };
+        assert!(!detail.is_empty());
         // A change made while the agent cannot see the server.
         fake.apply(deny_ingress("default", "deny-a", "a"));
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The outage lasts until the source has tried the server again and
+        // been refused (a kind's reason becomes "watch failed").
+        if !detail.contains(RESTART_REFUSED) {
+            events
+                .until("a refused watch restart while the server is down", |got| {
+                    got.iter().any(|e| {
+                        matches!(e, SourceEvent::Health { up: false, detail } if detail.contains(RESTART_REFUSED))
+                    })
+                })
+                .await;
+        }
         fake.come_up();
         let got = events
             .until("Health up and the missed change", |got| {
@@ -450,7 +475,7 @@ fn an_unreachable_server_reports_down_then_up_and_resumes_without_losing_state()
 
 #[test]
 fn an_outage_across_a_compaction_ends_in_a_relist_of_that_kind_only() {
-    let bed = Bed::new();
+    let bed = SourceBed::new();
     let fake = &bed.fake;
     seed(fake);
     bed.run(|mut events| async move {

@@ -5,8 +5,8 @@
 use std::net::{IpAddr, UdpSocket};
 use std::time::{Duration, SystemTime};
 
-use palisade_tests::Server;
 use palisade_tests::cluster::{AGENT_HEALTH, AGENT_METRICS, Cluster, PortSpec};
+use palisade_tests::{Poll, Server};
 use prometheus_parse::{Scrape, Value};
 
 pub const CLIENT_NS: &str = "obs-client";
@@ -47,7 +47,10 @@ spec:
       port: 5353
 "#;
 
-pub struct Bed {
+/// A one-node cluster run by a real agent: the client and server pods, the
+/// `guard` policy on the server, echo servers (and, with audit, the locked-down
+/// audit namespace); observed through the agent's status, metrics and flows.
+pub struct GuardedCluster {
     /// Echo servers (dropped before the cluster that owns their namespaces).
     _servers: Vec<Server>,
     pub cluster: Cluster,
@@ -61,10 +64,10 @@ fn port(name: &str, port: u16, protocol: &str) -> PortSpec {
     }
 }
 
-impl Bed {
+impl GuardedCluster {
     /// Client and server (and, with `audit`, a server in an audit-mode
     /// namespace locked down by `lockdown`), the guard policy, the agent.
-    pub fn new(audit: bool) -> Bed {
+    pub fn new(audit: bool) -> GuardedCluster {
         let mut cluster = Cluster::new(1).expect("cluster");
         cluster.set_namespace(CLIENT_NS, &[]).expect("ns");
         cluster.set_namespace(SERVER_NS, &[]).expect("ns");
@@ -107,7 +110,7 @@ impl Bed {
         let since = SystemTime::now();
         cluster.start_agents().expect("agent");
         cluster.wait_applied(since, APPLY).expect("applied");
-        Bed {
+        GuardedCluster {
             _servers: servers,
             cluster,
         }
@@ -171,7 +174,7 @@ impl Bed {
             .1
     }
 
-    /// Where the flow log is now (pass to [`Bed::flows_since`]).
+    /// Where the flow log is now (pass to [`GuardedCluster::flows_since`]).
     pub fn flow_cursor(&self) -> u64 {
         let (_, body) = self
             .cluster
@@ -248,7 +251,7 @@ pub fn denied(s: &Scrape) -> f64 {
 /// MLD reports from fe80::1) is policed too and shows up beside the test's
 /// packets, so counters are compared with the flow log, which names both.
 pub fn flows_at(
-    bed: &Bed,
+    bed: &GuardedCluster,
     cursor: u64,
     endpoint: &str,
     verdict: &str,
@@ -269,18 +272,10 @@ pub fn flows_at(
 }
 
 /// Polls until `f(scrape)` holds, then returns that scrape.
-pub fn scrape_until(bed: &Bed, what: &str, f: impl Fn(&Scrape) -> bool) -> Scrape {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = bed.scrape();
-        if f(&s) {
-            return s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}; agent log:\n{}",
-            bed.cluster.agent_log(0)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+#[track_caller]
+pub fn scrape_until(bed: &GuardedCluster, what: &str, f: impl Fn(&Scrape) -> bool) -> Scrape {
+    Poll::new(what, Duration::from_secs(10))
+        .every(Duration::from_millis(50))
+        .until(|| bed.scrape(), f)
+        .unwrap_or_else(|timed_out| panic!("{timed_out}; agent log:\n{}", bed.cluster.agent_log(0)))
 }

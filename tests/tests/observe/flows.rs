@@ -5,14 +5,14 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use palisade_tests::ChildGuard;
 use palisade_tests::cluster::{AGENT_HEALTH, palisade_binary};
+use palisade_tests::{ChildGuard, Poll};
 
 use crate::fixture::*;
 
 #[test]
 fn the_flow_log_holds_exactly_the_denied_flows_with_pod_names() {
-    let bed = Bed::new(false);
+    let bed = GuardedCluster::new(false);
     let (v4, v6) = (bed.ipv4(SERVER_NS, "server"), bed.ipv6(SERVER_NS, "server"));
     bed.tcp_connects(v4, TCP_PORT, 2); // allowed: not in the log
     let before = bed.scrape();
@@ -151,21 +151,25 @@ fn the_flow_log_holds_exactly_the_denied_flows_with_pod_names() {
 }
 
 /// Polls the flow log of `ns` until `count` of it reaches `n`.
-fn wait_flows(bed: &Bed, ns: &str, n: usize, count: impl Fn(Vec<serde_json::Value>) -> usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let flows = bed.flows(ns);
-        if count(flows.clone()) >= n {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "only {flows:#?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+#[track_caller]
+fn wait_flows(
+    bed: &GuardedCluster,
+    ns: &str,
+    n: usize,
+    count: impl Fn(Vec<serde_json::Value>) -> usize,
+) {
+    Poll::new(
+        format!("{n} counted flows in {ns}"),
+        Duration::from_secs(10),
+    )
+    .every(Duration::from_millis(50))
+    .until(|| bed.flows(ns), |flows| count(flows.clone()) >= n)
+    .unwrap();
 }
 
 #[test]
 fn status_reports_map_pressure_and_sync_state() {
-    let bed = Bed::new(false);
+    let bed = GuardedCluster::new(false);
     let s = bed.cluster.status(0).expect("status");
     assert_eq!(s["source_synced"], true, "{s:#}");
     assert!(s["waiting_for"].as_array().is_some_and(Vec::is_empty));

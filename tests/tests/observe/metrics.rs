@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use palisade_tests::Poll;
 use prometheus_parse::Scrape;
 use serde_json::Value as Json;
 
@@ -12,35 +13,40 @@ use crate::fixture::*;
 /// Scrapes until the counter delta equals the number of logged flows twice in
 /// a row (events trail the counters by a ring-buffer read).
 fn settle(
-    bed: &Bed,
+    bed: &GuardedCluster,
     delta: impl Fn(&Scrape) -> f64,
     flows: impl Fn() -> (Vec<Json>, Vec<Json>),
 ) -> (Scrape, Vec<Json>, Vec<Json>) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut agreed = 0;
-    loop {
-        let s = bed.scrape();
-        let (all, ours) = flows();
-        if delta(&s) == all.len() as f64 {
-            agreed += 1;
-            if agreed == 2 {
-                return (s, all, ours);
+    let (_, _, s, all, ours) = Poll::new(
+        "the counter delta to match the flow log twice in a row",
+        Duration::from_secs(10),
+    )
+    .every(Duration::from_millis(150))
+    .until(
+        || {
+            let s = bed.scrape();
+            let (all, ours) = flows();
+            let delta = delta(&s);
+            if delta == all.len() as f64 {
+                agreed += 1;
+            } else {
+                agreed = 0;
             }
-        } else {
-            agreed = 0;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "counter delta {} never matched the flow log: {all:#?}",
-            delta(&s)
-        );
-        std::thread::sleep(Duration::from_millis(150));
-    }
+            (agreed, delta, s, all, ours)
+        },
+        |&(agreed, ..)| agreed == 2,
+    )
+    .unwrap_or_else(|timed_out| {
+        let (_, delta, _, all, _) = timed_out.last;
+        panic!("counter delta {delta} never matched the flow log: {all:#?}")
+    });
+    (s, all, ours)
 }
 
 #[test]
 fn allowed_and_denied_packets_move_the_counters_by_exactly_their_number() {
-    let bed = Bed::new(false);
+    let bed = GuardedCluster::new(false);
     let server = bed.ipv4(SERVER_NS, "server");
     let (tcp, udp, drops) = (5usize, 4usize, 3usize);
     let at = format!("{SERVER_NS}/server");
@@ -138,7 +144,7 @@ fn allowed_and_denied_packets_move_the_counters_by_exactly_their_number() {
 
 #[test]
 fn every_family_has_help_and_type_and_the_exposition_parses() {
-    let bed = Bed::new(false);
+    let bed = GuardedCluster::new(false);
     let text = bed.metrics_text();
     let scrape = parse(&text);
     let typed: BTreeSet<&str> = text
@@ -238,7 +244,7 @@ fn every_family_has_help_and_type_and_the_exposition_parses() {
 
 #[test]
 fn audit_mode_passes_traffic_and_reports_it_as_audit() {
-    let bed = Bed::new(true);
+    let bed = GuardedCluster::new(true);
     let legacy = bed.ipv4(AUDIT_NS, "legacy");
     let cursor = bed.flow_cursor();
     let before = bed.scrape();

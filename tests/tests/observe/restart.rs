@@ -30,7 +30,7 @@ spec:
 
 #[test]
 fn counters_survive_an_agent_restart_without_going_backwards() {
-    let mut bed = Bed::new(true);
+    let mut bed = GuardedCluster::new(true);
     let server = bed.ipv4(SERVER_NS, "server");
     let legacy = bed.ipv4(AUDIT_NS, "legacy");
     // A policy added later gets the next rule ids; a restarted agent, which
