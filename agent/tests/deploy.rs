@@ -71,6 +71,7 @@ fn cluster_role_grants_exactly_read_access_to_the_watched_kinds() {
     }
     let watched: BTreeSet<(String, String)> = Kind::ALL
         .iter()
+        .chain(&Kind::OPTIONAL)
         .map(|k| {
             let (group, resource) = k.rbac();
             (group.to_string(), resource.to_string())

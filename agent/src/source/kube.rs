@@ -36,6 +36,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::cnp::ClusterNetworkPolicy;
 use super::{Kind, ObjectRef, SourceEvent, object_ref};
 use crate::source::K8sObject;
 
@@ -50,6 +51,16 @@ const IDLE_MARGIN: Duration = Duration::from_secs(5);
 /// A watch that ends cleanly sooner than this is restarted only after a
 /// backoff pause, so a server that closes watches at once is not hammered.
 const MIN_WATCH_LIFETIME: Duration = Duration::from_secs(1);
+
+/// How often a kind whose CRD is not installed (or may not be read) is looked
+/// for again.
+const OPTIONAL_RECHECK: Duration = Duration::from_secs(30);
+
+/// The kinds this source lists and watches: every one the agent needs, and
+/// the optional ones (their CRD may be absent: then they are empty).
+fn watched() -> impl Iterator<Item = Kind> {
+    Kind::ALL.into_iter().chain(Kind::OPTIONAL)
+}
 
 /// Builds a client from a kubeconfig path, or as kubectl does without one:
 /// `KUBECONFIG` (a merged list), `~/.kube/config`, then in-cluster.
@@ -92,9 +103,14 @@ struct Closed;
 /// Runs one list/watch loop per kind until the receiver is gone (or the
 /// future is dropped, which stops every loop).
 pub async fn run(client: Client, tx: mpsc::Sender<SourceEvent>) {
+    run_with(client, tx, OPTIONAL_RECHECK).await;
+}
+
+/// [`run`], looking for a missing CRD every `optional_recheck`.
+pub async fn run_with(client: Client, tx: mpsc::Sender<SourceEvent>, optional_recheck: Duration) {
     let (report_tx, report_rx) = mpsc::channel::<(Kind, Report)>(1024);
     let mut loops = JoinSet::new();
-    for kind in Kind::ALL {
+    for kind in watched() {
         let client = client.clone();
         let out = report_tx.clone();
         loops.spawn(async move {
@@ -118,8 +134,16 @@ pub async fn run(client: Client, tx: mpsc::Sender<SourceEvent>) {
                     follow::<EndpointSlice>(Api::all(client), kind, K8sObject::EndpointSlice, out)
                         .await
                 }
-                // Not in `Kind::ALL`: not watched yet (see `Kind::OPTIONAL`).
-                Kind::ClusterNetworkPolicy => return,
+                Kind::ClusterNetworkPolicy => {
+                    follow_optional::<ClusterNetworkPolicy>(
+                        Api::all(client),
+                        kind,
+                        K8sObject::ClusterNetworkPolicy,
+                        out,
+                        optional_recheck,
+                    )
+                    .await
+                }
             };
         });
     }
@@ -171,7 +195,7 @@ impl Forwarder {
                     // list's watch delivered.
                     initial.queued.retain(|(k, _)| *k != kind);
                     initial.lists.insert(kind, objects);
-                    if initial.lists.len() == Kind::ALL.len() {
+                    if initial.lists.len() == watched().count() {
                         self.release().await?;
                     }
                 }
@@ -228,7 +252,7 @@ impl Forwarder {
         let Some(mut initial) = self.initial.take() else {
             return Ok(());
         };
-        for kind in Kind::ALL {
+        for kind in watched() {
             let objects = initial.lists.remove(&kind).unwrap_or_default();
             tracing::info!(%kind, objects = objects.len(), "initial list");
             self.send(SourceEvent::Replace {
@@ -271,6 +295,83 @@ async fn follow<K>(
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
+    follow_while_served(api, kind, wrap, out, false).await
+}
+
+/// Lists and watches a kind whose CRD may be missing: while the resource is
+/// not served (404) or may not be read (403), the kind is empty, which is
+/// not a fault (no CRD, no such objects); it is looked for again every
+/// `recheck`. Installing or removing the CRD later is noticed and logged.
+async fn follow_optional<K>(
+    api: Api<K>,
+    kind: Kind,
+    wrap: fn(K) -> K8sObject,
+    out: mpsc::Sender<(Kind, Report)>,
+    recheck: Duration,
+) -> Result<(), Closed>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let send = |report: Report| {
+        let out = out.clone();
+        async move { out.send((kind, report)).await.map_err(|_| Closed) }
+    };
+    let mut backoff = DefaultBackoff::default();
+    let mut absent_reported = false;
+    let mut down = false;
+    loop {
+        match api.list(&ListParams::default().limit(1)).await {
+            Err(e) if not_served(&e) => {
+                let first = !absent_reported;
+                if first {
+                    tracing::info!(%kind, reason = %e, every = ?recheck,
+                        "not served (CRD not installed, or not readable): none known; looking again periodically");
+                    send(Report::Listed(Vec::new())).await?;
+                    absent_reported = true;
+                }
+                if first || std::mem::take(&mut down) {
+                    send(Report::Up).await?;
+                }
+                backoff.reset();
+                tokio::time::sleep(recheck).await;
+            }
+            // The server cannot be asked: a fault, as for any kind.
+            Err(e) => {
+                let e = crate::errors::chain(&e);
+                tracing::warn!(%kind, error = %e, "list failed; retrying");
+                send(Report::Down(format!("list failed: {e}"))).await?;
+                down = true;
+                tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(30))).await;
+            }
+            Ok(_) => {
+                if absent_reported {
+                    tracing::info!(%kind, "now served (CRD installed); listing and watching");
+                }
+                absent_reported = false;
+                down = false;
+                follow_while_served(api.clone(), kind, wrap, out.clone(), true).await?;
+                tracing::info!(%kind, "no longer served (CRD removed?)");
+            }
+        }
+    }
+}
+
+/// Whether the server says the resource does not exist or may not be read.
+fn not_served(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(status) if status.code == 404 || status.code == 403)
+}
+
+/// [`follow`]; with `optional`, returns once the resource is not served.
+async fn follow_while_served<K>(
+    api: Api<K>,
+    kind: Kind,
+    wrap: fn(K) -> K8sObject,
+    out: mpsc::Sender<(Kind, Report)>,
+    optional: bool,
+) -> Result<(), Closed>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
     let report = |r: Report| {
         let out = out.clone();
         async move { out.send((kind, r)).await.map_err(|_| Closed) }
@@ -284,7 +385,9 @@ where
     'relist: loop {
         let (objects, mut version) = match list_all(&api).await {
             Ok(listed) => listed,
+            Err(ListError::Api(e)) if optional && not_served(&e) => return Ok(()),
             Err(e) => {
+                let e = crate::errors::chain(&e);
                 tracing::warn!(%kind, error = %e, "list failed; retrying, the last state stays enforced");
                 report(Report::Down(format!("list failed: {e}"))).await?;
                 pause(&mut backoff).await;
@@ -303,6 +406,7 @@ where
                     tracing::info!(%kind, %version, "watch version expired (410); relisting");
                     continue 'relist;
                 }
+                Err(e) if optional && not_served(&e) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(%kind, error = %crate::errors::chain(&e), "watch failed to start; retrying, the last state stays enforced");
                     report(Report::Down(format!("watch failed: {e}"))).await?;
@@ -365,9 +469,20 @@ where
     }
 }
 
+/// Why a list failed.
+#[derive(Debug, thiserror::Error)]
+enum ListError {
+    /// The request failed.
+    #[error(transparent)]
+    Api(kube::Error),
+    /// The server's answer carries no version to watch from.
+    #[error("the list has no metadata.resourceVersion")]
+    NoVersion,
+}
+
 /// Lists every object of a kind (all pages of one snapshot) and the
 /// snapshot's resource version.
-async fn list_all<K>(api: &Api<K>) -> Result<(Vec<K>, String), String>
+async fn list_all<K>(api: &Api<K>) -> Result<(Vec<K>, String), ListError>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
@@ -375,7 +490,7 @@ where
     let mut items = Vec::new();
     let mut version: Option<String> = None;
     loop {
-        let page = api.list(&params).await.map_err(|e| e.to_string())?;
+        let page = api.list(&params).await.map_err(ListError::Api)?;
         if version.is_none() {
             version = page.metadata.resource_version.filter(|v| !v.is_empty());
         }
@@ -385,6 +500,6 @@ where
             None => break,
         }
     }
-    let version = version.ok_or("the list has no metadata.resourceVersion")?;
+    let version = version.ok_or(ListError::NoVersion)?;
     Ok((items, version))
 }

@@ -47,9 +47,9 @@ impl Kind {
         Kind::EndpointSlice,
     ];
 
-    /// Kinds read where they exist: the manifest source reads them; the
-    /// Kubernetes source does not watch them yet, and the agent does not wait
-    /// for them before enforcing.
+    /// Kinds read where they exist (a CRD that may not be installed): the
+    /// Kubernetes source treats them as empty while the API server does not
+    /// serve them, and the agent does not wait for them before enforcing.
     pub const OPTIONAL: [Kind; 1] = [Kind::ClusterNetworkPolicy];
 
     /// (API group, resource plural) as RBAC names them.

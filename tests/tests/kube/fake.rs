@@ -40,6 +40,8 @@ pub enum Res {
     Node,
     Service,
     EndpointSlice,
+    /// Served only while its CRD is installed ([`FakeApiServer::install_crd`]).
+    ClusterNetworkPolicy,
 }
 
 impl Res {
@@ -52,9 +54,23 @@ impl Res {
         Res::EndpointSlice,
     ];
 
+    /// Every kind the fake knows: the built-in six and the CRD's.
+    const KNOWN: [Res; 7] = [
+        Res::Namespace,
+        Res::Pod,
+        Res::NetworkPolicy,
+        Res::Node,
+        Res::Service,
+        Res::EndpointSlice,
+        Res::ClusterNetworkPolicy,
+    ];
+
     /// The cluster-wide collection path.
     pub fn path(self) -> &'static str {
         match self {
+            Res::ClusterNetworkPolicy => {
+                "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies"
+            }
             Res::Namespace => "/api/v1/namespaces",
             Res::Pod => "/api/v1/pods",
             Res::NetworkPolicy => "/apis/networking.k8s.io/v1/networkpolicies",
@@ -72,6 +88,7 @@ impl Res {
             Res::Node => "Node",
             Res::Service => "Service",
             Res::EndpointSlice => "EndpointSlice",
+            Res::ClusterNetworkPolicy => "ClusterNetworkPolicy",
         }
     }
 
@@ -79,16 +96,17 @@ impl Res {
         match self {
             Res::NetworkPolicy => "networking.k8s.io/v1",
             Res::EndpointSlice => "discovery.k8s.io/v1",
+            Res::ClusterNetworkPolicy => "policy.networking.k8s.io/v1alpha2",
             _ => "v1",
         }
     }
 
     fn of_kind(kind: &str) -> Option<Res> {
-        Res::ALL.into_iter().find(|r| r.kind() == kind)
+        Res::KNOWN.into_iter().find(|r| r.kind() == kind)
     }
 
     fn of_path(path: &str) -> Option<Res> {
-        Res::ALL.into_iter().find(|r| r.path() == path)
+        Res::KNOWN.into_iter().find(|r| r.path() == path)
     }
 }
 
@@ -143,6 +161,8 @@ struct Inner {
     down: bool,
     requests: Vec<Request>,
     unknown: Vec<String>,
+    /// Whether the ClusterNetworkPolicy CRD is installed (served).
+    crd_installed: bool,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -429,6 +449,22 @@ impl FakeApiServer {
         })
     }
 
+    /// Installs the ClusterNetworkPolicy CRD: its resource is served from now on.
+    pub fn install_crd(&self) {
+        lock(&self.shared).crd_installed = true;
+    }
+
+    /// Removes the CRD: open watches of its resource end, and requests for
+    /// it are answered 404 again.
+    pub fn remove_crd(&self) {
+        let mut inner = lock(&self.shared);
+        inner.crd_installed = false;
+        if let Some(c) = inner.collections.get_mut(&Res::ClusterNetworkPolicy) {
+            c.broadcast(|| Feed::End, false);
+            c.watchers.clear();
+        }
+    }
+
     /// Requests the fake does not serve (method and URI).
     pub fn unknown_requests(&self) -> Vec<String> {
         lock(&self.shared).unknown.clone()
@@ -586,6 +622,13 @@ async fn handle(
             format!("the fake serves no {uri}"),
         );
     };
+    if res == Res::ClusterNetworkPolicy && !lock(&shared).crd_installed {
+        return status_response(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource".into(),
+        );
+    }
     if watch {
         watch_response(&shared, res, &query)
     } else {

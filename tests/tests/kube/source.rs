@@ -21,6 +21,8 @@ const WAIT: Duration = Duration::from_secs(20);
 /// What a kind's health reason starts with once a watch could not be
 /// (re)started, e.g. against a server that refuses connections.
 const RESTART_REFUSED: &str = "watch failed:";
+/// How often the source looks for a missing CRD here (30 s in the agent).
+const CRD_RECHECK: Duration = Duration::from_millis(200);
 
 /// The bed for `source::kube::run` in-process: a namespace, the fake inside
 /// it and a kubeconfig for it. Fields drop in
@@ -66,7 +68,11 @@ impl SourceBed {
                     .await
                     .expect("a client from the kubeconfig");
                 let (tx, rx) = mpsc::channel(1024);
-                let source = tokio::spawn(palisade_agent::source::kube::run(client, tx));
+                let source = tokio::spawn(palisade_agent::source::kube::run_with(
+                    client,
+                    tx,
+                    CRD_RECHECK,
+                ));
                 body(Events { rx }).await;
                 source.abort();
             });
@@ -155,11 +161,12 @@ impl Events {
         got
     }
 
-    /// The initial view: one `Replace` per kind in `Kind::ALL` order, then
-    /// `Health { up: true }`. Returns the object names per kind.
+    /// The initial view: one `Replace` per kind in `Kind::ALL` then
+    /// `Kind::OPTIONAL` order, then `Health { up: true }`. Returns the object
+    /// names per kind.
     async fn initial(&mut self) -> BTreeMap<Kind, Vec<String>> {
         let mut lists = BTreeMap::new();
-        for kind in Kind::ALL {
+        for kind in Kind::ALL.into_iter().chain(Kind::OPTIONAL) {
             match self.next().await {
                 SourceEvent::Replace { kinds, objects } => {
                     assert_eq!(kinds, vec![kind], "initial Replace of {kind}");
@@ -254,6 +261,8 @@ fn initial_lists_arrive_as_one_replace_per_kind_then_watch_events_follow() {
         expect(Kind::Node, &["node-0"]);
         expect(Kind::Service, &["default/svc"]);
         expect(Kind::EndpointSlice, &["default/svc-1"]);
+        // No CRD installed: no ClusterNetworkPolicies, and not a fault.
+        expect(Kind::ClusterNetworkPolicy, &[]);
 
         fake.apply(pod("default", "a", "node-0", "relabelled", &[ip]));
         match events.next().await {
@@ -336,6 +345,7 @@ fn nothing_is_sent_before_every_list_is_complete_and_held_back_events_follow_the
                 "Replace [Node] [\"node-0\"]",
                 "Replace [Service] [\"default/svc\"]",
                 "Replace [EndpointSlice] [\"default/svc-1\"]",
+                "Replace [ClusterNetworkPolicy] []",
                 "Apply Pod default/c",
                 "Delete Pod default/a",
                 "Health up=true (every kind listed and watched)",
@@ -507,4 +517,65 @@ fn an_outage_across_a_compaction_ends_in_a_relist_of_that_kind_only() {
         let expect = if res == Res::Pod { 2 } else { 1 };
         assert_eq!(fake.lists(res), expect, "{res:?} lists");
     }
+}
+
+fn cluster_network_policy(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2",
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": {"tier": "Admin", "priority": 10, "subject": {"namespaces": {}},
+                 "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]},
+    })
+}
+
+#[test]
+fn cluster_network_policies_follow_their_crd_being_installed_and_removed() {
+    let bed = SourceBed::new();
+    let fake = &bed.fake;
+    seed(fake);
+    fake.apply(cluster_network_policy("deny-all"));
+    bed.run(|mut events| async move {
+        // Absent: the kind is empty and the source is up (not an error loop).
+        let lists = events.initial().await;
+        assert!(lists[&Kind::ClusterNetworkPolicy].is_empty());
+        let quiet = events.during(CRD_RECHECK * 3).await;
+        assert!(
+            quiet.is_empty(),
+            "the absent CRD is not a fault: {:?}",
+            quiet.iter().map(describe).collect::<Vec<_>>()
+        );
+        // Installed: listed as a Replace of that kind, then watched.
+        fake.install_crd();
+        match events.next().await {
+            SourceEvent::Replace { kinds, objects } => {
+                assert_eq!(kinds, vec![Kind::ClusterNetworkPolicy]);
+                assert_eq!(names(&objects), ["deny-all"]);
+            }
+            other => panic!("expected the CRD's first list, got {}", describe(&other)),
+        }
+        fake.apply(cluster_network_policy("deny-more"));
+        match events.next().await {
+            SourceEvent::Apply(o) => {
+                assert_eq!(object_ref(&o).to_string(), "ClusterNetworkPolicy deny-more")
+            }
+            other => panic!("expected Apply of deny-more, got {}", describe(&other)),
+        }
+        // Removed: every ClusterNetworkPolicy is gone with it.
+        fake.remove_crd();
+        match events.next().await {
+            SourceEvent::Replace { kinds, objects } => {
+                assert_eq!(kinds, vec![Kind::ClusterNetworkPolicy]);
+                assert!(objects.is_empty(), "{:?}", names(&objects));
+            }
+            other => panic!("expected the CRD's removal, got {}", describe(&other)),
+        }
+        let rest = events.during(CRD_RECHECK * 3).await;
+        assert!(
+            rest.iter()
+                .all(|e| !matches!(e, SourceEvent::Health { up: false, .. })),
+            "the removal is not a fault: {:?}",
+            rest.iter().map(describe).collect::<Vec<_>>()
+        );
+    });
 }
