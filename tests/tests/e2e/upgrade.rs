@@ -334,9 +334,17 @@ fn a_running_agent_keeps_enforcing_a_pod_whose_interface_stops_resolving() {
     // so a detached client would get through.
     cluster.delete_policy("client").expect("delete policy");
     let opened = SystemTime::now();
+    // The apply without the policy, not any apply after the delete: the
+    // route removal above wakes the agent too, and its reconcile (and
+    // status) may land after `opened` but before the delete is read.
     cluster
-        .wait_applied(opened, Duration::from_secs(20))
-        .expect("applied");
+        .wait_status(0, Duration::from_secs(20), "the delete applied", |s| {
+            applied_after(s, opened)
+                && client_status(s).is_some_and(|c| {
+                    c["enforced"].as_bool() == Some(true) && c["egress_isolated"] == false
+                })
+        })
+        .unwrap_or_else(|e| panic!("{e}; agent log:\n{}", cluster.agent_log(0)));
     let hits = sink.hits();
     send_udp(&client, server, 9100, 3);
     palisade_tests::wait_until(
