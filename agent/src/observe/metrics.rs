@@ -121,6 +121,14 @@ impl Metrics {
             attach_mode.clone(),
         );
         let errors = Family::<ErrorLabel, Counter>::default();
+        // Exported at 0 from the start, so an alert's rate() has a series.
+        for error in ["source", "object_rejected", "map_full"] {
+            errors
+                .get_or_create(&ErrorLabel {
+                    error: error.into(),
+                })
+                .inc_by(0);
+        }
         registry.register(
             "errors",
             "Errors since the agent started, by kind: source (the API server or manifest directory failed), object_rejected (an object the state refused), map_full (a map write that failed closed), and the datapath's own (attach, tc_filter, map, ...); the latest are listed in /status",

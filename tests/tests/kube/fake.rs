@@ -55,15 +55,9 @@ impl Res {
     ];
 
     /// Every kind the fake knows: the built-in six and the CRD's.
-    const KNOWN: [Res; 7] = [
-        Res::Namespace,
-        Res::Pod,
-        Res::NetworkPolicy,
-        Res::Node,
-        Res::Service,
-        Res::EndpointSlice,
-        Res::ClusterNetworkPolicy,
-    ];
+    fn known() -> impl Iterator<Item = Res> {
+        Res::ALL.into_iter().chain([Res::ClusterNetworkPolicy])
+    }
 
     /// The cluster-wide collection path.
     pub fn path(self) -> &'static str {
@@ -102,11 +96,11 @@ impl Res {
     }
 
     fn of_kind(kind: &str) -> Option<Res> {
-        Res::KNOWN.into_iter().find(|r| r.kind() == kind)
+        Res::known().find(|r| r.kind() == kind)
     }
 
     fn of_path(path: &str) -> Option<Res> {
-        Res::KNOWN.into_iter().find(|r| r.path() == path)
+        Res::known().find(|r| r.path() == path)
     }
 }
 

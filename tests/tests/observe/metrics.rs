@@ -192,6 +192,11 @@ fn every_family_has_help_and_type_and_the_exposition_parses() {
         assert!(names.contains(want), "{want} missing from:\n{text}");
     }
     assert!(typed.contains("palisade_policy_programming_seconds"));
+    // No samples while nothing failed, but the family is there to alert on.
+    assert!(
+        typed.contains("palisade_errors"),
+        "palisade_errors_total family missing"
+    );
     for reason in [
         "policy_denied",
         "malformed",
