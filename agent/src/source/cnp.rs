@@ -197,12 +197,19 @@ mod tests {
 
     use super::*;
 
-    /// `../shared/crds` beside the repository, or `PALISADE_CNP_CRDS`.
+    /// `PALISADE_CNP_CRDS`, else the team's `shared/crds` beside the
+    /// checkout or beside any folder above it (the CRDs are test data kept
+    /// outside the repository).
     fn crd_dir() -> PathBuf {
-        std::env::var_os("PALISADE_CNP_CRDS").map_or_else(
-            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/crds"),
-            PathBuf::from,
-        )
+        if let Some(dir) = std::env::var_os("PALISADE_CNP_CRDS") {
+            return PathBuf::from(dir);
+        }
+        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        manifest
+            .ancestors()
+            .map(|dir| dir.join("shared/crds"))
+            .find(|dir| dir.join("clusternetworkpolicies-standard.yaml").is_file())
+            .unwrap_or_else(|| manifest.join("../../shared/crds"))
     }
 
     fn schema(channel: &str) -> Value {
