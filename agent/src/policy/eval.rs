@@ -46,7 +46,7 @@ pub fn direction_allows(
         .policies()
         .filter(|p| p.selects(&pod.namespace, &pod.labels) && p.policy_types.has(direction))
         .collect();
-    let from_node = direction == Direction::Ingress && is_host(cluster, pod, remote);
+    let from_node = direction == Direction::Ingress && cluster.is_node_of(pod, remote);
     if applying.is_empty() || pod.ips.contains(&remote) || from_node {
         return true;
     }
@@ -55,13 +55,6 @@ pub fn direction_allows(
     }
     direction == Direction::Egress
         && service_allows(cluster, pod, &applying, remote, protocol, port)
-}
-
-/// Whether `ip` is the pod's node (its addresses or a hostNetwork pod on it).
-fn is_host(cluster: &ClusterState, pod: &Pod, ip: IpAddr) -> bool {
-    pod.node_name
-        .as_deref()
-        .is_some_and(|n| cluster.node_addresses(n).contains(&ip))
 }
 
 fn rules_allow(

@@ -19,6 +19,7 @@ use std::net::IpAddr;
 
 use crate::state::ClusterState;
 use crate::state::Direction;
+use crate::state::Protocol;
 use crate::state::cnp::{Action, ClusterNetworkPolicy, Peer, Peers, PodSet, Port, Rule, Tier};
 use crate::state::model::Pod;
 
@@ -84,7 +85,8 @@ pub fn verdict<'a>(
     network_policy: impl FnOnce() -> Option<bool>,
 ) -> Verdict<'a> {
     let exempt = traffic.pod.ips.contains(&traffic.remote)
-        || (traffic.direction == Direction::Ingress && from_own_node(cluster, traffic));
+        || (traffic.direction == Direction::Ingress
+            && cluster.is_node_of(traffic.pod, traffic.remote));
     if exempt {
         return Verdict {
             allowed: true,
@@ -163,14 +165,6 @@ fn selects(cluster: &ClusterState, set: &PodSet, pod: &Pod) -> bool {
         && set.pods.matches(&pod.labels)
 }
 
-fn from_own_node(cluster: &ClusterState, traffic: Traffic<'_>) -> bool {
-    traffic
-        .pod
-        .node_name
-        .as_deref()
-        .is_some_and(|n| cluster.node_addresses(n).contains(&traffic.remote))
-}
-
 fn rule_matches(cluster: &ClusterState, rule: &Rule, traffic: Traffic<'_>) -> bool {
     let remote_pod = cluster
         .endpoint_pod_by_ip(traffic.remote)
@@ -203,13 +197,12 @@ fn rule_matches(cluster: &ClusterState, rule: &Rule, traffic: Traffic<'_>) -> bo
             first,
             last,
         } => protocol.number() == traffic.protocol && (*first..=*last).contains(&traffic.port),
-        Port::Named(name) => destination.is_some_and(|pod| {
-            pod.ports.iter().any(|p| {
-                p.name.as_deref() == Some(name.as_str())
-                    && p.protocol.number() == traffic.protocol
-                    && p.port == traffic.port
-            })
-        }),
+        Port::Named(name) => {
+            destination
+                .zip(Protocol::from_number(traffic.protocol))
+                .and_then(|(pod, protocol)| pod.named_port(name, protocol))
+                == Some(traffic.port)
+        }
     })
 }
 

@@ -79,7 +79,7 @@ pub async fn run<I: Interfaces, K: Kernel>(
                 forced = false;
             }
             _ = r.interfaces.changed() => {}
-            _ = sleep_until(next_retry), if r.unenforced > 0 => {
+            _ = sleep_until(next_retry), if r.has_unenforced() => {
                 next_retry = Instant::now() + r.settings.retry;
             }
             call = cni_calls.recv(), if cni_open => {

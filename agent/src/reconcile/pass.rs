@@ -38,8 +38,6 @@ pub struct Reconciler<I, K> {
     compiler: Compiler,
     enforcement: Enforcement,
     cni: CniDesk,
-    /// Pods not enforced after the last pass (retried on a timer).
-    pub unenforced: usize,
     /// The cluster state generation the kernel was last fully programmed
     /// from (`None` until then, or after a pass failed or a map was full).
     pub reconciled: Option<u64>,
@@ -78,10 +76,14 @@ impl<I: Interfaces, K: Kernel> Reconciler<I, K> {
             compiler,
             enforcement: Enforcement::default(),
             cni: CniDesk::default(),
-            unenforced: 0,
             reconciled: None,
             reasons: BTreeMap::new(),
         })
+    }
+
+    /// Whether pods were left unenforced by the last pass (retried on a timer).
+    pub fn has_unenforced(&self) -> bool {
+        !self.reasons.is_empty()
     }
 
     /// Whether the kernel already holds the current cluster state.
@@ -231,7 +233,6 @@ impl<I: Interfaces, K: Kernel> Reconciler<I, K> {
         for (pod, reason) in &placement.reasons {
             tracing::warn!(%pod, %reason, "pod not enforced yet");
         }
-        self.unenforced = placement.reasons.len();
         self.reasons = placement.reasons;
         self.board.reconciled(Outcome {
             node: &self.settings.node_name,

@@ -323,9 +323,14 @@ where
         match api.list(&ListParams::default().limit(1)).await {
             Err(e) if not_served(&e) => {
                 let first = !absent_reported;
-                if first {
+                if first && forbidden(&e) {
+                    tracing::warn!(%kind, reason = %e, every = ?recheck,
+                        "not readable (RBAC): none known; grant get/list/watch as deploy/clusterrole.yaml does; looking again periodically");
+                } else if first {
                     tracing::info!(%kind, reason = %e, every = ?recheck,
-                        "not served (CRD not installed, or not readable): none known; looking again periodically");
+                        "not served (CRD not installed): none known; looking again periodically");
+                }
+                if first {
                     send(Report::Listed(Vec::new())).await?;
                     absent_reported = true;
                 }
@@ -354,6 +359,11 @@ where
             }
         }
     }
+}
+
+/// Whether the server refuses this agent the resource (RBAC).
+fn forbidden(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(status) if status.code == 403)
 }
 
 /// Whether the server says the resource does not exist or may not be read.

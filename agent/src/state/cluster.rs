@@ -441,6 +441,13 @@ impl ClusterState {
         out
     }
 
+    /// Whether `ip` is `pod`'s own node (see [`ClusterState::node_addresses`]).
+    pub fn is_node_of(&self, pod: &Pod, ip: IpAddr) -> bool {
+        pod.node_name
+            .as_deref()
+            .is_some_and(|n| self.node_addresses(n).contains(&ip))
+    }
+
     /// The addresses that are the node `node_name` itself: its InternalIP and
     /// ExternalIP addresses and the IPs of hostNetwork pods running on it.
     pub fn node_addresses(&self, node_name: &str) -> BTreeSet<IpAddr> {
