@@ -67,12 +67,49 @@ impl PolicyKey {
     }
 }
 
-/// Value of `POLICY`.
+/// Value of `POLICY`: the rule credited with the packets the entry decides,
+/// and (bit [`PolicyValue::DENY`] of the word) whether it denies them.
+///
+/// The deny bit sits in the rule word so the value keeps the 4 bytes that
+/// pinned maps of earlier builds have; those builds read any entry as an
+/// allow, so the agent never writes a deny entry where one of their programs
+/// may still be attached.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PolicyValue {
-    /// The rule credited with packets this entry allows.
+    /// The rule, with [`PolicyValue::DENY`] set on deny entries.
     pub rule: RuleId,
+}
+
+impl PolicyValue {
+    /// Set in `rule` on an entry that denies.
+    pub const DENY: u32 = 1 << 31;
+
+    /// An entry allowing, credited to `rule`.
+    #[inline(always)]
+    pub const fn allow(rule: RuleId) -> Self {
+        PolicyValue { rule }
+    }
+
+    /// An entry denying, credited to `rule` ([`RuleId::NONE`]: no rule).
+    #[inline(always)]
+    pub const fn deny(rule: RuleId) -> Self {
+        PolicyValue {
+            rule: RuleId(rule.0 | Self::DENY),
+        }
+    }
+
+    /// Whether the entry denies.
+    #[inline(always)]
+    pub const fn denies(&self) -> bool {
+        self.rule.0 & Self::DENY != 0
+    }
+
+    /// The rule credited, without the deny bit.
+    #[inline(always)]
+    pub const fn credited(&self) -> RuleId {
+        RuleId(self.rule.0 & !Self::DENY)
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<PolicyValue>() == 4);

@@ -163,6 +163,7 @@ impl Compiler {
                 .zip(endpoints)
                 .collect(),
             rules,
+            denies: BTreeMap::new(),
             rule_origins: rule_index.origins,
             rejections: all_rejections(cluster, pod_rejections),
         };
@@ -187,11 +188,7 @@ impl Compiler {
                     index.ids.insert(at, id);
                     index.origins.insert(
                         id,
-                        RuleOrigin {
-                            policy: pol.policy_ref(),
-                            direction: d,
-                            index: position,
-                        },
+                        RuleOrigin::network_policy(pol.policy_ref(), d, position),
                     );
                     index.atoms.insert(at, self.intern_peers(rule, table));
                     if d == Direction::Egress {

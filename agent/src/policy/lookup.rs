@@ -8,7 +8,8 @@
 //! 3. ingress from one of the node's own addresses
 //!    ([`DatapathPlan::host_addresses`]): allowed;
 //! 4. the policy lookup with the remote identity, then with
-//!    [`IdentityId::ANY`]: allowed with the rule found;
+//!    [`IdentityId::ANY`]: the most specific entry of the first lookup that
+//!    finds one decides, allowed or denied, with its rule;
 //! 5. denied.
 //!
 //! The remote address is the source for ingress and the destination for
@@ -59,9 +60,11 @@ pub enum Reason {
     SelfTraffic,
     /// The remote is the local node.
     Host,
-    /// A rule matched.
+    /// An allow entry matched.
     Rule,
-    /// Isolated and no rule matched.
+    /// A deny entry matched (a ClusterNetworkPolicy's decision).
+    Denied,
+    /// Isolated and no entry matched.
     NoRule,
 }
 
@@ -72,7 +75,8 @@ pub struct Verdict {
     pub allowed: bool,
     /// Why.
     pub reason: Reason,
-    /// The rule that allowed it ([`RuleId::NONE`] unless `reason` is `Rule`).
+    /// The rule that allowed it (`reason` `Rule`) or denied it (`Denied`;
+    /// [`RuleId::NONE`] when no rule but isolation did); else [`RuleId::NONE`].
     pub rule: RuleId,
     /// The remote identity the ipcache resolved.
     pub remote_identity: IdentityId,
@@ -129,32 +133,40 @@ pub fn match_prefix_len(l4: L4Match, port: u16) -> u32 {
         .map_or(PREFIX_FULL, |(len, _, _)| len)
 }
 
-/// The rule the kernel's LPM lookup returns for `identity`: among the entries
-/// of `endpoint`/`direction`/`identity` matching the L4, the most specific one;
-/// for equally specific entries (the same trie key) the lowest rule id.
-fn find_rule(
+/// What the kernel's LPM lookup returns for `identity`: among the entries of
+/// `endpoint`/`direction`/`identity` (allow and deny) matching the L4, the
+/// most specific one; for equally specific entries (the same trie key) a
+/// deny before an allow, then the lowest rule id. `Ok` allows, `Err` denies.
+fn find_entry(
     plan: &DatapathPlan,
     ep: &EndpointPlan,
     direction: Direction,
     identity: IdentityId,
     protocol: u8,
     port: u16,
-) -> Option<RuleId> {
+) -> Option<Result<RuleId, RuleId>> {
     let lo = RuleKey {
         endpoint: ep.id,
         direction,
         identity,
         l4: L4Match::Any,
     };
-    plan.rules
-        .range(lo..)
-        .take_while(|(k, _)| {
-            k.endpoint == ep.id && k.direction == direction && k.identity == identity
-        })
-        .filter(|(k, _)| l4_matches(k.l4, protocol, port))
-        .map(|(k, r)| (std::cmp::Reverse(match_prefix_len(k.l4, port)), *r))
+    let matching = |entries: &'_ BTreeMap<RuleKey, RuleId>, deny: bool| {
+        entries
+            .range(lo..)
+            .take_while(|(k, _)| {
+                k.endpoint == ep.id && k.direction == direction && k.identity == identity
+            })
+            .filter(|(k, _)| l4_matches(k.l4, protocol, port))
+            .map(move |(k, r)| (std::cmp::Reverse(match_prefix_len(k.l4, port)), !deny, *r))
+            .collect::<Vec<_>>()
+    };
+    let mut found = matching(&plan.rules, false);
+    found.extend(matching(&plan.denies, true));
+    found
+        .into_iter()
         .min()
-        .map(|(_, r)| r)
+        .map(|(_, allow, r)| if allow { Ok(r) } else { Err(r) })
 }
 
 /// Evaluates `flow` at endpoint `ep` of `plan` in `direction`.
@@ -194,10 +206,11 @@ pub fn evaluate(
     } else {
         0
     };
-    let hit = find_rule(plan, ep, direction, remote_identity, flow.protocol, port)
-        .or_else(|| find_rule(plan, ep, direction, IdentityId::ANY, flow.protocol, port));
+    let hit = find_entry(plan, ep, direction, remote_identity, flow.protocol, port)
+        .or_else(|| find_entry(plan, ep, direction, IdentityId::ANY, flow.protocol, port));
     match hit {
-        Some(rule) => verdict(true, Reason::Rule, rule),
+        Some(Ok(rule)) => verdict(true, Reason::Rule, rule),
+        Some(Err(rule)) => verdict(false, Reason::Denied, rule),
         None => verdict(false, Reason::NoRule, RuleId::NONE),
     }
 }
@@ -285,6 +298,63 @@ mod tests {
         assert!(!v("10.8.0.5", 6, 80).allowed);
         assert_eq!(v("10.8.0.5", 17, 5).rule, RuleId(4));
         assert!(!v("10.8.0.5", 1, 0).allowed, "ICMP only matches Any rules");
+    }
+
+    #[test]
+    fn deny_entries_decide_where_they_are_the_most_specific() {
+        let mut plan = DatapathPlan::default();
+        plan.ipcache.insert(net("10.9.0.0/16"), IdentityId(16));
+        let e = ep();
+        let key = |identity, l4| RuleKey {
+            endpoint: e.id,
+            direction: Direction::Ingress,
+            identity,
+            l4,
+        };
+        let tcp = |first, last| L4Match::Ports {
+            protocol: 6,
+            first,
+            last,
+        };
+        plan.rules
+            .insert(key(IdentityId::ANY, L4Match::Any), RuleId(1));
+        plan.denies
+            .insert(key(IdentityId(16), L4Match::Protocol(6)), RuleId(2));
+        plan.rules
+            .insert(key(IdentityId(16), tcp(8080, 8080)), RuleId(3));
+        plan.denies
+            .insert(key(IdentityId::ANY, tcp(22, 22)), RuleId(4));
+        plan.rules
+            .insert(key(IdentityId::ANY, tcp(0, 65535)), RuleId(5));
+        plan.denies
+            .insert(key(IdentityId::ANY, L4Match::Protocol(17)), RuleId(6));
+        let v = |plan: &DatapathPlan, src, proto, port| {
+            evaluate(plan, &e, Direction::Ingress, &flow(src, proto, port))
+        };
+        let denied = |plan: &DatapathPlan, src, proto, port| {
+            let verdict = v(plan, src, proto, port);
+            (!verdict.allowed && verdict.reason == Reason::Denied).then_some(verdict.rule)
+        };
+        assert_eq!(
+            denied(&plan, "10.9.0.5", 6, 80),
+            Some(RuleId(2)),
+            "identity deny shadows ANY"
+        );
+        assert_eq!(
+            v(&plan, "10.9.0.5", 6, 8080).rule,
+            RuleId(3),
+            "a longer allow inside a deny"
+        );
+        // No UDP entry of the identity: ANY's decide, its deny and its allow.
+        assert_eq!(denied(&plan, "10.9.0.5", 17, 53), Some(RuleId(6)));
+        assert_eq!(v(&plan, "10.9.0.5", 1, 0).rule, RuleId(1));
+        assert_eq!(denied(&plan, "10.8.0.5", 6, 22), Some(RuleId(4)));
+        assert_eq!(v(&plan, "10.8.0.5", 6, 23).rule, RuleId(5));
+        assert_eq!(denied(&plan, "10.8.0.5", 17, 53), Some(RuleId(6)));
+        // Protocol(6) and 0-65535 are one kernel key: the deny wins.
+        plan.denies
+            .insert(key(IdentityId::ANY, L4Match::Protocol(6)), RuleId(7));
+        assert_eq!(denied(&plan, "10.8.0.5", 6, 23), Some(RuleId(7)));
     }
 
     #[test]

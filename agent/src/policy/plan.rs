@@ -9,6 +9,7 @@ use palisade_common::ids::{EndpointId, IdentityId, RuleId};
 use palisade_common::policy::{PREFIX_ANY_PORT, PREFIX_ANY_PROTOCOL};
 use serde::{Deserialize, Serialize};
 
+use crate::state::cnp::{Action, Tier};
 use crate::state::{Direction, PodRef, PolicyRef, Rejection};
 
 /// Everything the datapath of one node needs.
@@ -30,6 +31,14 @@ pub struct DatapathPlan {
     /// Allow entries. When several rules produce the same key, the lowest rule id wins.
     #[serde(with = "as_pairs")]
     pub rules: BTreeMap<RuleKey, RuleId>,
+    /// Deny entries, each with the rule credited with the drop
+    /// ([`RuleId::NONE`]: no rule; what NetworkPolicy's isolation leaves
+    /// denied where a broader entry would allow). The most specific entry of
+    /// `rules` and `denies` together decides (see [`super::lookup`]); the
+    /// compiler never puts one key in both, and where two entries land on one
+    /// kernel key the deny wins. Only ClusterNetworkPolicy makes them.
+    #[serde(default, with = "as_pairs")]
+    pub denies: BTreeMap<RuleKey, RuleId>,
     /// Rule id -> where it comes from, for metrics and explain.
     pub rule_origins: BTreeMap<RuleId, RuleOrigin>,
     /// Policies (or parts of them) that failed validation: they still isolate the
@@ -150,12 +159,56 @@ pub struct RuleKey {
 /// Where a rule id comes from.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RuleOrigin {
-    /// The policy.
+    /// The policy (a ClusterNetworkPolicy's has an empty namespace).
     pub policy: PolicyRef,
     /// Ingress or egress rule list.
     pub direction: Direction,
     /// Index of the rule in `spec.ingress` / `spec.egress`.
     pub index: u32,
+    /// Set for a ClusterNetworkPolicy rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterRuleOrigin>,
+}
+
+/// What a ClusterNetworkPolicy rule adds to its origin.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ClusterRuleOrigin {
+    /// Admin or Baseline.
+    pub tier: Tier,
+    /// The rule's action (a `Pass` rule never lands in an entry: it only
+    /// shows in explain).
+    pub action: Action,
+    /// The rule's `name`, when it has one.
+    pub name: Option<String>,
+}
+
+impl RuleOrigin {
+    /// The origin of a NetworkPolicy rule.
+    pub fn network_policy(policy: PolicyRef, direction: Direction, index: u32) -> RuleOrigin {
+        RuleOrigin {
+            policy,
+            direction,
+            index,
+            cluster: None,
+        }
+    }
+
+    /// Metric label `tier`: `admin`, `network_policy` or `baseline`.
+    pub fn tier_label(&self) -> &'static str {
+        match self.cluster.as_ref().map(|c| c.tier) {
+            None => "network_policy",
+            Some(Tier::Admin) => "admin",
+            Some(Tier::Baseline) => "baseline",
+        }
+    }
+
+    /// Metric label `rule`: a ClusterNetworkPolicy rule's `name`, else its index.
+    pub fn rule_label(&self) -> String {
+        match self.cluster.as_ref().and_then(|c| c.name.clone()) {
+            Some(name) => name,
+            None => self.index.to_string(),
+        }
+    }
 }
 
 /// Serialises a map with structured keys as a list of `[key, value]` pairs

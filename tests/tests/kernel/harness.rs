@@ -124,14 +124,14 @@ impl PlanBuilder {
         );
         self.plan.rule_origins.insert(
             RuleId(rule),
-            RuleOrigin {
-                policy: PolicyRef {
+            RuleOrigin::network_policy(
+                PolicyRef {
                     namespace: "t".into(),
                     name: format!("p{rule}"),
                 },
                 direction,
-                index: 0,
-            },
+                0,
+            ),
         );
         self
     }
