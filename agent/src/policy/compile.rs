@@ -25,30 +25,40 @@ use super::identity::{Atom, AtomId, AtomTable, DescriptionCache, Identities};
 use super::identity_cache::{IdentityCache, IdentityChanges, Inputs};
 use super::ids::IdAllocator;
 use super::lookup::{ipcache_lookup, l4_matches};
-use super::plan::{DatapathPlan, EndpointPlan, L4Match, RuleKey, RuleOrigin};
+use super::plan::{ClusterRuleOrigin, DatapathPlan, EndpointPlan, L4Match, RuleKey, RuleOrigin};
+use super::tiered::{self, SelfFix, ServicePort, TierRule};
 use crate::state::ClusterState;
+use crate::state::cnp::{self, Action, ClusterNetworkPolicy};
 use crate::state::journal::{Change, Mark};
 use crate::state::model::{
     ALLOWED_SOURCE_PREFIXES_ANNOTATION, ContainerPort, Pod, Protocol, Service, SourcePrefixes,
 };
-use crate::state::netpol::{NetworkPolicy, Peer, PortRef, Rule};
+use crate::state::netpol::{IpBlock, NamespaceScope, NetworkPolicy, Peer, PodPeer, PortRef, Rule};
 use crate::state::{Direction, PodRef, PolicyRef, Rejection};
 
 /// Key of a rule id: policy, direction, index in its rule list.
 type RuleSlot = (PolicyRef, Direction, u32);
 
-/// Endpoints sharing a direction, applying policies and (for ingress)
-/// container ports get the same allow entries.
-type GroupKey = (Direction, Vec<PolicyRef>, Vec<ContainerPort>);
+/// Endpoints sharing a direction, applying NetworkPolicies and
+/// ClusterNetworkPolicies (by name) and (for ingress) container ports get
+/// the same entries.
+type GroupKey = (Direction, Vec<PolicyRef>, Vec<String>, Vec<ContainerPort>);
 
-/// A group's allow entries and what they were computed from.
-#[derive(Debug)]
+/// A group's entries and what they were computed from.
+#[derive(Debug, Default)]
 struct Expansion {
     entries: Vec<Entry>,
+    /// Deny entries (only ClusterNetworkPolicy makes them).
+    denies: Vec<Entry>,
+    /// Service ports allowed to members that are the only denied backends.
+    self_fixes: Vec<SelfFix>,
     /// Atoms of the group's rules: their identities are in the entries.
     atoms: HashSet<AtomId>,
     /// Port names of its egress rules: resolved per peer identity.
     names: HashSet<(String, Protocol)>,
+    /// For a tiered egress group, the fingerprint of the Service ports it
+    /// was computed with: valid while they stay the same.
+    services: Option<u64>,
 }
 
 /// Compiles plans, keeping ids stable across compiles and reusing what the
@@ -135,7 +145,8 @@ impl Compiler {
         host: &BTreeSet<IpAddr>,
     ) -> DatapathPlan {
         let policies: Vec<&NetworkPolicy> = cluster.policies().collect();
-        let locals = Locals::new(&policies, pods);
+        let cluster_policies = cluster.cluster_policies();
+        let locals = Locals::new(&policies, &cluster_policies, cluster, pods);
         let mut table = AtomTable::default();
         let rule_index = self.index_rules(&locals, &mut table);
         let services = locals.egress_services(cluster);
@@ -143,13 +154,17 @@ impl Compiler {
         let mut pod_rejections = Vec::new();
         let endpoints = self.plan_endpoints(cluster, &locals, &mut pod_rejections);
         let endpoint_ids: Vec<EndpointId> = endpoints.iter().map(|ep| ep.id).collect();
+        let service_ports = locals.tiered_service_ports(cluster, &services, &ids);
         let ctx = RuleContext {
             policies: &policies,
             rule_ids: &rule_index.ids,
             rule_atoms: &rule_index.atoms,
+            cluster_rules: &rule_index.cluster,
             ids: &ids,
+            services_fingerprint: fingerprint(&service_ports),
+            service_ports: &service_ports,
         };
-        let rules = self.allow_rules(cluster, &locals, &endpoint_ids, &ctx, &services);
+        let (rules, denies) = self.entries(cluster, &locals, &endpoint_ids, &ctx, &services);
         self.mark = Some(cluster.mark());
 
         let plan = DatapathPlan {
@@ -163,7 +178,7 @@ impl Compiler {
                 .zip(endpoints)
                 .collect(),
             rules,
-            denies: BTreeMap::new(),
+            denies,
             rule_origins: rule_index.origins,
             rejections: all_rejections(cluster, pod_rejections),
         };
@@ -201,7 +216,92 @@ impl Compiler {
                 }
             }
         }
+        self.index_cluster_rules(locals, table, &mut index);
         index
+    }
+
+    /// Numbers the Accept and Deny rules of every ClusterNetworkPolicy that
+    /// applies to a local pod and interns their peers' atoms.
+    fn index_cluster_rules(
+        &mut self,
+        locals: &Locals<'_>,
+        table: &mut AtomTable,
+        index: &mut RuleIndex,
+    ) {
+        let mut relevant: Vec<usize> = locals.subjects.iter().flatten().copied().collect();
+        relevant.sort_unstable();
+        relevant.dedup();
+        for ci in relevant {
+            let policy = locals.cluster_policies[ci];
+            let policy_ref = PolicyRef {
+                namespace: String::new(),
+                name: policy.name.clone(),
+            };
+            for d in Direction::ALL {
+                for (ri, rule) in policy.rules(d).iter().enumerate() {
+                    let position = u32::try_from(rule.index).unwrap_or(u32::MAX);
+                    let id = match rule.action {
+                        Action::Pass => RuleId::NONE,
+                        Action::Accept | Action::Deny => {
+                            let id = RuleId(self.rules.get(&(policy_ref.clone(), d, position)));
+                            let origin = RuleOrigin {
+                                cluster: Some(ClusterRuleOrigin {
+                                    tier: policy.tier,
+                                    action: rule.action,
+                                    name: rule.name.clone(),
+                                }),
+                                ..RuleOrigin::network_policy(policy_ref.clone(), d, position)
+                            };
+                            index.origins.insert(id, origin);
+                            id
+                        }
+                    };
+                    let atoms = self.intern_cluster_peers(rule, table);
+                    if d == Direction::Egress {
+                        for port in rule.ports.iter().flatten() {
+                            if let cnp::Port::Named(n) = port {
+                                for protocol in Protocol::ALL {
+                                    table.egress_names.insert((n.clone(), protocol));
+                                }
+                            }
+                        }
+                    }
+                    index.cluster.insert((ci, d, ri), (id, atoms));
+                }
+            }
+        }
+    }
+
+    /// The atoms of a ClusterNetworkPolicy rule's listed peers.
+    fn intern_cluster_peers(&mut self, rule: &cnp::Rule, table: &mut AtomTable) -> Vec<AtomId> {
+        let cnp::Peers::Listed(peers) = &rule.peers else {
+            return Vec::new();
+        };
+        let mut atoms = Vec::new();
+        for peer in peers {
+            match peer {
+                cnp::Peer::Pods(set) => {
+                    let atom = Atom::Pods(PodPeer {
+                        namespaces: NamespaceScope::Selected(set.namespaces.clone()),
+                        pods: set.pods.clone(),
+                    });
+                    atoms.push(table.intern(&mut self.atoms, &atom));
+                }
+                cnp::Peer::Networks(nets) => {
+                    for net in nets {
+                        let atom = Atom::IpBlock(IpBlock {
+                            cidr: net.trunc(),
+                            except: Vec::new(),
+                        });
+                        atoms.push(table.intern(&mut self.atoms, &atom));
+                    }
+                }
+                cnp::Peer::Nodes(selector) => {
+                    atoms.push(table.intern(&mut self.atoms, &Atom::Nodes(selector.clone())));
+                }
+            }
+        }
+        atoms
     }
 
     /// The atoms of `rule`'s peers, in peer order.
@@ -258,8 +358,8 @@ impl Compiler {
                     IpAddr::V6(a) => Some(*a),
                     IpAddr::V4(_) => None,
                 }),
-                ingress_isolated: locals.isolated(l, Direction::Ingress),
-                egress_isolated: locals.isolated(l, Direction::Egress),
+                ingress_isolated: locals.enforced(l, Direction::Ingress),
+                egress_isolated: locals.enforced(l, Direction::Egress),
                 audit: cluster.namespace(&pod.namespace).is_some_and(|n| n.audit()),
                 source_prefixes: self.source_prefixes(pod, pod_rejections),
                 policies: locals.applying[l]
@@ -271,66 +371,96 @@ impl Compiler {
         endpoints
     }
 
-    /// The allow entries of every local endpoint: each group's expansion
-    /// (reused when still valid) stamped per member, plus the Service
-    /// ClusterIP entries of egress groups. Expansions of groups that no
-    /// longer exist are dropped.
-    fn allow_rules(
+    /// The allow and deny entries of every local endpoint: each group's
+    /// expansion (reused when still valid) stamped per member, plus the
+    /// Service ClusterIP entries of NetworkPolicy-only egress groups.
+    /// Expansions of groups that no longer exist are dropped.
+    fn entries(
         &mut self,
         cluster: &ClusterState,
         locals: &Locals<'_>,
         endpoint_ids: &[EndpointId],
         ctx: &RuleContext<'_>,
         services: &[&Service],
-    ) -> BTreeMap<RuleKey, RuleId> {
+    ) -> (BTreeMap<RuleKey, RuleId>, BTreeMap<RuleKey, RuleId>) {
         let groups = locals.groups();
         let mut used: HashSet<GroupKey> = HashSet::with_capacity(groups.len());
         let mut rules: Vec<(RuleKey, RuleId)> = Vec::new();
-        for ((d, pols, ports), members) in &groups {
+        let mut denies: Vec<(RuleKey, RuleId)> = Vec::new();
+        for ((d, pols, cnps, ports), members) in &groups {
             let key: GroupKey = (
                 *d,
                 pols.iter()
                     .map(|&pi| locals.policies[pi].policy_ref())
                     .collect(),
+                cnps.iter()
+                    .map(|&ci| locals.cluster_policies[ci].name.clone())
+                    .collect(),
                 ports.clone(),
             );
+            let pod = locals.pods[members[0]];
+            let stale = self
+                .expansions
+                .get(&key)
+                .is_some_and(|e| e.services.is_some_and(|f| f != ctx.services_fingerprint));
+            if stale {
+                self.expansions.remove(&key);
+            }
             let expansion = self
                 .expansions
                 .entry(key.clone())
-                .or_insert_with(|| ctx.expand(*d, pols, locals.pods[members[0]]));
-            let entries = &expansion.entries;
+                .or_insert_with(|| ctx.expand(*d, pols, cnps, locals, pod));
             used.insert(key);
+            let stamp = |l: usize, identity: IdentityId, l4: L4Match| RuleKey {
+                endpoint: endpoint_ids[l],
+                direction: *d,
+                identity,
+                l4,
+            };
             for &l in members {
-                rules.extend(entries.iter().map(|(identity, l4, rule)| {
-                    let key = RuleKey {
-                        endpoint: endpoint_ids[l],
-                        direction: *d,
-                        identity: *identity,
-                        l4: *l4,
-                    };
-                    (key, *rule)
-                }));
+                rules.extend(
+                    expansion
+                        .entries
+                        .iter()
+                        .map(|(identity, l4, rule)| (stamp(l, *identity, *l4), *rule)),
+                );
+                let fixes: Vec<(RuleKey, RuleId)> = expansion
+                    .self_fixes
+                    .iter()
+                    .filter(|f| f.denied.iter().all(|a| locals.pods[l].ips.contains(a)))
+                    .map(|f| {
+                        let l4 = L4Match::Ports {
+                            protocol: f.protocol,
+                            first: f.port,
+                            last: f.port,
+                        };
+                        (stamp(l, f.identity, l4), f.rule)
+                    })
+                    .collect();
+                denies.extend(
+                    expansion
+                        .denies
+                        .iter()
+                        .map(|(identity, l4, rule)| (stamp(l, *identity, *l4), *rule))
+                        .filter(|(k, _)| !fixes.iter().any(|(f, _)| f == k)),
+                );
+                rules.extend(fixes);
             }
-            if *d == Direction::Egress {
-                for (sid, l4, rule, denied) in service_entries(cluster, services, ctx.ids, entries)
+            if *d == Direction::Egress && cnps.is_empty() {
+                for (sid, l4, rule, denied) in
+                    service_entries(cluster, services, ctx.ids, &expansion.entries)
                 {
                     for &l in members {
                         // Denied backends that are the endpoint itself are allowed (self).
                         if denied.iter().all(|a| locals.pods[l].ips.contains(a)) {
-                            let key = RuleKey {
-                                endpoint: endpoint_ids[l],
-                                direction: *d,
-                                identity: sid,
-                                l4,
-                            };
-                            rules.push((key, rule));
+                            rules.push((stamp(l, sid, l4), rule));
                         }
                     }
                 }
             }
         }
         self.expansions.retain(|k, _| used.contains(k));
-        lowest_rule_per_key(rules)
+        (lowest_rule_per_key(rules), lowest_rule_per_key(denies))
     }
 
     /// Frees the ids this compile did not look up.
@@ -378,24 +508,42 @@ impl Compiler {
     /// those of changed policies and those whose atoms or egress port names
     /// gained or lost identities; all of them when that is unknown.
     fn forget_stale_expansions(&mut self, cluster: &ClusterState, changes: IdentityChanges) {
-        let changed: Option<HashSet<&PolicyRef>> =
-            self.mark.and_then(|m| cluster.changes_since(m)).map(|c| {
-                c.filter_map(|c| match c {
-                    Change::Policy(p) => Some(p),
-                    Change::Pod(_) | Change::Namespace(_) => None,
-                })
-                .collect()
-            });
-        let Some(policies) = changed.filter(|_| !changes.rebuilt) else {
+        let changed: Option<Vec<&Change>> = self
+            .mark
+            .and_then(|m| cluster.changes_since(m))
+            .map(|c| c.collect());
+        let Some(changed) = changed.filter(|_| !changes.rebuilt) else {
             self.expansions.clear();
             return;
         };
-        self.expansions.retain(|(_, pols, _), e| {
+        let mut policies: HashSet<&PolicyRef> = HashSet::new();
+        let mut cluster_policies: HashSet<&str> = HashSet::new();
+        for change in changed {
+            match change {
+                Change::Policy(p) => {
+                    policies.insert(p);
+                }
+                Change::ClusterPolicy(name) => {
+                    cluster_policies.insert(name);
+                }
+                Change::Pod(_) | Change::Namespace(_) => {}
+            }
+        }
+        self.expansions.retain(|(_, pols, cnps, _), e| {
             !pols.iter().any(|p| policies.contains(p))
+                && !cnps.iter().any(|c| cluster_policies.contains(c.as_str()))
                 && e.atoms.is_disjoint(&changes.atoms)
                 && e.names.is_disjoint(&changes.names)
         });
     }
+}
+
+/// A hash of the Service ports tiered egress groups were computed with.
+fn fingerprint(service_ports: &[ServicePort]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    service_ports.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The allow entries as a map; when several rules produce the same key, the
@@ -410,15 +558,19 @@ fn lowest_rule_per_key(mut entries: Vec<(RuleKey, RuleId)>) -> BTreeMap<RuleKey,
 /// direction's rule list.
 type RuleAt = (usize, Direction, usize);
 
-/// Local endpoints of one direction with the same applying policies (by
-/// index) and (for ingress) container ports, and the local indices in each.
-type Groups = HashMap<(Direction, Vec<usize>, Vec<ContainerPort>), Vec<usize>>;
+/// Local endpoints of one direction with the same applying policies and
+/// ClusterNetworkPolicies (by index) and (for ingress) container ports, and
+/// the local indices in each.
+type Groups = HashMap<(Direction, Vec<usize>, Vec<usize>, Vec<ContainerPort>), Vec<usize>>;
 
 /// The rules of the policies that select a local pod.
 #[derive(Debug, Default)]
 struct RuleIndex {
     ids: HashMap<RuleAt, RuleId>,
     atoms: HashMap<RuleAt, Vec<AtomId>>,
+    /// ClusterNetworkPolicy rules by policy index, direction and position
+    /// in that direction's list: their id (NONE for Pass) and atoms.
+    cluster: HashMap<RuleAt, (RuleId, Vec<AtomId>)>,
     origins: BTreeMap<RuleId, RuleOrigin>,
 }
 
@@ -430,16 +582,59 @@ struct Locals<'a> {
     policies: &'a [&'a NetworkPolicy],
     /// Per local pod, the indices in `policies` of those selecting it.
     applying: Vec<Vec<usize>>,
+    /// Every ClusterNetworkPolicy, in precedence order.
+    cluster_policies: &'a [&'a ClusterNetworkPolicy],
+    /// Per local pod, the indices in `cluster_policies` of those whose
+    /// subject holds it (ascending, so in precedence order).
+    subjects: Vec<Vec<usize>>,
 }
 
 impl<'a> Locals<'a> {
-    fn new(policies: &'a [&'a NetworkPolicy], pods: Vec<&'a Pod>) -> Self {
+    fn new(
+        policies: &'a [&'a NetworkPolicy],
+        cluster_policies: &'a [&'a ClusterNetworkPolicy],
+        cluster: &ClusterState,
+        pods: Vec<&'a Pod>,
+    ) -> Self {
         let applying = applying_policies(policies, &pods);
+        let subjects = pods
+            .iter()
+            .map(|pod| {
+                let ns_labels = cluster.namespace_labels(&pod.namespace);
+                (0..cluster_policies.len())
+                    .filter(|&ci| {
+                        let subject = &cluster_policies[ci].subject;
+                        !pod.host_network
+                            && subject.namespaces.matches(&ns_labels)
+                            && subject.pods.matches(&pod.labels)
+                    })
+                    .collect()
+            })
+            .collect();
         Locals {
             pods,
             policies,
             applying,
+            cluster_policies,
+            subjects,
         }
+    }
+
+    /// The ClusterNetworkPolicies with rules in direction `d` whose subject
+    /// holds local pod `l`, in precedence order.
+    fn cluster_rules_of(&self, l: usize, d: Direction) -> Vec<usize> {
+        self.subjects[l]
+            .iter()
+            .copied()
+            .filter(|&ci| !self.cluster_policies[ci].rules(d).is_empty())
+            .collect()
+    }
+
+    /// Whether the policy map decides local pod `l`'s traffic in direction
+    /// `d`: NetworkPolicy isolates it, or a ClusterNetworkPolicy with rules
+    /// in that direction applies to it.
+    fn enforced(&self, l: usize, d: Direction) -> bool {
+        self.isolated(l, d) || !self.cluster_rules_of(l, d).is_empty()
     }
 
     /// Whether a policy selecting local pod `l` isolates it in direction `d`.
@@ -452,7 +647,7 @@ impl<'a> Locals<'a> {
     /// The Services whose ClusterIPs get entries: those with addresses and
     /// ports, when some local pod is egress-isolated (none otherwise).
     fn egress_services(&self, cluster: &'a ClusterState) -> Vec<&'a Service> {
-        let any_egress_isolated = (0..self.pods.len()).any(|l| self.isolated(l, Direction::Egress));
+        let any_egress_isolated = (0..self.pods.len()).any(|l| self.enforced(l, Direction::Egress));
         if !any_egress_isolated {
             return Vec::new();
         }
@@ -462,12 +657,55 @@ impl<'a> Locals<'a> {
             .collect()
     }
 
-    /// The isolated local pods grouped by what their allow entries depend on.
+    /// The Service ports whose ClusterIPs egress groups under a
+    /// ClusterNetworkPolicy decide by their backends (none without such a group).
+    fn tiered_service_ports(
+        &self,
+        cluster: &ClusterState,
+        services: &[&Service],
+        ids: &Identities,
+    ) -> Vec<ServicePort> {
+        let any =
+            (0..self.pods.len()).any(|l| !self.cluster_rules_of(l, Direction::Egress).is_empty());
+        if !any {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for svc in services {
+            let Some(ips) = ids
+                .service_ips
+                .get(&(svc.namespace.clone(), svc.name.clone()))
+            else {
+                continue;
+            };
+            for sp in &svc.ports {
+                for (cip, sid) in ips {
+                    let backends: Vec<(IpAddr, IdentityId, u16)> = cluster
+                        .service_backends(svc, sp, *cip)
+                        .into_iter()
+                        .map(|(addr, port)| (addr, ipcache_lookup(&ids.ipcache, addr), port))
+                        .collect();
+                    if !backends.is_empty() {
+                        out.push(ServicePort {
+                            identity: *sid,
+                            protocol: sp.protocol.number(),
+                            port: sp.port,
+                            backends,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The enforced local pods grouped by what their entries depend on.
     fn groups(&self) -> Groups {
         let mut groups = Groups::new();
         for (l, pod) in self.pods.iter().enumerate() {
             for d in Direction::ALL {
-                if !self.isolated(l, d) {
+                let cnps = self.cluster_rules_of(l, d);
+                if !self.isolated(l, d) && cnps.is_empty() {
                     continue;
                 }
                 let pols: Vec<usize> = self.applying[l]
@@ -480,7 +718,7 @@ impl<'a> Locals<'a> {
                 } else {
                     Vec::new()
                 };
-                groups.entry((d, pols, ports)).or_default().push(l);
+                groups.entry((d, pols, cnps, ports)).or_default().push(l);
             }
         }
         groups
@@ -491,12 +729,6 @@ impl<'a> Locals<'a> {
 fn all_rejections(cluster: &ClusterState, pod_rejections: Vec<Rejection>) -> Vec<Rejection> {
     let mut rejections: Vec<_> = cluster.rejections().cloned().collect();
     rejections.extend(pod_rejections);
-    // Read and validated, not compiled yet: said, never silently ignored.
-    rejections.extend(cluster.cluster_policies().into_iter().map(|p| Rejection {
-        object: format!("ClusterNetworkPolicy {}", p.name),
-        field: "spec".into(),
-        reason: "ClusterNetworkPolicy is not enforced by this build of Palisade yet: its rules have no effect".into(),
-    }));
     rejections.sort();
     rejections
 }
@@ -530,18 +762,76 @@ struct RuleContext<'a> {
     policies: &'a [&'a NetworkPolicy],
     rule_ids: &'a HashMap<RuleAt, RuleId>,
     rule_atoms: &'a HashMap<RuleAt, Vec<AtomId>>,
+    cluster_rules: &'a HashMap<RuleAt, (RuleId, Vec<AtomId>)>,
     ids: &'a Identities,
+    service_ports: &'a [ServicePort],
+    services_fingerprint: u64,
 }
 
 impl RuleContext<'_> {
+    /// The entries of a group in direction `d`: NetworkPolicy's alone, or
+    /// the tiered decision when ClusterNetworkPolicies `cnps` apply.
+    fn expand(
+        &self,
+        d: Direction,
+        pols: &[usize],
+        cnps: &[usize],
+        locals: &Locals<'_>,
+        pod: &Pod,
+    ) -> Expansion {
+        let network_policy = self.expand_network_policy(d, pols, pod);
+        if cnps.is_empty() {
+            return network_policy;
+        }
+        let mut rules = Vec::new();
+        let mut out = Expansion {
+            atoms: network_policy.atoms.clone(),
+            names: network_policy.names.clone(),
+            services: (d == Direction::Egress).then_some(self.services_fingerprint),
+            ..Expansion::default()
+        };
+        for &ci in cnps {
+            let policy = locals.cluster_policies[ci];
+            for (ri, rule) in policy.rules(d).iter().enumerate() {
+                let Some((id, atoms)) = self.cluster_rules.get(&(ci, d, ri)) else {
+                    continue;
+                };
+                out.atoms.extend(atoms.iter().copied());
+                if d == Direction::Egress {
+                    for port in rule.ports.iter().flatten() {
+                        if let cnp::Port::Named(n) = port {
+                            out.names
+                                .extend(Protocol::ALL.map(|protocol| (n.clone(), protocol)));
+                        }
+                    }
+                }
+                rules.push(TierRule {
+                    tier: policy.tier,
+                    rule,
+                    id: *id,
+                    atoms,
+                });
+            }
+        }
+        let group = tiered::Group {
+            direction: d,
+            rules: &rules,
+            network_policy: (!pols.is_empty()).then_some(network_policy.entries.as_slice()),
+            pod,
+            ids: self.ids,
+            services: self.service_ports,
+        };
+        let entries = group.entries();
+        out.entries = entries.allows;
+        out.denies = entries.denies;
+        out.self_fixes = entries.self_fixes;
+        out
+    }
+
     /// The allow entries of `pols`' rules in direction `d` for a local pod
     /// (`pod` resolves ingress named ports).
-    fn expand(&self, d: Direction, pols: &[usize], pod: &Pod) -> Expansion {
-        let mut out = Expansion {
-            entries: Vec::new(),
-            atoms: HashSet::new(),
-            names: HashSet::new(),
-        };
+    fn expand_network_policy(&self, d: Direction, pols: &[usize], pod: &Pod) -> Expansion {
+        let mut out = Expansion::default();
         for &pi in pols {
             for (ri, rule) in self.policies[pi].allowing_rules(d).iter().enumerate() {
                 let (Some(&id), Some(atoms)) = (
@@ -728,3 +1018,7 @@ impl Compiler {
 #[cfg(test)]
 #[path = "compile_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "compile_cnp_tests.rs"]
+mod cnp_tests;

@@ -11,11 +11,20 @@
 //! allows it (or B is not a pod, or not ingress-isolated). A pod always
 //! reaches itself and is always reachable from its node; connections from a
 //! pod to its node are policed like any other address.
+//!
+//! [`allowed`] reads ClusterNetworkPolicies too, through the tiered reading
+//! of [`super::tiers`] with NetworkPolicy's answer in the middle. Egress to a
+//! ClusterIP on a Service port, for a pod a ClusterNetworkPolicy applies to,
+//! is decided by the backends: allowed when every ready one is (the datapath
+//! sees the ClusterIP before kube-proxy translates it, and a Deny for a
+//! backend must not be reached around through its Service).
 
 use std::net::IpAddr;
 
+use super::tiers::{self, Traffic};
 use crate::state::ClusterState;
 use crate::state::Direction;
+use crate::state::cnp::ClusterNetworkPolicy;
 use crate::state::model::Pod;
 use crate::state::netpol::{NamespaceScope, NetworkPolicy, Peer, PortRef, Rule};
 
@@ -46,15 +55,93 @@ pub fn direction_allows(
         .policies()
         .filter(|p| p.selects(&pod.namespace, &pod.labels) && p.policy_types.has(direction))
         .collect();
+    let cluster_policies: Vec<ClusterNetworkPolicy> = cluster
+        .cluster_policies()
+        .into_iter()
+        .filter(|c| !c.rules(direction).is_empty() && tiers::selects(cluster, &c.subject, pod))
+        .cloned()
+        .collect();
+    if cluster_policies.is_empty() {
+        return network_policy_allows(cluster, pod, &applying, direction, remote, protocol, port)
+            .unwrap_or(true);
+    }
+    if direction == Direction::Egress
+        && let Some(allowed) = backends_allow(cluster, pod, remote, protocol, port)
+    {
+        return allowed;
+    }
+    let traffic = Traffic {
+        pod,
+        direction,
+        remote,
+        protocol,
+        port,
+    };
+    tiers::verdict(cluster, &cluster_policies, traffic, || {
+        (!applying.is_empty())
+            .then(|| rules_allow(cluster, pod, &applying, direction, remote, protocol, port))
+    })
+    .allowed
+}
+
+/// NetworkPolicy's answer: `None` when it does not isolate the pod.
+fn network_policy_allows(
+    cluster: &ClusterState,
+    pod: &Pod,
+    applying: &[&NetworkPolicy],
+    direction: Direction,
+    remote: IpAddr,
+    protocol: u8,
+    port: u16,
+) -> Option<bool> {
     let from_node = direction == Direction::Ingress && cluster.is_node_of(pod, remote);
-    if applying.is_empty() || pod.ips.contains(&remote) || from_node {
-        return true;
+    if applying.is_empty() {
+        return None;
     }
-    if rules_allow(cluster, pod, &applying, direction, remote, protocol, port) {
-        return true;
+    if pod.ips.contains(&remote) || from_node {
+        return Some(true);
     }
-    direction == Direction::Egress
-        && service_allows(cluster, pod, &applying, remote, protocol, port)
+    if rules_allow(cluster, pod, applying, direction, remote, protocol, port) {
+        return Some(true);
+    }
+    Some(
+        direction == Direction::Egress
+            && service_allows(cluster, pod, applying, remote, protocol, port),
+    )
+}
+
+/// Egress to `remote` as a ClusterIP on a Service port with ready backends:
+/// whether every backend is allowed (itself always is). `None` when `remote`
+/// is no such ClusterIP and port.
+fn backends_allow(
+    cluster: &ClusterState,
+    pod: &Pod,
+    remote: IpAddr,
+    protocol: u8,
+    port: u16,
+) -> Option<bool> {
+    let mut verdict = None;
+    for svc in cluster
+        .services()
+        .filter(|s| s.cluster_ips.contains(&remote))
+    {
+        for sp in svc
+            .ports
+            .iter()
+            .filter(|sp| sp.protocol.number() == protocol && sp.port == port)
+        {
+            let backends = cluster.service_backends(svc, sp, remote);
+            if backends.is_empty() {
+                continue;
+            }
+            let all = backends.iter().all(|(addr, bport)| {
+                pod.ips.contains(addr)
+                    || direction_allows(cluster, pod, Direction::Egress, *addr, protocol, *bport)
+            });
+            verdict = Some(verdict.unwrap_or(true) && all);
+        }
+    }
+    verdict
 }
 
 fn rules_allow(

@@ -9,7 +9,8 @@
 //! ipcache entries: one /32 or /128 per pod IP and ClusterIP, one per ipBlock
 //! cidr and except (its identity: the ipBlocks containing the whole prefix,
 //! which is exactly the membership of every address whose longest matching
-//! prefix it is), and the node's own addresses as HOST.
+//! prefix it is), one per address of a Node that a `nodes` atom selects,
+//! and the node's own addresses as HOST.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -21,6 +22,7 @@ use super::ids::IdAllocator;
 use super::plan::IdentityInfo;
 use crate::state::model::Protocol;
 use crate::state::netpol::{IpBlock, NamespaceScope, PodPeer};
+use crate::state::selector::Selector;
 
 /// One question a rule asks about a remote address.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -38,6 +40,9 @@ pub enum Atom {
         /// Number on that pod.
         port: u16,
     },
+    /// An address of a Node matching the selector (a ClusterNetworkPolicy
+    /// `nodes` peer).
+    Nodes(Selector),
     /// A Service's ClusterIP.
     Service {
         /// Namespace.
@@ -65,6 +70,7 @@ impl Atom {
                 protocol,
                 port,
             } => format!("port {name}/{protocol}={port}"),
+            Atom::Nodes(s) => format!("nodes {s}"),
             Atom::Service { namespace, name } => format!("service {namespace}/{name}"),
         }
     }
@@ -84,6 +90,8 @@ pub struct AtomTable {
     pub pod_peers: Vec<(AtomId, PodPeer)>,
     /// ipBlock atoms.
     pub blocks: Vec<(AtomId, IpBlock)>,
+    /// Node-selector atoms.
+    pub node_selectors: Vec<(AtomId, Selector)>,
     /// Port names (with protocol) that egress rules refer to.
     pub egress_names: HashSet<(String, Protocol)>,
 }
@@ -96,6 +104,7 @@ impl AtomTable {
             match atom {
                 Atom::Pods(p) => self.pod_peers.push((id, p.clone())),
                 Atom::IpBlock(b) => self.blocks.push((id, b.clone())),
+                Atom::Nodes(s) => self.node_selectors.push((id, s.clone())),
                 Atom::NamedPort { .. } | Atom::Service { .. } => {}
             }
             self.atoms.insert(id, atom.clone());

@@ -5,13 +5,17 @@ pub mod explain;
 pub mod identity;
 pub mod identity_cache;
 pub mod ids;
+pub mod l4fn;
 pub mod lookup;
 pub mod plan;
+mod tiered;
 pub mod tiers;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod proptests_tiers;
 
 pub use compile::Compiler;

@@ -25,9 +25,9 @@ use super::plan::DatapathPlan;
 use crate::state::{Direction, PodRef};
 use crate::{source::K8sObject, state::ClusterState};
 
-const NAMESPACES: [&str; 3] = ["ns0", "ns1", "ns2"];
+pub(super) const NAMESPACES: [&str; 3] = ["ns0", "ns1", "ns2"];
 
-fn label_strategy() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
+pub(super) fn label_strategy() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
     proptest::collection::vec(
         (
             prop::sample::select(vec!["app", "tier"]),
@@ -37,7 +37,7 @@ fn label_strategy() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> 
     )
 }
 
-fn selector_strategy() -> impl Strategy<Value = LabelSelector> {
+pub(super) fn selector_strategy() -> impl Strategy<Value = LabelSelector> {
     let expr = (
         prop::sample::select(vec!["app", "tier", "team"]),
         prop::sample::select(vec!["In", "NotIn", "Exists", "DoesNotExist"]),
@@ -267,7 +267,7 @@ fn policy_strategy() -> impl Strategy<Value = PolicyB> {
 
 /// Pod i gets 10.0.0.(i+1) and, sometimes, fd00::(i+1).
 /// A random pod: namespace index, labels, has IPv6, "web" port, "dns" port.
-type PodSpec = (
+pub(super) type PodSpec = (
     usize,
     Vec<(&'static str, &'static str)>,
     bool,
@@ -275,7 +275,7 @@ type PodSpec = (
     Option<u16>,
 );
 
-fn pod_strategy() -> impl Strategy<Value = PodSpec> {
+pub(super) fn pod_strategy() -> impl Strategy<Value = PodSpec> {
     (
         0..NAMESPACES.len(),
         label_strategy(),
@@ -288,7 +288,7 @@ fn pod_strategy() -> impl Strategy<Value = PodSpec> {
 /// How a pod's object reports itself beyond its spec: which address fields
 /// are set, its phase, host networking.
 #[derive(Clone, Copy, Debug)]
-enum PodShape {
+pub(super) enum PodShape {
     /// `podIP` and `podIPs`, phase Running.
     Running,
     /// Only `podIPs`, no phase reported yet.
@@ -301,7 +301,7 @@ enum PodShape {
     HostNetwork,
 }
 
-fn pod_shape_strategy() -> impl Strategy<Value = PodShape> {
+pub(super) fn pod_shape_strategy() -> impl Strategy<Value = PodShape> {
     prop_oneof![
         8 => Just(PodShape::Running),
         1 => Just(PodShape::NoPhaseIpsOnly),
@@ -312,7 +312,7 @@ fn pod_shape_strategy() -> impl Strategy<Value = PodShape> {
 }
 
 /// `p` reported as `shape` says.
-fn shaped(p: PodB, shape: PodShape) -> PodB {
+pub(super) fn shaped(p: PodB, shape: PodShape) -> PodB {
     match shape {
         PodShape::Running => p,
         PodShape::NoPhaseIpsOnly => p.without_phase().without_pod_ip(),
@@ -324,7 +324,7 @@ fn shaped(p: PodB, shape: PodShape) -> PodB {
 
 /// A cluster as API objects (in the order they are applied), and its
 /// number of pods.
-fn cluster_strategy() -> impl Strategy<Value = (Vec<K8sObject>, usize)> {
+pub(super) fn cluster_strategy() -> impl Strategy<Value = (Vec<K8sObject>, usize)> {
     (
         proptest::collection::vec(label_strategy(), NAMESPACES.len()),
         proptest::collection::vec((pod_strategy(), pod_shape_strategy()), 1..8),
@@ -350,7 +350,7 @@ fn cluster_strategy() -> impl Strategy<Value = (Vec<K8sObject>, usize)> {
         })
 }
 
-fn addresses(n_pods: usize) -> Vec<IpAddr> {
+pub(super) fn addresses(n_pods: usize) -> Vec<IpAddr> {
     let mut v: Vec<IpAddr> = (1..=n_pods)
         .map(|i| format!("10.0.0.{i}").parse().expect("ip"))
         .collect();
@@ -417,7 +417,7 @@ fn agree(objs: &[K8sObject], flows: &[(IpAddr, IpAddr, u8, u16)]) -> Result<(), 
     Ok(())
 }
 
-fn config(cases: u32) -> Config {
+pub(super) fn config(cases: u32) -> Config {
     Config {
         cases,
         failure_persistence: None,
@@ -466,6 +466,9 @@ enum Mutation {
     Service(usize, Vec<usize>),
     Host(usize),
     Locals(u8),
+    PutClusterPolicy(Box<super::proptests_tiers::CnpObject>),
+    DeleteClusterPolicy(usize),
+    Node(usize, Vec<(&'static str, &'static str)>),
 }
 
 fn mutation_strategy() -> impl Strategy<Value = Mutation> {
@@ -480,11 +483,14 @@ fn mutation_strategy() -> impl Strategy<Value = Mutation> {
         1 => (0..2usize, proptest::collection::vec(0..10usize, 0..3)).prop_map(|(s, b)| Mutation::Service(s, b)),
         1 => (0..3usize).prop_map(Mutation::Host),
         1 => any::<u8>().prop_map(Mutation::Locals),
+        2 => super::proptests_tiers::cnp_strategy().prop_map(|c| Mutation::PutClusterPolicy(Box::new(c))),
+        1 => (0..5usize).prop_map(Mutation::DeleteClusterPolicy),
+        1 => (0..2usize, label_strategy()).prop_map(|(n, l)| Mutation::Node(n, l)),
     ]
 }
 
 /// Pod `i` as `pod_strategy` describes it, with IP index `ip`.
-fn build_pod(i: usize, ip: usize, (ns, labels, v6, web, dns): &PodSpec) -> PodB {
+pub(super) fn build_pod(i: usize, ip: usize, (ns, labels, v6, web, dns): &PodSpec) -> PodB {
     let mut p = pod(&format!("pod{i}"))
         .ns(NAMESPACES[*ns])
         .ip(&format!("10.0.0.{}", ip + 1));
@@ -590,6 +596,24 @@ fn mutate(
             };
         }
         Mutation::Locals(mask) => *locals = *mask,
+        Mutation::PutClusterPolicy(cnp) => {
+            c.apply(&K8sObject::ClusterNetworkPolicy((**cnp).clone()))
+                .expect("cluster policy");
+        }
+        Mutation::DeleteClusterPolicy(k) => {
+            let names: Vec<String> = c
+                .cluster_policies()
+                .iter()
+                .map(|p| p.name.clone())
+                .collect();
+            if !names.is_empty() {
+                c.delete_cluster_policy(&names[k % names.len()]);
+            }
+        }
+        Mutation::Node(n, labels) => {
+            c.apply(&super::proptests_tiers::node_object(*n, labels).into())
+                .expect("node");
+        }
     }
 }
 
@@ -604,13 +628,15 @@ fn canonical(compiler: &Compiler, plan: &DatapathPlan) -> String {
     };
     let identities: BTreeSet<_> = plan.identities.keys().map(|i| canon(*i)).collect();
     let ipcache: BTreeMap<_, _> = plan.ipcache.iter().map(|(n, i)| (*n, canon(*i))).collect();
-    let rules: BTreeMap<_, _> = plan
-        .rules
-        .iter()
-        .map(|(k, r)| ((k.endpoint, k.direction, canon(k.identity), k.l4), *r))
-        .collect();
+    let entries = |m: &BTreeMap<super::plan::RuleKey, palisade_common::ids::RuleId>| {
+        m.iter()
+            .map(|(k, r)| ((k.endpoint, k.direction, canon(k.identity), k.l4), *r))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let rules = entries(&plan.rules);
+    let denies = entries(&plan.denies);
     format!(
-        "identities {identities:#?}\nipcache {ipcache:#?}\nendpoints {:#?}\nrules {rules:#?}\norigins {:#?}\nhost {:?}\nrejections {:?}",
+        "identities {identities:#?}\nipcache {ipcache:#?}\nendpoints {:#?}\nrules {rules:#?}\ndenies {denies:#?}\norigins {:#?}\nhost {:?}\nrejections {:?}",
         plan.endpoints, plan.rule_origins, plan.host_addresses, plan.rejections
     )
 }

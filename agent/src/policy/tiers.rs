@@ -157,7 +157,7 @@ fn tier<'a>(
 }
 
 /// Whether `set` holds `pod` (host-network pods are never held).
-fn selects(cluster: &ClusterState, set: &PodSet, pod: &Pod) -> bool {
+pub fn selects(cluster: &ClusterState, set: &PodSet, pod: &Pod) -> bool {
     !pod.host_network
         && set
             .namespaces

@@ -235,6 +235,7 @@ impl ClusterState {
         let cnp = ClusterNetworkPolicy::from_k8s(cnp)?;
         if self.cluster_policies.get(&cnp.name) != Some(&cnp) {
             self.generation += 1;
+            self.journal.record(Change::ClusterPolicy(cnp.name.clone()));
             self.cluster_policies.insert(cnp.name.clone(), cnp);
         }
         Ok(())
@@ -244,6 +245,7 @@ impl ClusterState {
     pub fn delete_cluster_policy(&mut self, name: &str) {
         if self.cluster_policies.remove(name).is_some() {
             self.generation += 1;
+            self.journal.record(Change::ClusterPolicy(name.to_string()));
         }
     }
 

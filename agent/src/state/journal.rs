@@ -19,6 +19,8 @@ pub enum Change {
     Namespace(String),
     /// A NetworkPolicy.
     Policy(PolicyRef),
+    /// A ClusterNetworkPolicy, by name.
+    ClusterPolicy(String),
 }
 
 /// A point in one state's history.

@@ -66,6 +66,9 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// Every protocol, in number order.
+    pub const ALL: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
+
     /// Parses the API spelling (`TCP`, `UDP`, `SCTP`); `None` defaults to TCP.
     pub fn parse(s: Option<&str>) -> Option<Protocol> {
         match s {

@@ -75,6 +75,25 @@ pub struct Inputs<'a> {
     pub host: &'a BTreeSet<IpAddr>,
 }
 
+/// The `nodes` atoms each Node address satisfies (addresses of no such
+/// atom left out).
+fn node_atoms(cluster: &ClusterState, table: &AtomTable) -> BTreeMap<IpAddr, Vec<AtomId>> {
+    let mut out: BTreeMap<IpAddr, Vec<AtomId>> = BTreeMap::new();
+    if table.node_selectors.is_empty() {
+        return out;
+    }
+    for node in cluster.nodes() {
+        for (atom, selector) in &table.node_selectors {
+            if selector.matches(&node.labels) {
+                for ip in &node.addresses {
+                    out.entry(*ip).or_default().push(*atom);
+                }
+            }
+        }
+    }
+    out
+}
+
 pub(super) fn normalize(mut v: Vec<AtomId>) -> Vec<AtomId> {
     v.sort_unstable();
     v.dedup();
@@ -106,7 +125,9 @@ impl IdentityCache {
             self.rebuild(cluster, table, blocks, atom_alloc, id_alloc);
         }
         let service_ips = self.update_services(inputs.services, table, atom_alloc, id_alloc);
-        self.update_host(inputs.host, id_alloc);
+        let node_atoms = node_atoms(cluster, table);
+        self.update_nodes(&node_atoms, inputs.host, id_alloc);
+        self.update_host(inputs.host, &node_atoms, id_alloc);
         self.mark = Some(cluster.mark());
 
         let mut changes = IdentityChanges {

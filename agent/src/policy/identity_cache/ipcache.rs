@@ -46,14 +46,34 @@ impl IdentityCache {
         service_ips
     }
 
-    pub(super) fn update_host(
+    /// The addresses of other Nodes that `nodes` atoms select (this node's
+    /// are in the host layer).
+    pub(super) fn update_nodes(
         &mut self,
+        node_atoms: &BTreeMap<IpAddr, Vec<AtomId>>,
         host: &BTreeSet<IpAddr>,
         id_alloc: &mut IdAllocator<Vec<AtomId>>,
     ) {
         let mut layer = BTreeMap::new();
+        for (ip, atoms) in node_atoms.iter().filter(|(ip, _)| !host.contains(ip)) {
+            let mut key = atoms.clone();
+            key.extend_from_slice(self.block_index.membership(*ip));
+            layer.insert(IpNet::from(*ip), self.id_of(normalize(key), id_alloc));
+        }
+        let old = std::mem::replace(&mut self.layers.nodes, layer);
+        self.replaced_layer(old, |l| &l.nodes);
+    }
+
+    pub(super) fn update_host(
+        &mut self,
+        host: &BTreeSet<IpAddr>,
+        node_atoms: &BTreeMap<IpAddr, Vec<AtomId>>,
+        id_alloc: &mut IdAllocator<Vec<AtomId>>,
+    ) {
+        let mut layer = BTreeMap::new();
         for ip in host {
-            let key = self.block_index.membership(*ip).to_vec();
+            let mut key = self.block_index.membership(*ip).to_vec();
+            key.extend(node_atoms.get(ip).into_iter().flatten().copied());
             layer.insert(IpNet::from(*ip), self.id_of(normalize(key), id_alloc));
         }
         let old = std::mem::replace(&mut self.layers.host, layer);

@@ -12,6 +12,8 @@ use crate::state::PodRef;
 pub(super) struct Layers {
     pub(super) blocks: BTreeMap<IpNet, IdentityId>,
     pub(super) services: BTreeMap<IpNet, IdentityId>,
+    /// Addresses of Nodes (other than this one) that `nodes` atoms select.
+    pub(super) nodes: BTreeMap<IpNet, IdentityId>,
     /// The pods claiming each address, sorted by pod (almost always one: a
     /// vector, since a map's node would cost ~0.5 KiB per address).
     pub(super) pods: BTreeMap<IpNet, Vec<(PodRef, IdentityId)>>,
@@ -23,6 +25,7 @@ impl Layers {
         self.host
             .get(net)
             .or_else(|| self.pods.get(net).and_then(|v| v.last()).map(|(_, id)| id))
+            .or_else(|| self.nodes.get(net))
             .or_else(|| self.services.get(net))
             .or_else(|| self.blocks.get(net))
             .copied()

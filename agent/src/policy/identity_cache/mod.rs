@@ -9,8 +9,10 @@
 //! journal cannot say what changed, everything is evaluated again.
 //!
 //! The ipcache is layered like the full evaluation writes it: ipBlock
-//! prefixes, then Service ClusterIPs, then pod IPs (the greatest pod key wins
-//! an address several pods claim), then the node's own addresses. Each
+//! prefixes, then Service ClusterIPs, then other Nodes' addresses that
+//! `nodes` atoms select, then pod IPs (the greatest pod key wins an address
+//! several pods claim), then the node's own addresses. The Service, Node and
+//! host layers are computed again on every update (there are few of them). Each
 //! address's entry is the top layer that has it.
 //!
 //! - `cache`: the cache, what an update reads and what it changed, and the

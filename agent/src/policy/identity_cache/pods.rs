@@ -112,7 +112,7 @@ impl IdentityCache {
                     Change::Namespace(ns) => {
                         namespaces.insert(ns);
                     }
-                    Change::Policy(_) => {}
+                    Change::Policy(_) | Change::ClusterPolicy(_) => {}
                 }
             }
         }
