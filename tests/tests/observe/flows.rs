@@ -44,6 +44,8 @@ fn the_flow_log_holds_exactly_the_denied_flows_with_pod_names() {
             f["policies"],
             serde_json::json!([format!("{SERVER_NS}/guard")])
         );
+        // No rule of guard allows the port: its isolation denied the flow.
+        assert_eq!(f["denied_by"], serde_json::json!({"by": "isolation"}));
         assert!(f["time"].as_str().is_some_and(|t| t.ends_with('Z')));
     }
     assert!(bed.flows("elsewhere").is_empty(), "the namespace filter");
@@ -102,6 +104,12 @@ fn the_flow_log_holds_exactly_the_denied_flows_with_pod_names() {
     );
     assert!(
         text.contains("DROP") && text.contains("obs-client/client"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("obs-client/client:"))
+            .all(|l| l.contains("by isolation, no rule allowed")),
         "{text}"
     );
 
