@@ -246,7 +246,14 @@ fn every_family_has_help_and_type_and_the_exposition_parses() {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            ["direction", "namespace", "policy", "rule", "tier", "verdict"],
+            [
+                "direction",
+                "namespace",
+                "policy",
+                "rule",
+                "tier",
+                "verdict"
+            ],
             "{}",
             s.metric
         );

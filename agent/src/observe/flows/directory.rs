@@ -301,9 +301,7 @@ mod tests {
     fn plan() -> DatapathPlan {
         use palisade_common::ids::{EndpointId, IdentityId, RuleId};
 
-        use crate::policy::plan::{
-            ClusterRuleOrigin, EndpointPlan, L4Match, RuleKey, RuleOrigin,
-        };
+        use crate::policy::plan::{ClusterRuleOrigin, EndpointPlan, L4Match, RuleKey, RuleOrigin};
         use crate::state::cnp::{Action, Tier};
 
         let server = PodRef {
@@ -337,8 +335,10 @@ mod tests {
             first: p,
             last: p,
         };
-        plan.denies.insert(key(IdentityId(16), port(17, 53)), RuleId(5));
-        plan.rules.insert(key(IdentityId::ANY, port(6, 80)), RuleId(6));
+        plan.denies
+            .insert(key(IdentityId(16), port(17, 53)), RuleId(5));
+        plan.rules
+            .insert(key(IdentityId::ANY, port(6, 80)), RuleId(6));
         plan.denies
             .insert(key(IdentityId::ANY, port(6, 22)), RuleId::NONE);
         plan.rule_origins.insert(
