@@ -35,7 +35,8 @@ pub const HITS_HELP: &str = "Flows per policy rule. tier: admin or baseline (a \
 ClusterNetworkPolicy, namespace empty) or network_policy; rule: the rule's name, else its index in \
 spec.ingress/spec.egress. verdict=allow: connections (first packets) a NetworkPolicy rule or a \
 ClusterNetworkPolicy Accept rule allowed, counted exactly in the kernel. verdict=deny: first packets \
-a ClusterNetworkPolicy Deny rule matched, counted exactly in the kernel. verdict=audit: flows to or \
+a ClusterNetworkPolicy Deny rule matched, counted exactly in the kernel (in an audit-mode namespace \
+such a packet passes, and its flow also counts in verdict=audit). verdict=audit: flows to or \
 from an endpoint in an audit-mode namespace that policy would have dropped and that passed instead, \
 counted from flow events (subject to the event rate limit, see palisade_flow_events_lost_total): \
 once for the ClusterNetworkPolicy Deny rule that would have dropped the flow, else (rule=none) once \
