@@ -591,7 +591,7 @@ fn cluster_network_policy_watch_events_and_a_410_relist_of_that_kind_only() {
     bed.run(|mut events| async move {
         let lists = events.initial().await;
         assert_eq!(
-            names(&lists[&Kind::ClusterNetworkPolicy]),
+            lists[&Kind::ClusterNetworkPolicy],
             ["deny-all", "deny-gone"]
         );
         fake.delete(Res::ClusterNetworkPolicy, "", "deny-gone");

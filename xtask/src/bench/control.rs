@@ -150,7 +150,7 @@ impl Gen {
             .collect();
         json!({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
                "metadata": {"name": format!("cnp{k}")},
-               "spec": {"tier": if k % 2 == 0 { "Admin" } else { "Baseline" }, "priority": k % 50,
+               "spec": {"tier": if k.is_multiple_of(2) { "Admin" } else { "Baseline" }, "priority": k % 50,
                         "subject": {"namespaces": {"matchLabels": {"team": format!("t{}", k % 10)}}},
                         "ingress": ingress, "egress": egress}})
     }
