@@ -209,10 +209,6 @@ impl<I: Interfaces, K: Kernel> Reconciler<I, K> {
         let plan = self
             .compiler
             .compile(&self.cluster, &self.settings.node_name);
-        // Until the compiler makes deny entries from ClusterNetworkPolicies,
-        // the loop's tests add them here.
-        #[cfg(test)]
-        let plan = super::tests::with_test_denies(plan);
         for rejection in &plan.rejections {
             tracing::warn!(object = %rejection.object, field = %rejection.field, reason = %rejection.reason,
                 "rejected: a rejected NetworkPolicy still isolates the pods it selects but allows nothing; a rejected annotation is not honoured; the reason says what happens instead");

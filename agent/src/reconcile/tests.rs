@@ -20,7 +20,6 @@ use crate::cni::server::CniCall;
 use crate::datapath::{self, AttachMode, Attachment};
 use crate::node::Unresolved;
 use crate::observe::{SharedStatus, Status};
-use crate::policy::plan::{DatapathPlan, L4Match, RuleKey};
 use crate::source::fixtures::{all, pod, policy};
 use crate::source::{K8sObject, Kind, SourceEvent};
 use crate::state::PodRef;
@@ -31,33 +30,6 @@ use super::{Error, Hooks, Inputs, Interfaces, Kernel, PodInterface, Settings, ru
 const COALESCE: Duration = Duration::from_millis(100);
 const RETRY: Duration = Duration::from_secs(2);
 const WEB_IFINDEX: u32 = 7;
-
-thread_local! {
-    /// Whether each compiled plan gets a deny entry per endpoint (ingress
-    /// TCP 22 from anyone). Per thread: each paused-clock test runs its loop
-    /// on its own.
-    static TEST_DENIES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// The compiled plan, with the deny entries [`TEST_DENIES`] asks for.
-pub(super) fn with_test_denies(mut plan: DatapathPlan) -> DatapathPlan {
-    if TEST_DENIES.get() {
-        for ep in plan.endpoints.values() {
-            let key = RuleKey {
-                endpoint: ep.id,
-                direction: Direction::Ingress,
-                identity: IdentityId::ANY,
-                l4: L4Match::Ports {
-                    protocol: 6,
-                    first: 22,
-                    last: 22,
-                },
-            };
-            plan.denies.insert(key, RuleId::NONE);
-        }
-    }
-    plan
-}
 
 /// What the fake kernel has been asked to do.
 #[derive(Default)]
@@ -239,6 +211,31 @@ fn initial(web: K8sObject) -> SourceEvent {
                 .into(),
         ],
     }
+}
+
+/// [`initial`] plus an Admin ClusterNetworkPolicy denying TCP 22 from every
+/// pod: deny entries for web.
+fn initial_with_deny(web: K8sObject) -> SourceEvent {
+    let SourceEvent::Replace {
+        mut kinds,
+        mut objects,
+    } = initial(web)
+    else {
+        unreachable!("initial is a Replace")
+    };
+    kinds.extend(Kind::OPTIONAL);
+    let deny = serde_json::json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2",
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": "no-ssh"},
+        "spec": {"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
+                 "ingress": [{"action": "Deny", "from": [{"namespaces": {}}],
+                              "protocols": [{"tcp": {"destinationPort": {"number": 22}}}]}]},
+    });
+    objects.push(K8sObject::ClusterNetworkPolicy(
+        serde_json::from_value(deny).expect("a ClusterNetworkPolicy"),
+    ));
+    SourceEvent::Replace { kinds, objects }
 }
 
 fn changed(object: impl Into<K8sObject>) -> SourceEvent {
@@ -584,7 +581,6 @@ async fn the_loop_stops_with_an_error_when_the_source_ends() {
 
 #[tokio::test(start_paused = true)]
 async fn an_endpoint_held_from_its_deny_entries_is_written_right_after_the_first_settle() {
-    TEST_DENIES.set(true);
     // An earlier build pinned web's interface open, with one allow entry.
     let mut pinned = KernelState::default();
     pinned.endpoints.insert(
@@ -600,7 +596,7 @@ async fn an_endpoint_held_from_its_deny_entries_is_written_right_after_the_first
         .insert((96, key), PolicyValue::allow(RuleId(1)));
     let l = Loop::start_on(100, pinned);
     l.find("web", WEB_IFINDEX);
-    l.send(initial(web().into())).await;
+    l.send(initial_with_deny(web().into())).await;
     wait(COALESCE * 2).await;
 
     let trace = l.log.lock().unwrap().trace.clone();
