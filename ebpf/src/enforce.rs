@@ -38,7 +38,9 @@ enum Decision {
     /// unset payload of a `None` as an uninitialised register, which the
     /// verifier rejects.)
     Allow(RuleId),
-    Deny(DropReason, IdentityId),
+    /// Denied for a reason, with the remote's identity and the rule of the
+    /// deny entry that decided ([`RuleId::NONE`] when none did).
+    Deny(DropReason, IdentityId, RuleId),
 }
 
 /// The policy decision for a flow opened in `origin` towards/from `remote`
@@ -64,12 +66,14 @@ fn decide(
         return Decision::Allow(RuleId::NONE);
     }
     if ep.has(FLAG_FAIL_CLOSED) {
-        return Decision::Deny(DropReason::FailClosed, identity);
+        return Decision::Deny(DropReason::FailClosed, identity, RuleId::NONE);
     }
     let port = if parse::has_ports(protocol) { port } else { 0 };
-    match policy::allowing_rule(ep.id, identity, origin, protocol, port) {
-        Some(rule) => Decision::Allow(rule),
-        None => Decision::Deny(DropReason::PolicyDenied, identity),
+    let entry = policy::lookup(ep.id, identity, origin, protocol, port);
+    if entry.denies() {
+        Decision::Deny(DropReason::PolicyDenied, identity, entry.credited())
+    } else {
+        Decision::Allow(entry.rule)
     }
 }
 
@@ -240,7 +244,7 @@ fn recheck(
             entry.revalidate(revision, rule);
             verdict::pass(direction, RuleId::NONE, bytes)
         }
-        Decision::Deny(_, identity) => {
+        Decision::Deny(_, identity, _) => {
             let audit = ep.has(FLAG_AUDIT);
             if audit {
                 entry.revalidate(revision, RuleId::NONE);
@@ -299,7 +303,12 @@ fn new_flow(
             }
             verdict::pass(direction, rule, bytes)
         }
-        Decision::Deny(reason, identity) => {
+        Decision::Deny(reason, identity, rule) => {
+            // A deny rule's hits count like an allow rule's: once per new
+            // flow's packet that it decides.
+            if rule != RuleId::NONE {
+                stats::count_rule(rule, bytes);
+            }
             let audit = ep.has(FLAG_AUDIT);
             if audit && tracked {
                 // Track the audited flow so its replies are not reported again.

@@ -1,5 +1,6 @@
-//! `POLICY`: does a rule allow this flow? Two lookups: the remote's identity,
-//! then ANY (see the key layout in `palisade_common::policy`).
+//! `POLICY`: what the entries say about this flow. Two lookups: the remote's
+//! identity, then ANY (see the key layout in `palisade_common::policy`). The
+//! first lookup that finds an entry decides, allow or deny.
 
 use aya_ebpf::{
     macros::map,
@@ -15,26 +16,31 @@ use palisade_common::{
 #[map]
 static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::pinned(DEFAULT_POLICY_MAX, 0);
 
-/// The rule allowing `endpoint` to talk to `identity` in `direction` on
-/// `protocol`/`port` (the server's port; 0 for protocols without ports).
+/// The entry deciding for `endpoint` talking to `identity` in `direction` on
+/// `protocol`/`port` (the server's port; 0 for protocols without ports): the
+/// most specific one of the first lookup that finds one. A miss reads as a
+/// deny credited to no rule, which is what isolation without an entry means.
 #[inline(always)]
-pub fn allowing_rule(
+pub fn lookup(
     endpoint: EndpointId,
     identity: IdentityId,
     direction: Direction,
     protocol: u8,
     port: u16,
-) -> Option<RuleId> {
+) -> PolicyValue {
     let key = Key::new(
         PREFIX_FULL,
         PolicyKey::new(endpoint, identity, direction, protocol, port),
     );
     if let Some(v) = POLICY.get(&key) {
-        return Some(v.rule);
+        return *v;
     }
     let any = Key::new(
         PREFIX_FULL,
         PolicyKey::new(endpoint, IdentityId::ANY, direction, protocol, port),
     );
-    POLICY.get(&any).map(|v| v.rule)
+    match POLICY.get(&any) {
+        Some(v) => *v,
+        None => PolicyValue::deny(RuleId::NONE),
+    }
 }

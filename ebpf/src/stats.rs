@@ -29,7 +29,7 @@ pub fn revision() -> Revision {
     }
 }
 
-/// Credits a packet to the rule that allowed it.
+/// Credits a packet to the rule that allowed or denied it.
 #[inline(always)]
 pub fn count_rule(rule: RuleId, bytes: u32) {
     if let Some(c) = RULE_COUNTERS.get_ptr_mut(rule.0) {

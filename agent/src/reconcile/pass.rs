@@ -209,6 +209,10 @@ impl<I: Interfaces, K: Kernel> Reconciler<I, K> {
         let plan = self
             .compiler
             .compile(&self.cluster, &self.settings.node_name);
+        // Until the compiler makes deny entries from ClusterNetworkPolicies,
+        // the loop's tests add them here.
+        #[cfg(test)]
+        let plan = super::tests::with_test_denies(plan);
         for rejection in &plan.rejections {
             tracing::warn!(object = %rejection.object, field = %rejection.field, reason = %rejection.reason,
                 "rejected: a rejected NetworkPolicy still isolates the pods it selects but allows nothing; a rejected annotation is not honoured; the reason says what happens instead");
@@ -218,15 +222,23 @@ impl<I: Interfaces, K: Kernel> Reconciler<I, K> {
 
         (self.hooks.on_compiled)(&plan);
         let target = render(&plan, &placement.ifaces);
-        let report = self.syncer.apply(self.kernel.maps(), &target)?;
-        for full in &report.map_full {
-            self.board
-                .error("map_full", format!("map full, failing closed: {full}"));
-        }
+        let mut report = self.syncer.apply(self.kernel.maps(), &target)?;
+        self.report_full(&report);
         let attach_failures =
             self.enforcement
                 .attach(&mut self.kernel, &resolved, &mut placement, &self.board);
         self.enforcement.settle(&mut self.kernel, &placement.ifaces);
+        // Every link carries this build's programs now: endpoints held back
+        // from their deny entries get them at once, not on the next event.
+        self.syncer.programs_upgraded();
+        if report.held > 0 {
+            tracing::info!(
+                endpoints = report.held,
+                "every link carries this build's programs: writing the held endpoints' deny entries"
+            );
+            report = self.syncer.apply(self.kernel.maps(), &target)?;
+            self.report_full(&report);
+        }
         // A partial write (a full map) is tried again on the next event.
         self.reconciled = report.complete().then_some(generation);
 
@@ -251,6 +263,13 @@ impl<I: Interfaces, K: Kernel> Reconciler<I, K> {
             unready: unready(&report, attach_failures),
         });
         Ok(plan)
+    }
+
+    fn report_full(&self, report: &ApplyReport) {
+        for full in &report.map_full {
+            self.board
+                .error("map_full", format!("map full, failing closed: {full}"));
+        }
     }
 }
 

@@ -8,7 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_common::ids::Revision;
+use palisade_common::endpoint::{EndpointInfo, IfIndex};
+use palisade_common::ids::{EndpointId, IdentityId, Revision, RuleId};
+use palisade_common::policy::{PolicyKey, PolicyValue};
+use palisade_common::verdict::Direction;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -17,6 +20,7 @@ use crate::cni::server::CniCall;
 use crate::datapath::{self, AttachMode, Attachment};
 use crate::node::Unresolved;
 use crate::observe::{SharedStatus, Status};
+use crate::policy::plan::{DatapathPlan, L4Match, RuleKey};
 use crate::source::fixtures::{all, pod, policy};
 use crate::source::{K8sObject, Kind, SourceEvent};
 use crate::state::PodRef;
@@ -28,6 +32,33 @@ const COALESCE: Duration = Duration::from_millis(100);
 const RETRY: Duration = Duration::from_secs(2);
 const WEB_IFINDEX: u32 = 7;
 
+thread_local! {
+    /// Whether each compiled plan gets a deny entry per endpoint (ingress
+    /// TCP 22 from anyone). Per thread: each paused-clock test runs its loop
+    /// on its own.
+    static TEST_DENIES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The compiled plan, with the deny entries [`TEST_DENIES`] asks for.
+pub(super) fn with_test_denies(mut plan: DatapathPlan) -> DatapathPlan {
+    if TEST_DENIES.get() {
+        for ep in plan.endpoints.values() {
+            let key = RuleKey {
+                endpoint: ep.id,
+                direction: Direction::Ingress,
+                identity: IdentityId::ANY,
+                l4: L4Match::Ports {
+                    protocol: 6,
+                    first: 22,
+                    last: 22,
+                },
+            };
+            plan.denies.insert(key, RuleId::NONE);
+        }
+    }
+    plan
+}
+
 /// What the fake kernel has been asked to do.
 #[derive(Default)]
 struct KernelLog {
@@ -38,6 +69,9 @@ struct KernelLog {
     /// Interface names whose attach fails.
     failing: BTreeSet<String>,
     attach_calls: usize,
+    /// In order: `attach`, `upgraded` (every link carries this build's
+    /// programs), `endpoint <ifindex>`, `deny` (a deny entry written).
+    trace: Vec<String>,
 }
 
 type SharedLog = Arc<Mutex<KernelLog>>;
@@ -53,9 +87,17 @@ impl MapWriter for FakeMaps {
                     map: palisade_common::maps::POLICY,
                 });
             }
-            MapOp::PutPolicy(..) => log.policy_entries += 1,
+            MapOp::PutPolicy(_, _, value) => {
+                log.policy_entries += 1;
+                if value.denies() {
+                    log.trace.push("deny".into());
+                }
+            }
             MapOp::DeletePolicy(..) => log.policy_entries -= 1,
-            MapOp::PutEndpoint(..) => log.endpoint_writes += 1,
+            MapOp::PutEndpoint(IfIndex(ifindex), _) => {
+                log.endpoint_writes += 1;
+                log.trace.push(format!("endpoint {ifindex}"));
+            }
             _ => {}
         }
         Ok(())
@@ -71,6 +113,8 @@ struct FakeKernel {
     maps: FakeMaps,
     log: SharedLog,
     attachments: BTreeMap<u32, Attachment>,
+    /// What the pinned maps hold at start.
+    pinned: KernelState,
 }
 
 fn ifindex_of(name: &str) -> u32 {
@@ -81,7 +125,7 @@ impl Kernel for FakeKernel {
     type Maps = FakeMaps;
 
     fn read_state(&self) -> Result<(KernelState, Revision), datapath::Error> {
-        Ok((KernelState::default(), Revision(0)))
+        Ok((self.pinned.clone(), Revision(1)))
     }
 
     fn maps(&mut self) -> &mut FakeMaps {
@@ -91,6 +135,7 @@ impl Kernel for FakeKernel {
     fn attach(&mut self, interface: &str) -> Result<&Attachment, datapath::Error> {
         let mut log = self.log.lock().unwrap();
         log.attach_calls += 1;
+        log.trace.push("attach".into());
         if log.failing.contains(interface) {
             return Err(datapath::Error::Interface {
                 interface: interface.into(),
@@ -123,7 +168,9 @@ impl Kernel for FakeKernel {
         Ok(None)
     }
 
-    fn finish_conntrack_upgrade(&mut self) {}
+    fn finish_conntrack_upgrade(&mut self) {
+        self.log.lock().unwrap().trace.push("upgraded".into());
+    }
 
     fn interface_name(&self, ifindex: u32) -> Option<String> {
         Some(format!("if{ifindex}"))
@@ -204,6 +251,11 @@ fn web() -> crate::source::fixtures::PodB {
 
 impl Loop {
     fn start(policy_room: usize) -> Loop {
+        Loop::start_on(policy_room, KernelState::default())
+    }
+
+    /// The loop on maps a previous agent pinned holding `pinned`.
+    fn start_on(policy_room: usize, pinned: KernelState) -> Loop {
         let (source, source_rx) = mpsc::channel(64);
         let (cni, cni_rx) = mpsc::channel(8);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -216,6 +268,7 @@ impl Loop {
             maps: FakeMaps(log.clone()),
             log: log.clone(),
             attachments: BTreeMap::new(),
+            pinned,
         };
         let interfaces = FakeInterfaces::default();
         let programmed = Arc::new(Mutex::new(Vec::new()));
@@ -527,4 +580,63 @@ async fn the_loop_stops_with_an_error_when_the_source_ends() {
     drop(l.source);
     let result = l.task.await.unwrap();
     assert!(matches!(result, Err(Error::SourceEnded)), "{result:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_held_from_its_deny_entries_is_written_right_after_the_first_settle() {
+    TEST_DENIES.set(true);
+    // An earlier build pinned web's interface open, with one allow entry.
+    let mut pinned = KernelState::default();
+    pinned.endpoints.insert(
+        WEB_IFINDEX,
+        EndpointInfo {
+            id: EndpointId(1),
+            ..Default::default()
+        },
+    );
+    let key = PolicyKey::new(EndpointId(1), IdentityId::ANY, Direction::Ingress, 6, 80);
+    pinned
+        .policy
+        .insert((96, key), PolicyValue::allow(RuleId(1)));
+    let l = Loop::start_on(100, pinned);
+    l.find("web", WEB_IFINDEX);
+    l.send(initial(web().into())).await;
+    wait(COALESCE * 2).await;
+
+    let trace = l.log.lock().unwrap().trace.clone();
+    let endpoint = format!("endpoint {WEB_IFINDEX}");
+    let at = |what: &str| trace.iter().position(|t| t == what);
+    let upgraded = at("upgraded").expect("settled");
+    assert!(at("attach").unwrap() < upgraded, "{trace:?}");
+    assert!(
+        at("deny").is_some_and(|d| d > upgraded),
+        "no deny entry before the programs are upgraded, one right after: {trace:?}"
+    );
+    assert!(
+        at(&endpoint).is_some_and(|e| e > upgraded),
+        "web's pinned entry is untouched until then: {trace:?}"
+    );
+    assert_eq!(l.programmed(), 1, "within the first pass");
+    assert!(l.web_enforced());
+    assert!(l.status().ready);
+    l.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_without_deny_entries_is_written_before_attach() {
+    // The control: nothing to hold, web's endpoint goes in before attach.
+    let l = Loop::start(100);
+    l.find("web", WEB_IFINDEX);
+    l.send(initial(web().into())).await;
+    wait(COALESCE * 2).await;
+    let trace = l.log.lock().unwrap().trace.clone();
+    assert_eq!(
+        trace,
+        [
+            format!("endpoint {WEB_IFINDEX}"),
+            "attach".into(),
+            "upgraded".into()
+        ]
+    );
+    l.stop().await;
 }

@@ -11,6 +11,7 @@ use palisade_common::endpoint::{FLAG_EGRESS_ISOLATED, FLAG_INGRESS_ISOLATED, IfI
 use palisade_common::ids::Revision;
 
 use super::diff::{MapOp, PrefixLen, diff};
+use super::hold::hold_denies;
 use super::render::KernelState;
 
 /// The kernel's maps as the syncer writes them. `datapath::Maps` is the real
@@ -66,6 +67,9 @@ pub struct ApplyReport {
     pub map_full: Vec<MapFull>,
     /// The revision now in the kernel.
     pub revision: Revision,
+    /// Endpoints held as pinned because their deny entries must wait for
+    /// [`Syncer::programs_upgraded`]; apply again right after it.
+    pub held: usize,
 }
 
 impl ApplyReport {
@@ -86,6 +90,10 @@ pub struct Syncer {
     /// programs admitted is judged once more by this build's (its checks may
     /// be stricter).
     recheck_flows: bool,
+    /// Programs of an earlier build may still run on some link (pins were
+    /// adopted and not every link carries this build's programs yet): deny
+    /// entries are held back (see [`super::hold`]).
+    hold_denies: bool,
 }
 
 impl Syncer {
@@ -96,7 +104,14 @@ impl Syncer {
             current,
             revision,
             recheck_flows: true,
+            hold_denies: true,
         }
+    }
+
+    /// Every link now carries this build's programs: the next apply writes
+    /// deny entries.
+    pub fn programs_upgraded(&mut self) {
+        self.hold_denies = false;
     }
 
     /// What the kernel holds, as far as this syncer wrote or read it.
@@ -111,6 +126,20 @@ impl Syncer {
         target: &KernelState,
     ) -> Result<ApplyReport, WriteError> {
         let mut report = ApplyReport::default();
+        let held;
+        let target = if self.hold_denies {
+            held = hold_denies(&self.current, target);
+            if held.endpoints > 0 {
+                tracing::info!(
+                    endpoints = held.endpoints,
+                    "holding endpoints with deny entries as pinned until every link carries this build's programs"
+                );
+            }
+            report.held = held.endpoints;
+            &held.state
+        } else {
+            target
+        };
         let mut ops = diff(&self.current, target);
         if ops.is_empty() && self.recheck_flows {
             ops.push(MapOp::BumpRevision);
@@ -345,6 +374,91 @@ mod tests {
             &KernelState::default(),
             "nothing recorded as written"
         );
+    }
+
+    #[test]
+    fn adopted_pins_hold_endpoints_with_deny_entries_until_the_programs_are_upgraded() {
+        let endpoint = |id| EndpointInfo {
+            id: EndpointId(id),
+            flags: FLAG_INGRESS_ISOLATED,
+            ..Default::default()
+        };
+        let key = |endpoint, port| {
+            let k = PolicyKey::new(
+                EndpointId(endpoint),
+                IdentityId(20),
+                Direction::Ingress,
+                6,
+                port,
+            );
+            (96, k)
+        };
+        // Pinned by an earlier build: interface 10 (endpoint 1) allows port 80.
+        let mut pinned = KernelState::default();
+        pinned.endpoints.insert(10, endpoint(1));
+        pinned
+            .policy
+            .insert(key(1, 80), PolicyValue::allow(RuleId(1)));
+        let mut maps = FakeMaps {
+            policy_room: 8,
+            endpoints: pinned.endpoints.clone(),
+            policy: pinned.policy.clone(),
+            ..Default::default()
+        };
+        // Target: endpoint 1 now denies 22 and allows 443; interface 11
+        // (endpoint 2, new) denies 22; interface 12 (endpoint 3) only allows.
+        let mut target = KernelState::default();
+        target.endpoints.insert(10, endpoint(1));
+        target.endpoints.insert(11, endpoint(2));
+        target.endpoints.insert(12, endpoint(3));
+        target
+            .policy
+            .insert(key(1, 22), PolicyValue::deny(RuleId(2)));
+        target
+            .policy
+            .insert(key(1, 443), PolicyValue::allow(RuleId(3)));
+        target
+            .policy
+            .insert(key(2, 22), PolicyValue::deny(RuleId(2)));
+        target
+            .policy
+            .insert(key(3, 443), PolicyValue::allow(RuleId(4)));
+
+        let mut syncer = Syncer::adopt(pinned.clone(), Revision(3));
+        let first = syncer.apply(&mut maps, &target).expect("apply");
+        assert_eq!(first.held, 2);
+        assert_eq!(maps.endpoints.get(&10), Some(&endpoint(1)), "as pinned");
+        assert_eq!(maps.endpoints.get(&11), None, "absent stays absent");
+        assert_eq!(maps.endpoints.get(&12), Some(&endpoint(3)), "written");
+        assert_eq!(
+            maps.policy.keys().copied().collect::<Vec<_>>(),
+            vec![key(1, 80), key(3, 443)],
+            "held entries as pinned, the others written"
+        );
+        assert!(!maps.policy.values().any(PolicyValue::denies));
+        assert_ne!(first.revision, Revision(3), "live flows are re-checked");
+
+        syncer.programs_upgraded();
+        let second = syncer.apply(&mut maps, &target).expect("apply");
+        assert_eq!(second.held, 0);
+        assert_eq!(maps.endpoints, target.endpoints);
+        assert_eq!(maps.policy, target.policy);
+        assert_eq!(maps.policy[&key(2, 22)], PolicyValue::deny(RuleId(2)));
+        assert_eq!(syncer.current(), &target);
+    }
+
+    #[test]
+    fn a_fresh_syncer_writes_deny_entries_at_once() {
+        let mut target = target(1);
+        let (deny_key, _) = target.policy.pop_first().expect("an entry");
+        target.policy.insert(deny_key, PolicyValue::deny(RuleId(1)));
+        let mut maps = FakeMaps {
+            policy_room: 8,
+            ..Default::default()
+        };
+        let report = Syncer::default().apply(&mut maps, &target).expect("apply");
+        assert_eq!(report.held, 0);
+        assert_eq!(maps.policy[&deny_key], PolicyValue::deny(RuleId(1)));
     }
 
     #[test]

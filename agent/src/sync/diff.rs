@@ -2,12 +2,15 @@
 //!
 //! Order, make-before-break:
 //! 1. policy entries and allowed source prefixes added or changed (new allows
-//!    exist before anything uses them);
+//!    exist before anything uses them); policy entries of a remote identity
+//!    before ANY's, each the most specific first (see [`put_order`]);
 //! 2. ipcache entries added or changed (addresses move to identities whose
 //!    allows are already in place);
 //! 3. endpoints added or changed (isolation switches on after its allows exist,
 //!    and switches off before they go);
-//! 4. ipcache entries removed; 5. policy entries and source prefixes removed;
+//! 4. ipcache entries removed; 5. policy entries and source prefixes removed
+//!    (policy: ANY's before a remote identity's, each the least specific
+//!    first, see [`delete_order`]);
 //! 6. endpoints removed;
 //! 7. the revision bump, last, so established flows are re-checked against the
 //!    final state only.
@@ -19,6 +22,7 @@ use std::collections::BTreeMap;
 
 use palisade_common::addr::Addr16;
 use palisade_common::endpoint::{EndpointInfo, IfIndex};
+use palisade_common::ids::IdentityId;
 use palisade_common::ipcache::IpcacheValue;
 use palisade_common::policy::{PolicyKey, PolicyValue};
 use palisade_common::source::SourcePrefixKey;
@@ -30,6 +34,30 @@ use super::render::KernelState;
 /// `SOURCE_PREFIXES` (their layout docs in `palisade_common` say which bits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PrefixLen(pub u32);
+
+/// The order of policy puts. With deny entries the set of entries present
+/// matters, not only which allows exist: a less specific deny written before
+/// the more specific allow it shadows would drop what both states allow.
+/// Written the most specific first, an entry of the new state that matches a
+/// packet is only present once the new state's most specific match for that
+/// packet is, so each lookup's winner is the old state's or the new state's.
+/// A remote identity's entries go before ANY's because a hit there shadows
+/// ANY: the new identity entries are complete before ANY's lookup changes.
+fn put_order(key: &(u32, PolicyKey)) -> (bool, std::cmp::Reverse<u32>) {
+    (is_any(&key.1), std::cmp::Reverse(key.0))
+}
+
+/// The order of policy deletes, the mirror of [`put_order`]: the least
+/// specific first, so the old state's most specific match for a packet goes
+/// last; ANY's first, so a remote identity's old entries still shadow ANY
+/// while its lookup changes.
+fn delete_order(key: &(u32, PolicyKey)) -> (bool, u32) {
+    (!is_any(&key.1), key.0)
+}
+
+fn is_any(key: &PolicyKey) -> bool {
+    key.identity_be == IdentityId::ANY.0.to_be_bytes()
+}
 
 /// One map write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,7 +125,9 @@ fn changes<K: Ord + Copy, V: PartialEq + Copy>(
 }
 
 pub fn diff(old: &KernelState, new: &KernelState) -> Vec<MapOp> {
-    let (policy_puts, policy_deletes) = changes(&old.policy, &new.policy);
+    let (mut policy_puts, mut policy_deletes) = changes(&old.policy, &new.policy);
+    policy_puts.sort_by_key(|(k, _)| put_order(k));
+    policy_deletes.sort_by_key(delete_order);
     let (ipcache_puts, ipcache_deletes) = changes(&old.ipcache, &new.ipcache);
     let (endpoint_puts, endpoint_deletes) = changes(&old.endpoints, &new.endpoints);
     let (prefix_puts, prefix_deletes) = changes(&old.source_prefixes, &new.source_prefixes);
@@ -300,6 +330,118 @@ mod tests {
                 MapOp::BumpRevision
             ]
         );
+    }
+
+    /// What the kernel's two LPM lookups find in `policy` for endpoint 7's
+    /// ingress from `identity` on `protocol`/`port`: `Some(denies)`, or
+    /// `None` for a miss.
+    fn kernel_lookup(
+        policy: &BTreeMap<(u32, PolicyKey), PolicyValue>,
+        identity: u32,
+        protocol: u8,
+        port: u16,
+    ) -> Option<bool> {
+        [identity, IdentityId::ANY.0]
+            .into_iter()
+            .find_map(|identity| {
+                (72..=96).rev().find_map(|len: u32| {
+                    let protocol = if len >= 80 { protocol } else { 0 };
+                    let kept = len.saturating_sub(80);
+                    let mask = if kept == 0 { 0 } else { !0u16 << (16 - kept) };
+                    let key = PolicyKey::new(
+                        EndpointId(7),
+                        IdentityId(identity),
+                        Direction::Ingress,
+                        protocol,
+                        port & mask,
+                    );
+                    policy.get(&(len, key)).map(PolicyValue::denies)
+                })
+            })
+    }
+
+    /// Random policy entries of endpoint 7: (identity 0 or 20, prefix
+    /// length, TCP port) -> deny?
+    fn entries()
+    -> impl proptest::strategy::Strategy<Value = BTreeMap<(u32, PolicyKey), PolicyValue>> {
+        use proptest::prelude::*;
+        let entry = (
+            prop::sample::select(vec![0u32, 20]),
+            prop::sample::select(vec![72u32, 80, 92, 93, 94, 95, 96]),
+            0u16..16,
+            any::<bool>(),
+            1u32..4,
+        );
+        proptest::collection::vec(entry, 0..12).prop_map(|entries| {
+            entries
+                .into_iter()
+                .map(|(identity, len, port, deny, rule)| {
+                    let protocol = if len >= 80 { 6 } else { 0 };
+                    let kept = len.saturating_sub(80);
+                    let mask = if kept == 0 { 0 } else { !0u16 << (16 - kept) };
+                    let key = PolicyKey::new(
+                        EndpointId(7),
+                        IdentityId(identity),
+                        Direction::Ingress,
+                        protocol,
+                        port & mask,
+                    );
+                    let value = if deny {
+                        PolicyValue::deny(RuleId(rule))
+                    } else {
+                        PolicyValue::allow(RuleId(rule))
+                    };
+                    ((len, key), value)
+                })
+                .collect()
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 500,
+            failure_persistence: None,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0xdea1),
+            ..Default::default()
+        })]
+
+        /// With allow and deny entries, every state between two policy maps
+        /// that the writes pass through decides each packet the way the old
+        /// or the new map does: what both allow is never dropped, what both
+        /// deny (or miss) never passes.
+        #[test]
+        fn every_intermediate_policy_state_agrees_where_old_and_new_agree(
+            old in entries(),
+            new in entries(),
+        ) {
+            let state = |policy: &BTreeMap<(u32, PolicyKey), PolicyValue>| KernelState {
+                policy: policy.clone(),
+                ..Default::default()
+            };
+            let allowed = |policy: &BTreeMap<(u32, PolicyKey), PolicyValue>, identity, port| {
+                kernel_lookup(policy, identity, 6, port) == Some(false)
+            };
+            let mut replay = old.clone();
+            for op in diff(&state(&old), &state(&new)) {
+                match op {
+                    MapOp::PutPolicy(l, k, v) => { replay.insert((l.0, k), v); }
+                    MapOp::DeletePolicy(l, k) => { replay.remove(&(l.0, k)); }
+                    _ => continue,
+                }
+                for identity in [20, 21] {
+                    for port in 0..16 {
+                        let (was, will) = (allowed(&old, identity, port), allowed(&new, identity, port));
+                        if was == will {
+                            proptest::prop_assert_eq!(
+                                allowed(&replay, identity, port), was,
+                                "identity {} port {} after {:?}", identity, port, op
+                            );
+                        }
+                    }
+                }
+            }
+            proptest::prop_assert_eq!(replay, new);
+        }
     }
 
     proptest::proptest! {

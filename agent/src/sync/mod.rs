@@ -1,11 +1,13 @@
 //! From plan to kernel: `render` turns a [`DatapathPlan`] into the exact map
 //! entries it needs, `diff` orders the writes between two such states
-//! make-before-break, and `apply` (the only map writer) performs them.
+//! make-before-break, and `apply` (the only map writer) performs them;
+//! `hold` keeps deny entries back while an earlier build's programs may run.
 //!
 //! [`DatapathPlan`]: crate::policy::plan::DatapathPlan
 
 pub mod apply;
 pub mod diff;
+pub mod hold;
 pub mod render;
 
 pub use apply::{ApplyReport, MapFull, MapWriter, Syncer, WriteError};

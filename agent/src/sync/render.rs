@@ -13,7 +13,7 @@ use palisade_common::ipcache::{IPCACHE_FLAG_HOST, IpcacheValue};
 use palisade_common::policy::{PolicyKey, PolicyValue};
 use palisade_common::source::{SOURCE_PREFIX_ENDPOINT_BITS, SourcePrefixKey};
 
-use crate::policy::plan::DatapathPlan;
+use crate::policy::plan::{DatapathPlan, RuleKey};
 use crate::state::PodRef;
 
 /// The entries of the maps the agent writes, exactly as the kernel holds them.
@@ -104,23 +104,32 @@ pub fn render(plan: &DatapathPlan, interfaces: &BTreeMap<PodRef, u32>) -> Kernel
             (prefix_key(net), value)
         })
         .collect();
-    // Several plan entries can cover one kernel key: the lowest rule id wins.
-    let mut policy: Vec<((u32, PolicyKey), RuleId)> = plan
-        .rules
-        .iter()
-        .flat_map(|(key, rule)| policy_keys(key).into_iter().map(move |k| (k, *rule)))
-        .collect();
+    // Several plan entries can cover one kernel key: a deny before an allow,
+    // then the lowest rule id (the order `lookup::evaluate` reads them in).
+    let mut policy: Vec<((u32, PolicyKey), bool, RuleId)> = Vec::new();
+    for (entries, allow) in [(&plan.rules, true), (&plan.denies, false)] {
+        for (key, rule) in entries {
+            policy.extend(policy_keys(key).into_iter().map(|k| (k, allow, *rule)));
+        }
+    }
     policy.sort_unstable();
     policy.dedup_by(|later, first| later.0 == first.0);
     state.policy = policy
         .into_iter()
-        .map(|(k, rule)| (k, PolicyValue { rule }))
+        .map(|(k, allow, rule)| {
+            let value = if allow {
+                PolicyValue::allow(rule)
+            } else {
+                PolicyValue::deny(rule)
+            };
+            (k, value)
+        })
         .collect();
     state
 }
 
 /// The LPM entries of one rule key.
-fn policy_keys(key: &crate::policy::plan::RuleKey) -> Vec<(u32, PolicyKey)> {
+fn policy_keys(key: &RuleKey) -> Vec<(u32, PolicyKey)> {
     key.l4
         .lpm_entries()
         .into_iter()
@@ -134,6 +143,62 @@ fn policy_keys(key: &crate::policy::plan::RuleKey) -> Vec<(u32, PolicyKey)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deny_entries_are_written_with_the_deny_bit_and_win_a_shared_kernel_key() {
+        use crate::policy::plan::{EndpointPlan, L4Match};
+        use palisade_common::ids::{EndpointId, IdentityId};
+        use palisade_common::verdict::Direction;
+
+        let pod = PodRef {
+            namespace: "t".into(),
+            name: "pod".into(),
+        };
+        let mut plan = DatapathPlan::default();
+        plan.endpoints.insert(
+            pod.clone(),
+            EndpointPlan {
+                id: EndpointId(7),
+                ipv4: None,
+                ipv6: None,
+                ingress_isolated: true,
+                egress_isolated: false,
+                audit: false,
+                source_prefixes: Vec::new(),
+                policies: Vec::new(),
+            },
+        );
+        let key = |l4| RuleKey {
+            endpoint: EndpointId(7),
+            direction: Direction::Ingress,
+            identity: IdentityId(20),
+            l4,
+        };
+        // Protocol(6) and ports 0-65535 are one kernel key.
+        let every_port = L4Match::Ports {
+            protocol: 6,
+            first: 0,
+            last: 65535,
+        };
+        plan.rules.insert(key(L4Match::Protocol(6)), RuleId(1));
+        plan.denies.insert(key(every_port), RuleId(9));
+        plan.denies.insert(key(L4Match::Protocol(17)), RuleId::NONE);
+        let state = render(&plan, &BTreeMap::from([(pod, 3)]));
+        let value = |protocol| {
+            let k = PolicyKey::new(
+                EndpointId(7),
+                IdentityId(20),
+                Direction::Ingress,
+                protocol,
+                0,
+            );
+            state.policy[&(palisade_common::policy::PREFIX_ANY_PORT, k)]
+        };
+        assert_eq!(state.policy.len(), 2, "{:?}", state.policy);
+        assert_eq!(value(6), PolicyValue::deny(RuleId(9)));
+        assert_eq!(value(17), PolicyValue::deny(RuleId::NONE));
+        assert!(value(17).denies() && value(17).credited() == RuleId::NONE);
+    }
 
     #[test]
     fn prefix_key_maps_ipv4_into_v4_mapped_space() {
