@@ -136,6 +136,27 @@ impl PlanBuilder {
         self
     }
 
+    /// A deny entry credited to `rule` (0: no rule), as a
+    /// ClusterNetworkPolicy's Deny rule compiles.
+    pub fn deny(
+        mut self,
+        direction: Direction,
+        identity: IdentityId,
+        l4: L4Match,
+        rule: u32,
+    ) -> Self {
+        self.plan.denies.insert(
+            RuleKey {
+                endpoint: EP,
+                direction,
+                identity,
+                l4,
+            },
+            RuleId(rule),
+        );
+        self
+    }
+
     pub fn ipcache(mut self, net: &str, identity: IdentityId) -> Self {
         self.plan
             .ipcache

@@ -7,6 +7,7 @@ mod audit;
 mod capacity;
 mod conntrack;
 mod counters;
+mod deny;
 mod differential;
 mod fragments;
 mod harness;

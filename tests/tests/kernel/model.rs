@@ -62,12 +62,16 @@ fn identity_of(state: &KernelState, remote: &Addr16) -> (IdentityId, bool) {
         .unwrap_or((IdentityId::WORLD, false))
 }
 
-fn policy_hit(state: &KernelState, key: &PolicyKey) -> bool {
+/// What the most specific entry matching `key` says: `Some(true)` denies,
+/// `Some(false)` allows, `None` when no entry matches.
+fn policy_entry(state: &KernelState, key: &PolicyKey) -> Option<bool> {
     let want = policy_bytes(key);
     state
         .policy
-        .keys()
-        .any(|(len, k)| prefix_matches(&want, &policy_bytes(k), *len))
+        .iter()
+        .filter(|((len, k), _)| prefix_matches(&want, &policy_bytes(k), *len))
+        .max_by_key(|((len, _), _)| *len)
+        .map(|(_, v)| v.denies())
 }
 
 /// The pod's address of the packet's family, if it has one.
@@ -127,11 +131,12 @@ pub fn passes(state: &KernelState, ifindex: u32, p: &ModelPacket) -> bool {
     } else {
         0
     };
-    let hit = [identity, IdentityId::ANY].iter().any(|id| {
-        policy_hit(
+    // The remote's identity first; ANY only when it has no entry at all.
+    let decision = [identity, IdentityId::ANY].iter().find_map(|id| {
+        policy_entry(
             state,
             &PolicyKey::new(ep.id, *id, p.direction, p.protocol, port),
         )
     });
-    hit || audit
+    decision == Some(false) || audit
 }

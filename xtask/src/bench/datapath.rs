@@ -31,6 +31,11 @@
 //!   ipcache, both policy lookups (identity, then ANY) miss, drop counter and
 //!   the rate-limited event path (after the 200-event burst, a token check).
 //! * `*_v6`: the same over IPv6.
+//! * `cnp_*` (one configuration of its own, [`cnp_plan`]): ClusterNetworkPolicy-
+//!   style entries, allow and deny ranges carved out of each other:
+//!   `cnp_allow` an ACK the identity's allow decides inside its deny range's
+//!   neighbour, `cnp_deny` a SYN the identity's deny drops (one lookup),
+//!   `cnp_any_allow` / `cnp_any_deny` the same decided by ANY (two lookups).
 //!
 //! Rules: the endpoint under test holds N policy entries (exact ports, one
 //! identity per 8 entries), one of which allows the probe; ipcache holds M
@@ -152,6 +157,120 @@ fn plan(rules: usize, ipcache: usize) -> DatapathPlan {
         );
     }
     plan
+}
+
+/// ClusterNetworkPolicy-style entries on top of `plan(1, IPCACHE_HEADLINE)`:
+/// 50 identity allow ranges of 150 ports, each with 50 ports carved out by
+/// a deny; an ANY allow of 10,000 ports with 50 deny ranges in it. 100 deny
+/// and 51 allow entries before the LPM split.
+fn cnp_plan() -> DatapathPlan {
+    let mut plan = plan(1, IPCACHE_HEADLINE);
+    let key = |identity, first, last| RuleKey {
+        endpoint: EP,
+        direction: Direction::Ingress,
+        identity,
+        l4: L4Match::Ports {
+            protocol: 6,
+            first,
+            last,
+        },
+    };
+    plan.rules.insert(
+        key(IdentityId::ANY, CNP_BASE, CNP_BASE + 9_999),
+        RuleId(400),
+    );
+    for k in 0..50u16 {
+        let b = CNP_BASE + 200 * k;
+        let rule = |base| RuleId(base + u32::from(k));
+        plan.rules.insert(key(PEER_ID, b, b + 149), rule(100));
+        plan.denies.insert(key(PEER_ID, b + 50, b + 99), rule(200));
+        plan.denies
+            .insert(key(IdentityId::ANY, b + 150, b + 199), rule(300));
+    }
+    plan
+}
+
+/// The first port of [`cnp_plan`]'s ranges; its probes use the 26th range.
+const CNP_BASE: u16 = 2_000;
+const CNP_PROBE: u16 = CNP_BASE + 200 * 25;
+
+/// The `cnp_*` cases: (name, frame, verdict).
+fn cnp_frames() -> [(&'static str, Vec<u8>, i32); 4] {
+    let v4 = |src, port, flags| {
+        Frame::ipv4(src, POD_V4)
+            .tcp(40000, port, flags)
+            .payload(0)
+            .build()
+    };
+    [
+        (
+            "cnp_allow",
+            v4(PEER_V4, CNP_PROBE + 10, TcpFlags::ACK),
+            TC_ACT_UNSPEC,
+        ),
+        (
+            "cnp_deny",
+            v4(PEER_V4, CNP_PROBE + 60, TcpFlags::SYN),
+            TC_ACT_SHOT,
+        ),
+        (
+            "cnp_any_allow",
+            v4(OTHER_V4, CNP_PROBE + 10, TcpFlags::ACK),
+            TC_ACT_UNSPEC,
+        ),
+        (
+            "cnp_any_deny",
+            v4(OTHER_V4, CNP_PROBE + 160, TcpFlags::SYN),
+            TC_ACT_SHOT,
+        ),
+    ]
+}
+
+/// Runs the `cnp_*` cases on [`cnp_plan`], with the floor measured
+/// interleaved.
+fn cnp(bench: &mut Bench, repeat: u32, rounds: usize) -> Result<Value> {
+    let interfaces = BTreeMap::from([(pod(), IFINDEX)]);
+    let state = render(&cnp_plan(), &interfaces);
+    let report = bench.syncer.apply(&mut bench.dp.maps, &state)?;
+    ensure!(report.complete(), "maps full: {:?}", report.map_full);
+    let frames = cnp_frames();
+    let mut floor = Vec::new();
+    let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for _ in 0..rounds {
+        floor.push(bench.floor(&frames[0].1, repeat)?);
+        for (name, frame, want) in &frames {
+            let ns = bench.run(Direction::Ingress, frame, repeat, *want)?;
+            samples.entry(name).or_default().push(ns);
+        }
+    }
+    let floor_ns = median(&floor);
+    let mut cases = serde_json::Map::new();
+    for (name, s) in &samples {
+        let m = median(s);
+        cases.insert(
+            (*name).to_string(),
+            json!({"median_ns": m, "delta_ns": m - floor_ns,
+                   "ratio_to_floor": m / floor_ns, "samples": s}),
+        );
+    }
+    let deny_entries = state.policy.values().filter(|v| v.denies()).count();
+    println!(
+        "  cnp ({} policy entries, {deny_entries} deny): floor {floor_ns:.0} ns, {}",
+        state.policy.len(),
+        samples
+            .keys()
+            .map(|name| format!(
+                "{name} +{:.0}",
+                cases[*name]["delta_ns"].as_f64().unwrap_or(0.0)
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(json!({
+        "ipcache": IPCACHE_HEADLINE,
+        "policy_entries": state.policy.len(), "deny_entries": deny_entries,
+        "floor_ns": floor_ns, "floor_samples": floor, "cases": cases,
+    }))
 }
 
 struct Frames {
@@ -355,6 +474,7 @@ pub fn run(quick: bool) -> Result<Value> {
             }));
         }
     }
+    let cnp = cnp(&mut bench, repeat, rounds)?;
     Ok(json!({
         "suite": "datapath",
         "repeat": repeat,
@@ -362,6 +482,7 @@ pub fn run(quick: bool) -> Result<Value> {
         "single_runs": singles,
         "building_blocks": blocks,
         "configs": configs,
+        "cnp": cnp,
     }))
 }
 
@@ -495,6 +616,23 @@ pub fn summary(result: &Value) -> String {
             md += &format!(" +{} (+insert: +{}) |", fmt_num(d), fmt_num(di));
         }
         md += "\n";
+    }
+    if let Some(cases) = result["cnp"]["cases"].as_object() {
+        md += &format!(
+            "\n### With deny entries (ClusterNetworkPolicy-style, ipcache {IPCACHE_HEADLINE})\n\n\
+             {} policy entries, {} of them deny (`cnp_plan`); floor {} ns in the same run. \
+             Compare with *new flow (lookups)* and *deny* above.\n\n| case | ns above floor | x floor |\n|---|---:|---:|\n",
+            result["cnp"]["policy_entries"],
+            result["cnp"]["deny_entries"],
+            fmt_num(result["cnp"]["floor_ns"].as_f64().unwrap_or(f64::NAN)),
+        );
+        for (name, c) in cases {
+            md += &format!(
+                "| {name} | +{} | {:.1}x |\n",
+                fmt_num(c["delta_ns"].as_f64().unwrap_or(f64::NAN)),
+                c["ratio_to_floor"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
     }
     md += "\n### Targets\n\n";
     let worst = config(result, 100_000, 100_000);
