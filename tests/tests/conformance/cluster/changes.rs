@@ -63,15 +63,24 @@ fn label_changes_move_pods_and_namespaces_in_and_out_of_subjects_and_peers() {
 
 #[test]
 fn established_connections_are_cut_when_a_cluster_network_policy_now_denies_them() {
-    let fx = Fixture::new();
-    // An Admin Accept first, so the connections below start under a CNP.
+    let mut fx = Fixture::new();
+    // An Admin Accept first, so the connections below start under a CNP;
+    // and a Deny of pods labelled `role: bad` (none yet) into z.
     let policies = |deny: bool| {
-        let mut docs = vec![cnp(
-            "x-b-to-y",
-            "Admin",
-            10,
-            "subject:\n  pods:\n    namespaceSelector: {matchLabels: {ns: x}}\n    podSelector: {matchLabels: {pod: b}}\negress:\n- action: Accept\n  to:\n  - namespaces: {matchLabels: {ns: y}}",
-        )];
+        let mut docs = vec![
+            cnp(
+                "x-b-to-y",
+                "Admin",
+                10,
+                "subject:\n  pods:\n    namespaceSelector: {matchLabels: {ns: x}}\n    podSelector: {matchLabels: {pod: b}}\negress:\n- action: Accept\n  to:\n  - namespaces: {matchLabels: {ns: y}}",
+            ),
+            cnp(
+                "z-not-from-bad",
+                "Admin",
+                5,
+                "subject:\n  namespaces: {matchLabels: {ns: z}}\ningress:\n- action: Deny\n  from:\n  - pods: {podSelector: {matchLabels: {role: bad}}}",
+            ),
+        ];
         if deny {
             docs.push(cnp(
                 "cut",
@@ -101,6 +110,8 @@ fn established_connections_are_cut_when_a_cluster_network_policy_now_denies_them
     let mut kept_accepted = connect("x/b", "y/b");
     let mut cut_at_ingress = connect("x/b", "y/a");
     let mut cut_at_egress = connect("x/c", "z/a");
+    let mut kept_unlabelled = connect("y/b", "z/b");
+    let mut cut_by_label = connect("y/c", "z/c");
 
     fx.apply("cnp", &policies(true));
     let mut r = fx.reach(true);
@@ -118,5 +129,18 @@ fn established_connections_are_cut_when_a_cluster_network_policy_now_denies_them
     assert!(
         !cut_at_egress.exchange(PROBE),
         "x/c -> z/a is cut by x/c's egress Deny"
+    );
+
+    // No policy change: a label makes y/c a peer of the Deny into z.
+    fx.relabel_pod("y/c", &[("pod", "c"), ("role", "bad")]);
+    r.deny("y/c", "z/*");
+    fx.expect_for(&r, &[(Tcp, 80, V4), (Udp, 80, V4)]);
+    assert!(
+        kept_unlabelled.exchange(PROBE),
+        "y/b -> z/b is still allowed"
+    );
+    assert!(
+        !cut_by_label.exchange(PROBE),
+        "y/c -> z/c is cut once y/c's label matches the Deny"
     );
 }

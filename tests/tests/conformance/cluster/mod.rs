@@ -12,6 +12,7 @@
 
 mod changes;
 mod nodes;
+mod overlaps;
 mod peers;
 mod ports;
 mod tiers;

@@ -28,83 +28,113 @@ fn serve_on_nodes(fx: &Fixture) -> Vec<Server> {
     servers
 }
 
-/// One probe from every pod to every node address for each of `on`.
-type NodeCell = (String, usize, Proto, u16, Family);
-
-fn probe_nodes(fx: &Fixture, on: &[(Proto, u16, Family)]) -> Vec<(NodeCell, Outcome)> {
-    let cells: Vec<NodeCell> = fx
-        .endpoints
-        .iter()
-        .flat_map(|e| {
-            (0..fx.cluster.nodes.len()).flat_map(move |node| {
-                on.iter()
-                    .map(move |&(proto, port, family)| (e.info.id(), node, proto, port, family))
-            })
-        })
-        .collect();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = cells
-            .iter()
-            .map(|cell| {
-                s.spawn(move || {
-                    let (from, node, proto, port, family) = cell;
-                    let node = &fx.cluster.nodes[*node];
-                    let dst = match family {
-                        V4 => node.ipv4().into(),
-                        V6 => node.ipv6().into(),
-                    };
-                    let pod = fx.pod(from);
-                    match proto {
-                        Tcp => pod.probe_tcp(dst, *port, PROBE),
-                        Udp => pod.probe_udp(dst, *port, PROBE),
-                        Sctp => pod.probe_sctp(dst, *port, PROBE),
-                    }
-                })
-            })
-            .collect();
-        cells
-            .iter()
-            .cloned()
-            .zip(handles.into_iter().map(|h| h.join().expect("probe thread")))
-            .collect()
-    })
+/// One probe between a pod and a node address, one way or the other.
+#[derive(Clone, Debug)]
+struct NodeCell {
+    pod: String,
+    node: usize,
+    /// From the pod to the node (else from the node to the pod).
+    to_node: bool,
+    proto: Proto,
+    port: u16,
+    family: Family,
 }
 
-/// Waits until every pod reaches each node on each of `on` exactly when
-/// `want(pod, node, proto, port)` says so (a blocked probe must time out).
+impl std::fmt::Display for NodeCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (pod, node) = (&self.pod, format!("node-{}", self.node));
+        let (from, to) = if self.to_node {
+            (pod, &node)
+        } else {
+            (&node, pod)
+        };
+        write!(
+            f,
+            "{from} -> {to} {} port {} over {}",
+            self.proto, self.port, self.family
+        )
+    }
+}
+
+/// Every (pod, node) pair for each of `on`, one way.
+fn node_cells(fx: &Fixture, to_node: bool, on: &[(Proto, u16, Family)]) -> Vec<NodeCell> {
+    let mut cells = Vec::new();
+    for e in &fx.endpoints {
+        for node in 0..fx.cluster.nodes.len() {
+            for &(proto, port, family) in on {
+                cells.push(NodeCell {
+                    pod: e.info.id(),
+                    node,
+                    to_node,
+                    proto,
+                    port,
+                    family,
+                });
+            }
+        }
+    }
+    cells
+}
+
+fn probe(fx: &Fixture, cell: &NodeCell) -> Outcome {
+    let node = &fx.cluster.nodes[cell.node];
+    let (pod, port) = (fx.pod(&cell.pod), cell.port);
+    if cell.to_node {
+        let dst = match cell.family {
+            V4 => node.ipv4().into(),
+            V6 => node.ipv6().into(),
+        };
+        match cell.proto {
+            Tcp => pod.probe_tcp(dst, port, PROBE),
+            Udp => pod.probe_udp(dst, port, PROBE),
+            Sctp => pod.probe_sctp(dst, port, PROBE),
+        }
+    } else {
+        let dst = fx.ip(&cell.pod, cell.family);
+        match cell.proto {
+            Tcp => node.probe_tcp(dst, port, PROBE),
+            Udp => node.probe_udp(dst, port, PROBE),
+            Sctp => node.probe_sctp(dst, port, PROBE),
+        }
+    }
+}
+
+/// Waits until each cell is reachable exactly when `want` says so (a
+/// blocked probe must time out), probing all in parallel.
 #[track_caller]
-fn expect_nodes(
-    fx: &Fixture,
-    on: &[(Proto, u16, Family)],
-    want: impl Fn(&str, usize, Proto, u16) -> bool,
-) {
-    let wrong = |observed: &Vec<(NodeCell, Outcome)>| -> Vec<String> {
-        observed
+fn expect_cells(fx: &Fixture, cells: &[NodeCell], want: impl Fn(&NodeCell) -> bool) {
+    let wrong = |observed: &Vec<Outcome>| -> Vec<String> {
+        cells
             .iter()
-            .filter(|((from, node, proto, port, _), outcome)| {
-                if want(from, *node, *proto, *port) {
+            .zip(observed)
+            .filter(|(cell, outcome)| {
+                if want(cell) {
                     !outcome.is_reachable()
                 } else {
                     !matches!(outcome, Outcome::TimedOut)
                 }
             })
-            .map(|((from, node, proto, port, family), outcome)| {
-                format!(
-                    "  {from} -> node-{node} {proto} port {port} over {family}: expected {}, observed {outcome}",
-                    if want(from, *node, *proto, *port) { "reachable" } else { "blocked" }
-                )
+            .map(|(cell, outcome)| {
+                let expected = if want(cell) { "reachable" } else { "blocked" };
+                format!("  {cell}: expected {expected}, observed {outcome}")
             })
             .collect()
     };
-    let matched = Poll::new("pods to nodes to match the model", Duration::from_secs(10))
+    let observe = || {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = cells.iter().map(|c| s.spawn(|| probe(fx, c))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("probe thread"))
+                .collect::<Vec<_>>()
+        })
+    };
+    let matched = Poll::new("pods and nodes to match the model", Duration::from_secs(10))
         .every(Duration::from_millis(100))
-        .until(
-            || probe_nodes(fx, on),
-            |observed| wrong(observed).is_empty(),
-        );
+        .until(observe, |observed| wrong(observed).is_empty());
     if let Err(timed_out) = matched {
         panic!(
-            "pods to nodes did not match within {:?}:\n{}\n{}",
+            "pods and nodes did not match within {:?}:\n{}\n{}",
             timed_out.waited,
             wrong(&timed_out.last).join("\n"),
             fx.diagnostics()
@@ -137,12 +167,12 @@ fn nodes_peers_match_the_addresses_of_the_selected_nodes() {
         (Udp, 81, V6),
     ];
     let want = |infra: usize| {
-        move |from: &str, node: usize, proto: Proto, port: u16| {
-            !from.starts_with("x/")
-                || (node == infra && matches!((proto, port), (Tcp, 80) | (Udp, 80)))
+        move |c: &NodeCell| {
+            !c.pod.starts_with("x/")
+                || (c.node == infra && matches!((c.proto, c.port), (Tcp, 80) | (Udp, 80)))
         }
     };
-    expect_nodes(&fx, &on, want(0));
+    expect_cells(&fx, &node_cells(&fx, true, &on), want(0));
     // The pod peer of the same rule, across nodes (x/b is on node 1, z/c on 0).
     let mut r = fx.reach(true);
     r.deny("x/*", "z/c");
@@ -151,5 +181,34 @@ fn nodes_peers_match_the_addresses_of_the_selected_nodes() {
     // The label moves to node 1.
     label_node(&mut fx, 0, &[]);
     label_node(&mut fx, 1, &[("role", "infra")]);
-    expect_nodes(&fx, &on[..4], want(1));
+    expect_cells(&fx, &node_cells(&fx, true, &on[..4]), want(1));
+}
+
+#[test]
+fn a_pods_own_node_reaches_it_whatever_a_cluster_network_policy_denies() {
+    let fx = Fixture::builder().nodes(2, spread).build();
+    let _servers = serve_on_nodes(&fx);
+    // x closed both ways: an unreadable Deny (a range with start > end)
+    // fails closed to "deny every source"; egress to nodes and the world denied.
+    fx.apply(
+        "shut",
+        &cnp(
+            "x-shut",
+            "Admin",
+            5,
+            "subject:\n  namespaces: {matchLabels: {ns: x}}\ningress:\n- action: Deny\n  from:\n  - namespaces: {}\n  protocols:\n  - tcp: {destinationPort: {range: {start: 90, end: 80}}}\negress:\n- action: Deny\n  to:\n  - nodes: {}\n  - networks: [0.0.0.0/0, \"::/0\"]",
+        ),
+    );
+    let on = [(Tcp, 80, V4), (Udp, 81, V4), (Sctp, 80, V4), (Tcp, 81, V6)];
+    let home = |c: &NodeCell| fx.pod(&c.pod).node_index() as usize == c.node;
+    // The node's own probes (and their replies, past x's egress Deny) pass;
+    // the other node is just another source.
+    let mut cells = node_cells(&fx, false, &on);
+    cells.extend(node_cells(&fx, true, &on[..2]));
+    expect_cells(&fx, &cells, |c| {
+        !c.pod.starts_with("x/") || (!c.to_node && home(c))
+    });
+    let mut r = fx.reach(true);
+    r.deny_ingress_to("x/*").deny_egress_from("x/*");
+    fx.expect_for(&r, &[(Tcp, 80, V4), (Udp, 80, V6)]);
 }
