@@ -36,7 +36,10 @@ pub enum Command {
     /// directory and enforce NetworkPolicies on this node's pods.
     Run(RunArgs),
     /// Explain whether a connection between two pods is allowed, and by which
-    /// policies and rules. Exit status: 0 allowed, 1 denied, 2 error.
+    /// policies and rules: per direction, the ClusterNetworkPolicy tiers
+    /// (Admin, then NetworkPolicy, then Baseline) with the deciding rule and
+    /// every Pass on the way, and the NetworkPolicies isolating the pod.
+    /// Exit status: 0 allowed, 1 denied, 2 error.
     Explain(ExplainArgs),
     /// Show the local agent's status (endpoints, policies, sync state, errors).
     Status(StatusArgs),

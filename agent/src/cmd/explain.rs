@@ -1,5 +1,6 @@
 //! `palisade explain`: the verdict for one connection, from the same compiled
-//! plan the datapath gets.
+//! plan the datapath gets, with the tiered reading (Admin ClusterNetworkPolicy,
+//! NetworkPolicy, Baseline) that names the deciding rule.
 
 use std::process::ExitCode;
 
@@ -33,13 +34,18 @@ pub fn load_manifests(dir: &std::path::Path) -> Result<ClusterState, super::Erro
     Ok(cluster)
 }
 
-/// Loads the cluster state from the API server (one list of each kind).
+/// Loads the cluster state from the API server (one list of each kind,
+/// ClusterNetworkPolicies included: where their CRD is not installed, or not
+/// readable, the source lists none).
 async fn load_cluster(kubeconfig: Option<&std::path::Path>) -> Result<ClusterState, super::Error> {
     let client = crate::source::kube::client(kubeconfig).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let task = tokio::spawn(crate::source::kube::run(client, tx));
     let mut cluster = ClusterState::new();
-    let mut pending: std::collections::BTreeSet<_> = crate::source::Kind::ALL.into_iter().collect();
+    let mut pending: std::collections::BTreeSet<_> = crate::source::Kind::ALL
+        .into_iter()
+        .chain(crate::source::Kind::OPTIONAL)
+        .collect();
     while !pending.is_empty() {
         match rx.recv().await {
             Some(SourceEvent::Replace { kinds, objects }) => {

@@ -231,7 +231,19 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
             move |elapsed: Duration, plan: &DatapathPlan, cluster: &ClusterState| {
                 programming.observe(elapsed.as_secs_f64());
                 if let Some(c) = &counters {
-                    c.on_plan(plan, |p| cluster.policy(p).is_some());
+                    // A ClusterNetworkPolicy's ref has no namespace.
+                    let cluster_policies: std::collections::BTreeSet<&str> = cluster
+                        .cluster_policies()
+                        .into_iter()
+                        .map(|p| p.name.as_str())
+                        .collect();
+                    c.on_plan(plan, |p| {
+                        if p.namespace.is_empty() {
+                            cluster_policies.contains(p.name.as_str())
+                        } else {
+                            cluster.policy(p).is_some()
+                        }
+                    });
                 }
                 if let Ok(mut d) = flows.directory.write() {
                     *d = Directory::build(plan, cluster);

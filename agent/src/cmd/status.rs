@@ -5,7 +5,8 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::cli::{OutputFormat, StatusArgs};
-use crate::observe::Status;
+use crate::observe::{ClusterPolicyStatus, Status};
+use crate::state::Rejection;
 
 /// Fetches `path` from the agent with a plain HTTP/1.0 GET, waiting at most
 /// `timeout` for the answer.
@@ -63,12 +64,6 @@ pub fn run(args: &StatusArgs) -> Result<(), super::Error> {
         println!("not ready: {why}");
     }
     println!("policies: {}  identities: {}", s.policies, s.identities);
-    if !s.cluster_policies.is_empty() {
-        println!(
-            "cluster network policies (not enforced yet, see rejections): {}",
-            s.cluster_policies.join(", ")
-        );
-    }
     let sync = if s.source_synced {
         "synced".to_string()
     } else {
@@ -125,15 +120,27 @@ pub fn run(args: &StatusArgs) -> Result<(), super::Error> {
             println!("    not enforced: {reason}");
         }
     }
+    print_cluster_policies(&s.cluster_policies);
     if !s.held_closed.is_empty() {
         println!(
             "\nheld closed (a previous agent enforced them; no pod resolves to them yet): {}",
             s.held_closed.join(", ")
         );
     }
-    if !s.rejections.is_empty() {
+    // A ClusterNetworkPolicy's are listed with it.
+    let listed: Vec<&Rejection> = s
+        .cluster_policies
+        .iter()
+        .flat_map(|p| p.rejections.iter().chain(&p.unsupported))
+        .collect();
+    let rejections: Vec<&Rejection> = s
+        .rejections
+        .iter()
+        .filter(|r| !listed.contains(r))
+        .collect();
+    if !rejections.is_empty() {
         println!("\nrejected policy fields (they isolate but allow nothing):");
-        for r in &s.rejections {
+        for r in rejections {
             println!("  {r}");
         }
     }
@@ -148,4 +155,35 @@ pub fn run(args: &StatusArgs) -> Result<(), super::Error> {
         }
     }
     Ok(())
+}
+
+/// The ClusterNetworkPolicies, in precedence order, each with its problems.
+fn print_cluster_policies(policies: &[ClusterPolicyStatus]) {
+    if policies.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<9} {:>8} {:<40} {:>8} {:>8} PROBLEMS",
+        "TIER", "PRIORITY", "CLUSTER NETWORK POLICY", "INGRESS", "EGRESS"
+    );
+    for p in policies {
+        let problems = match (p.rejections.len(), p.unsupported.len()) {
+            (0, 0) => "-".to_string(),
+            (r, u) => format!("{r} rejected, {u} unsupported"),
+        };
+        println!(
+            "{:<9} {:>8} {:<40} {:>8} {:>8} {problems}",
+            p.tier, p.priority, p.name, p.ingress_rules, p.egress_rules
+        );
+        for r in &p.rejections {
+            println!("    rejected (fails closed): {}: {}", r.field, r.reason);
+        }
+        for r in &p.unsupported {
+            println!(
+                "    unsupported (matches nothing): {}: {}",
+                r.field, r.reason
+            );
+        }
+    }
 }

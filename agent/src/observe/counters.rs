@@ -3,7 +3,7 @@
 //!
 //! Exported (prefix `palisade_`):
 //! - `policy_rule_hits_total` / `policy_rule_bytes_total`
-//!   {namespace, policy, direction, rule, verdict}: see [`HITS_HELP`];
+//!   {namespace, policy, direction, tier, rule, verdict}: see [`HITS_HELP`];
 //! - `drops_total` / `drop_bytes_total` {direction, reason}, `forwarded_total`
 //!   {direction}, `audited_total` {direction, reason}: every packet the
 //!   programs saw, per outcome (`STATS`);
@@ -23,7 +23,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use super::flows::{Directory, FlowRecord, Verdict};
+use super::flows::{DeniedBy, Directory, FlowRecord, Verdict};
 use super::ledger::{AuditLabels, Count, Ledger, RuleLabels};
 use crate::datapath::ledger_store::Store;
 use crate::datapath::view::{KernelView, MapPressure};
@@ -31,21 +31,27 @@ use crate::policy::plan::DatapathPlan;
 use crate::state::PolicyRef;
 
 /// HELP of the rule families.
-pub const HITS_HELP: &str = "Flows per NetworkPolicy rule. verdict=allow: connections (first packets) \
-the rule allowed, counted exactly in the kernel. verdict=audit (rule=none): flows that no rule \
-allowed to an endpoint in an audit-mode namespace, which passed instead of being dropped; counted \
-once for each policy isolating the endpoint in that direction, from flow events (subject to the \
-event rate limit, see palisade_flow_events_lost_total). Never decreases across recompiles or agent \
-restarts";
+pub const HITS_HELP: &str = "Flows per policy rule. tier: admin or baseline (a \
+ClusterNetworkPolicy, namespace empty) or network_policy; rule: the rule's name, else its index in \
+spec.ingress/spec.egress. verdict=allow: connections (first packets) a NetworkPolicy rule or a \
+ClusterNetworkPolicy Accept rule allowed, counted exactly in the kernel. verdict=deny: first packets \
+a ClusterNetworkPolicy Deny rule matched, counted exactly in the kernel (in an audit-mode namespace \
+such a packet passes, and its flow also counts in verdict=audit). verdict=audit: flows to or \
+from an endpoint in an audit-mode namespace that policy would have dropped and that passed instead, \
+counted from flow events (subject to the event rate limit, see palisade_flow_events_lost_total): \
+once for the ClusterNetworkPolicy Deny rule that would have dropped the flow, else (rule=none) once \
+for each NetworkPolicy isolating the endpoint in that direction. Never decreases across recompiles \
+or agent restarts";
 const BYTES_HELP: &str = "Bytes (L2 length) of the first packets counted in \
-palisade_policy_rule_hits_total{verdict=\"allow\"}; audited flows carry no length and are not \
-counted here";
+palisade_policy_rule_hits_total{verdict=\"allow\"} and {verdict=\"deny\"}; audited flows carry no \
+length and are not counted here";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RuleSet {
     namespace: String,
     policy: String,
     direction: &'static str,
+    tier: String,
     rule: String,
     verdict: &'static str,
 }
@@ -133,24 +139,15 @@ impl Counters {
         }
     }
 
-    /// Counts the audited flows of a batch for the policies isolating them.
+    /// Counts the audited flows of a batch (see [`audit_labels`]).
     pub fn on_flows(&self, batch: &[FlowRecord]) {
         let Ok(mut l) = self.ledger.lock() else {
             return;
         };
         let mut any = false;
-        for r in batch.iter().filter(|r| r.verdict == Verdict::Audit) {
-            for p in Directory::policies_of(r) {
-                l.audit(
-                    AuditLabels {
-                        namespace: p.namespace,
-                        policy: p.name,
-                        direction: r.direction,
-                    },
-                    1,
-                );
-                any = true;
-            }
+        for labels in batch.iter().flat_map(audit_labels) {
+            l.audit(labels, 1);
+            any = true;
         }
         if any {
             self.dirty.store(true, Ordering::Release);
@@ -179,7 +176,7 @@ impl Counters {
         self.kernel.pressure()
     }
 
-    /// The value of every rule label set now (allow verdict).
+    /// The value of every rule label set now (allow and deny verdicts).
     pub fn rule_totals(&self) -> BTreeMap<RuleLabels, Count> {
         match self.ledger.lock() {
             Ok(l) => l.totals(|id| self.kernel.rule(id).into()),
@@ -236,13 +233,14 @@ impl Collector for Counters {
             Ok(l) => l.audited().iter().map(|(k, v)| (k.clone(), *v)).collect(),
             Err(_) => Vec::new(),
         };
-        let allow = totals.iter().map(|(l, c)| {
+        let kernel = totals.iter().map(|(l, c)| {
             let set = RuleSet {
                 namespace: l.namespace.clone(),
                 policy: l.policy.clone(),
                 direction: l.direction.as_label(),
-                rule: l.rule.to_string(),
-                verdict: "allow",
+                tier: l.tier.clone(),
+                rule: l.rule.clone(),
+                verdict: l.verdict.as_label(),
             };
             (set, c)
         });
@@ -251,7 +249,8 @@ impl Collector for Counters {
                 namespace: l.namespace.clone(),
                 policy: l.policy.clone(),
                 direction: l.direction.as_label(),
-                rule: "none".into(),
+                tier: l.tier.clone(),
+                rule: l.rule.clone().unwrap_or_else(|| "none".into()),
                 verdict: "audit",
             };
             (set, *n)
@@ -260,13 +259,13 @@ impl Collector for Counters {
             &mut encoder,
             "policy_rule_hits",
             HITS_HELP,
-            allow.clone().map(|(s, c)| (s, c.packets)).chain(audit),
+            kernel.clone().map(|(s, c)| (s, c.packets)).chain(audit),
         )?;
         counter(
             &mut encoder,
             "policy_rule_bytes",
             BYTES_HELP,
-            allow.map(|(s, c)| (s, c.bytes)),
+            kernel.map(|(s, c)| (s, c.bytes)),
         )?;
 
         let per_reason = |audit: bool| {
@@ -382,4 +381,87 @@ fn origins(plan: &DatapathPlan) -> BTreeMap<u32, RuleLabels> {
         .iter()
         .map(|(id, o)| (id.0, RuleLabels::of(o)))
         .collect()
+}
+
+/// What one flow record adds to `verdict=audit`: nothing unless audited; the
+/// ClusterNetworkPolicy rule that would have denied it; else one count for
+/// each NetworkPolicy isolating the endpoint (`rule=none`).
+fn audit_labels(record: &FlowRecord) -> Vec<AuditLabels> {
+    if record.verdict != Verdict::Audit {
+        return Vec::new();
+    }
+    match &record.denied_by {
+        Some(DeniedBy::Rule {
+            tier,
+            namespace,
+            policy,
+            rule,
+        }) => vec![AuditLabels {
+            namespace: namespace.clone(),
+            policy: policy.clone(),
+            direction: record.direction,
+            tier: tier.clone(),
+            rule: Some(rule.clone()),
+        }],
+        Some(DeniedBy::Isolation) | None => Directory::policies_of(record)
+            .into_iter()
+            .map(|p| AuditLabels::isolation(p, record.direction))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(verdict: Verdict, denied_by: Option<DeniedBy>) -> FlowRecord {
+        FlowRecord {
+            seq: 1,
+            time: String::new(),
+            direction: Direction::Ingress,
+            source: "x/client".into(),
+            destination: "ns/server".into(),
+            source_port: 4000,
+            destination_port: 53,
+            protocol: "UDP".into(),
+            reason: "policy_denied".into(),
+            endpoint: "ns/server".into(),
+            policies: vec!["ns/lockdown".into(), "ns/other".into()],
+            denied_by,
+            verdict,
+        }
+    }
+
+    #[test]
+    fn an_audited_flow_counts_for_the_cluster_rule_that_would_have_denied_it() {
+        let by_rule = Some(DeniedBy::Rule {
+            tier: "admin".into(),
+            namespace: String::new(),
+            policy: "block".into(),
+            rule: "no-dns".into(),
+        });
+        assert_eq!(
+            audit_labels(&record(Verdict::Audit, by_rule.clone())),
+            vec![AuditLabels {
+                namespace: String::new(),
+                policy: "block".into(),
+                direction: Direction::Ingress,
+                tier: "admin".into(),
+                rule: Some("no-dns".into()),
+            }]
+        );
+        assert!(audit_labels(&record(Verdict::Drop, by_rule)).is_empty());
+        // Isolation: each isolating NetworkPolicy, rule=none.
+        let isolated = audit_labels(&record(Verdict::Audit, Some(DeniedBy::Isolation)));
+        assert_eq!(
+            isolated
+                .iter()
+                .map(|l| (l.policy.as_str(), l.tier.as_str(), l.rule.clone()))
+                .collect::<Vec<_>>(),
+            vec![
+                ("lockdown", "network_policy", None),
+                ("other", "network_policy", None)
+            ]
+        );
+    }
 }

@@ -12,7 +12,8 @@
 //! credits packets the kernel counted while it was away to the owners the
 //! kernel was still enforcing.
 //!
-//! Audited flows are counted here too (from flow events, per policy), since
+//! Audited flows are counted here too (from flow events: per ClusterNetworkPolicy
+//! rule that would have denied them, else per isolating NetworkPolicy), since
 //! nothing in the kernel counts them per policy.
 
 use std::collections::BTreeMap;
@@ -22,28 +23,92 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::plan::RuleOrigin;
 use crate::state::PolicyRef;
+use crate::state::cnp::Action;
 
 /// Labels of one rule: `palisade_policy_rule_{hits,bytes}_total`.
+///
+/// Ledgers of format version 1 knew only NetworkPolicy rules, labelled by
+/// index: they read back as `tier` `network_policy`, `rule` the index as
+/// text and `verdict` `allow`, which are the labels those rules carry now, so
+/// no series loses its count across the upgrade.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RuleLabels {
-    /// Namespace of the policy.
+    /// Namespace of the policy (empty for a ClusterNetworkPolicy).
     pub namespace: String,
     /// Name of the policy.
     pub policy: String,
     /// `spec.ingress` or `spec.egress`.
     pub direction: Direction,
-    /// Index of the rule in that list.
-    pub rule: u32,
+    /// `admin`, `network_policy` or `baseline` ([`RuleOrigin::tier_label`]).
+    #[serde(default = "network_policy_tier")]
+    pub tier: String,
+    /// The rule's name, else its index in that list ([`RuleOrigin::rule_label`]).
+    #[serde(deserialize_with = "rule_label")]
+    pub rule: String,
+    /// What the rule's entries do with a first packet.
+    #[serde(default)]
+    pub verdict: RuleVerdict,
+}
+
+/// What a rule's kernel entries do: the `verdict` label of its counters.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleVerdict {
+    /// An allow entry (a NetworkPolicy rule, a ClusterNetworkPolicy Accept).
+    #[default]
+    Allow,
+    /// A deny entry (a ClusterNetworkPolicy Deny).
+    Deny,
+}
+
+impl RuleVerdict {
+    /// Label value.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            RuleVerdict::Allow => "allow",
+            RuleVerdict::Deny => "deny",
+        }
+    }
+}
+
+fn network_policy_tier() -> String {
+    "network_policy".into()
+}
+
+/// A rule label: text, or (format version 1) the rule's index.
+fn rule_label<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Label {
+        Text(String),
+        Index(u32),
+    }
+    Ok(match Label::deserialize(d)? {
+        Label::Text(s) => s,
+        Label::Index(i) => i.to_string(),
+    })
 }
 
 impl RuleLabels {
     /// The labels of a rule origin.
     pub fn of(origin: &RuleOrigin) -> RuleLabels {
+        let deny = origin
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.action == Action::Deny);
         RuleLabels {
             namespace: origin.policy.namespace.clone(),
             policy: origin.policy.name.clone(),
             direction: origin.direction,
-            rule: origin.index,
+            tier: origin.tier_label().into(),
+            rule: origin.rule_label(),
+            verdict: if deny {
+                RuleVerdict::Deny
+            } else {
+                RuleVerdict::Allow
+            },
         }
     }
 
@@ -55,15 +120,45 @@ impl RuleLabels {
     }
 }
 
-/// Labels of audited flows: the policy isolating the endpoint and the direction.
+/// Labels of audited flows: the policy and, when one would have denied the
+/// flow, its rule; else (`rule` `None`) a NetworkPolicy isolating the
+/// endpoint that no rule allowed the flow through. Version 1 ledgers read
+/// back as the latter, in the `network_policy` tier.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AuditLabels {
-    /// Namespace of the policy.
+    /// Namespace of the policy (empty for a ClusterNetworkPolicy).
     pub namespace: String,
     /// Name of the policy.
     pub policy: String,
     /// Direction the policy isolates the endpoint in.
     pub direction: Direction,
+    /// `admin`, `network_policy` or `baseline`.
+    #[serde(default = "network_policy_tier")]
+    pub tier: String,
+    /// The rule that would have denied the flow (label `rule`; `none`
+    /// when isolation did).
+    #[serde(default)]
+    pub rule: Option<String>,
+}
+
+impl AuditLabels {
+    /// A flow no rule of the isolating NetworkPolicy `policy` allowed.
+    pub fn isolation(policy: PolicyRef, direction: Direction) -> AuditLabels {
+        AuditLabels {
+            namespace: policy.namespace,
+            policy: policy.name,
+            direction,
+            tier: network_policy_tier(),
+            rule: None,
+        }
+    }
+
+    fn policy_ref(&self) -> PolicyRef {
+        PolicyRef {
+            namespace: self.namespace.clone(),
+            name: self.policy.clone(),
+        }
+    }
 }
 
 /// Packets and bytes.
@@ -130,7 +225,10 @@ struct Persisted {
     audit: Vec<(AuditLabels, u64)>,
 }
 
-const VERSION: u32 = 1;
+/// 2: rule labels carry `tier`, `verdict` and `rule` as text; audit labels
+/// `tier` and `rule`. Version 1 (NetworkPolicy only) reads back as well.
+const VERSION: u32 = 2;
+const OLDEST_READABLE: u32 = 1;
 
 /// The ledger. Pure: kernel values are passed in.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -191,12 +289,7 @@ impl Ledger {
         }
         let before = (self.folded.len(), self.audit.len());
         self.folded.retain(|l, _| live(&l.policy_ref()));
-        self.audit.retain(|l, _| {
-            live(&PolicyRef {
-                namespace: l.namespace.clone(),
-                name: l.policy.clone(),
-            })
-        });
+        self.audit.retain(|l, _| live(&l.policy_ref()));
         changed || before != (self.folded.len(), self.audit.len())
     }
 
@@ -252,7 +345,7 @@ impl Ledger {
     /// Reads what [`Ledger::to_bytes`] wrote.
     pub fn from_bytes(bytes: &[u8]) -> Result<Ledger, LedgerError> {
         let p: Persisted = serde_json::from_slice(bytes).map_err(LedgerError::Decode)?;
-        if p.version != VERSION {
+        if !(OLDEST_READABLE..=VERSION).contains(&p.version) {
             return Err(LedgerError::Version(p.version));
         }
         Ok(Ledger {
@@ -285,7 +378,9 @@ mod tests {
             namespace: "ns".into(),
             policy: policy.into(),
             direction: Direction::Ingress,
-            rule,
+            tier: "network_policy".into(),
+            rule: rule.to_string(),
+            verdict: RuleVerdict::Allow,
         }
     }
 
@@ -379,11 +474,13 @@ mod tests {
         k.hit(2, 3);
         assert_eq!(packets(&l, &k, "a", 0), 5);
         l.audit(
-            AuditLabels {
-                namespace: "ns".into(),
-                policy: "a".into(),
-                direction: Direction::Ingress,
-            },
+            AuditLabels::isolation(
+                PolicyRef {
+                    namespace: "ns".into(),
+                    name: "a".into(),
+                },
+                Direction::Ingress,
+            ),
             4,
         );
         assert!(l.reassign(&BTreeMap::new(), k.read(), |p| p.name != "a"));
@@ -413,5 +510,87 @@ mod tests {
         assert_eq!(packets(&back, &k, "a", 1), 10);
         assert_eq!(packets(&back, &k, "b", 0), 4);
         assert!(Ledger::from_bytes(b"{\"version\":99}").is_err());
+    }
+
+    #[test]
+    fn a_version_1_ledger_reads_back_as_network_policy_allow_labels() {
+        // What the agent wrote before ClusterNetworkPolicy: rule indexes, no
+        // tier, no verdict, audit labels without a rule.
+        let v1 = br#"{"version":1,
+            "owners":[[7,{"labels":{"namespace":"ns","policy":"b","direction":"ingress","rule":0},
+                          "base":{"packets":10,"bytes":1000}}]],
+            "folded":[[{"namespace":"ns","policy":"a","direction":"ingress","rule":1},
+                       {"packets":10,"bytes":1000}]],
+            "audit":[[{"namespace":"ns","policy":"a","direction":"ingress"},3]]}"#;
+        let l = Ledger::from_bytes(v1).expect("a version 1 ledger reads");
+        let k = Kernel::new();
+        k.hit(7, 14);
+        assert_eq!(packets(&l, &k, "a", 1), 10);
+        assert_eq!(packets(&l, &k, "b", 0), 4, "the owner keeps its base");
+        let audit = AuditLabels::isolation(
+            PolicyRef {
+                namespace: "ns".into(),
+                name: "a".into(),
+            },
+            Direction::Ingress,
+        );
+        assert_eq!(l.audited().get(&audit), Some(&3));
+        // Rewritten as the current version, it reads back the same.
+        let again = Ledger::from_bytes(&l.to_bytes()).expect("reads");
+        assert_eq!(again, l);
+        assert!(String::from_utf8_lossy(&l.to_bytes()).contains("\"version\":2"));
+    }
+
+    #[test]
+    fn cluster_rules_are_labelled_by_tier_name_and_action() {
+        use crate::policy::plan::ClusterRuleOrigin;
+        use crate::state::cnp::Tier;
+        let origin = |action, name: Option<&str>| RuleOrigin {
+            policy: PolicyRef {
+                namespace: String::new(),
+                name: "guard".into(),
+            },
+            direction: Direction::Egress,
+            index: 2,
+            cluster: Some(ClusterRuleOrigin {
+                tier: Tier::Baseline,
+                action,
+                name: name.map(Into::into),
+            }),
+        };
+        let deny = RuleLabels::of(&origin(Action::Deny, Some("no-db")));
+        assert_eq!(
+            (deny.tier.as_str(), deny.rule.as_str(), deny.verdict),
+            ("baseline", "no-db", RuleVerdict::Deny)
+        );
+        assert!(deny.namespace.is_empty());
+        let accept = RuleLabels::of(&origin(Action::Accept, None));
+        assert_eq!(
+            (accept.rule.as_str(), accept.verdict),
+            ("2", RuleVerdict::Allow)
+        );
+        let np = RuleLabels::of(&RuleOrigin::network_policy(
+            PolicyRef {
+                namespace: "ns".into(),
+                name: "a".into(),
+            },
+            Direction::Ingress,
+            1,
+        ));
+        assert_eq!(np, labels("a", 1));
+        // An Accept rule edited into a Deny is a new series, not a reset of the old.
+        let k = Kernel::new();
+        let mut l = Ledger::default();
+        l.reassign(&BTreeMap::from([(1, accept.clone())]), k.read(), |_| true);
+        k.hit(1, 3);
+        let denied = RuleLabels {
+            verdict: RuleVerdict::Deny,
+            ..accept.clone()
+        };
+        l.reassign(&BTreeMap::from([(1, denied.clone())]), k.read(), |_| true);
+        k.hit(1, 2);
+        let totals = l.totals(k.read());
+        assert_eq!(totals[&accept].packets, 3);
+        assert_eq!(totals[&denied].packets, 2);
     }
 }

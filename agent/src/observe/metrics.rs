@@ -26,6 +26,13 @@ pub struct ErrorLabel {
     pub error: String,
 }
 
+/// `palisade_cluster_network_policies{tier}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabel {
+    /// `admin` or `baseline`.
+    pub tier: &'static str,
+}
+
 /// Build information.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildInfo {
@@ -50,6 +57,8 @@ pub struct Metrics {
     pub endpoints: Family<EndpointState, Gauge>,
     /// NetworkPolicies known.
     pub policies: Gauge,
+    /// ClusterNetworkPolicies known, by tier.
+    pub cluster_policies: Family<TierLabel, Gauge>,
     /// Identities in the current plan.
     pub identities: Gauge,
     /// Validation failures in the current plan.
@@ -95,6 +104,15 @@ impl Metrics {
             "policies",
             "NetworkPolicies known to the agent",
             policies.clone(),
+        );
+        let cluster_policies = Family::<TierLabel, Gauge>::default();
+        for tier in ["admin", "baseline"] {
+            cluster_policies.get_or_create(&TierLabel { tier }).set(0);
+        }
+        registry.register(
+            "cluster_network_policies",
+            "ClusterNetworkPolicies known to the agent, by tier (their rejected and unsupported fields count in palisade_rejections)",
+            cluster_policies.clone(),
         );
         let identities = Gauge::default();
         registry.register(
@@ -147,6 +165,7 @@ impl Metrics {
             source_up,
             endpoints,
             policies,
+            cluster_policies,
             identities,
             rejections,
             source_lag_seconds,
@@ -182,6 +201,15 @@ impl Metrics {
                 .set(n);
         }
         self.policies.set(s.policies as i64);
+        for (tier, label) in [
+            (crate::state::cnp::Tier::Admin, "admin"),
+            (crate::state::cnp::Tier::Baseline, "baseline"),
+        ] {
+            let n = s.cluster_policies.iter().filter(|p| p.is_in(tier)).count();
+            self.cluster_policies
+                .get_or_create(&TierLabel { tier: label })
+                .set(n as i64);
+        }
         self.identities.set(s.identities as i64);
         self.rejections.set(s.rejections.len() as i64);
         for (error, total) in &s.errors_total {
@@ -256,5 +284,42 @@ mod tests {
         status.rejections.clear();
         metrics.update(&status);
         assert!(metrics.render().contains("\npalisade_rejections 0\n"));
+    }
+
+    #[test]
+    fn the_cluster_policy_gauge_counts_the_status_policies_by_tier() {
+        let metrics = Metrics::new();
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"palisade_cluster_network_policies{tier="admin"} 0"#),
+            "exported at 0 from the start: {text}"
+        );
+        let policy = |name: &str, tier: &str| super::super::ClusterPolicyStatus {
+            name: name.into(),
+            tier: tier.into(),
+            priority: 1,
+            ingress_rules: 1,
+            egress_rules: 0,
+            rejections: Vec::new(),
+            unsupported: Vec::new(),
+        };
+        let status = super::super::Status {
+            cluster_policies: vec![
+                policy("a", "Admin"),
+                policy("b", "Admin"),
+                policy("c", "Baseline"),
+            ],
+            ..Default::default()
+        };
+        metrics.update(&status);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"palisade_cluster_network_policies{tier="admin"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"palisade_cluster_network_policies{tier="baseline"} 1"#),
+            "{text}"
+        );
     }
 }

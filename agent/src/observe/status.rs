@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::datapath::view::MapPressure;
 use crate::state::Rejection;
+use crate::state::cnp::{ClusterNetworkPolicy, Tier};
 
 /// One local endpoint.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -27,6 +28,54 @@ pub struct EndpointStatus {
     pub audit: bool,
     /// Policies selecting the pod.
     pub policies: Vec<String>,
+}
+
+/// One ClusterNetworkPolicy as the agent read it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterPolicyStatus {
+    /// Its name.
+    pub name: String,
+    /// `Admin` or `Baseline`.
+    pub tier: String,
+    /// 0-1000, lower first within the tier.
+    pub priority: u16,
+    /// Ingress rules that can match something.
+    pub ingress_rules: usize,
+    /// Egress rules that can match something.
+    pub egress_rules: usize,
+    /// Fields that failed validation: the policy fails closed there (see
+    /// `state::cnp`).
+    pub rejections: Vec<Rejection>,
+    /// Parts Palisade reads but does not support (`domainNames` peers):
+    /// they match nothing.
+    pub unsupported: Vec<Rejection>,
+}
+
+impl ClusterPolicyStatus {
+    /// The status of a parsed policy.
+    pub fn of(policy: &ClusterNetworkPolicy) -> ClusterPolicyStatus {
+        let (unsupported, rejections) = policy.rejections.iter().cloned().partition(is_unsupported);
+        ClusterPolicyStatus {
+            name: policy.name.clone(),
+            tier: format!("{:?}", policy.tier),
+            priority: policy.priority,
+            ingress_rules: policy.ingress.len(),
+            egress_rules: policy.egress.len(),
+            rejections,
+            unsupported,
+        }
+    }
+
+    /// Whether it sits in `tier`.
+    pub fn is_in(&self, tier: Tier) -> bool {
+        self.tier == format!("{tier:?}")
+    }
+}
+
+/// `domainNames` peers are the one part of the API that is valid but not
+/// enforced; their rejection names the field.
+fn is_unsupported(r: &Rejection) -> bool {
+    r.field.ends_with(".domainNames")
 }
 
 /// Everything the agent reports about itself.
@@ -56,9 +105,9 @@ pub struct Status {
     pub endpoints: Vec<EndpointStatus>,
     /// Number of policies known.
     pub policies: usize,
-    /// ClusterNetworkPolicies known, in precedence order (`tier/priority/name`).
+    /// ClusterNetworkPolicies known, in precedence order (tier, priority, name).
     #[serde(default)]
-    pub cluster_policies: Vec<String>,
+    pub cluster_policies: Vec<ClusterPolicyStatus>,
     /// Number of identities in the plan.
     pub identities: usize,
     /// Policies (or parts) rejected by validation.
@@ -187,6 +236,52 @@ mod readiness_tests {
             s.unready_reason(SystemTime::now())
                 .expect("not ready")
                 .contains("initial state")
+        );
+    }
+}
+
+#[cfg(test)]
+mod cluster_policy_tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::source::cnp as api;
+
+    #[test]
+    fn a_cluster_policy_lists_its_rejections_and_unsupported_parts_apart() {
+        let object: api::ClusterNetworkPolicy = serde_json::from_value(json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha2",
+            "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": "egress-guard"},
+            "spec": {
+                "tier": "Baseline",
+                "priority": 30,
+                "subject": {"namespaces": {}},
+                "egress": [
+                    {"action": "Accept", "to": [{"domainNames": ["example.com"]}]},
+                    {"action": "Deny", "to": [{"networks": ["10.0.0.0/33"]}]},
+                    {"action": "Deny", "to": [{"networks": ["10.9.0.0/16"]}]},
+                ],
+            },
+        }))
+        .expect("object");
+        let policy = ClusterNetworkPolicy::from_k8s(&object).expect("parses");
+        let s = ClusterPolicyStatus::of(&policy);
+        assert_eq!((s.tier.as_str(), s.priority), ("Baseline", 30));
+        assert!(s.is_in(Tier::Baseline) && !s.is_in(Tier::Admin));
+        assert_eq!(s.unsupported.len(), 1, "{:?}", s.unsupported);
+        assert!(s.unsupported[0].field.ends_with("domainNames"));
+        assert_eq!(s.rejections.len(), 1, "{:?}", s.rejections);
+        assert!(
+            s.rejections[0].field.contains("networks"),
+            "{:?}",
+            s.rejections
+        );
+        assert_eq!(s.ingress_rules, 0);
+        assert!(
+            s.egress_rules >= 2,
+            "the Deny rules stay: {}",
+            s.egress_rules
         );
     }
 }

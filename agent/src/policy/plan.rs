@@ -62,9 +62,11 @@ pub struct EndpointPlan {
     pub ipv4: Option<Ipv4Addr>,
     /// The pod's IPv6 address, if any.
     pub ipv6: Option<Ipv6Addr>,
-    /// Some policy selecting the pod has Ingress in its policyTypes.
+    /// The policy map decides the pod's ingress: some NetworkPolicy selecting
+    /// it has Ingress in its policyTypes, or a ClusterNetworkPolicy with
+    /// ingress rules applies to it.
     pub ingress_isolated: bool,
-    /// Some policy selecting the pod has Egress in its policyTypes.
+    /// The same for egress.
     pub egress_isolated: bool,
     /// The pod's namespace is in audit mode: would-be drops pass and are reported.
     pub audit: bool,

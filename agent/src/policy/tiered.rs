@@ -68,6 +68,11 @@ pub(super) struct TieredEntries {
     pub(super) self_fixes: Vec<SelfFix>,
 }
 
+/// What an identity's decision depends on besides the rules matching every
+/// address: the rules whose listed peers hold it (by index), its own
+/// NetworkPolicy entries, and its egress named ports.
+type Signature = (Vec<usize>, Vec<(L4Match, RuleId)>, Vec<(String, u8, u16)>);
+
 /// What one tier's matching rule does at a point.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
@@ -94,20 +99,43 @@ impl Group<'_> {
     pub(super) fn entries(&self) -> TieredEntries {
         let targets: Vec<Vec<IdentityId>> = self.rules.iter().map(|r| self.targets(r)).collect();
         let named = self.named_holders();
-        let mut universe: BTreeSet<IdentityId> = targets.iter().flatten().copied().collect();
-        universe.extend(named.keys().map(|(identity, _, _)| *identity));
-        for (identity, _, _) in self.network_policy.into_iter().flatten() {
-            universe.insert(*identity);
+        // What each identity's decision depends on; identities with equal
+        // signatures (most of them) share one decision and one emission.
+        let mut signatures: HashMap<IdentityId, Signature> = HashMap::new();
+        for (i, ids) in targets.iter().enumerate() {
+            for identity in ids {
+                signatures.entry(*identity).or_default().0.push(i);
+            }
         }
-        universe.remove(&IdentityId::ANY);
-        let mut memo: HashMap<IdentityId, Decision> = HashMap::new();
+        for (identity, l4, rule) in self.network_policy.into_iter().flatten() {
+            if *identity != IdentityId::ANY {
+                signatures
+                    .entry(*identity)
+                    .or_default()
+                    .1
+                    .push((*l4, *rule));
+            }
+        }
+        for ((identity, name, protocol), number) in &named {
+            signatures
+                .entry(*identity)
+                .or_default()
+                .2
+                .push((name.clone(), *protocol, *number));
+        }
+        signatures.remove(&IdentityId::ANY);
+        for signature in signatures.values_mut() {
+            signature.1.sort_unstable();
+            signature.2.sort_unstable();
+        }
+        let universe: BTreeSet<IdentityId> = signatures.keys().copied().collect();
+        let mut memo: HashMap<Signature, Decision> = HashMap::new();
         let mut decision_of = |identity: IdentityId| -> Decision {
-            let identity = if universe.contains(&identity) {
-                identity
-            } else {
-                IdentityId::ANY
+            let (identity, signature) = match signatures.get(&identity) {
+                Some(s) => (identity, s.clone()),
+                None => (IdentityId::ANY, Signature::default()),
             };
-            memo.entry(identity)
+            memo.entry(signature)
                 .or_insert_with(|| self.decide(identity, &targets, &named))
                 .clone()
         };
@@ -152,8 +180,14 @@ impl Group<'_> {
                 }
             }
         }
+        let mut emitted: HashMap<Signature, Vec<(L4Match, Outcome)>> = HashMap::new();
         for identity in universe.iter().filter(|i| !services.contains_key(i)) {
-            push(&mut out, *identity, emit(&decision_of(*identity), &any));
+            let signature = signatures.get(identity).cloned().unwrap_or_default();
+            let decision = decision_of(*identity);
+            let entries = emitted
+                .entry(signature)
+                .or_insert_with(|| emit(&decision, &any));
+            push(&mut out, *identity, entries.clone());
         }
         for (identity, decision) in &services {
             push(&mut out, *identity, emit(decision, &any));

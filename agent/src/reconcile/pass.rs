@@ -257,7 +257,7 @@ impl<I: Interfaces, K: Kernel> Reconciler<I, K> {
                 .cluster
                 .cluster_policies()
                 .iter()
-                .map(|p| format!("{:?}/{}/{}", p.tier, p.priority, p.name))
+                .map(|p| crate::observe::ClusterPolicyStatus::of(p))
                 .collect(),
             revision: report.revision.0,
             unready: unready(&report, attach_failures),

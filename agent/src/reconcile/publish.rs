@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use crate::observe::{EndpointStatus, SharedStatus};
+use crate::observe::{ClusterPolicyStatus, EndpointStatus, SharedStatus};
 use crate::policy::plan::DatapathPlan;
 use crate::state::PodRef;
 
@@ -24,7 +24,7 @@ pub struct Outcome<'a> {
     /// NetworkPolicies known.
     pub policies: usize,
     /// ClusterNetworkPolicies known, in precedence order.
-    pub cluster_policies: Vec<String>,
+    pub cluster_policies: Vec<ClusterPolicyStatus>,
     /// The policy revision written.
     pub revision: u32,
     /// Why the agent is not ready, when it is not.

@@ -579,3 +579,53 @@ fn cluster_network_policies_follow_their_crd_being_installed_and_removed() {
         );
     });
 }
+
+#[test]
+fn cluster_network_policy_watch_events_and_a_410_relist_of_that_kind_only() {
+    let bed = SourceBed::new();
+    let fake = &bed.fake;
+    seed(fake);
+    fake.install_crd();
+    fake.apply(cluster_network_policy("deny-all"));
+    fake.apply(cluster_network_policy("deny-gone"));
+    bed.run(|mut events| async move {
+        let lists = events.initial().await;
+        assert_eq!(
+            names(&lists[&Kind::ClusterNetworkPolicy]),
+            ["deny-all", "deny-gone"]
+        );
+        fake.delete(Res::ClusterNetworkPolicy, "", "deny-gone");
+        match events.next().await {
+            SourceEvent::Delete(r) => assert_eq!(r.to_string(), "ClusterNetworkPolicy deny-gone"),
+            other => panic!("expected Delete of deny-gone, got {}", describe(&other)),
+        }
+        // Lost events, then the history is compacted: a relist of this kind.
+        fake.delete_unannounced(Res::ClusterNetworkPolicy, "", "deny-all");
+        fake.apply_unannounced(cluster_network_policy("deny-new"));
+        fake.expire(Res::ClusterNetworkPolicy);
+        match events.next().await {
+            SourceEvent::Replace { kinds, objects } => {
+                assert_eq!(kinds, vec![Kind::ClusterNetworkPolicy]);
+                assert_eq!(names(&objects), ["deny-new"]);
+            }
+            other => panic!(
+                "expected a ClusterNetworkPolicy Replace, got {}",
+                describe(&other)
+            ),
+        }
+        fake.apply(cluster_network_policy("deny-after"));
+        match events.next().await {
+            SourceEvent::Apply(o) => {
+                assert_eq!(
+                    object_ref(&o).to_string(),
+                    "ClusterNetworkPolicy deny-after"
+                )
+            }
+            other => panic!("expected Apply of deny-after, got {}", describe(&other)),
+        }
+    });
+    assert_eq!(fake.lists(Res::ClusterNetworkPolicy), 2, "relisted once");
+    for res in Res::ALL {
+        assert_eq!(fake.lists(res), 1, "{res:?} not relisted");
+    }
+}

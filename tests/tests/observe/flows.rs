@@ -44,6 +44,8 @@ fn the_flow_log_holds_exactly_the_denied_flows_with_pod_names() {
             f["policies"],
             serde_json::json!([format!("{SERVER_NS}/guard")])
         );
+        // No rule of guard allows the port: its isolation denied the flow.
+        assert_eq!(f["denied_by"], serde_json::json!({"by": "isolation"}));
         assert!(f["time"].as_str().is_some_and(|t| t.ends_with('Z')));
     }
     assert!(bed.flows("elsewhere").is_empty(), "the namespace filter");
@@ -102,6 +104,12 @@ fn the_flow_log_holds_exactly_the_denied_flows_with_pod_names() {
     );
     assert!(
         text.contains("DROP") && text.contains("obs-client/client"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("obs-client/client:"))
+            .all(|l| l.contains("by isolation, no rule allowed")),
         "{text}"
     );
 
@@ -192,4 +200,82 @@ fn status_reports_map_pressure_and_sync_state() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("source: synced"), "{text}");
     assert!(text.contains("CONNTRACK"), "{text}");
+    assert!(!text.contains("CLUSTER NETWORK POLICY"), "none yet: {text}");
+}
+
+/// Selects a namespace without pods, so it changes no verdict of the bed.
+const UNSUPPORTED_CNP: &str = r#"
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata:
+  name: egress-guard
+spec:
+  tier: Baseline
+  priority: 30
+  subject:
+    namespaces:
+      matchLabels:
+        kubernetes.io/metadata.name: obs-nobody
+  egress:
+  - name: to-docs
+    action: Accept
+    to:
+    - domainNames: ["docs.example.com"]
+  - name: no-metadata
+    action: Deny
+    to:
+    - networks: ["169.254.169.254/32"]
+"#;
+
+#[test]
+fn status_lists_cluster_network_policies_with_tier_priority_and_unsupported_parts() {
+    let bed = GuardedCluster::new(false);
+    let since = std::time::SystemTime::now();
+    bed.cluster
+        .apply_policy("egress-guard", UNSUPPORTED_CNP)
+        .expect("write the policy");
+    bed.cluster.wait_applied(since, APPLY).expect("applied");
+    let s = bed.cluster.status(0).expect("status");
+    let listed = s["cluster_policies"].as_array().expect("cluster_policies");
+    assert_eq!(listed.len(), 1, "{s:#}");
+    let p = &listed[0];
+    assert_eq!(p["name"], "egress-guard");
+    assert_eq!(p["tier"], "Baseline");
+    assert_eq!(p["priority"], 30);
+    assert_eq!(p["rejections"], serde_json::json!([]), "{p:#}");
+    let unsupported = p["unsupported"].as_array().expect("unsupported");
+    assert_eq!(unsupported.len(), 1, "{p:#}");
+    assert_eq!(unsupported[0]["field"], "spec.egress[0].to[0].domainNames");
+    let scrape = bed.scrape();
+    let gauge = |tier| {
+        value(
+            &scrape,
+            "palisade_cluster_network_policies",
+            &[("tier", tier)],
+        )
+    };
+    assert_eq!((gauge("baseline"), gauge("admin")), (1.0, 0.0));
+    let binary = palisade_binary().expect("palisade binary");
+    let out = bed.cluster.nodes[0]
+        .netns()
+        .command(&binary)
+        .args(["status", "--health-addr", AGENT_HEALTH])
+        .output()
+        .expect("palisade status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.contains("egress-guard"))
+        .unwrap_or_else(|| panic!("no row for the policy: {text}"));
+    assert!(
+        row.starts_with("Baseline")
+            && row.contains(" 30 ")
+            && row.contains("0 rejected, 1 unsupported"),
+        "{row}"
+    );
+    assert!(
+        text.contains("unsupported (matches nothing): spec.egress[0].to[0].domainNames"),
+        "{text}"
+    );
 }

@@ -236,11 +236,24 @@ fn every_family_has_help_and_type_and_the_exposition_parses() {
         .iter()
         .filter(|s| s.metric.starts_with("palisade_policy_rule_"))
     {
+        assert_eq!(
+            s.labels.get("tier"),
+            Some("network_policy"),
+            "only NetworkPolicies here: {:?}",
+            s.labels
+        );
         let mut keys: Vec<&str> = s.labels.keys().map(String::as_str).collect();
         keys.sort_unstable();
         assert_eq!(
             keys,
-            ["direction", "namespace", "policy", "rule", "verdict"],
+            [
+                "direction",
+                "namespace",
+                "policy",
+                "rule",
+                "tier",
+                "verdict"
+            ],
             "{}",
             s.metric
         );

@@ -9,6 +9,11 @@
 //! `tier=web` on a port, ingress from an app in `team`-selected namespaces on
 //! a named port, egress to an ipBlock with an except, egress to namespaces by
 //! expression on a port range. Plans are compiled for `node0`.
+//!
+//! With ClusterNetworkPolicies (the `+cnp` rows): 100 of 25 rules each, half
+//! Admin and half Baseline, each applying to the namespaces of one `team`,
+//! with Accept, Deny and Pass rules over namespaces, pods, networks and port
+//! ranges, so endpoints get deny entries and split port ranges.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -44,7 +49,14 @@ const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
 struct Gen {
     pods: usize,
     policies: usize,
+    cluster_policies: usize,
 }
+
+/// Rules per generated ClusterNetworkPolicy (the CRD's maximum per direction
+/// is 25; these are 13 ingress and 12 egress).
+const CNP_RULES: usize = 25;
+/// ClusterNetworkPolicies of the `+cnp` rows.
+const CNPS: usize = 100;
 
 impl Gen {
     fn nodes(self) -> usize {
@@ -91,6 +103,58 @@ impl Gen {
                     "ports": [{"protocol": "TCP", "port": 8000, "endPort": 9000}]}]}})
     }
 
+    /// ClusterNetworkPolicy `k`; `variant` changes its rules' ports.
+    fn cluster_policy(k: usize, variant: usize) -> Value {
+        let action = |r: usize| ["Deny", "Accept", "Pass"][r % 3];
+        // A third all traffic, a third one port, a third a port range.
+        let protocols = |r: usize| match r % 3 {
+            0 => Value::Null,
+            1 => json!([{"tcp": {"destinationPort": {"number": 80 + (r * 7 + variant) % 50}}}]),
+            _ => {
+                let start = 8000 + 100 * ((r + variant) % 10);
+                json!([{"tcp": {"destinationPort": {"range": {"start": start, "end": start + 99}}}}])
+            }
+        };
+        let with_protocols = |mut rule: Value, r: usize| {
+            if let p @ Value::Array(_) = protocols(r) {
+                rule["protocols"] = p;
+            }
+            rule
+        };
+        let ingress: Vec<Value> = (0..13)
+            .map(|r| {
+                let from = if r % 2 == 0 {
+                    json!({"namespaces": {"matchLabels": {"team": format!("t{}", (k + r) % 10)}}})
+                } else {
+                    json!({"pods": {"namespaceSelector": {},
+                                    "podSelector": {"matchLabels": {"app": format!("app{}", (k + r) % APPS)}}}})
+                };
+                with_protocols(
+                    json!({"name": format!("in{r}"), "action": action(r), "from": [from]}),
+                    r,
+                )
+            })
+            .collect();
+        let egress: Vec<Value> = (0..CNP_RULES - 13)
+            .map(|r| {
+                let to = if r % 2 == 0 {
+                    json!({"networks": [format!("10.{}.0.0/16", 64 + r % 2)]})
+                } else {
+                    json!({"namespaces": {"matchLabels": {"team": format!("t{}", (k + r) % 10)}}})
+                };
+                with_protocols(
+                    json!({"name": format!("out{r}"), "action": action(r + 1), "to": [to]}),
+                    r + 1,
+                )
+            })
+            .collect();
+        json!({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+               "metadata": {"name": format!("cnp{k}")},
+               "spec": {"tier": if k % 2 == 0 { "Admin" } else { "Baseline" }, "priority": k % 50,
+                        "subject": {"namespaces": {"matchLabels": {"team": format!("t{}", k % 10)}}},
+                        "ingress": ingress, "egress": egress}})
+    }
+
     /// Spreads each node's pods over namespaces and apps.
     fn node_of(self, i: usize) -> usize {
         (i / NAMESPACES + i) % self.nodes()
@@ -125,6 +189,9 @@ impl Gen {
                 flush(&mut batch, &mut state)?;
             }
         }
+        for k in 0..self.cluster_policies {
+            batch.push(Self::cluster_policy(k, 0));
+        }
         flush(&mut batch, &mut state)?;
         Ok(state)
     }
@@ -154,10 +221,12 @@ fn status_kib(field: &str) -> u64 {
 
 /// Runs in the child: build the state, reset the RSS high-water mark, compile.
 pub fn compile_child(spec: &str) -> Result<()> {
-    let (p, q) = spec.split_once('x').context("expected <pods>x<policies>")?;
+    let mut parts = spec.split('x');
+    let mut next = || -> Result<usize> { Ok(parts.next().unwrap_or("0").parse()?) };
     let g = Gen {
-        pods: p.parse()?,
-        policies: q.parse()?,
+        pods: next()?,
+        policies: next()?,
+        cluster_policies: next()?,
     };
     let t = Instant::now();
     let state = g.state()?;
@@ -181,10 +250,11 @@ pub fn compile_child(spec: &str) -> Result<()> {
     println!(
         "{}",
         json!({
-            "pods": g.pods, "policies": g.policies, "nodes": g.nodes(),
+            "pods": g.pods, "policies": g.policies, "cluster_policies": g.cluster_policies,
+            "nodes": g.nodes(),
             "build_state_s": build_s, "compile_cold_s": cold_s, "compile_warm_s": median(&warm),
             "rss_state_kib": rss_state, "hwm_build_kib": hwm_build, "hwm_compile_kib": hwm_compile,
-            "endpoints": plan.endpoints.len(), "rules": plan.rules.len(),
+            "endpoints": plan.endpoints.len(), "rules": plan.rules.len(), "denies": plan.denies.len(),
             "ipcache": plan.ipcache.len(), "identities": plan.identities.len(),
         })
     );
@@ -192,11 +262,12 @@ pub fn compile_child(spec: &str) -> Result<()> {
 }
 
 /// Runs one child compile, killing it after [`CHILD_TIMEOUT`].
-fn child(pods: usize, policies: usize) -> Result<Option<Value>> {
+fn child(pods: usize, policies: usize, cluster_policies: usize) -> Result<Option<Value>> {
     let exe = std::env::current_exe()?;
+    let spec = format!("{pods}x{policies}x{cluster_policies}");
     let mut guard = ChildGuard::spawn(
         Command::new(exe)
-            .args(["bench", "--compile-child", &format!("{pods}x{policies}")])
+            .args(["bench", "--compile-child", &spec])
             .stdout(Stdio::piped()),
     )?;
     let deadline = Instant::now() + CHILD_TIMEOUT;
@@ -240,10 +311,11 @@ impl EventTiming {
     }
 }
 
-fn events(quick: bool) -> Result<Value> {
+fn events(quick: bool, cluster_policies: usize) -> Result<Value> {
     let g = Gen {
         pods: 10_000,
         policies: 1_000,
+        cluster_policies,
     };
     let (per_kind, policy_events) = if quick { (5, 5) } else { (100, 100) };
     let mut state = g.state()?;
@@ -277,12 +349,18 @@ fn events(quick: bool) -> Result<Value> {
     let compile_s = t.elapsed().as_secs_f64();
     let kernel = render(&plan, &interfaces);
     let report = syncer.apply(&mut dp.maps, &kernel)?;
-    ensure!(report.complete(), "maps full: {:?}", report.map_full);
+    ensure!(
+        report.complete(),
+        "maps full: {} writes refused",
+        report.map_full.len()
+    );
     let initial = json!({"compile_s": compile_s, "total_s": t.elapsed().as_secs_f64(),
                          "writes": report.writes, "endpoints": plan.endpoints.len(),
-                         "rules": plan.rules.len(), "ipcache": plan.ipcache.len()});
+                         "rules": plan.rules.len(), "denies": plan.denies.len(),
+                         "ipcache": plan.ipcache.len()});
     println!(
-        "  10k pods x 1k policies: initial compile {:.0} ms, first sync {} writes in {:.0} ms",
+        "  10k pods x 1k policies{}: initial compile {:.0} ms, first sync {} writes in {:.0} ms",
+        if cluster_policies > 0 { " + cnp" } else { "" },
         compile_s * 1e3,
         report.writes,
         t.elapsed().as_secs_f64() * 1e3
@@ -310,6 +388,14 @@ fn events(quick: bool) -> Result<Value> {
         let j = selecting[(k * 7) % selecting.len()];
         queue.push(("policy_update", one(Gen::policy(j, 8081 + k as u16))?));
     }
+    for k in 0..if cluster_policies > 0 {
+        policy_events
+    } else {
+        0
+    } {
+        let c = (k * 7) % cluster_policies;
+        queue.push(("cnp_update", one(Gen::cluster_policy(c, k + 1))?));
+    }
     let mut timings = Vec::new();
     for (kind, obj) in &queue {
         let t0 = Instant::now();
@@ -321,7 +407,11 @@ fn events(quick: bool) -> Result<Value> {
         let t3 = Instant::now();
         let report = syncer.apply(&mut dp.maps, &kernel)?;
         let t4 = Instant::now();
-        ensure!(report.complete(), "maps full: {:?}", report.map_full);
+        ensure!(
+            report.complete(),
+            "maps full: {} writes refused",
+            report.map_full.len()
+        );
         timings.push(EventTiming {
             kind,
             state_s: (t1 - t0).as_secs_f64(),
@@ -334,12 +424,7 @@ fn events(quick: bool) -> Result<Value> {
     drop(dp);
     drop(dir);
     let mut by_kind = serde_json::Map::new();
-    for kind in [
-        "pod_label_local",
-        "pod_label_remote",
-        "policy_update",
-        "all",
-    ] {
+    for kind in EVENT_KINDS {
         let sel: Vec<&EventTiming> = timings
             .iter()
             .filter(|t| kind == "all" || t.kind == kind)
@@ -363,8 +448,19 @@ fn events(quick: bool) -> Result<Value> {
             }),
         );
     }
-    Ok(json!({"pods": g.pods, "policies": g.policies, "initial": initial, "events": by_kind}))
+    Ok(
+        json!({"pods": g.pods, "policies": g.policies, "cluster_policies": cluster_policies,
+              "initial": initial, "events": by_kind}),
+    )
 }
+
+const EVENT_KINDS: [&str; 5] = [
+    "pod_label_local",
+    "pod_label_remote",
+    "policy_update",
+    "cnp_update",
+    "all",
+];
 
 pub fn run(quick: bool) -> Result<Value> {
     let (pods, policies): (&[usize], &[usize]) = if quick {
@@ -373,12 +469,22 @@ pub fn run(quick: bool) -> Result<Value> {
         (&GRID_PODS, &GRID_POLICIES)
     };
     let mut grid = Vec::new();
+    let mut points: Vec<(usize, usize, usize)> = Vec::new();
     for &p in pods {
-        for &q in policies {
-            match child(p, q)? {
+        points.extend(policies.iter().map(|&q| (p, q, 0)));
+    }
+    points.push((10_000, 1_000, CNPS));
+    for (p, q, c) in points {
+        {
+            match child(p, q, c)? {
                 Some(v) => {
+                    let cnp = if c > 0 {
+                        format!(" + {c} cnp")
+                    } else {
+                        String::new()
+                    };
                     println!(
-                        "  {p:>6} pods x {q:>5} policies: compile {:.0} ms (warm {:.0} ms), peak RSS {:.0} MiB ({:.0} MiB state)",
+                        "  {p:>6} pods x {q:>5} policies{cnp}: compile {:.0} ms (warm {:.0} ms), peak RSS {:.0} MiB ({:.0} MiB state)",
                         v["compile_cold_s"].as_f64().unwrap_or(0.0) * 1e3,
                         v["compile_warm_s"].as_f64().unwrap_or(0.0) * 1e3,
                         v["hwm_compile_kib"].as_f64().unwrap_or(0.0) / 1024.0,
@@ -391,13 +497,58 @@ pub fn run(quick: bool) -> Result<Value> {
                         "  {p:>6} pods x {q:>5} policies: skipped (over {} s)",
                         CHILD_TIMEOUT.as_secs()
                     );
-                    grid.push(json!({"pods": p, "policies": q, "skipped": true}));
+                    grid.push(
+                        json!({"pods": p, "policies": q, "cluster_policies": c, "skipped": true}),
+                    );
                 }
             }
         }
     }
-    let events = events(quick)?;
-    Ok(json!({"suite": "control", "grid": grid, "latency": events}))
+    let events_plain = events(quick, 0)?;
+    let events_cnp = events(quick, CNPS)?;
+    Ok(
+        json!({"suite": "control", "grid": grid, "latency": events_plain,
+              "latency_cnp": events_cnp}),
+    )
+}
+
+/// The event-to-maps table of one latency run.
+fn latency_table(lat: &Value) -> String {
+    let cnp = match lat["cluster_policies"].as_u64() {
+        Some(c) if c > 0 => format!(" + {c} ClusterNetworkPolicies"),
+        _ => String::new(),
+    };
+    let mut md = format!(
+        "\n### Event to maps written ({} pods x {} policies{cnp}, datapath loaded)\n\n\
+         Per event: ClusterState update + recompile (incremental: the compiler catches up \
+         from the state's journal of changes) + render + diff + map writes (the agent's \
+         coalescing window is not included). Initial full sync: {} writes, {} ms.\n\n",
+        lat["pods"],
+        lat["policies"],
+        lat["initial"]["writes"],
+        fmt_num(lat["initial"]["total_s"].as_f64().unwrap_or(f64::NAN) * 1e3)
+    );
+    md += "| event | n | p50 ms | p99 ms | compile p50 ms | compile p99 ms | render p50 ms | diff+write p50 ms | writes p50 |\n";
+    md += "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    for kind in EVENT_KINDS {
+        let e = &lat["events"][kind];
+        if e["events"].as_u64().unwrap_or(0) == 0 {
+            continue;
+        }
+        let f = |v: &Value| fmt_num(v.as_f64().unwrap_or(f64::NAN));
+        md += &format!(
+            "| {kind} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            e["events"],
+            f(&e["total_ms"]["p50"]),
+            f(&e["total_ms"]["p99"]),
+            f(&e["compile_ms_p50"]),
+            f(&e["compile_ms_p99"]),
+            f(&e["render_ms_p50"]),
+            f(&e["diff_write_ms_p50"]),
+            f(&e["writes_p50"]),
+        );
+    }
+    md
 }
 
 pub fn summary(result: &Value) -> String {
@@ -427,10 +578,14 @@ pub fn summary(result: &Value) -> String {
             continue;
         }
         let f = |k: &str| g[k].as_f64().unwrap_or(f64::NAN);
+        let policies = match g["cluster_policies"].as_u64() {
+            Some(c) if c > 0 => format!("{} + {c} cnp", g["policies"]),
+            _ => g["policies"].to_string(),
+        };
         md += &format!(
             "| {} | {} | {} | {} | {:.1}x | {} | {} | {} | {} | {} |\n",
             g["pods"],
-            g["policies"],
+            policies,
             fmt_num(f("compile_cold_s") * 1e3),
             fmt_num(f("compile_warm_s") * 1e3),
             f("compile_cold_s") / base,
@@ -442,36 +597,9 @@ pub fn summary(result: &Value) -> String {
         );
     }
     let lat = &result["latency"];
-    md += &format!(
-        "\n### Event to maps written ({} pods x {} policies, datapath loaded)\n\n\
-         Per event: ClusterState update + recompile (incremental: the compiler catches up \
-         from the state's journal of changes) + render + diff + map writes (the agent's \
-         coalescing window is not included). Initial full sync: {} writes, {} ms.\n\n",
-        lat["pods"],
-        lat["policies"],
-        lat["initial"]["writes"],
-        fmt_num(lat["initial"]["total_s"].as_f64().unwrap_or(f64::NAN) * 1e3)
-    );
-    md += "| event | n | p50 ms | p99 ms | compile p50 ms | render p50 ms | diff+write p50 ms | writes p50 |\n";
-    md += "|---|---:|---:|---:|---:|---:|---:|---:|\n";
-    for kind in [
-        "pod_label_local",
-        "pod_label_remote",
-        "policy_update",
-        "all",
-    ] {
-        let e = &lat["events"][kind];
-        let f = |v: &Value| fmt_num(v.as_f64().unwrap_or(f64::NAN));
-        md += &format!(
-            "| {kind} | {} | {} | {} | {} | {} | {} | {} |\n",
-            e["events"],
-            f(&e["total_ms"]["p50"]),
-            f(&e["total_ms"]["p99"]),
-            f(&e["compile_ms_p50"]),
-            f(&e["render_ms_p50"]),
-            f(&e["diff_write_ms_p50"]),
-            f(&e["writes_p50"]),
-        );
+    md += &latency_table(lat);
+    if result["latency_cnp"].is_object() {
+        md += &latency_table(&result["latency_cnp"]);
     }
     md += "\n### Targets\n\n";
     if let Some(g) = grid
@@ -518,6 +646,35 @@ pub fn summary(result: &Value) -> String {
             format!("MISSED by {} ms", fmt_num(replan_p50 - 5.0))
         }
     );
+    if let Some(g) = grid
+        .iter()
+        .find(|g| g["pods"] == 10_000 && g["cluster_policies"] == CNPS && g["skipped"] != true)
+    {
+        let ms = g["compile_cold_s"].as_f64().unwrap_or(f64::NAN) * 1e3;
+        let mib = g["hwm_compile_kib"].as_f64().unwrap_or(f64::NAN) / 1024.0;
+        let verdict = |v: f64, target: f64, unit: &str| {
+            if v < target {
+                "met".to_string()
+            } else {
+                format!("MISSED by {} {unit}", fmt_num(v - target))
+            }
+        };
+        md += &format!(
+            "- full compile 10k pods x 1k policies + {CNPS} ClusterNetworkPolicies of {CNP_RULES} rules: {} ms (target < 500 ms): {}; peak RSS {} MiB (target < 250 MiB): {}\n",
+            fmt_num(ms),
+            verdict(ms, 500.0, "ms"),
+            fmt_num(mib),
+            verdict(mib, 250.0, "MiB"),
+        );
+        let cnp_p99 = result["latency_cnp"]["events"]["cnp_update"]["compile_ms_p99"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        md += &format!(
+            "- one ClusterNetworkPolicy change re-planned: {} ms p99 (target < 10 ms): {}\n",
+            fmt_num(cnp_p99),
+            verdict(cnp_p99, 10.0, "ms"),
+        );
+    }
     let p99 = lat["events"]["all"]["total_ms"]["p99"]
         .as_f64()
         .unwrap_or(f64::NAN);

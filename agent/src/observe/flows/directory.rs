@@ -1,5 +1,5 @@
-//! Who the addresses and endpoint ids of kernel events are, from the last
-//! plan programmed.
+//! Who the addresses and endpoint ids of kernel events are, and which rule
+//! denied them, from the last plan programmed.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -9,18 +9,20 @@ use palisade_common::event::FlowEvent;
 use palisade_common::verdict::{Direction, DropReason};
 
 use super::clock::{Clock, rfc3339};
-use super::record::{FlowRecord, Verdict};
+use super::record::{DeniedBy, FlowRecord, Verdict};
+use crate::policy::lookup::{self, Flow, Reason};
 use crate::policy::plan::DatapathPlan;
 use crate::state::ClusterState;
 use crate::state::{PodRef, PolicyRef};
 
-/// Pods by address and endpoint id, and the policies isolating each local
-/// endpoint, from the last plan programmed.
+/// Pods by address and endpoint id, the policies isolating each local
+/// endpoint, and the last plan programmed (to name the rule that denied a flow).
 #[derive(Debug, Default)]
 pub struct Directory {
     by_ip: HashMap<IpAddr, PodRef>,
     by_endpoint: HashMap<u32, PodRef>,
     isolating: HashMap<PodRef, [Vec<PolicyRef>; 2]>,
+    plan: DatapathPlan,
 }
 
 impl Directory {
@@ -59,6 +61,43 @@ impl Directory {
             by_ip,
             by_endpoint,
             isolating,
+            plan: plan.clone(),
+        }
+    }
+
+    /// What denies the flow of `event` at `endpoint` in the plan: the rule of
+    /// the deny entry that matches, or isolation when no entry does (or the
+    /// deny entry credits no rule). `None` when the plan does not know the
+    /// endpoint or allows the flow (the plan changed since).
+    fn denied_by(
+        &self,
+        endpoint: &PodRef,
+        direction: Direction,
+        event: &FlowEvent,
+    ) -> Option<DeniedBy> {
+        let ep = self.plan.endpoints.get(endpoint)?;
+        let flow = Flow {
+            src: to_ip(&event.src),
+            dst: to_ip(&event.dst),
+            protocol: event.protocol,
+            dst_port: event.dst_port,
+        };
+        let verdict = lookup::evaluate(&self.plan, ep, direction, &flow);
+        if verdict.allowed {
+            return None;
+        }
+        match verdict.reason {
+            Reason::Denied if verdict.rule != palisade_common::ids::RuleId::NONE => {
+                let origin = self.plan.rule_origins.get(&verdict.rule)?;
+                Some(DeniedBy::Rule {
+                    tier: origin.tier_label().into(),
+                    namespace: origin.policy.namespace.clone(),
+                    policy: origin.policy.name.clone(),
+                    rule: origin.rule_label(),
+                })
+            }
+            Reason::Denied | Reason::NoRule => Some(DeniedBy::Isolation),
+            _ => None,
         }
     }
 
@@ -90,6 +129,15 @@ impl Directory {
             .and_then(|p| self.isolating.get(p))
             .map(|by_dir| by_dir[direction as usize].clone())
             .unwrap_or_default();
+        // Only these two are the policy's decision (a revoked flow is one the
+        // plan now denies); the other reasons are about the packet.
+        let decided = matches!(
+            reason,
+            Some(DropReason::PolicyDenied | DropReason::PolicyRevoked)
+        );
+        let denied_by = endpoint
+            .filter(|_| decided)
+            .and_then(|p| self.denied_by(p, direction, event));
         Some(FlowRecord {
             seq: 0,
             time: rfc3339(now.wall_time(event.timestamp_ns)),
@@ -109,6 +157,7 @@ impl Directory {
             ),
             endpoint: endpoint.map(ToString::to_string).unwrap_or_default(),
             policies: policies.iter().map(ToString::to_string).collect(),
+            denied_by,
             verdict: if event.audited != 0 {
                 Verdict::Audit
             } else {
@@ -187,6 +236,7 @@ mod tests {
             by_ip: HashMap::from([("10.0.0.2".parse().expect("ip"), pod.clone())]),
             by_endpoint: HashMap::from([(3, pod.clone())]),
             isolating: HashMap::from([(pod, [vec![pol], vec![]])]),
+            plan: DatapathPlan::default(),
         }
     }
 
@@ -243,5 +293,133 @@ mod tests {
         assert_eq!(r.endpoint, "ns/attacker");
         assert!(r.policies.is_empty());
         assert!(r.matches(Some("ns"), Some("attacker")));
+    }
+
+    /// The server (endpoint 3, 10.0.0.2) isolated for ingress: UDP 53 from
+    /// the client's identity denied by an Admin rule, TCP 80 allowed by a
+    /// NetworkPolicy rule, TCP 22 denied by an entry crediting no rule.
+    fn plan() -> DatapathPlan {
+        use palisade_common::ids::{EndpointId, IdentityId, RuleId};
+
+        use crate::policy::plan::{ClusterRuleOrigin, EndpointPlan, L4Match, RuleKey, RuleOrigin};
+        use crate::state::cnp::{Action, Tier};
+
+        let server = PodRef {
+            namespace: "ns".into(),
+            name: "server".into(),
+        };
+        let mut plan = DatapathPlan::default();
+        plan.endpoints.insert(
+            server,
+            EndpointPlan {
+                id: EndpointId(3),
+                ipv4: Some(Ipv4Addr::new(10, 0, 0, 2)),
+                ipv6: None,
+                ingress_isolated: true,
+                egress_isolated: false,
+                audit: false,
+                source_prefixes: Vec::new(),
+                policies: Vec::new(),
+            },
+        );
+        plan.ipcache
+            .insert("10.0.0.1/32".parse().expect("net"), IdentityId(16));
+        let key = |identity, l4| RuleKey {
+            endpoint: EndpointId(3),
+            direction: Direction::Ingress,
+            identity,
+            l4,
+        };
+        let port = |protocol, p| L4Match::Ports {
+            protocol,
+            first: p,
+            last: p,
+        };
+        plan.denies
+            .insert(key(IdentityId(16), port(17, 53)), RuleId(5));
+        plan.rules
+            .insert(key(IdentityId::ANY, port(6, 80)), RuleId(6));
+        plan.denies
+            .insert(key(IdentityId::ANY, port(6, 22)), RuleId::NONE);
+        plan.rule_origins.insert(
+            RuleId(5),
+            RuleOrigin {
+                policy: PolicyRef {
+                    namespace: String::new(),
+                    name: "block".into(),
+                },
+                direction: Direction::Ingress,
+                index: 1,
+                cluster: Some(ClusterRuleOrigin {
+                    tier: Tier::Admin,
+                    action: Action::Deny,
+                    name: Some("no-dns".into()),
+                }),
+            },
+        );
+        plan.rule_origins.insert(
+            RuleId(6),
+            RuleOrigin::network_policy(
+                PolicyRef {
+                    namespace: "ns".into(),
+                    name: "web".into(),
+                },
+                Direction::Ingress,
+                0,
+            ),
+        );
+        plan
+    }
+
+    #[test]
+    fn a_denied_flow_names_the_rule_that_denied_it_in_the_current_plan() {
+        let clock = Clock::at(UNIX_EPOCH, 0);
+        let d = Directory {
+            plan: plan(),
+            ..directory()
+        };
+        let at = |protocol, port, reason: DropReason| {
+            let mut e = event(Direction::Ingress, false);
+            e.protocol = protocol;
+            e.dst_port = port;
+            e.reason = reason as u32;
+            d.resolve(&e, clock).expect("decodes")
+        };
+        let r = at(17, 53, DropReason::PolicyDenied);
+        assert_eq!(
+            r.denied_by,
+            Some(DeniedBy::Rule {
+                tier: "admin".into(),
+                namespace: String::new(),
+                policy: "block".into(),
+                rule: "no-dns".into(),
+            })
+        );
+        assert!(
+            r.text().contains("by admin policy block rule no-dns"),
+            "{}",
+            r.text()
+        );
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(json["denied_by"]["by"], "rule");
+        assert_eq!(json["denied_by"]["policy"], "block");
+        // No entry matches: isolation did it.
+        let r = at(17, 54, DropReason::PolicyDenied);
+        assert_eq!(r.denied_by, Some(DeniedBy::Isolation));
+        assert!(r.text().contains("by isolation, no rule allowed"));
+        // A deny entry that credits no rule is isolation too.
+        assert_eq!(
+            at(6, 22, DropReason::PolicyRevoked).denied_by,
+            Some(DeniedBy::Isolation)
+        );
+        // The plan allows it now (it changed since the drop): no claim.
+        assert_eq!(at(6, 80, DropReason::PolicyDenied).denied_by, None);
+        // Not a policy decision.
+        assert_eq!(at(17, 53, DropReason::Malformed).denied_by, None);
+        // An endpoint the plan does not know.
+        let mut unknown = event(Direction::Egress, false);
+        unknown.endpoint = 0;
+        unknown.src = Addr16::from_v4([10, 0, 0, 9]);
+        assert_eq!(d.resolve(&unknown, clock).expect("decodes").denied_by, None);
     }
 }

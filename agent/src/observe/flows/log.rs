@@ -133,6 +133,7 @@ mod tests {
             reason: "policy_denied".into(),
             endpoint: "ns/server".into(),
             policies: vec!["ns/deny".into()],
+            denied_by: None,
             verdict: Verdict::Drop,
         };
         for _ in 0..5 {

@@ -38,6 +38,7 @@ impl Flows {
             protocol = %record.protocol,
             reason = %record.reason,
             policies = %record.policies.join(","),
+            denied_by = %record.denied_by.as_ref().map(|b| b.text()).unwrap_or_default(),
             time = %record.time,
             "{} flow",
             if record.verdict == Verdict::Audit { "audited" } else { "denied" }

@@ -23,6 +23,48 @@ impl Verdict {
     }
 }
 
+/// What denied a flow (or would have, under audit), read from the plan in
+/// force when the agent reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum DeniedBy {
+    /// A rule's deny entry: a ClusterNetworkPolicy `Deny` rule.
+    Rule {
+        /// `admin`, `network_policy` or `baseline`.
+        tier: String,
+        /// The policy's namespace (empty for a ClusterNetworkPolicy).
+        namespace: String,
+        /// The policy's name.
+        policy: String,
+        /// The rule's `name`, else its index.
+        rule: String,
+    },
+    /// The endpoint is isolated in this direction and no rule allowed the
+    /// flow (the policies isolating it are in [`FlowRecord::policies`]).
+    Isolation,
+}
+
+impl DeniedBy {
+    /// For people: `admin policy block-db rule no-db`, or the isolation.
+    pub fn text(&self) -> String {
+        match self {
+            DeniedBy::Rule {
+                tier,
+                namespace,
+                policy,
+                rule,
+            } if namespace.is_empty() => format!("{tier} policy {policy} rule {rule}"),
+            DeniedBy::Rule {
+                tier,
+                namespace,
+                policy,
+                rule,
+            } => format!("{tier} policy {namespace}/{policy} rule {rule}"),
+            DeniedBy::Isolation => "isolation, no rule allowed".into(),
+        }
+    }
+}
+
 /// One denied (or audited) flow.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FlowRecord {
@@ -48,6 +90,11 @@ pub struct FlowRecord {
     pub endpoint: String,
     /// Policies isolating the endpoint in this direction.
     pub policies: Vec<String>,
+    /// Which rule denied it, or isolation; `None` for drops that are no
+    /// policy decision (malformed, spoofed, ...) or that the current plan no
+    /// longer denies.
+    #[serde(default)]
+    pub denied_by: Option<DeniedBy>,
     /// `drop` or `audit`.
     pub verdict: Verdict,
 }
@@ -73,8 +120,13 @@ impl FlowRecord {
                 format!(":{p}")
             }
         };
+        let by = self
+            .denied_by
+            .as_ref()
+            .map(|b| format!(" by {}", b.text()))
+            .unwrap_or_default();
         format!(
-            "{} {:<5} {:<7} {}{} -> {}{} {} {} [{}]",
+            "{} {:<5} {:<7} {}{} -> {}{} {} {}{by} [{}]",
             self.time,
             self.verdict.as_str().to_uppercase(),
             self.direction.as_label(),
