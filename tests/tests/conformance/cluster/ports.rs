@@ -93,3 +93,63 @@ fn port_numbers_ranges_and_named_ports_match_only_their_protocol_and_ports() {
         .collect();
     fx.expect(&cases(&on, |proto, port, _| table(proto, port)));
 }
+
+#[test]
+fn an_egress_named_port_resolves_per_destination_pod_even_where_no_selector_tells_them_apart() {
+    // y's pods differ only in what they call `web`: TCP 80 on y/b, TCP 81
+    // on y/c, nothing on y/a. No selector below looks at pod labels.
+    let fx = Fixture::builder()
+        .ports("y/a", &[("serve-80-tcp", 80, "TCP")])
+        .ports("y/b", &[("web", 80, "TCP"), ("serve-81-tcp", 81, "TCP")])
+        .ports("y/c", &[("serve-80-tcp", 80, "TCP"), ("web", 81, "TCP")])
+        .build();
+    fx.apply(
+        "named",
+        &documents(&[
+            cnp(
+                "x-not-to-web",
+                "Admin",
+                10,
+                "subject:\n  namespaces: {matchLabels: {ns: x}}\negress:\n- action: Deny\n  to:\n  - namespaces: {matchLabels: {ns: y}}\n  protocols:\n  - destinationNamedPort: web",
+            ),
+            // Baseline: z may reach y only on `web`, after a Pass for y/a's
+            // own policy that skips the later Baseline policy.
+            cnp(
+                "z-b-10-pass",
+                "Baseline",
+                10,
+                "subject:\n  namespaces: {matchLabels: {ns: z}}\negress:\n- action: Pass\n  to:\n  - pods:\n      namespaceSelector: {matchLabels: {ns: y}}\n      podSelector: {matchLabels: {pod: a}}",
+            ),
+            cnp(
+                "z-b-20-web-only",
+                "Baseline",
+                20,
+                "subject:\n  namespaces: {matchLabels: {ns: z}}\negress:\n- action: Accept\n  to:\n  - namespaces: {matchLabels: {ns: y}}\n  protocols:\n  - destinationNamedPort: web\n- action: Deny\n  to:\n  - namespaces: {matchLabels: {ns: y}}",
+            ),
+        ]),
+    );
+    let table = |port: u16| {
+        let mut r = fx.reach(true);
+        let (web, other) = if port == 80 {
+            ("y/b", "y/c")
+        } else {
+            ("y/c", "y/b")
+        };
+        r.deny("x/*", web).deny("z/*", other);
+        r
+    };
+    let t = table(80);
+    assert!(!t.get_by_id("x/a", "y/b") && t.get_by_id("x/a", "y/c") && t.get_by_id("z/a", "y/a"));
+    fx.expect(&[
+        Case::new(Tcp, 80, V4, &table(80)),
+        Case::new(Tcp, 81, V4, &table(81)),
+        Case::new(Tcp, 81, V6, &table(81)),
+        // `web` is TCP only: UDP to y goes to the Baseline's Deny from z.
+        Case::new(
+            Udp,
+            80,
+            V4,
+            fx.reach(true).deny("z/*", "y/b").deny("z/*", "y/c"),
+        ),
+    ]);
+}
