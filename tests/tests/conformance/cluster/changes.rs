@@ -59,6 +59,14 @@ fn label_changes_move_pods_and_namespaces_in_and_out_of_subjects_and_peers() {
     let mut r = fx.reach(true);
     r.deny("y/*", "x/c");
     fx.expect_for(&r, &on);
+
+    // A new pod with the subject's label is isolated as it appears.
+    let since = std::time::SystemTime::now();
+    fx.add_pod(0, "z", "d", &[("pod", "d"), ("role", "locked")]);
+    fx.wait_applied(since);
+    let mut r = fx.reach(true);
+    r.deny("y/*", "x/c").deny_ingress_to("z/d");
+    fx.expect_for(&r, &on);
 }
 
 #[test]

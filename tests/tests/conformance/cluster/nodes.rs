@@ -182,6 +182,25 @@ fn nodes_peers_match_the_addresses_of_the_selected_nodes() {
     label_node(&mut fx, 0, &[]);
     label_node(&mut fx, 1, &[("role", "infra")]);
     expect_cells(&fx, &node_cells(&fx, true, &on[..4]), want(1));
+
+    // Node addresses are in the pods' CIDRs too: a node Accept before a
+    // CIDR Deny leaves exactly that node port open.
+    fx.apply(
+        "nodes",
+        &cnp(
+            "x-to-nodes",
+            "Admin",
+            75,
+            "subject:\n  namespaces: {matchLabels: {ns: x}}\negress:\n- action: Accept\n  to:\n  - nodes: {matchLabels: {role: infra}}\n  protocols:\n  - tcp: {destinationPort: {number: 80}}\n- action: Deny\n  to:\n  - networks: [10.244.0.0/16, \"fd00:244::/32\"]",
+        ),
+    );
+    let cidr_on = [(Tcp, 80, V4), (Tcp, 81, V4), (Udp, 80, V4), (Tcp, 80, V6)];
+    expect_cells(&fx, &node_cells(&fx, true, &cidr_on), |c| {
+        !c.pod.starts_with("x/") || (c.node == 1 && (c.proto, c.port) == (Tcp, 80))
+    });
+    let mut r = fx.reach(true);
+    r.deny_egress_from("x/*");
+    fx.expect_for(&r, &[(Tcp, 80, V4), (Tcp, 80, V6)]);
 }
 
 #[test]
