@@ -35,7 +35,8 @@
 //!   style entries, allow and deny ranges carved out of each other:
 //!   `cnp_allow` an ACK the identity's allow decides inside its deny range's
 //!   neighbour, `cnp_deny` a SYN the identity's deny drops (one lookup),
-//!   `cnp_any_allow` / `cnp_any_deny` the same decided by ANY (two lookups).
+//!   `cnp_any_allow` / `cnp_any_deny` the same decided by ANY (two lookups);
+//!   the allow probes again on the same trie with no deny entry (control).
 //!
 //! Rules: the endpoint under test holds N policy entries (exact ports, one
 //! identity per 8 entries), one of which allows the probe; ipcache holds M
@@ -163,7 +164,12 @@ fn plan(rules: usize, ipcache: usize) -> DatapathPlan {
 /// 50 identity allow ranges of 150 ports, each with 50 ports carved out by
 /// a deny; an ANY allow of 10,000 ports with 50 deny ranges in it. 100 deny
 /// and 51 allow entries before the LPM split.
-fn cnp_plan() -> DatapathPlan {
+///
+/// `denies: false` writes the deny ranges as allows instead: the same trie
+/// keys (each entry is split into blocks on its own), so the allow probes
+/// take the same path through the trie and differ only in the programs'
+/// handling of deny entries.
+fn cnp_plan(denies: bool) -> DatapathPlan {
     let mut plan = plan(1, IPCACHE_HEADLINE);
     let key = |identity, first, last| RuleKey {
         endpoint: EP,
@@ -183,9 +189,13 @@ fn cnp_plan() -> DatapathPlan {
         let b = CNP_BASE + 200 * k;
         let rule = |base| RuleId(base + u32::from(k));
         plan.rules.insert(key(PEER_ID, b, b + 149), rule(100));
-        plan.denies.insert(key(PEER_ID, b + 50, b + 99), rule(200));
-        plan.denies
-            .insert(key(IdentityId::ANY, b + 150, b + 199), rule(300));
+        let carved = if denies {
+            &mut plan.denies
+        } else {
+            &mut plan.rules
+        };
+        carved.insert(key(PEER_ID, b + 50, b + 99), rule(200));
+        carved.insert(key(IdentityId::ANY, b + 150, b + 199), rule(300));
     }
     plan
 }
@@ -228,19 +238,37 @@ fn cnp_frames() -> [(&'static str, Vec<u8>, i32); 4] {
 
 /// Runs the `cnp_*` cases on [`cnp_plan`], with the floor measured
 /// interleaved.
+/// The allow probes are also run on `cnp_plan(false)` (`*_same_trie_no_deny`),
+/// alternating plans every round.
 fn cnp(bench: &mut Bench, repeat: u32, rounds: usize) -> Result<Value> {
     let interfaces = BTreeMap::from([(pod(), IFINDEX)]);
-    let state = render(&cnp_plan(), &interfaces);
-    let report = bench.syncer.apply(&mut bench.dp.maps, &state)?;
-    ensure!(report.complete(), "maps full: {:?}", report.map_full);
+    let state = render(&cnp_plan(true), &interfaces);
+    let control = render(&cnp_plan(false), &interfaces);
+    ensure!(
+        state.policy.keys().eq(control.policy.keys()),
+        "the control plan must have the same trie keys"
+    );
     let frames = cnp_frames();
     let mut floor = Vec::new();
     let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for _ in 0..rounds {
+        let report = bench.syncer.apply(&mut bench.dp.maps, &state)?;
+        ensure!(report.complete(), "maps full: {:?}", report.map_full);
         floor.push(bench.floor(&frames[0].1, repeat)?);
         for (name, frame, want) in &frames {
             let ns = bench.run(Direction::Ingress, frame, repeat, *want)?;
             samples.entry(name).or_default().push(ns);
+        }
+        let report = bench.syncer.apply(&mut bench.dp.maps, &control)?;
+        ensure!(report.complete(), "maps full: {:?}", report.map_full);
+        for (name, frame, want) in &frames[..] {
+            let control_name = match *name {
+                "cnp_allow" => "cnp_allow_same_trie_no_deny",
+                "cnp_any_allow" => "cnp_any_allow_same_trie_no_deny",
+                _ => continue,
+            };
+            let ns = bench.run(Direction::Ingress, frame, repeat, *want)?;
+            samples.entry(control_name).or_default().push(ns);
         }
     }
     let floor_ns = median(&floor);
@@ -621,7 +649,8 @@ pub fn summary(result: &Value) -> String {
         md += &format!(
             "\n### With deny entries (ClusterNetworkPolicy-style, ipcache {IPCACHE_HEADLINE})\n\n\
              {} policy entries, {} of them deny (`cnp_plan`); floor {} ns in the same run. \
-             Compare with *new flow (lookups)* and *deny* above.\n\n| case | ns above floor | x floor |\n|---|---:|---:|\n",
+             Compare with *new flow (lookups)* and *deny* above; `*_same_trie_no_deny` run \
+             the allow probes on the same trie keys with every entry an allow.\n\n| case | ns above floor | x floor |\n|---|---:|---:|\n",
             result["cnp"]["policy_entries"],
             result["cnp"]["deny_entries"],
             fmt_num(result["cnp"]["floor_ns"].as_f64().unwrap_or(f64::NAN)),
