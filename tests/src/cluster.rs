@@ -84,6 +84,8 @@ pub struct Cluster {
     /// Pod objects without a bed pod (see [`Cluster::add_pod_object`]).
     ghosts: Vec<GhostPod>,
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// Labels of each Node object.
+    node_labels: Vec<BTreeMap<String, String>>,
     dir: PathBuf,
     binary: PathBuf,
     agents: Vec<Option<Agent>>,
@@ -204,11 +206,13 @@ impl Cluster {
         let dir = std::env::temp_dir().join(format!("palisade-test-{}", unique_tag()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let agents = (0..nodes.len()).map(|_| None).collect();
+        let node_labels = vec![BTreeMap::new(); nodes.len()];
         let cluster = Cluster {
             nodes,
             pods: Vec::new(),
             ghosts: Vec::new(),
             namespaces: BTreeMap::new(),
+            node_labels,
             dir,
             binary: palisade_binary()?,
             agents,
@@ -242,13 +246,23 @@ impl Cluster {
         std::fs::remove_file(self.dir.join(name)).with_context(|| format!("removing {name}"))
     }
 
+    /// Replaces the labels of node `i`'s Node object and rewrites the nodes file.
+    pub fn set_node_labels(&mut self, i: usize, labels: &[(&str, &str)]) -> Result<()> {
+        self.node_labels[i] = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.write_nodes()
+    }
+
     fn write_nodes(&self) -> Result<()> {
         let mut out = String::new();
         for (i, node) in self.nodes.iter().enumerate() {
             let _ = write!(
                 out,
-                "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {}\nstatus:\n  addresses:\n  - type: InternalIP\n    address: {}\n  - type: InternalIP\n    address: {}\n",
+                "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {}\n  labels:{}status:\n  addresses:\n  - type: InternalIP\n    address: {}\n  - type: InternalIP\n    address: {}\n",
                 Self::node_name(i),
+                yaml_map(4, &self.node_labels[i]),
                 node.ipv4(),
                 node.ipv6()
             );

@@ -4,10 +4,12 @@
 //! agent on every node against a manifest directory, applies policies, and
 //! compares who reaches whom (every ordered pair, probed in parallel) with a
 //! table written from the Kubernetes NetworkPolicy API reference. Needs root
-//! and the embedded object (`cargo xtask build`).
+//! and the embedded object (`cargo xtask build`). `cluster` does the same for
+//! ClusterNetworkPolicy, beside and around NetworkPolicy.
 
 mod bad_input;
 mod changes;
+mod cluster;
 mod fixture;
 mod model;
 mod nodes;
