@@ -614,6 +614,11 @@ fn cluster_network_policy_watch_events_and_a_410_relist_of_that_kind_only() {
                 describe(&other)
             ),
         }
+        assert_eq!(
+            fake.lists(Res::ClusterNetworkPolicy),
+            lists_before + 1,
+            "relisted once"
+        );
         fake.apply(cluster_network_policy("deny-after"));
         match events.next().await {
             SourceEvent::Apply(o) => {
