@@ -670,33 +670,7 @@ impl<'a> Locals<'a> {
         if !any {
             return Vec::new();
         }
-        let mut out = Vec::new();
-        for svc in services {
-            let Some(ips) = ids
-                .service_ips
-                .get(&(svc.namespace.clone(), svc.name.clone()))
-            else {
-                continue;
-            };
-            for sp in &svc.ports {
-                for (cip, sid) in ips {
-                    let backends: Vec<(IpAddr, IdentityId, u16)> = cluster
-                        .service_backends(svc, sp, *cip)
-                        .into_iter()
-                        .map(|(addr, port)| (addr, ipcache_lookup(&ids.ipcache, addr), port))
-                        .collect();
-                    if !backends.is_empty() {
-                        out.push(ServicePort {
-                            identity: *sid,
-                            protocol: sp.protocol.number(),
-                            port: sp.port,
-                            backends,
-                        });
-                    }
-                }
-            }
-        }
-        out
+        backed_service_ports(cluster, services, ids)
     }
 
     /// The enforced local pods grouped by what their entries depend on.
@@ -937,6 +911,42 @@ impl RuleContext<'_> {
     }
 }
 
+/// Every ClusterIP's service ports with ready backends: the ClusterIP's
+/// identity and the backends' addresses, identities and target ports.
+fn backed_service_ports(
+    cluster: &ClusterState,
+    services: &[&Service],
+    ids: &Identities,
+) -> Vec<ServicePort> {
+    let mut out = Vec::new();
+    for svc in services {
+        let Some(ips) = ids
+            .service_ips
+            .get(&(svc.namespace.clone(), svc.name.clone()))
+        else {
+            continue;
+        };
+        for sp in &svc.ports {
+            for (cip, sid) in ips {
+                let backends: Vec<(IpAddr, IdentityId, u16)> = cluster
+                    .service_backends(svc, sp, *cip)
+                    .into_iter()
+                    .map(|(addr, port)| (addr, ipcache_lookup(&ids.ipcache, addr), port))
+                    .collect();
+                if !backends.is_empty() {
+                    out.push(ServicePort {
+                        identity: *sid,
+                        protocol: sp.protocol.number(),
+                        port: sp.port,
+                        backends,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Service entries for one egress group with expansion `entries`: for each
 /// ClusterIP and service port with ready backends, the identity, L4, rule
 /// credited, and the backends the group's rules do not allow (an endpoint gets
@@ -961,37 +971,21 @@ fn service_entries(
             .min()
     };
     let mut out = Vec::new();
-    for svc in services {
-        let Some(ips) = ids
-            .service_ips
-            .get(&(svc.namespace.clone(), svc.name.clone()))
-        else {
-            continue;
-        };
-        for sp in &svc.ports {
-            let protocol = sp.protocol.number();
-            for (cip, sid) in ips {
-                let backends = cluster.service_backends(svc, sp, *cip);
-                if backends.is_empty() {
-                    continue;
-                }
-                let mut denied = Vec::new();
-                let mut credited: Option<RuleId> = None;
-                for (addr, port) in backends {
-                    let identity = ipcache_lookup(&ids.ipcache, addr);
-                    match allows(identity, protocol, port) {
-                        Some(r) => credited = Some(credited.map_or(r, |c| c.min(r))),
-                        None => denied.push(addr),
-                    }
-                }
-                let l4 = L4Match::Ports {
-                    protocol,
-                    first: sp.port,
-                    last: sp.port,
-                };
-                out.push((*sid, l4, credited.unwrap_or(RuleId::NONE), denied));
+    for sp in backed_service_ports(cluster, services, ids) {
+        let mut denied = Vec::new();
+        let mut credited: Option<RuleId> = None;
+        for (addr, identity, port) in sp.backends {
+            match allows(identity, sp.protocol, port) {
+                Some(r) => credited = Some(credited.map_or(r, |c| c.min(r))),
+                None => denied.push(addr),
             }
         }
+        let l4 = L4Match::Ports {
+            protocol: sp.protocol,
+            first: sp.port,
+            last: sp.port,
+        };
+        out.push((sp.identity, l4, credited.unwrap_or(RuleId::NONE), denied));
     }
     out
 }

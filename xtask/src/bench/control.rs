@@ -57,6 +57,8 @@ struct Gen {
 const CNP_RULES: usize = 25;
 /// ClusterNetworkPolicies of the `+cnp` rows.
 const CNPS: usize = 100;
+/// POLICY capacity of the ClusterNetworkPolicy latency run.
+const CNP_POLICY_CAPACITY: u32 = 1 << 20;
 
 impl Gen {
     fn nodes(self) -> usize {
@@ -322,7 +324,17 @@ fn events(quick: bool, cluster_policies: usize) -> Result<Value> {
     let dir = BpffsDir::new()?;
     let mut dp = Datapath::load(&DatapathConfig {
         bpffs: dir.path().to_path_buf(),
-        capacities: Capacities::default(),
+        // The ClusterNetworkPolicy workload needs more policy entries than
+        // the default holds (its entry count is reported): sized up, as an
+        // operator would with --max-policy.
+        capacities: Capacities {
+            policy: if cluster_policies > 0 {
+                CNP_POLICY_CAPACITY
+            } else {
+                Capacities::default().policy
+            },
+            ..Capacities::default()
+        },
         attach: palisade_agent::datapath::default_attach_mode(),
     })
     .context("loading the datapath")?;
