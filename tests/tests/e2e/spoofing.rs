@@ -151,6 +151,10 @@ fn forged_sources_do_not_reach_an_isolated_server(layout: Layout) {
                 now.0 > before.0 && now.1 > before.1
             },
         );
+        // b answers a's forged SYN and a's stack, knowing no such
+        // connection, resets it: that RST (from a, to the TCP port) must land
+        // before m's baseline is taken, or it is counted as m's.
+        std::thread::sleep(WINDOW);
 
         // m claims to be a; then claims to be b itself.
         for (claimed, what) in [(a_ip, "the allowed peer"), (b_ip, "the server itself")] {
