@@ -27,6 +27,7 @@ use super::ids::IdAllocator;
 use super::lookup::{ipcache_lookup, l4_matches};
 use super::plan::{ClusterRuleOrigin, DatapathPlan, EndpointPlan, L4Match, RuleKey, RuleOrigin};
 use super::tiered::{self, SelfFix, ServicePort, TierRule};
+use super::tiers::selects;
 use crate::state::ClusterState;
 use crate::state::cnp::{self, Action, ClusterNetworkPolicy};
 use crate::state::journal::{Change, Mark};
@@ -600,14 +601,8 @@ impl<'a> Locals<'a> {
         let subjects = pods
             .iter()
             .map(|pod| {
-                let ns_labels = cluster.namespace_labels(&pod.namespace);
                 (0..cluster_policies.len())
-                    .filter(|&ci| {
-                        let subject = &cluster_policies[ci].subject;
-                        !pod.host_network
-                            && subject.namespaces.matches(&ns_labels)
-                            && subject.pods.matches(&pod.labels)
-                    })
+                    .filter(|&ci| selects(cluster, &cluster_policies[ci].subject, pod))
                     .collect()
             })
             .collect();

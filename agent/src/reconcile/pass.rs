@@ -224,10 +224,14 @@ impl<I: Interfaces, K: Kernel> Reconciler<I, K> {
             self.enforcement
                 .attach(&mut self.kernel, &resolved, &mut placement, &self.board);
         self.enforcement.settle(&mut self.kernel, &placement.ifaces);
-        // Every link carries this build's programs now: endpoints held back
-        // from their deny entries get them at once, not on the next event.
-        self.syncer.programs_upgraded();
-        if report.held > 0 {
+        // Every link carries this build's programs now, unless an attach
+        // failed (that link may still run an earlier build's, which reads a
+        // deny entry as an allow): endpoints held back from their deny
+        // entries get them at once, not on the next event.
+        if attach_failures == 0 {
+            self.syncer.programs_upgraded();
+        }
+        if attach_failures == 0 && report.held > 0 {
             tracing::info!(
                 endpoints = report.held,
                 "every link carries this build's programs: writing the held endpoints' deny entries"

@@ -619,6 +619,27 @@ async fn an_endpoint_held_from_its_deny_entries_is_written_right_after_the_first
 }
 
 #[tokio::test(start_paused = true)]
+async fn deny_entries_stay_held_while_an_attach_fails() {
+    // The failed link may still carry an earlier build's programs.
+    let l = Loop::start(100);
+    l.find("web", WEB_IFINDEX);
+    l.log
+        .lock()
+        .unwrap()
+        .failing
+        .insert(format!("if{WEB_IFINDEX}"));
+    l.send(initial_with_deny(web().into())).await;
+    wait(COALESCE * 2).await;
+    let has_deny = |l: &Loop| l.log.lock().unwrap().trace.iter().any(|t| t == "deny");
+    assert!(!has_deny(&l), "no deny entry while an attach failed");
+    l.log.lock().unwrap().failing.clear();
+    wait(RETRY + COALESCE).await;
+    assert!(l.web_enforced());
+    assert!(has_deny(&l), "written once every link carries this build");
+    l.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_endpoint_without_deny_entries_is_written_before_attach() {
     // The control: nothing to hold, web's endpoint goes in before attach.
     let l = Loop::start(100);
