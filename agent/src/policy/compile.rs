@@ -21,6 +21,7 @@ use std::net::IpAddr;
 
 use palisade_common::ids::{EndpointId, IdentityId, RuleId};
 
+use super::adopt::{self, PinnedIds};
 use super::identity::{Atom, AtomId, AtomTable, DescriptionCache, Identities};
 use super::identity_cache::{IdentityCache, IdentityChanges, Inputs};
 use super::ids::IdAllocator;
@@ -110,6 +111,27 @@ impl Compiler {
     pub fn with_source_prefix_namespaces(mut self, namespaces: BTreeSet<String>) -> Self {
         self.source_prefix_namespaces = namespaces;
         self
+    }
+
+    /// Takes over the ids of a previous agent's pinned state (see
+    /// [`super::adopt`]), given this compiler's first plan: returns whether
+    /// any id moved, in which case the next compile starts from scratch and
+    /// gives the renumbered plan.
+    pub fn adopt_pinned_ids(&mut self, plan: &DatapathPlan, pinned: &PinnedIds) -> bool {
+        let wanted = adopt::renumbering(plan, pinned);
+        let moved = self
+            .endpoints
+            .renumber(&wanted.endpoints, &pinned.endpoint_ids)
+            | self
+                .identities
+                .renumber(&wanted.identities, &pinned.identity_ids);
+        if moved {
+            self.descriptions = DescriptionCache::default();
+            self.remote = IdentityCache::default();
+            self.expansions.clear();
+            self.mark = None;
+        }
+        moved
     }
 
     /// The plan for node `node_name`: its pods are the endpoints, its

@@ -4,6 +4,8 @@
 //! at [`IdAllocator::finish`] ids whose keys were not used are freed, and become
 //! available from the next compile on (never within the compile that freed
 //! them, so one plan never reuses an id for two meanings back to back).
+//! [`IdAllocator::renumber`] moves live ids once, to take over the ids a
+//! previous agent left in the kernel.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
@@ -12,6 +14,7 @@ use std::hash::Hash;
 #[derive(Clone, Debug)]
 pub struct IdAllocator<K> {
     ids: HashMap<K, Slot>,
+    first: u32,
     next: u32,
     free: BTreeSet<u32>,
     generation: u64,
@@ -28,6 +31,7 @@ impl<K: Hash + Eq + Clone> IdAllocator<K> {
     pub fn new(first: u32) -> Self {
         IdAllocator {
             ids: HashMap::new(),
+            first,
             next: first,
             free: BTreeSet::new(),
             generation: 1,
@@ -79,6 +83,46 @@ impl<K: Hash + Eq + Clone> IdAllocator<K> {
         self.generation += 1;
     }
 
+    /// Moves live ids: a key holding an id of `wanted` takes its target;
+    /// a key whose id is a target or `reserved` without being wanted gets a
+    /// fresh id. Targets and reserved ids are never handed out afresh, now or
+    /// later (the kernel may still hold entries under them). Returns whether
+    /// any id moved. `wanted` must be injective.
+    pub fn renumber(&mut self, wanted: &HashMap<u32, u32>, reserved: &BTreeSet<u32>) -> bool {
+        let targets: BTreeSet<u32> = wanted.values().copied().collect();
+        let mut taken: BTreeSet<u32> = targets.union(reserved).copied().collect();
+        let mut displaced = Vec::new();
+        let mut moved = false;
+        for slot in self.ids.values_mut() {
+            if let Some(&to) = wanted.get(&slot.id) {
+                moved |= to != slot.id;
+                slot.id = to;
+            } else if taken.contains(&slot.id) {
+                displaced.push(slot);
+            } else {
+                taken.insert(slot.id);
+            }
+        }
+        // Fresh ids in a deterministic order: by the id each one leaves.
+        displaced.sort_by_key(|slot| slot.id);
+        let mut candidate = self.first;
+        for slot in displaced {
+            while taken.contains(&candidate) {
+                candidate += 1;
+            }
+            slot.id = candidate;
+            taken.insert(candidate);
+            moved = true;
+        }
+        let beyond = taken.last().map_or(self.first, |id| id.saturating_add(1));
+        self.next = self.next.max(beyond);
+        let live: BTreeSet<u32> = self.ids.values().map(|s| s.id).collect();
+        self.free = (self.first..self.next)
+            .filter(|id| !live.contains(id) && !targets.contains(id) && !reserved.contains(id))
+            .collect();
+        moved
+    }
+
     /// The key holding `id` (a scan: for tests).
     #[cfg(test)]
     pub fn key_of(&self, id: u32) -> Option<&K> {
@@ -111,5 +155,34 @@ mod tests {
         assert_eq!(a.get(&"z"), 1);
         assert_eq!(a.get(&"y"), 2);
         assert_eq!(a.get(&"w"), 3);
+    }
+
+    #[test]
+    fn renumbering_takes_wanted_ids_and_never_hands_out_reserved_ones() {
+        let mut a = IdAllocator::new(1);
+        for key in ["x", "y", "z"] {
+            a.get(&key);
+        }
+        a.finish();
+        // x: 1 -> 3 (z's id), y keeps 2 but 2 is reserved, z is unwanted.
+        let wanted = HashMap::from([(1, 3)]);
+        let reserved = BTreeSet::from([2, 5]);
+        assert!(a.renumber(&wanted, &reserved));
+        assert_eq!(a.peek(&"x"), Some(3));
+        let (y, z) = (a.peek(&"y").unwrap(), a.peek(&"z").unwrap());
+        let ids = BTreeSet::from([3, y, z]);
+        assert_eq!(ids.len(), 3, "distinct ids: {ids:?}");
+        assert!(![2, 5].contains(&y) && ![2, 5].contains(&z));
+        for key in ["p", "q", "r", "s"] {
+            let id = a.get(&key);
+            assert!(
+                !reserved.contains(&id) && !ids.contains(&id),
+                "{key} got {id}"
+            );
+        }
+        let unchanged = a.clone();
+        let same: HashMap<u32, u32> = [3, y, z].into_iter().map(|id| (id, id)).collect();
+        assert!(!a.renumber(&same, &BTreeSet::new()));
+        assert_eq!(a.peek(&"x"), unchanged.peek(&"x"));
     }
 }

@@ -1,4 +1,5 @@
 //! NetworkPolicy semantics and the compiler (pure: no I/O).
+pub mod adopt;
 pub mod compile;
 pub mod eval;
 pub mod explain;

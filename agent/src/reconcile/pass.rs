@@ -14,7 +14,7 @@ use crate::policy::Compiler;
 use crate::policy::plan::DatapathPlan;
 use crate::source::{K8sObject, Kind, ObjectRef, SourceEvent, object_ref};
 use crate::state::{ClusterState, PodRef};
-use crate::sync::{ApplyReport, Syncer, render};
+use crate::sync::{ApplyReport, Syncer, pinned_ids, render};
 
 use super::cni::{CniDesk, Follow};
 use super::enforce::Enforcement;
@@ -43,6 +43,9 @@ pub struct Reconciler<I, K> {
     pub reconciled: Option<u64>,
     /// Why each unenforced pod is not enforced (from the last pass).
     reasons: BTreeMap<PodRef, String>,
+    /// Whether the compiler has taken over the pinned state's ids (on the
+    /// first pass, once the pods' interfaces are known).
+    ids_adopted: bool,
 }
 
 impl<I: Interfaces, K: Kernel> Reconciler<I, K> {
@@ -78,6 +81,7 @@ impl<I: Interfaces, K: Kernel> Reconciler<I, K> {
             cni: CniDesk::default(),
             reconciled: None,
             reasons: BTreeMap::new(),
+            ids_adopted: false,
         })
     }
 
@@ -206,15 +210,30 @@ impl<I: Interfaces, K: Kernel> Reconciler<I, K> {
     pub async fn reconcile(&mut self) -> Result<DatapathPlan, Error> {
         let generation = self.cluster.generation();
         self.reconciled = None;
-        let plan = self
+        let mut plan = self
             .compiler
             .compile(&self.cluster, &self.settings.node_name);
+        let resolved = self.interfaces.resolve(addresses(&plan)).await;
+        let mut placement = self.enforcement.place(&resolved, &self.kernel);
+        if !self.ids_adopted {
+            self.ids_adopted = true;
+            let pinned = pinned_ids(self.syncer.current(), &placement.ifaces);
+            if self.compiler.adopt_pinned_ids(&plan, &pinned) {
+                tracing::info!(
+                    endpoints = pinned.endpoint_ids.len(),
+                    identities = pinned.identity_ids.len(),
+                    "took over the pinned state's ids"
+                );
+                // The same pods and addresses, so the interfaces still hold.
+                plan = self
+                    .compiler
+                    .compile(&self.cluster, &self.settings.node_name);
+            }
+        }
         for rejection in &plan.rejections {
             tracing::warn!(object = %rejection.object, field = %rejection.field, reason = %rejection.reason,
                 "rejected: a rejected NetworkPolicy still isolates the pods it selects but allows nothing; a rejected annotation is not honoured; the reason says what happens instead");
         }
-        let resolved = self.interfaces.resolve(addresses(&plan)).await;
-        let mut placement = self.enforcement.place(&resolved, &self.kernel);
 
         (self.hooks.on_compiled)(&plan);
         let target = render(&plan, &placement.ifaces);

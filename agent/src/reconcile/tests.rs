@@ -37,6 +37,8 @@ struct KernelLog {
     /// Policy entries the POLICY map has room for.
     policy_room: usize,
     policy_entries: usize,
+    policy_deletes: usize,
+    ipcache_writes: usize,
     endpoint_writes: usize,
     /// Interface names whose attach fails.
     failing: BTreeSet<String>,
@@ -65,7 +67,11 @@ impl MapWriter for FakeMaps {
                     log.trace.push("deny".into());
                 }
             }
-            MapOp::DeletePolicy(..) => log.policy_entries -= 1,
+            MapOp::DeletePolicy(..) => {
+                log.policy_entries -= 1;
+                log.policy_deletes += 1;
+            }
+            MapOp::PutIpcache(..) | MapOp::DeleteIpcache(..) => log.ipcache_writes += 1,
             MapOp::PutEndpoint(IfIndex(ifindex), _) => {
                 log.endpoint_writes += 1;
                 log.trace.push(format!("endpoint {ifindex}"));
@@ -655,5 +661,79 @@ async fn an_endpoint_without_deny_entries_is_written_before_attach() {
             "upgraded".into()
         ]
     );
+    l.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_takes_over_the_pinned_ids_and_rewrites_no_address_or_endpoint() {
+    use crate::policy::Compiler;
+    use crate::source::fixtures::{labels, pods, rule, tcp};
+    use crate::state::ClusterState;
+    use crate::sync::render;
+
+    let SourceEvent::Replace { objects, .. } = initial(web().into()) else {
+        unreachable!("initial is a Replace")
+    };
+    let mut objects = objects;
+    objects.push(
+        pod("db")
+            .ns("prod")
+            .label("app", "db")
+            .ip("10.0.1.9")
+            .node("node-2")
+            .into(),
+    );
+    // The previous agent also saw a local pod and a policy that are gone now,
+    // so its ids are not the ones a fresh compiler gives.
+    let gone: Vec<K8sObject> = vec![
+        pod("aaa")
+            .ns("prod")
+            .label("app", "aaa")
+            .ip("10.0.0.3")
+            .into(),
+        policy("prod", "aaa-first")
+            .select(labels(&[("app", "web")]))
+            .ingress(rule().peer(pods(labels(&[("app", "db")]))).port(tcp(5432)))
+            .into(),
+    ];
+    let state = |objects: &[K8sObject]| {
+        let mut c = ClusterState::new();
+        for o in objects {
+            c.apply(o).expect("a valid object");
+        }
+        c
+    };
+    let before = state(&[objects.clone(), gone].concat());
+    let now = state(&objects);
+    let mut previous = Compiler::new();
+    previous.compile(&before, "node-1");
+    let pinned_plan = previous.compile(&now, "node-1");
+    let fresh = Compiler::new().compile(&now, "node-1");
+    let web_ref = PodRef {
+        namespace: "prod".into(),
+        name: "web".into(),
+    };
+    assert_ne!(
+        fresh.endpoints[&web_ref].id, pinned_plan.endpoints[&web_ref].id,
+        "the control: numbered afresh, web's pinned entry would be rewritten"
+    );
+    let pinned = render(&pinned_plan, &BTreeMap::from([(web_ref, WEB_IFINDEX)]));
+
+    let l = Loop::start_on(100, pinned);
+    l.find("web", WEB_IFINDEX);
+    l.send(SourceEvent::Replace {
+        kinds: Kind::ALL.to_vec(),
+        objects,
+    })
+    .await;
+    wait(COALESCE * 2).await;
+    assert!(l.web_enforced());
+    {
+        let log = l.log.lock().unwrap();
+        let endpoint = format!("endpoint {WEB_IFINDEX}");
+        assert!(!log.trace.contains(&endpoint), "{:?}", log.trace);
+        assert_eq!(log.ipcache_writes, 0, "every address keeps its identity id");
+        assert_eq!(log.policy_deletes, 0, "every pinned entry keeps its key");
+    }
     l.stop().await;
 }

@@ -15,4 +15,5 @@ mod headers;
 mod lifecycle;
 mod model;
 mod protocols;
+mod restart;
 mod source;

@@ -1,0 +1,201 @@
+//! A restarted agent's first apply over the previous agent's pinned maps,
+//! judged step by step with the kernel model: every intermediate state must
+//! let through exactly what both the pinned and the new state let through,
+//! and drop what both drop. Numbered afresh, the new agent would give an id
+//! another meaning while the ipcache still points the old one at it; it takes
+//! over the pinned ids instead (`policy::adopt`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use palisade_agent::policy::Compiler;
+use palisade_agent::source::manifests;
+use palisade_agent::state::{ClusterState, PodRef};
+use palisade_agent::sync::{KernelState, MapOp, PrefixLen, diff, pinned_ids, render};
+use palisade_common::addr::Addr16;
+use palisade_common::endpoint::IfIndex;
+use palisade_common::verdict::Direction;
+
+use crate::model::{ModelPacket, passes};
+
+const SERVER_IFINDEX: u32 = 10;
+const SERVER: [u8; 4] = [10, 0, 0, 10];
+const PEERS: [[u8; 4]; 3] = [[10, 0, 1, 1], [10, 0, 1, 2], [192, 0, 2, 1]];
+const PORTS: [u16; 3] = [80, 443, 8080];
+
+const PODS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: t}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: s, namespace: t, labels: {app: s}}
+spec: {nodeName: node-1, containers: [{name: c, image: i}]}
+status: {phase: Running, podIP: 10.0.0.10, podIPs: [{ip: 10.0.0.10}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: t, labels: {app: a}}
+spec: {nodeName: node-2, containers: [{name: c, image: i}]}
+status: {phase: Running, podIP: 10.0.1.1, podIPs: [{ip: 10.0.1.1}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: t, labels: {app: b}}
+spec: {nodeName: node-2, containers: [{name: c, image: i}]}
+status: {phase: Running, podIP: 10.0.1.2, podIPs: [{ip: 10.0.1.2}]}
+"#;
+
+/// s accepts `from` on TCP `port`.
+fn allow(name: &str, from: &str, port: u16) -> String {
+    format!(
+        "---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: {name}, namespace: t}}
+spec:
+  podSelector: {{matchLabels: {{app: s}}}}
+  ingress: [{{from: [{{podSelector: {{matchLabels: {{app: {from}}}}}}}], ports: [{{port: {port}}}]}}]
+"
+    )
+}
+
+fn cluster(yaml: &str) -> ClusterState {
+    let objects = manifests::parse(Path::new("restart.yaml"), yaml).expect("valid manifests");
+    let mut state = ClusterState::new();
+    for object in &objects {
+        state.apply(object).expect("a valid object");
+    }
+    state
+}
+
+fn interfaces() -> BTreeMap<PodRef, u32> {
+    BTreeMap::from([(
+        PodRef {
+            namespace: "t".into(),
+            name: "s".into(),
+        },
+        SERVER_IFINDEX,
+    )])
+}
+
+fn apply(state: &mut KernelState, op: &MapOp) {
+    match *op {
+        MapOp::PutEndpoint(IfIndex(i), e) => {
+            state.endpoints.insert(i, e);
+        }
+        MapOp::DeleteEndpoint(IfIndex(i)) => {
+            state.endpoints.remove(&i);
+        }
+        MapOp::PutIpcache(PrefixLen(l), a, v) => {
+            state.ipcache.insert((l, a), v);
+        }
+        MapOp::DeleteIpcache(PrefixLen(l), a) => {
+            state.ipcache.remove(&(l, a));
+        }
+        MapOp::PutPolicy(PrefixLen(l), k, v) => {
+            state.policy.insert((l, k), v);
+        }
+        MapOp::DeletePolicy(PrefixLen(l), k) => {
+            state.policy.remove(&(l, k));
+        }
+        MapOp::PutSourcePrefix(PrefixLen(l), k) => {
+            state.source_prefixes.insert((l, k), ());
+        }
+        MapOp::DeleteSourcePrefix(PrefixLen(l), k) => {
+            state.source_prefixes.remove(&(l, k));
+        }
+        MapOp::BumpRevision => {}
+    }
+}
+
+/// Every (write, packet) after which the model's verdict differs from the
+/// one the old and the new state agree on.
+fn disagreements(old: &KernelState, new: &KernelState) -> Vec<String> {
+    let packet = |peer: [u8; 4], port| ModelPacket {
+        direction: Direction::Ingress,
+        ipv4: true,
+        local: Addr16::from_v4(SERVER),
+        remote: Addr16::from_v4(peer),
+        protocol: 6,
+        dst_port: port,
+    };
+    let mut found = Vec::new();
+    let mut state = old.clone();
+    for op in diff(old, new) {
+        apply(&mut state, &op);
+        for peer in PEERS {
+            for port in PORTS {
+                let p = packet(peer, port);
+                let (was, will) = (
+                    passes(old, SERVER_IFINDEX, &p),
+                    passes(new, SERVER_IFINDEX, &p),
+                );
+                if was == will && passes(&state, SERVER_IFINDEX, &p) != was {
+                    found.push(format!("{peer:?}:{port} after {op:?}"));
+                }
+            }
+        }
+    }
+    assert_eq!(state, *new, "the writes end in the new state");
+    found
+}
+
+/// The pinned state of an agent that compiled `history` (the last one
+/// pinned), and the first target of a new agent for `now` over it, numbered
+/// afresh and after taking over the pinned ids.
+fn restart(history: &[String], now: &str) -> (KernelState, KernelState, KernelState) {
+    let mut previous = Compiler::new();
+    let mut pinned = KernelState::default();
+    for yaml in history {
+        pinned = render(&previous.compile(&cluster(yaml), "node-1"), &interfaces());
+    }
+    let now = cluster(now);
+    let mut next = Compiler::new();
+    let first = next.compile(&now, "node-1");
+    let afresh = render(&first, &interfaces());
+    next.adopt_pinned_ids(&first, &pinned_ids(&pinned, &interfaces()));
+    let adopted = render(&next.compile(&now, "node-1"), &interfaces());
+    (pinned, afresh, adopted)
+}
+
+#[test]
+fn a_restart_never_passes_what_the_pinned_and_the_new_state_both_drop() {
+    // The previous agent numbered b's identity first (its policy came
+    // first); a fresh agent numbers a's first: the two ids swap meanings.
+    let both = format!("{PODS}{}{}", allow("pa", "a", 80), allow("pb", "b", 443));
+    let history = [format!("{PODS}{}", allow("pb", "b", 443)), both.clone()];
+    let (pinned, afresh, adopted) = restart(&history, &both);
+
+    let control = disagreements(&pinned, &afresh);
+    assert!(
+        !control.is_empty(),
+        "the control: numbered afresh, some write opens (or closes) a flow both states agree on"
+    );
+    assert_eq!(disagreements(&pinned, &adopted), Vec::<String>::new());
+    assert_eq!(
+        (&adopted.ipcache, &adopted.endpoints),
+        (&pinned.ipcache, &pinned.endpoints),
+        "the same cluster: every address and endpoint keeps its pinned id"
+    );
+}
+
+#[test]
+fn a_restart_over_a_cluster_changed_meanwhile_keeps_every_agreed_verdict() {
+    // While the agent was down, b's policy was replaced by one for port
+    // 8080 and a new policy admits a on 443.
+    let history = [
+        format!("{PODS}{}", allow("pb", "b", 443)),
+        format!("{PODS}{}{}", allow("pa", "a", 80), allow("pb", "b", 443)),
+    ];
+    let now = format!(
+        "{PODS}{}{}{}",
+        allow("pa", "a", 80),
+        allow("pb", "b", 8080),
+        allow("pc", "a", 443)
+    );
+    let (pinned, _, adopted) = restart(&history, &now);
+    assert_ne!(pinned.policy, adopted.policy, "the cluster did change");
+    assert_eq!(disagreements(&pinned, &adopted), Vec::<String>::new());
+}
