@@ -2,9 +2,10 @@
 //! kernel holds, so the next plan costs only its differences.
 //!
 //! Fail closed: when an insert fails because a map is full, every isolated
-//! endpoint is marked `FLAG_FAIL_CLOSED` (the datapath then denies all but
-//! node, self and established traffic of the old revision), the failure is
-//! reported, and the next apply tries again.
+//! endpoint is marked `FLAG_FAIL_CLOSED` at once and through the rest of the
+//! apply (the datapath then denies all but node, self and established traffic
+//! of the old revision), the failure is reported, and the next apply tries
+//! again.
 
 use palisade_common::endpoint::FLAG_FAIL_CLOSED;
 use palisade_common::endpoint::{FLAG_EGRESS_ISOLATED, FLAG_INGRESS_ISOLATED, IfIndex};
@@ -146,9 +147,21 @@ impl Syncer {
         }
         self.recheck_flows = false;
         for op in &ops {
-            match self.write(maps, op) {
+            // After a write found no room, the state in between is neither
+            // plan's: isolated endpoints stay closed through the rest.
+            let op = if report.map_full.is_empty() {
+                *op
+            } else {
+                closed(*op)
+            };
+            match self.write(maps, &op) {
                 Ok(()) => report.writes += 1,
-                Err(WriteError::Full { map }) => report.map_full.push(MapFull { map, op: *op }),
+                Err(WriteError::Full { map }) => {
+                    if report.map_full.is_empty() {
+                        self.close_current(maps, &mut report)?;
+                    }
+                    report.map_full.push(MapFull { map, op });
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -157,6 +170,26 @@ impl Syncer {
         }
         report.revision = self.revision;
         Ok(report)
+    }
+
+    /// Marks every isolated endpoint the kernel holds now fail-closed.
+    fn close_current(
+        &mut self,
+        maps: &mut impl MapWriter,
+        report: &mut ApplyReport,
+    ) -> Result<(), WriteError> {
+        let open: Vec<MapOp> = self
+            .current
+            .endpoints
+            .iter()
+            .map(|(i, e)| closed(MapOp::PutEndpoint(IfIndex(*i), *e)))
+            .filter(|op| matches!(op, MapOp::PutEndpoint(IfIndex(i), e) if self.current.endpoints.get(i) != Some(e)))
+            .collect();
+        for op in &open {
+            self.write(maps, op)?;
+            report.writes += 1;
+        }
+        Ok(())
     }
 
     fn fail_closed(
@@ -171,9 +204,12 @@ impl Syncer {
             if info.flags & (FLAG_INGRESS_ISOLATED | FLAG_EGRESS_ISOLATED) == 0 {
                 continue;
             }
-            let mut closed = *info;
-            closed.flags |= FLAG_FAIL_CLOSED;
-            self.write(maps, &MapOp::PutEndpoint(IfIndex(*ifindex), closed))?;
+            let mut shut = *info;
+            shut.flags |= FLAG_FAIL_CLOSED;
+            if self.current.endpoints.get(ifindex) == Some(&shut) {
+                continue;
+            }
+            self.write(maps, &MapOp::PutEndpoint(IfIndex(*ifindex), shut))?;
             report.writes += 1;
         }
         self.write(maps, &MapOp::BumpRevision)?;
@@ -222,6 +258,19 @@ impl Syncer {
     }
 }
 
+/// `op` with an isolated endpoint's value marked fail-closed.
+fn closed(op: MapOp) -> MapOp {
+    match op {
+        MapOp::PutEndpoint(i, mut e)
+            if e.flags & (FLAG_INGRESS_ISOLATED | FLAG_EGRESS_ISOLATED) != 0 =>
+        {
+            e.flags |= FLAG_FAIL_CLOSED;
+            MapOp::PutEndpoint(i, e)
+        }
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -243,6 +292,10 @@ mod tests {
         policy_room: usize,
         revision: Revision,
         broken: bool,
+        /// For each policy write after the first full one: whether every
+        /// isolated endpoint was marked fail-closed by then.
+        closed_after_full: Vec<bool>,
+        full_seen: bool,
     }
 
     impl MapWriter for FakeMaps {
@@ -261,7 +314,17 @@ mod tests {
                     self.endpoints.remove(&i);
                 }
                 MapOp::PutPolicy(PrefixLen(l), k, v) => {
+                    if self.full_seen {
+                        let isolated = FLAG_INGRESS_ISOLATED | FLAG_EGRESS_ISOLATED;
+                        self.closed_after_full.push(
+                            self.endpoints
+                                .values()
+                                .filter(|e| e.flags & isolated != 0)
+                                .all(|e| e.has(FLAG_FAIL_CLOSED)),
+                        );
+                    }
                     if !self.policy.contains_key(&(l, k)) && self.policy.len() >= self.policy_room {
+                        self.full_seen = true;
                         return Err(WriteError::Full { map: names::POLICY });
                     }
                     self.policy.insert((l, k), v);
@@ -352,6 +415,26 @@ mod tests {
         );
         assert_eq!(maps.policy.len(), 3);
         assert_eq!(syncer.current(), &target(3));
+    }
+
+    #[test]
+    fn isolated_endpoints_are_closed_from_the_first_full_write_on() {
+        let mut maps = FakeMaps {
+            policy_room: 2,
+            ..Default::default()
+        };
+        let mut syncer = Syncer::default();
+        syncer.apply(&mut maps, &target(1)).expect("apply");
+        assert!(!maps.endpoints[&ISOLATED].has(FLAG_FAIL_CLOSED));
+        // Identities 1..3 are new: 1 fits, 2 does not, 3 is tried after.
+        let report = syncer.apply(&mut maps, &target(4)).expect("apply");
+        assert_eq!(report.map_full.len(), 2, "{:?}", report.map_full);
+        assert_eq!(
+            maps.closed_after_full,
+            [true],
+            "every write after the first full one finds the isolated endpoint closed"
+        );
+        assert!(!maps.endpoints[&OPEN].has(FLAG_FAIL_CLOSED));
     }
 
     #[test]

@@ -6,14 +6,19 @@
 //!    before ANY's, each the most specific first (see [`put_order`]);
 //! 2. ipcache entries added or changed (addresses move to identities whose
 //!    allows are already in place);
-//! 3. endpoints added or changed (isolation switches on after its allows exist,
-//!    and switches off before they go);
+//! 3. endpoints changed (isolation switches on after its allows exist, and
+//!    switches off before they go);
 //! 4. ipcache entries removed; 5. policy entries and source prefixes removed
 //!    (policy: ANY's before a remote identity's, each the least specific
 //!    first, see [`delete_order`]);
-//! 6. endpoints removed;
-//! 7. the revision bump, last, so established flows are re-checked against the
+//! 6. endpoints added (a new interface reads exactly the new entries);
+//! 7. endpoints removed;
+//! 8. the revision bump, last, so established flows are re-checked against the
 //!    final state only.
+//!
+//! An address that moves between identities whose entries change at the same
+//! time goes through a waypoint identity ([`super::waypoint`]): then the
+//! writes are three such legs in a row, and one bump.
 //!
 //! Traffic that both the old and the new state allow is allowed at every step;
 //! traffic both deny is denied at every step.
@@ -28,6 +33,7 @@ use palisade_common::policy::{PolicyKey, PolicyValue};
 use palisade_common::source::SourcePrefixKey;
 
 use super::render::KernelState;
+use super::waypoint::{Changes, Route, route};
 
 /// How many leading bits of an LPM trie key an entry matches: of the
 /// (v4-mapped) address in `IPCACHE`, of the whole key in `POLICY` and
@@ -87,7 +93,7 @@ pub enum MapOp {
 fn changes<K: Ord + Copy, V: PartialEq + Copy>(
     old: &BTreeMap<K, V>,
     new: &BTreeMap<K, V>,
-) -> (Vec<(K, V)>, Vec<K>) {
+) -> Changes<K, V> {
     let (mut puts, mut deletes) = (Vec::new(), Vec::new());
     let mut o = old.iter().peekable();
     let mut n = new.iter().peekable();
@@ -125,11 +131,44 @@ fn changes<K: Ord + Copy, V: PartialEq + Copy>(
 }
 
 pub fn diff(old: &KernelState, new: &KernelState) -> Vec<MapOp> {
-    let (mut policy_puts, mut policy_deletes) = changes(&old.policy, &new.policy);
+    let policy = changes(&old.policy, &new.policy);
+    let ipcache = changes(&old.ipcache, &new.ipcache);
+    let mut ops = match route(old, new, &policy, &ipcache) {
+        None => writes(old, new, policy, ipcache),
+        Some(Route { before, after }) => {
+            let mut ops = Vec::new();
+            for (from, to) in [(old, &before), (&before, &after), (&after, new)] {
+                let policy = changes(&from.policy, &to.policy);
+                let ipcache = changes(&from.ipcache, &to.ipcache);
+                ops.extend(writes(from, to, policy, ipcache));
+            }
+            ops
+        }
+    };
+    if !ops.is_empty() {
+        ops.push(MapOp::BumpRevision);
+    }
+    ops
+}
+
+/// The writes `old` -> `new` in the order of the module's doc, without the
+/// revision bump.
+fn writes(
+    old: &KernelState,
+    new: &KernelState,
+    policy: Changes<(u32, PolicyKey), PolicyValue>,
+    ipcache: Changes<(u32, Addr16), IpcacheValue>,
+) -> Vec<MapOp> {
+    let (mut policy_puts, mut policy_deletes) = policy;
     policy_puts.sort_by_key(|(k, _)| put_order(k));
     policy_deletes.sort_by_key(delete_order);
-    let (ipcache_puts, ipcache_deletes) = changes(&old.ipcache, &new.ipcache);
+    let (ipcache_puts, ipcache_deletes) = ipcache;
     let (endpoint_puts, endpoint_deletes) = changes(&old.endpoints, &new.endpoints);
+    // A new interface goes in last: its endpoint's entries are then exactly
+    // the new state's (a reused id may still hold stale ones until then).
+    let (changed_endpoints, new_endpoints): (Vec<_>, Vec<_>) = endpoint_puts
+        .into_iter()
+        .partition(|(i, _)| old.endpoints.contains_key(i));
     let (prefix_puts, prefix_deletes) = changes(&old.source_prefixes, &new.source_prefixes);
     let mut ops = Vec::new();
     ops.extend(
@@ -148,7 +187,7 @@ pub fn diff(old: &KernelState, new: &KernelState) -> Vec<MapOp> {
             .map(|((l, a), v)| MapOp::PutIpcache(PrefixLen(l), a, v)),
     );
     ops.extend(
-        endpoint_puts
+        changed_endpoints
             .into_iter()
             .map(|(i, e)| MapOp::PutEndpoint(IfIndex(i), e)),
     );
@@ -168,13 +207,15 @@ pub fn diff(old: &KernelState, new: &KernelState) -> Vec<MapOp> {
             .map(|(l, k)| MapOp::DeleteSourcePrefix(PrefixLen(l), k)),
     );
     ops.extend(
+        new_endpoints
+            .into_iter()
+            .map(|(i, e)| MapOp::PutEndpoint(IfIndex(i), e)),
+    );
+    ops.extend(
         endpoint_deletes
             .into_iter()
             .map(|i| MapOp::DeleteEndpoint(IfIndex(i))),
     );
-    if !ops.is_empty() {
-        ops.push(MapOp::BumpRevision);
-    }
     ops
 }
 
@@ -441,6 +482,149 @@ mod tests {
                 }
             }
             proptest::prop_assert_eq!(replay, new);
+        }
+    }
+
+    /// Random states of endpoint 7 (on interface 3): addresses 10.0.0.1-4
+    /// with or without a /32 entry, under a 10.0.0.0/24 entry or none, on
+    /// identities 20-22; policy entries of those identities and ANY.
+    fn states() -> impl proptest::strategy::Strategy<Value = KernelState> {
+        use proptest::prelude::*;
+        let identity = || prop::option::of(prop::sample::select(vec![20u32, 21, 22]));
+        let entry = (
+            prop::sample::select(vec![0u32, 20, 21, 22]),
+            prop::sample::select(vec![72u32, 80, 93, 96]),
+            0u16..8,
+            any::<bool>(),
+        );
+        (
+            proptest::collection::vec(identity(), 4),
+            identity(),
+            proptest::collection::vec(entry, 0..14),
+        )
+            .prop_map(|(hosts, subnet, entries)| {
+                let mut s = KernelState::default();
+                s.endpoints.insert(3, ep(FLAG_INGRESS_ISOLATED));
+                let value = |id| IpcacheValue {
+                    identity: IdentityId(id),
+                    flags: 0,
+                };
+                for (i, id) in hosts.into_iter().enumerate() {
+                    if let Some(id) = id {
+                        let host = Addr16::from_v4([10, 0, 0, 1 + i as u8]);
+                        s.ipcache.insert((128, host), value(id));
+                    }
+                }
+                if let Some(id) = subnet {
+                    s.ipcache
+                        .insert((120, Addr16::from_v4([10, 0, 0, 0])), value(id));
+                }
+                for (identity, len, port, deny) in entries {
+                    let protocol = if len >= 80 { 6 } else { 0 };
+                    let kept = len.saturating_sub(80);
+                    let mask = if kept == 0 { 0 } else { !0u16 << (16 - kept) };
+                    let key = PolicyKey::new(
+                        EndpointId(7),
+                        IdentityId(identity),
+                        Direction::Ingress,
+                        protocol,
+                        port & mask,
+                    );
+                    let rule = RuleId(1);
+                    let v = if deny {
+                        PolicyValue::deny(rule)
+                    } else {
+                        PolicyValue::allow(rule)
+                    };
+                    s.policy.insert((len, key), v);
+                }
+                s
+            })
+    }
+
+    /// Whether endpoint 7 admits TCP `port` from 10.0.0.`host`: the
+    /// address's identity by longest prefix (WORLD without one), then the
+    /// policy lookups.
+    fn admits(state: &KernelState, host: u8, port: u16) -> bool {
+        let addr = Addr16::from_v4([10, 0, 0, host]);
+        let identity = state
+            .ipcache
+            .get(&(128, addr))
+            .or_else(|| state.ipcache.get(&(120, Addr16::from_v4([10, 0, 0, 0]))))
+            .map_or(IdentityId::WORLD.0, |v| v.identity.0);
+        kernel_lookup(&state.policy, identity, 6, port) == Some(false)
+    }
+
+    fn compact(state: &KernelState) -> String {
+        let ipcache: Vec<String> = state
+            .ipcache
+            .iter()
+            .map(|((l, a), v)| format!("{}/{}={}", a.0[15], l - 96, v.identity.0))
+            .collect();
+        let policy: Vec<String> = state
+            .policy
+            .iter()
+            .map(|((l, k), v)| {
+                let id = u32::from_be_bytes(k.identity_be);
+                let port = u16::from_be_bytes(k.port_be);
+                format!("{id}:{port}/{l}{}", if v.denies() { "D" } else { "A" })
+            })
+            .collect();
+        format!("{ipcache:?} {policy:?}")
+    }
+
+    fn replay(state: &mut KernelState, op: &MapOp) {
+        match *op {
+            MapOp::PutPolicy(l, k, v) => {
+                state.policy.insert((l.0, k), v);
+            }
+            MapOp::DeletePolicy(l, k) => {
+                state.policy.remove(&(l.0, k));
+            }
+            MapOp::PutIpcache(l, a, v) => {
+                state.ipcache.insert((l.0, a), v);
+            }
+            MapOp::DeleteIpcache(l, a) => {
+                state.ipcache.remove(&(l.0, a));
+            }
+            _ => {}
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 500,
+            failure_persistence: None,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x3a7e),
+            ..Default::default()
+        })]
+
+        /// Addresses moving between identities whose entries change too:
+        /// every intermediate state agrees with the old and the new one
+        /// wherever they agree.
+        #[test]
+        fn every_intermediate_state_agrees_where_old_and_new_agree_as_addresses_move(
+            old in states(),
+            new in states(),
+        ) {
+            let mut state = old.clone();
+            for op in diff(&old, &new) {
+                replay(&mut state, &op);
+                for host in 1..=5 {
+                    for port in 0..8 {
+                        let was = admits(&old, host, port);
+                        if was == admits(&new, host, port) {
+                            proptest::prop_assert_eq!(
+                                admits(&state, host, port), was,
+                                "10.0.0.{} port {} after {:?}\nold {}\nnew {}", host, port, op,
+                                compact(&old), compact(&new)
+                            );
+                        }
+                    }
+                }
+            }
+            state.endpoints = new.endpoints.clone();
+            proptest::prop_assert_eq!(state, new);
         }
     }
 

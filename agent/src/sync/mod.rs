@@ -11,6 +11,7 @@ pub mod diff;
 pub mod hold;
 pub mod pinned;
 pub mod render;
+pub mod waypoint;
 
 pub use apply::{ApplyReport, MapFull, MapWriter, Syncer, WriteError};
 pub use diff::{MapOp, PrefixLen, diff};
