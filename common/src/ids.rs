@@ -21,6 +21,9 @@ impl IdentityId {
     pub const WORLD: IdentityId = IdentityId(2);
     /// First id available for identities allocated by the compiler.
     pub const FIRST_ALLOCATED: u32 = 16;
+    /// Ids from here up are temporary identities the map writer uses while
+    /// addresses move (never the compiler's).
+    pub const FIRST_WAYPOINT: u32 = 1 << 31;
 }
 
 /// A local endpoint (pod) on this node; keys its rules in the policy map.

@@ -42,7 +42,8 @@ pub struct Renumbering {
 
 /// Matches `plan`'s ids to `pinned`'s. An identity takes the pinned id that
 /// covered most of its prefixes (ties: the lower ids first), each pinned id
-/// going to one identity at most; reserved identities are never moved.
+/// going to one identity at most; reserved identities and waypoints are
+/// never matched.
 pub fn renumbering(plan: &DatapathPlan, pinned: &PinnedIds) -> Renumbering {
     let mut endpoints = HashMap::new();
     let mut claimed = BTreeSet::new();
@@ -54,7 +55,9 @@ pub fn renumbering(plan: &DatapathPlan, pinned: &PinnedIds) -> Renumbering {
         }
     }
 
-    let allocated = |id: &IdentityId| id.0 >= IdentityId::FIRST_ALLOCATED;
+    // A waypoint left by an interrupted apply is no identity to take over.
+    let allocated =
+        |id: &IdentityId| (IdentityId::FIRST_ALLOCATED..IdentityId::FIRST_WAYPOINT).contains(&id.0);
     let mut overlap: BTreeMap<(u32, u32), usize> = BTreeMap::new();
     for (net, id) in plan.ipcache.iter().filter(|(_, id)| allocated(id)) {
         if let Some(old) = pinned.identities.get(net).filter(|old| allocated(old)) {

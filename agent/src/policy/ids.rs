@@ -17,6 +17,8 @@ pub struct IdAllocator<K> {
     first: u32,
     next: u32,
     free: BTreeSet<u32>,
+    /// Ids never to hand out (see [`IdAllocator::renumber`]).
+    reserved: BTreeSet<u32>,
     generation: u64,
 }
 
@@ -34,6 +36,7 @@ impl<K: Hash + Eq + Clone> IdAllocator<K> {
             first,
             next: first,
             free: BTreeSet::new(),
+            reserved: BTreeSet::new(),
             generation: 1,
         }
     }
@@ -45,12 +48,17 @@ impl<K: Hash + Eq + Clone> IdAllocator<K> {
             slot.used_in = generation;
             return slot.id;
         }
-        let id = match self.free.pop_first() {
-            Some(id) => id,
-            None => {
-                let id = self.next;
-                self.next = self.next.saturating_add(1);
-                id
+        let id = loop {
+            let id = match self.free.pop_first() {
+                Some(id) => id,
+                None => {
+                    let id = self.next;
+                    self.next = self.next.saturating_add(1);
+                    id
+                }
+            };
+            if !self.reserved.contains(&id) {
+                break id;
             }
         };
         self.ids.insert(
@@ -85,24 +93,29 @@ impl<K: Hash + Eq + Clone> IdAllocator<K> {
 
     /// Moves live ids: a key holding an id of `wanted` takes its target;
     /// a key whose id is a target or `reserved` without being wanted gets a
-    /// fresh id. Targets and reserved ids are never handed out afresh, now or
-    /// later (the kernel may still hold entries under them). Returns whether
-    /// any id moved. `wanted` must be injective.
+    /// fresh id. Reserved ids are never handed out afresh, now or later (the
+    /// kernel may still hold entries under them). Returns whether any id
+    /// moved. `wanted` must be injective.
     pub fn renumber(&mut self, wanted: &HashMap<u32, u32>, reserved: &BTreeSet<u32>) -> bool {
-        let targets: BTreeSet<u32> = wanted.values().copied().collect();
-        let mut taken: BTreeSet<u32> = targets.union(reserved).copied().collect();
+        self.reserved.extend(reserved);
+        let mut taken: BTreeSet<u32> = wanted.values().copied().collect();
+        taken.extend(&self.reserved);
+        let mut vacated = Vec::new();
         let mut displaced = Vec::new();
-        let mut moved = false;
         for slot in self.ids.values_mut() {
-            if let Some(&to) = wanted.get(&slot.id) {
-                moved |= to != slot.id;
-                slot.id = to;
-            } else if taken.contains(&slot.id) {
-                displaced.push(slot);
-            } else {
-                taken.insert(slot.id);
+            match wanted.get(&slot.id) {
+                Some(&to) if to == slot.id => {}
+                Some(&to) => {
+                    vacated.push(slot.id);
+                    slot.id = to;
+                }
+                None if taken.contains(&slot.id) => displaced.push(slot),
+                None => {
+                    taken.insert(slot.id);
+                }
             }
         }
+        let moved = !vacated.is_empty() || !displaced.is_empty();
         // Fresh ids in a deterministic order: by the id each one leaves.
         displaced.sort_by_key(|slot| slot.id);
         let mut candidate = self.first;
@@ -110,16 +123,19 @@ impl<K: Hash + Eq + Clone> IdAllocator<K> {
             while taken.contains(&candidate) {
                 candidate += 1;
             }
+            vacated.push(slot.id);
             slot.id = candidate;
             taken.insert(candidate);
-            moved = true;
         }
-        let beyond = taken.last().map_or(self.first, |id| id.saturating_add(1));
-        self.next = self.next.max(beyond);
         let live: BTreeSet<u32> = self.ids.values().map(|s| s.id).collect();
-        self.free = (self.first..self.next)
-            .filter(|id| !live.contains(id) && !targets.contains(id) && !reserved.contains(id))
-            .collect();
+        if let Some(last) = live.last() {
+            self.next = self.next.max(last.saturating_add(1));
+        }
+        self.free
+            .extend(vacated.into_iter().filter(|id| *id < self.next));
+        let reserved = &self.reserved;
+        self.free
+            .retain(|id| !live.contains(id) && !reserved.contains(id));
         moved
     }
 
@@ -180,6 +196,14 @@ mod tests {
                 "{key} got {id}"
             );
         }
+        // A far reserved id (a waypoint left in the kernel) is skipped
+        // without moving where fresh ids come from.
+        let mut b: IdAllocator<&str> = IdAllocator::new(1);
+        b.get(&"x");
+        b.finish();
+        assert!(!b.renumber(&HashMap::new(), &BTreeSet::from([2, u32::MAX])));
+        assert_eq!(b.get(&"y"), 3);
+        assert!(b.free.len() < 4 && b.next == 4, "{:?} {}", b.free, b.next);
         let unchanged = a.clone();
         let same: HashMap<u32, u32> = [3, y, z].into_iter().map(|id| (id, id)).collect();
         assert!(!a.renumber(&same, &BTreeSet::new()));

@@ -6,10 +6,11 @@
 //! `endpoint_unknown`, closed); present stays present (the earlier build's
 //! decisions, which keep established flows).
 //!
-//! Endpoint ids are allocated afresh by each agent, so an interface's pinned
-//! id may be another endpoint's id in the target. Holding is by interface and
-//! by id together: an endpoint is held when its target id or its pinned id is
-//! a held one, until that closes.
+//! A new agent takes over the pinned ids where it can (`policy::adopt`), but
+//! an interface's pinned id may still be another endpoint's id in the target
+//! (a pod that moved interface, one it could not place). Holding is by
+//! interface and by id together: an endpoint is held when its target id or
+//! its pinned id is a held one, until that closes.
 
 use std::collections::BTreeSet;
 

@@ -174,12 +174,12 @@ pub fn route(
         used.extend(state.policy.keys().map(|(_, k)| identity_of(k)));
         used.extend(state.ipcache.values().map(|v| v.identity.0));
     }
-    let mut free = (IdentityId::FIRST_ALLOCATED..=u32::MAX)
+    let mut free = (IdentityId::FIRST_WAYPOINT..=u32::MAX)
         .rev()
         .filter(|id| !used.contains(id));
     let mut waypoints: BTreeMap<(u32, u32), u32> = BTreeMap::new();
     for (_, was, will) in &moves {
-        // Fewer ids are in use than there are u32s.
+        // Fewer ids are in use than there are waypoint ids.
         waypoints
             .entry((was.identity.0, will.identity.0))
             .or_insert_with(|| free.next().unwrap_or(u32::MAX));
