@@ -11,7 +11,7 @@ use palisade_common::endpoint::FLAG_FAIL_CLOSED;
 use palisade_common::endpoint::{FLAG_EGRESS_ISOLATED, FLAG_INGRESS_ISOLATED, IfIndex};
 use palisade_common::ids::Revision;
 
-use super::diff::{MapOp, PrefixLen, diff};
+use super::diff::{MapOp, diff};
 use super::hold::hold_denies;
 use super::render::KernelState;
 
@@ -225,35 +225,7 @@ impl Syncer {
             return Ok(());
         }
         maps.write(op)?;
-        // `KernelState` keys hold the raw numbers, as the kernel does.
-        let cur = &mut self.current;
-        match *op {
-            MapOp::PutEndpoint(IfIndex(i), e) => {
-                cur.endpoints.insert(i, e);
-            }
-            MapOp::DeleteEndpoint(IfIndex(i)) => {
-                cur.endpoints.remove(&i);
-            }
-            MapOp::PutIpcache(PrefixLen(l), a, v) => {
-                cur.ipcache.insert((l, a), v);
-            }
-            MapOp::DeleteIpcache(PrefixLen(l), a) => {
-                cur.ipcache.remove(&(l, a));
-            }
-            MapOp::PutPolicy(PrefixLen(l), k, v) => {
-                cur.policy.insert((l, k), v);
-            }
-            MapOp::DeletePolicy(PrefixLen(l), k) => {
-                cur.policy.remove(&(l, k));
-            }
-            MapOp::PutSourcePrefix(PrefixLen(l), k) => {
-                cur.source_prefixes.insert((l, k), ());
-            }
-            MapOp::DeleteSourcePrefix(PrefixLen(l), k) => {
-                cur.source_prefixes.remove(&(l, k));
-            }
-            MapOp::BumpRevision => {}
-        }
+        self.current.apply(op);
         Ok(())
     }
 }
@@ -282,6 +254,7 @@ mod tests {
     use palisade_common::verdict::Direction;
 
     use super::*;
+    use crate::sync::PrefixLen;
 
     /// Maps with room for `policy_room` policy entries, recording every write
     /// like the kernel; `broken` makes every write fail with another error.

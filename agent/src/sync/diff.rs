@@ -88,6 +88,39 @@ pub enum MapOp {
     BumpRevision,
 }
 
+impl KernelState {
+    /// The state after `op` (the revision bump changes no entry).
+    pub fn apply(&mut self, op: &MapOp) {
+        match *op {
+            MapOp::PutEndpoint(IfIndex(i), e) => {
+                self.endpoints.insert(i, e);
+            }
+            MapOp::DeleteEndpoint(IfIndex(i)) => {
+                self.endpoints.remove(&i);
+            }
+            MapOp::PutIpcache(PrefixLen(l), a, v) => {
+                self.ipcache.insert((l, a), v);
+            }
+            MapOp::DeleteIpcache(PrefixLen(l), a) => {
+                self.ipcache.remove(&(l, a));
+            }
+            MapOp::PutPolicy(PrefixLen(l), k, v) => {
+                self.policy.insert((l, k), v);
+            }
+            MapOp::DeletePolicy(PrefixLen(l), k) => {
+                self.policy.remove(&(l, k));
+            }
+            MapOp::PutSourcePrefix(PrefixLen(l), k) => {
+                self.source_prefixes.insert((l, k), ());
+            }
+            MapOp::DeleteSourcePrefix(PrefixLen(l), k) => {
+                self.source_prefixes.remove(&(l, k));
+            }
+            MapOp::BumpRevision => {}
+        }
+    }
+}
+
 /// Entries of `new` that `old` lacks or holds with another value, and keys
 /// of `old` that `new` lacks: one merge pass over both (key-ordered) maps.
 fn changes<K: Ord + Copy, V: PartialEq + Copy>(
@@ -386,19 +419,43 @@ mod tests {
             .into_iter()
             .find_map(|identity| {
                 (72..=96).rev().find_map(|len: u32| {
-                    let protocol = if len >= 80 { protocol } else { 0 };
-                    let kept = len.saturating_sub(80);
-                    let mask = if kept == 0 { 0 } else { !0u16 << (16 - kept) };
-                    let key = PolicyKey::new(
-                        EndpointId(7),
-                        IdentityId(identity),
-                        Direction::Ingress,
-                        protocol,
-                        port & mask,
-                    );
+                    let key = masked_key(identity, len, protocol, port);
                     policy.get(&(len, key)).map(PolicyValue::denies)
                 })
             })
+    }
+
+    /// Endpoint 7's ingress key from `identity` as an entry of `len` bits
+    /// holds it: the protocol kept from 80 bits on, the port's leading bits.
+    fn masked_key(identity: u32, len: u32, protocol: u8, port: u16) -> PolicyKey {
+        let protocol = if len >= 80 { protocol } else { 0 };
+        let kept = len.saturating_sub(80);
+        let mask = if kept == 0 { 0 } else { !0u16 << (16 - kept) };
+        PolicyKey::new(
+            EndpointId(7),
+            IdentityId(identity),
+            Direction::Ingress,
+            protocol,
+            port & mask,
+        )
+    }
+
+    /// The policy entry of endpoint 7's ingress from `identity`: TCP `port`
+    /// under a key of `len` bits (72: any protocol).
+    fn policy_entry(
+        identity: u32,
+        len: u32,
+        port: u16,
+        deny: bool,
+        rule: u32,
+    ) -> ((u32, PolicyKey), PolicyValue) {
+        let key = masked_key(identity, len, 6, port);
+        let value = if deny {
+            PolicyValue::deny(RuleId(rule))
+        } else {
+            PolicyValue::allow(RuleId(rule))
+        };
+        ((len, key), value)
     }
 
     /// Random policy entries of endpoint 7: (identity 0 or 20, prefix
@@ -417,22 +474,7 @@ mod tests {
             entries
                 .into_iter()
                 .map(|(identity, len, port, deny, rule)| {
-                    let protocol = if len >= 80 { 6 } else { 0 };
-                    let kept = len.saturating_sub(80);
-                    let mask = if kept == 0 { 0 } else { !0u16 << (16 - kept) };
-                    let key = PolicyKey::new(
-                        EndpointId(7),
-                        IdentityId(identity),
-                        Direction::Ingress,
-                        protocol,
-                        port & mask,
-                    );
-                    let value = if deny {
-                        PolicyValue::deny(RuleId(rule))
-                    } else {
-                        PolicyValue::allow(RuleId(rule))
-                    };
-                    ((len, key), value)
+                    policy_entry(identity, len, port, deny, rule)
                 })
                 .collect()
         })
@@ -519,25 +561,11 @@ mod tests {
                     s.ipcache
                         .insert((120, Addr16::from_v4([10, 0, 0, 0])), value(id));
                 }
-                for (identity, len, port, deny) in entries {
-                    let protocol = if len >= 80 { 6 } else { 0 };
-                    let kept = len.saturating_sub(80);
-                    let mask = if kept == 0 { 0 } else { !0u16 << (16 - kept) };
-                    let key = PolicyKey::new(
-                        EndpointId(7),
-                        IdentityId(identity),
-                        Direction::Ingress,
-                        protocol,
-                        port & mask,
-                    );
-                    let rule = RuleId(1);
-                    let v = if deny {
-                        PolicyValue::deny(rule)
-                    } else {
-                        PolicyValue::allow(rule)
-                    };
-                    s.policy.insert((len, key), v);
-                }
+                s.policy.extend(
+                    entries.into_iter().map(|(identity, len, port, deny)| {
+                        policy_entry(identity, len, port, deny, 1)
+                    }),
+                );
                 s
             })
     }
@@ -573,24 +601,6 @@ mod tests {
         format!("{ipcache:?} {policy:?}")
     }
 
-    fn replay(state: &mut KernelState, op: &MapOp) {
-        match *op {
-            MapOp::PutPolicy(l, k, v) => {
-                state.policy.insert((l.0, k), v);
-            }
-            MapOp::DeletePolicy(l, k) => {
-                state.policy.remove(&(l.0, k));
-            }
-            MapOp::PutIpcache(l, a, v) => {
-                state.ipcache.insert((l.0, a), v);
-            }
-            MapOp::DeleteIpcache(l, a) => {
-                state.ipcache.remove(&(l.0, a));
-            }
-            _ => {}
-        }
-    }
-
     proptest::proptest! {
         #![proptest_config(proptest::test_runner::Config {
             cases: 500,
@@ -609,7 +619,7 @@ mod tests {
         ) {
             let mut state = old.clone();
             for op in diff(&old, &new) {
-                replay(&mut state, &op);
+                state.apply(&op);
                 for host in 1..=5 {
                     for port in 0..8 {
                         let was = admits(&old, host, port);

@@ -12,9 +12,8 @@ use std::path::Path;
 use palisade_agent::policy::Compiler;
 use palisade_agent::source::manifests;
 use palisade_agent::state::{ClusterState, PodRef};
-use palisade_agent::sync::{KernelState, MapOp, PrefixLen, diff, pinned_ids, render};
+use palisade_agent::sync::{KernelState, MapOp, diff, pinned_ids, render};
 use palisade_common::addr::Addr16;
-use palisade_common::endpoint::IfIndex;
 use palisade_common::verdict::Direction;
 
 use crate::model::{ModelPacket, passes};
@@ -24,29 +23,27 @@ const SERVER: [u8; 4] = [10, 0, 0, 10];
 const PEERS: [[u8; 4]; 3] = [[10, 0, 1, 1], [10, 0, 1, 2], [192, 0, 2, 1]];
 const PORTS: [u16; 3] = [80, 443, 8080];
 
-const PODS: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: t}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: s, namespace: t, labels: {app: s}}
-spec: {nodeName: node-1, containers: [{name: c, image: i}]}
-status: {phase: Running, podIP: 10.0.0.10, podIPs: [{ip: 10.0.0.10}]}
----
+/// s on node-1 serves; a and b on node-2 are its peers.
+fn pods() -> String {
+    let pod = |name: &str, node: &str, ip: &str| {
+        format!(
+            "---
 apiVersion: v1
 kind: Pod
-metadata: {name: a, namespace: t, labels: {app: a}}
-spec: {nodeName: node-2, containers: [{name: c, image: i}]}
-status: {phase: Running, podIP: 10.0.1.1, podIPs: [{ip: 10.0.1.1}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: b, namespace: t, labels: {app: b}}
-spec: {nodeName: node-2, containers: [{name: c, image: i}]}
-status: {phase: Running, podIP: 10.0.1.2, podIPs: [{ip: 10.0.1.2}]}
-"#;
+metadata: {{name: {name}, namespace: t, labels: {{app: {name}}}}}
+spec: {{nodeName: {node}, containers: [{{name: c, image: i}}]}}
+status: {{phase: Running, podIP: {ip}, podIPs: [{{ip: {ip}}}]}}
+"
+        )
+    };
+    [
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: t}\n".to_string(),
+        pod("s", "node-1", "10.0.0.10"),
+        pod("a", "node-2", "10.0.1.1"),
+        pod("b", "node-2", "10.0.1.2"),
+    ]
+    .concat()
+}
 
 /// s accepts `from` on TCP `port`.
 fn allow(name: &str, from: &str, port: u16) -> String {
@@ -81,36 +78,6 @@ fn interfaces() -> BTreeMap<PodRef, u32> {
     )])
 }
 
-fn apply(state: &mut KernelState, op: &MapOp) {
-    match *op {
-        MapOp::PutEndpoint(IfIndex(i), e) => {
-            state.endpoints.insert(i, e);
-        }
-        MapOp::DeleteEndpoint(IfIndex(i)) => {
-            state.endpoints.remove(&i);
-        }
-        MapOp::PutIpcache(PrefixLen(l), a, v) => {
-            state.ipcache.insert((l, a), v);
-        }
-        MapOp::DeleteIpcache(PrefixLen(l), a) => {
-            state.ipcache.remove(&(l, a));
-        }
-        MapOp::PutPolicy(PrefixLen(l), k, v) => {
-            state.policy.insert((l, k), v);
-        }
-        MapOp::DeletePolicy(PrefixLen(l), k) => {
-            state.policy.remove(&(l, k));
-        }
-        MapOp::PutSourcePrefix(PrefixLen(l), k) => {
-            state.source_prefixes.insert((l, k), ());
-        }
-        MapOp::DeleteSourcePrefix(PrefixLen(l), k) => {
-            state.source_prefixes.remove(&(l, k));
-        }
-        MapOp::BumpRevision => {}
-    }
-}
-
 /// Every (write, packet) after which the model's verdict differs from the
 /// one the old and the new state agree on.
 fn disagreements(old: &KernelState, new: &KernelState) -> Vec<String> {
@@ -125,7 +92,7 @@ fn disagreements(old: &KernelState, new: &KernelState) -> Vec<String> {
     let mut found = Vec::new();
     let mut state = old.clone();
     for op in diff(old, new) {
-        apply(&mut state, &op);
+        state.apply(&op);
         for peer in PEERS {
             for port in PORTS {
                 let p = packet(peer, port);
@@ -165,8 +132,13 @@ fn restart(history: &[String], now: &str) -> (KernelState, KernelState, KernelSt
 fn a_restart_keeps_the_pinned_ids_and_every_agreed_verdict() {
     // The previous agent numbered b's identity first (its policy came
     // first); a fresh agent numbers a's first: the two ids swap meanings.
-    let both = format!("{PODS}{}{}", allow("pa", "a", 80), allow("pb", "b", 443));
-    let history = [format!("{PODS}{}", allow("pb", "b", 443)), both.clone()];
+    let both = format!(
+        "{}{}{}",
+        pods(),
+        allow("pa", "a", 80),
+        allow("pb", "b", 443)
+    );
+    let history = [format!("{}{}", pods(), allow("pb", "b", 443)), both.clone()];
     let (pinned, afresh, adopted) = restart(&history, &both);
 
     assert_ne!(
@@ -199,11 +171,17 @@ fn a_restart_over_a_cluster_changed_meanwhile_keeps_every_agreed_verdict() {
     // While the agent was down, b's policy was replaced by one for port
     // 8080 and a new policy admits a on 443.
     let history = [
-        format!("{PODS}{}", allow("pb", "b", 443)),
-        format!("{PODS}{}{}", allow("pa", "a", 80), allow("pb", "b", 443)),
+        format!("{}{}", pods(), allow("pb", "b", 443)),
+        format!(
+            "{}{}{}",
+            pods(),
+            allow("pa", "a", 80),
+            allow("pb", "b", 443)
+        ),
     ];
     let now = format!(
-        "{PODS}{}{}{}",
+        "{}{}{}{}",
+        pods(),
         allow("pa", "a", 80),
         allow("pb", "b", 8080),
         allow("pc", "a", 443)
