@@ -35,10 +35,10 @@ use serde_json::{Value, json};
 
 use super::{fmt_num, median, percentile};
 
-const NAMESPACES: usize = 100;
+pub(super) const NAMESPACES: usize = 100;
 const APPS: usize = 20;
 const PODS_PER_NODE: usize = 100;
-const NODE: &str = "node0";
+pub(super) const NODE: &str = "node0";
 
 pub const GRID_PODS: [usize; 3] = [1_000, 10_000, 50_000];
 pub const GRID_POLICIES: [usize; 3] = [100, 1_000, 5_000];
@@ -46,10 +46,10 @@ pub const GRID_POLICIES: [usize; 3] = [100, 1_000, 5_000];
 const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Clone, Copy)]
-struct Gen {
-    pods: usize,
-    policies: usize,
-    cluster_policies: usize,
+pub(super) struct Gen {
+    pub(super) pods: usize,
+    pub(super) policies: usize,
+    pub(super) cluster_policies: usize,
 }
 
 /// Rules per generated ClusterNetworkPolicy (the CRD's maximum per direction
@@ -166,8 +166,24 @@ impl Gen {
         self.node_of(i) == 0
     }
 
+    /// Fake ifindexes of the local pods: the maps are keyed by them,
+    /// nothing is attached.
+    pub(super) fn interfaces(self) -> BTreeMap<PodRef, u32> {
+        (0..self.pods)
+            .filter(|&i| self.is_local(i))
+            .enumerate()
+            .map(|(k, i)| {
+                let pod = PodRef {
+                    namespace: format!("ns{}", i % NAMESPACES),
+                    name: format!("p{i}"),
+                };
+                (pod, 1000 + k as u32)
+            })
+            .collect()
+    }
+
     /// The cluster state, fed through the agent's manifest parser in batches.
-    fn state(self) -> Result<ClusterState> {
+    pub(super) fn state(self) -> Result<ClusterState> {
         let mut state = ClusterState::new();
         let mut batch = Vec::new();
         let flush = |batch: &mut Vec<Value>, state: &mut ClusterState| -> Result<()> {
@@ -340,20 +356,7 @@ fn events(quick: bool, cluster_policies: usize) -> Result<Value> {
     .context("loading the datapath")?;
     let locals: Vec<usize> = (0..g.pods).filter(|&i| g.is_local(i)).collect();
     let remotes: Vec<usize> = (0..g.pods).filter(|&i| !g.is_local(i)).collect();
-    // Fake ifindexes: the maps are keyed by them, nothing is attached.
-    let interfaces: BTreeMap<PodRef, u32> = locals
-        .iter()
-        .enumerate()
-        .map(|(k, &i)| {
-            (
-                PodRef {
-                    namespace: format!("ns{}", i % NAMESPACES),
-                    name: format!("p{i}"),
-                },
-                1000 + k as u32,
-            )
-        })
-        .collect();
+    let interfaces = g.interfaces();
     let mut compiler = Compiler::new();
     let mut syncer = Syncer::default();
     let t = Instant::now();

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [datapath|wire|control|all]`: benchmarks, not tests.
+//! `cargo xtask bench [datapath|wire|control|startup|all]`: benchmarks, not tests.
 //!
 //! Every figure is reported as a ratio against a baseline measured in the same
 //! run (the machine is shared and noisy; absolute numbers only describe it).
@@ -23,6 +23,7 @@
 mod control;
 mod datapath;
 mod plot;
+mod startup;
 mod wire;
 
 use std::fs;
@@ -50,7 +51,9 @@ pub enum Suite {
     Wire,
     /// Compile time, memory and event-to-maps latency.
     Control,
-    /// All three.
+    /// Agent start to first full apply, and a restart's adoption of its pins.
+    Startup,
+    /// All four.
     All,
 }
 
@@ -60,6 +63,7 @@ impl Suite {
             Suite::Datapath => "datapath",
             Suite::Wire => "wire",
             Suite::Control => "control",
+            Suite::Startup => "startup",
             Suite::All => "all",
         }
     }
@@ -138,7 +142,7 @@ pub fn run(opts: Options) -> Result<()> {
     );
     let started = Instant::now();
     let suites = match opts.suite {
-        Suite::All => vec![Suite::Datapath, Suite::Wire, Suite::Control],
+        Suite::All => vec![Suite::Datapath, Suite::Wire, Suite::Control, Suite::Startup],
         s => vec![s],
     };
     for suite in suites {
@@ -148,6 +152,7 @@ pub fn run(opts: Options) -> Result<()> {
             Suite::Datapath => datapath::run(opts.quick)?,
             Suite::Wire => wire::run(opts.quick)?,
             Suite::Control => control::run(opts.quick)?,
+            Suite::Startup => startup::run(opts.quick)?,
             Suite::All => unreachable!("expanded above"),
         };
         result["machine"] = machine.clone();
@@ -240,12 +245,14 @@ fn publish(suite: Suite, result: &Value) -> Result<String> {
     let md = match suite {
         Suite::Datapath => datapath::summary(result),
         Suite::Wire => wire::summary(result),
+        Suite::Startup => startup::summary(result),
         _ => control::summary(result),
     };
     fs::write(dir.join(format!("{}.md", suite.name())), &md)?;
     match suite {
         Suite::Datapath => plot::datapath(result, &dir)?,
         Suite::Wire => plot::wire(result, &dir)?,
+        Suite::Startup => {}
         _ => plot::control(result, &dir)?,
     }
     Ok(md)
@@ -263,7 +270,7 @@ fn write_summary(machine: &Value) -> Result<()> {
         machine["mitigations"].as_str().unwrap_or("?"),
         machine["load_at_start"].as_str().unwrap_or("?")
     );
-    for name in ["datapath", "wire", "control"] {
+    for name in ["datapath", "wire", "control", "startup"] {
         if let Ok(md) = fs::read_to_string(dir.join(format!("{name}.md"))) {
             summary += &md;
             summary += "\n";
