@@ -182,43 +182,48 @@ impl Gen {
             .collect()
     }
 
-    /// The cluster state, fed through the agent's manifest parser in batches.
+    /// The cluster as JSON `List` documents of up to 1,000 objects each, in
+    /// the order an initial list would bring them.
+    pub(super) fn lists(self) -> Result<Vec<String>> {
+        let namespaces = (0..NAMESPACES).map(Self::namespace);
+        let pods = (0..self.pods).map(|i| self.pod(i, Self::app_of(i)));
+        let policies = (0..self.policies).map(|j| Self::policy(j, 8080));
+        let cluster_policies = (0..self.cluster_policies).map(|k| Self::cluster_policy(k, 0));
+        let all: Vec<Value> = namespaces
+            .chain(pods)
+            .chain(policies)
+            .chain(cluster_policies)
+            .collect();
+        all.chunks(1000)
+            .map(|items| {
+                let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
+                Ok(serde_json::to_string(&list)?)
+            })
+            .collect()
+    }
+
+    /// The cluster state, fed through the agent's manifest parser.
     pub(super) fn state(self) -> Result<ClusterState> {
         let mut state = ClusterState::new();
-        let mut batch = Vec::new();
-        let flush = |batch: &mut Vec<Value>, state: &mut ClusterState| -> Result<()> {
-            for obj in objects(std::mem::take(batch))? {
+        for list in self.lists()? {
+            for obj in parse_list(&list)? {
                 state.apply(&obj).map_err(|e| anyhow::anyhow!("{e}"))?;
             }
-            Ok(())
-        };
-        for n in 0..NAMESPACES {
-            batch.push(Self::namespace(n));
         }
-        for i in 0..self.pods {
-            batch.push(self.pod(i, Self::app_of(i)));
-            if batch.len() >= 1000 {
-                flush(&mut batch, &mut state)?;
-            }
-        }
-        for j in 0..self.policies {
-            batch.push(Self::policy(j, 8080));
-            if batch.len() >= 1000 {
-                flush(&mut batch, &mut state)?;
-            }
-        }
-        for k in 0..self.cluster_policies {
-            batch.push(Self::cluster_policy(k, 0));
-        }
-        flush(&mut batch, &mut state)?;
         Ok(state)
     }
 }
 
 /// JSON objects -> K8sObjects through the agent's manifest parser.
 fn objects(items: Vec<Value>) -> Result<Vec<K8sObject>> {
-    let text = serde_json::to_string(&json!({"apiVersion": "v1", "kind": "List", "items": items}))?;
-    manifests::parse(Path::new("bench.json"), &text).map_err(|e| anyhow::anyhow!("{e}"))
+    parse_list(&serde_json::to_string(
+        &json!({"apiVersion": "v1", "kind": "List", "items": items}),
+    )?)
+}
+
+/// A JSON `List` document -> K8sObjects through the agent's manifest parser.
+pub(super) fn parse_list(text: &str) -> Result<Vec<K8sObject>> {
+    manifests::parse(Path::new("bench.json"), text).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn one(item: Value) -> Result<K8sObject> {
