@@ -19,6 +19,7 @@
 //! traffic both deny is denied at every step.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use palisade_common::addr::Addr16;
 use palisade_common::endpoint::{EndpointInfo, IfIndex};
@@ -27,6 +28,7 @@ use palisade_common::ipcache::IpcacheValue;
 use palisade_common::policy::{PolicyKey, PolicyValue};
 use palisade_common::source::SourcePrefixKey;
 
+use super::policy_map::{PolicyEntryKey, PolicyMap, PolicyPart};
 use super::render::KernelState;
 
 /// How many leading bits of an LPM trie key an entry matches: of the
@@ -124,10 +126,43 @@ fn changes<K: Ord + Copy, V: PartialEq + Copy>(
     (puts, deletes)
 }
 
+/// The policy entries to put and to delete, each in write order. Parts the
+/// two states share are equal and skipped unread; the rest are merged part
+/// by part, so the result is what one merge over all entries gives.
+fn policy_changes(old: &PolicyMap, new: &PolicyMap) -> PolicyChanges {
+    let (mut puts, mut deletes) = (Vec::new(), Vec::new());
+    let empty = PolicyPart::new();
+    let mut o = old.parts().iter().peekable();
+    let mut n = new.parts().iter().peekable();
+    loop {
+        let (old_part, new_part) = match (o.peek(), n.peek()) {
+            (None, None) => break,
+            (Some((oe, _)), Some((ne, _))) if oe == ne => {
+                let (_, op) = o.next().expect("peeked");
+                let (_, np) = n.next().expect("peeked");
+                if Arc::ptr_eq(op, np) {
+                    continue;
+                }
+                (&**op, &**np)
+            }
+            (Some((oe, _)), Some((ne, _))) if oe > ne => (&empty, &**n.next().expect("peeked").1),
+            (Some(_), _) => (&**o.next().expect("peeked").1, &empty),
+            (None, Some(_)) => (&empty, &**n.next().expect("peeked").1),
+        };
+        let (p, d) = changes(old_part, new_part);
+        puts.extend(p);
+        deletes.extend(d);
+    }
+    puts.sort_by_key(|(k, _)| put_order(k));
+    deletes.sort_by_key(delete_order);
+    (puts, deletes)
+}
+
+/// Policy puts and deletes.
+type PolicyChanges = (Vec<(PolicyEntryKey, PolicyValue)>, Vec<PolicyEntryKey>);
+
 pub fn diff(old: &KernelState, new: &KernelState) -> Vec<MapOp> {
-    let (mut policy_puts, mut policy_deletes) = changes(&old.policy, &new.policy);
-    policy_puts.sort_by_key(|(k, _)| put_order(k));
-    policy_deletes.sort_by_key(delete_order);
+    let (policy_puts, policy_deletes) = policy_changes(&old.policy, &new.policy);
     let (ipcache_puts, ipcache_deletes) = changes(&old.ipcache, &new.ipcache);
     let (endpoint_puts, endpoint_deletes) = changes(&old.endpoints, &new.endpoints);
     let (prefix_puts, prefix_deletes) = changes(&old.source_prefixes, &new.source_prefixes);
@@ -415,7 +450,7 @@ mod tests {
             new in entries(),
         ) {
             let state = |policy: &BTreeMap<(u32, PolicyKey), PolicyValue>| KernelState {
-                policy: policy.clone(),
+                policy: policy.iter().map(|(k, v)| (*k, *v)).collect(),
                 ..Default::default()
             };
             let allowed = |policy: &BTreeMap<(u32, PolicyKey), PolicyValue>, identity, port| {
@@ -441,6 +476,54 @@ mod tests {
                 }
             }
             proptest::prop_assert_eq!(replay, new);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 300,
+            failure_persistence: None,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5a4e),
+            ..Default::default()
+        })]
+
+        /// Policy writes taken part by part, skipping the parts both states
+        /// share, are exactly those of one merge over all entries.
+        #[test]
+        fn policy_changes_by_part_equal_one_merge_over_all_entries(
+            old in proptest::collection::btree_map((0u32..4, 0u32..3, 0u32..4), 0u32..3, 0..30),
+            edits in proptest::collection::vec(((0u32..4, 0u32..3, 0u32..4), 0u32..4), 0..10),
+        ) {
+            let key = |(endpoint, identity, len): (u32, u32, u32)| {
+                (
+                    93 + len,
+                    PolicyKey::new(
+                        EndpointId(endpoint),
+                        IdentityId(identity * 10),
+                        Direction::Ingress,
+                        6,
+                        80,
+                    ),
+                )
+            };
+            let old: PolicyMap = old
+                .into_iter()
+                .map(|(k, v)| (key(k), PolicyValue::allow(RuleId(v))))
+                .collect();
+            let mut new = old.clone();
+            for (k, v) in edits {
+                match v {
+                    0 => { new.remove(&key(k)); }
+                    v => { new.insert(key(k), PolicyValue::allow(RuleId(v))); }
+                }
+            }
+            let flat = |m: &PolicyMap| -> BTreeMap<PolicyEntryKey, PolicyValue> {
+                m.iter().map(|(k, v)| (*k, *v)).collect()
+            };
+            let (mut puts, mut deletes) = changes(&flat(&old), &flat(&new));
+            puts.sort_by_key(|(k, _)| put_order(k));
+            deletes.sort_by_key(delete_order);
+            proptest::prop_assert_eq!(policy_changes(&old, &new), (puts, deletes));
         }
     }
 

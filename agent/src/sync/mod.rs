@@ -8,8 +8,10 @@
 pub mod apply;
 pub mod diff;
 pub mod hold;
+pub mod policy_map;
 pub mod render;
 
 pub use apply::{ApplyReport, MapFull, MapWriter, Syncer, WriteError};
 pub use diff::{MapOp, PrefixLen, diff};
-pub use render::{KernelState, render};
+pub use policy_map::PolicyMap;
+pub use render::{KernelState, Renderer, render};
