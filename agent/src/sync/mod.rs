@@ -1,7 +1,10 @@
 //! From plan to kernel: `render` turns a [`DatapathPlan`] into the exact map
-//! entries it needs, `diff` orders the writes between two such states
+//! entries it needs (a kept [`Renderer`] renders again only the endpoints
+//! whose entries changed), `diff` orders the writes between two such states
 //! make-before-break, and `apply` (the only map writer) performs them;
 //! `hold` keeps deny entries back while an earlier build's programs may run.
+//! `POLICY` is held per endpoint ([`PolicyMap`]), so states share the parts
+//! of endpoints that did not change and the diff skips them.
 //!
 //! [`DatapathPlan`]: crate::policy::plan::DatapathPlan
 
