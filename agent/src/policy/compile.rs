@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use palisade_common::ids::{EndpointId, IdentityId, RuleId};
 
@@ -61,6 +62,9 @@ struct Expansion {
     /// For a tiered egress group, the fingerprint of the Service ports it
     /// was computed with: valid while they stay the same.
     services: Option<u64>,
+    /// Distinct for every expansion a compiler computes: a member's stamp
+    /// is valid while its group's expansion is the one it was stamped from.
+    generation: u64,
 }
 
 /// Compiles plans, keeping ids stable across compiles and reusing what the
@@ -74,6 +78,10 @@ pub struct Compiler {
     descriptions: DescriptionCache,
     remote: IdentityCache,
     expansions: HashMap<GroupKey, Expansion>,
+    /// Each endpoint's entries per direction, as last stamped.
+    stamps: HashMap<(EndpointId, Direction), Stamp>,
+    /// The generation of the last expansion computed.
+    last_generation: u64,
     /// The state's point the expansions were computed at.
     mark: Option<Mark>,
     /// Namespaces whose pods' `palisade.dev/allowed-source-prefixes` is
@@ -101,6 +109,8 @@ impl Compiler {
             descriptions: DescriptionCache::default(),
             remote: IdentityCache::default(),
             expansions: HashMap::new(),
+            stamps: HashMap::new(),
+            last_generation: 0,
             mark: None,
             source_prefix_namespaces: BTreeSet::new(),
         }
@@ -397,7 +407,10 @@ impl Compiler {
     /// The allow and deny entries of every local endpoint: each group's
     /// expansion (reused when still valid) stamped per member, plus the
     /// Service ClusterIP entries of NetworkPolicy-only egress groups.
-    /// Expansions of groups that no longer exist are dropped.
+    /// Expansions of groups that no longer exist are dropped. A member's
+    /// stamp is reused while its expansion, addresses and Service entries
+    /// are the same, and the plan's maps are built from the stamps in key
+    /// order (endpoint, then direction), so no compile sorts every entry.
     fn entries(
         &mut self,
         cluster: &ClusterState,
@@ -408,8 +421,8 @@ impl Compiler {
     ) -> (BTreeMap<RuleKey, RuleId>, BTreeMap<RuleKey, RuleId>) {
         let groups = locals.groups();
         let mut used: HashSet<GroupKey> = HashSet::with_capacity(groups.len());
-        let mut rules: Vec<(RuleKey, RuleId)> = Vec::new();
-        let mut denies: Vec<(RuleKey, RuleId)> = Vec::new();
+        let mut previous = std::mem::take(&mut self.stamps);
+        let mut last_generation = self.last_generation;
         for ((d, pols, cnps, ports), members) in &groups {
             let key: GroupKey = (
                 *d,
@@ -429,61 +442,46 @@ impl Compiler {
             if stale {
                 self.expansions.remove(&key);
             }
-            let expansion = self
-                .expansions
-                .entry(key.clone())
-                .or_insert_with(|| ctx.expand(*d, pols, cnps, locals, pod));
-            used.insert(key);
-            let stamp = |l: usize, identity: IdentityId, l4: L4Match| RuleKey {
-                endpoint: endpoint_ids[l],
-                direction: *d,
-                identity,
-                l4,
-            };
-            for &l in members {
-                rules.extend(
-                    expansion
-                        .entries
-                        .iter()
-                        .map(|(identity, l4, rule)| (stamp(l, *identity, *l4), *rule)),
-                );
-                let fixes: Vec<(RuleKey, RuleId)> = expansion
-                    .self_fixes
-                    .iter()
-                    .filter(|f| f.denied.iter().all(|a| locals.pods[l].ips.contains(a)))
-                    .map(|f| {
-                        let l4 = L4Match::Ports {
-                            protocol: f.protocol,
-                            first: f.port,
-                            last: f.port,
-                        };
-                        (stamp(l, f.identity, l4), f.rule)
-                    })
-                    .collect();
-                denies.extend(
-                    expansion
-                        .denies
-                        .iter()
-                        .map(|(identity, l4, rule)| (stamp(l, *identity, *l4), *rule))
-                        .filter(|(k, _)| !fixes.iter().any(|(f, _)| f == k)),
-                );
-                rules.extend(fixes);
-            }
-            if *d == Direction::Egress && cnps.is_empty() {
-                for (sid, l4, rule, denied) in
-                    service_entries(cluster, services, ctx.ids, &expansion.entries)
-                {
-                    for &l in members {
-                        // Denied backends that are the endpoint itself are allowed (self).
-                        if denied.iter().all(|a| locals.pods[l].ips.contains(a)) {
-                            rules.push((stamp(l, sid, l4), rule));
-                        }
-                    }
+            let expansion = self.expansions.entry(key.clone()).or_insert_with(|| {
+                last_generation += 1;
+                Expansion {
+                    generation: last_generation,
+                    ..ctx.expand(*d, pols, cnps, locals, pod)
                 }
+            });
+            used.insert(key);
+            let service = Arc::new(if *d == Direction::Egress && cnps.is_empty() {
+                service_entries(cluster, services, ctx.ids, &expansion.entries)
+            } else {
+                Vec::new()
+            });
+            for &l in members {
+                let at = (endpoint_ids[l], *d);
+                let ips = &locals.pods[l].ips;
+                let stamp = match previous.remove(&at) {
+                    Some(s)
+                        if s.generation == expansion.generation
+                            && s.ips == *ips
+                            && s.service == service =>
+                    {
+                        s
+                    }
+                    _ => Stamp::of(at, expansion, ips, Arc::clone(&service)),
+                };
+                self.stamps.insert(at, stamp);
             }
         }
+        self.last_generation = last_generation;
         self.expansions.retain(|k, _| used.contains(k));
-        (lowest_rule_per_key(rules), lowest_rule_per_key(denies))
+        let mut order: Vec<&(EndpointId, Direction)> = self.stamps.keys().collect();
+        order.sort_unstable();
+        let gather = |part: fn(&Stamp) -> &[(RuleKey, RuleId)]| -> BTreeMap<RuleKey, RuleId> {
+            order
+                .iter()
+                .flat_map(|at| part(&self.stamps[*at]).iter().copied())
+                .collect()
+        };
+        (gather(|s| &s.rules), gather(|s| &s.denies))
     }
 
     /// Frees the ids this compile did not look up.
@@ -569,12 +567,88 @@ fn fingerprint(service_ports: &[ServicePort]) -> u64 {
     hasher.finish()
 }
 
-/// The allow entries as a map; when several rules produce the same key, the
-/// lowest rule id wins. (Sorting and collecting builds the map in bulk.)
-fn lowest_rule_per_key(mut entries: Vec<(RuleKey, RuleId)>) -> BTreeMap<RuleKey, RuleId> {
+/// Entries sorted by key; when several rules produce the same key, the
+/// lowest rule id wins.
+fn lowest_rule_per_key(mut entries: Vec<(RuleKey, RuleId)>) -> Vec<(RuleKey, RuleId)> {
     entries.sort_unstable();
     entries.dedup_by(|later, first| later.0 == first.0);
-    entries.into_iter().collect()
+    entries
+}
+
+/// A Service ClusterIP entry of a NetworkPolicy-only egress group: identity,
+/// L4, rule credited, and the backends its rules deny.
+type ServiceEntry = (IdentityId, L4Match, RuleId, Vec<IpAddr>);
+
+/// One endpoint's entries in one direction, and what they were stamped from.
+#[derive(Debug)]
+struct Stamp {
+    /// [`Expansion::generation`] of the group's expansion.
+    generation: u64,
+    /// The member's addresses (they decide its self fixes and Service entries).
+    ips: Vec<IpAddr>,
+    /// The group's Service entries.
+    service: Arc<Vec<ServiceEntry>>,
+    /// Allow entries, sorted, the lowest rule per key.
+    rules: Vec<(RuleKey, RuleId)>,
+    /// Deny entries, sorted, the lowest rule per key.
+    denies: Vec<(RuleKey, RuleId)>,
+}
+
+impl Stamp {
+    /// The entries of endpoint `at` as a member with addresses `ips` of a
+    /// group with `expansion` and Service entries `service`.
+    fn of(
+        (endpoint, direction): (EndpointId, Direction),
+        expansion: &Expansion,
+        ips: &[IpAddr],
+        service: Arc<Vec<ServiceEntry>>,
+    ) -> Stamp {
+        let stamp = |identity: IdentityId, l4: L4Match| RuleKey {
+            endpoint,
+            direction,
+            identity,
+            l4,
+        };
+        let mut rules: Vec<(RuleKey, RuleId)> = expansion
+            .entries
+            .iter()
+            .map(|(identity, l4, rule)| (stamp(*identity, *l4), *rule))
+            .collect();
+        let fixes: Vec<(RuleKey, RuleId)> = expansion
+            .self_fixes
+            .iter()
+            .filter(|f| f.denied.iter().all(|a| ips.contains(a)))
+            .map(|f| {
+                let l4 = L4Match::Ports {
+                    protocol: f.protocol,
+                    first: f.port,
+                    last: f.port,
+                };
+                (stamp(f.identity, l4), f.rule)
+            })
+            .collect();
+        let denies: Vec<(RuleKey, RuleId)> = expansion
+            .denies
+            .iter()
+            .map(|(identity, l4, rule)| (stamp(*identity, *l4), *rule))
+            .filter(|(k, _)| !fixes.iter().any(|(f, _)| f == k))
+            .collect();
+        rules.extend(fixes);
+        // Denied backends that are the endpoint itself are allowed (self).
+        rules.extend(
+            service
+                .iter()
+                .filter(|(_, _, _, denied)| denied.iter().all(|a| ips.contains(a)))
+                .map(|(sid, l4, rule, _)| (stamp(*sid, *l4), *rule)),
+        );
+        Stamp {
+            generation: expansion.generation,
+            ips: ips.to_vec(),
+            service,
+            rules: lowest_rule_per_key(rules),
+            denies: lowest_rule_per_key(denies),
+        }
+    }
 }
 
 /// A rule by the index of its policy, its direction and its index in that
@@ -973,7 +1047,7 @@ fn service_entries(
     services: &[&Service],
     ids: &Identities,
     entries: &[Entry],
-) -> Vec<(IdentityId, L4Match, RuleId, Vec<IpAddr>)> {
+) -> Vec<ServiceEntry> {
     let mut by_identity: HashMap<IdentityId, Vec<(L4Match, RuleId)>> = HashMap::new();
     for (i, l4, r) in entries {
         by_identity.entry(*i).or_default().push((*l4, *r));
@@ -1013,6 +1087,7 @@ impl Compiler {
     pub(crate) fn forget_history(&mut self) {
         self.remote = IdentityCache::default();
         self.expansions.clear();
+        self.stamps.clear();
         self.mark = None;
     }
 

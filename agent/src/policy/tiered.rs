@@ -12,6 +12,7 @@
 //! lookup to the ANY lookup is always right.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 use palisade_common::ids::{IdentityId, RuleId};
@@ -101,7 +102,7 @@ impl Group<'_> {
         let named = self.named_holders();
         // What each identity's decision depends on; identities with equal
         // signatures (most of them) share one decision and one emission.
-        let mut signatures: HashMap<IdentityId, Signature> = HashMap::new();
+        let mut signatures: IdMap<Signature> = IdMap::default();
         for (i, ids) in targets.iter().enumerate() {
             for identity in ids {
                 signatures.entry(*identity).or_default().0.push(i);
@@ -330,6 +331,36 @@ fn matches(rule: &Rule, targets: &[IdentityId], identity: IdentityId) -> bool {
     match &rule.peers {
         Peers::All => true,
         Peers::Listed(_) => identity != IdentityId::ANY && targets.binary_search(&identity).is_ok(),
+    }
+}
+
+/// A map by identity. Building a group's signatures looks up an identity
+/// for every (rule, identity the rule names) pair, hundreds of thousands per
+/// group under broad ClusterNetworkPolicies: the std SipHash was most of it.
+type IdMap<V> = HashMap<IdentityId, V, BuildHasherDefault<IdHasher>>;
+
+/// Hashes an identity number by one multiplication (Fibonacci hashing): ids
+/// are small dense numbers, not chosen by anyone who could collide them.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

@@ -14,7 +14,7 @@ use crate::policy::Compiler;
 use crate::policy::plan::DatapathPlan;
 use crate::source::{K8sObject, Kind, ObjectRef, SourceEvent, object_ref};
 use crate::state::{ClusterState, PodRef};
-use crate::sync::{ApplyReport, Syncer, pinned_ids, render};
+use crate::sync::{ApplyReport, Renderer, Syncer, pinned_ids};
 
 use super::cni::{CniDesk, Follow};
 use super::enforce::Enforcement;
@@ -35,6 +35,7 @@ pub struct Reconciler<I, K> {
     pub intake: Intake,
     pub cluster: ClusterState,
     syncer: Syncer,
+    renderer: Renderer,
     compiler: Compiler,
     enforcement: Enforcement,
     cni: CniDesk,
@@ -76,6 +77,7 @@ impl<I: Interfaces, K: Kernel> Reconciler<I, K> {
             intake: Intake::default(),
             cluster: ClusterState::new(),
             syncer,
+            renderer: Renderer::default(),
             compiler,
             enforcement: Enforcement::default(),
             cni: CniDesk::default(),
@@ -236,7 +238,7 @@ impl<I: Interfaces, K: Kernel> Reconciler<I, K> {
         }
 
         (self.hooks.on_compiled)(&plan);
-        let target = render(&plan, &placement.ifaces);
+        let target = self.renderer.render(&plan, &placement.ifaces);
         let mut report = self.syncer.apply(self.kernel.maps(), &target)?;
         self.report_full(&report);
         let attach_failures =

@@ -24,6 +24,7 @@
 //! traffic both deny is denied at every step.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use palisade_common::addr::Addr16;
 use palisade_common::endpoint::{EndpointInfo, IfIndex};
@@ -32,6 +33,7 @@ use palisade_common::ipcache::IpcacheValue;
 use palisade_common::policy::{PolicyKey, PolicyValue};
 use palisade_common::source::SourcePrefixKey;
 
+use super::policy_map::{PolicyEntryKey, PolicyMap, PolicyPart};
 use super::render::KernelState;
 use super::waypoint::{Changes, Route, route};
 
@@ -163,15 +165,50 @@ fn changes<K: Ord + Copy, V: PartialEq + Copy>(
     (puts, deletes)
 }
 
+/// The policy entries to put and to delete, each in write order. Parts the
+/// two states share are equal and skipped unread; the rest are merged part
+/// by part, so the result is what one merge over all entries gives.
+fn policy_changes(old: &PolicyMap, new: &PolicyMap) -> PolicyChanges {
+    let (mut puts, mut deletes) = (Vec::new(), Vec::new());
+    let empty = PolicyPart::new();
+    let mut o = old.parts().iter().peekable();
+    let mut n = new.parts().iter().peekable();
+    loop {
+        let (old_part, new_part) = match (o.peek(), n.peek()) {
+            (None, None) => break,
+            (Some((oe, _)), Some((ne, _))) if oe == ne => {
+                let (_, op) = o.next().expect("peeked");
+                let (_, np) = n.next().expect("peeked");
+                if Arc::ptr_eq(op, np) {
+                    continue;
+                }
+                (&**op, &**np)
+            }
+            (Some((oe, _)), Some((ne, _))) if oe > ne => (&empty, &**n.next().expect("peeked").1),
+            (Some(_), _) => (&**o.next().expect("peeked").1, &empty),
+            (None, Some(_)) => (&empty, &**n.next().expect("peeked").1),
+        };
+        let (p, d) = changes(old_part, new_part);
+        puts.extend(p);
+        deletes.extend(d);
+    }
+    puts.sort_by_key(|(k, _)| put_order(k));
+    deletes.sort_by_key(delete_order);
+    (puts, deletes)
+}
+
+/// Policy puts and deletes.
+type PolicyChanges = (Vec<(PolicyEntryKey, PolicyValue)>, Vec<PolicyEntryKey>);
+
 pub fn diff(old: &KernelState, new: &KernelState) -> Vec<MapOp> {
-    let policy = changes(&old.policy, &new.policy);
+    let policy = policy_changes(&old.policy, &new.policy);
     let ipcache = changes(&old.ipcache, &new.ipcache);
     let mut ops = match route(old, new, &policy, &ipcache) {
         None => writes(old, new, policy, ipcache),
         Some(Route { before, after }) => {
             let mut ops = Vec::new();
             for (from, to) in [(old, &before), (&before, &after), (&after, new)] {
-                let policy = changes(&from.policy, &to.policy);
+                let policy = policy_changes(&from.policy, &to.policy);
                 let ipcache = changes(&from.ipcache, &to.ipcache);
                 ops.extend(writes(from, to, policy, ipcache));
             }
@@ -185,16 +222,14 @@ pub fn diff(old: &KernelState, new: &KernelState) -> Vec<MapOp> {
 }
 
 /// The writes `old` -> `new` in the order of the module's doc, without the
-/// revision bump.
+/// revision bump; `policy` in write order already.
 fn writes(
     old: &KernelState,
     new: &KernelState,
-    policy: Changes<(u32, PolicyKey), PolicyValue>,
+    policy: PolicyChanges,
     ipcache: Changes<(u32, Addr16), IpcacheValue>,
 ) -> Vec<MapOp> {
-    let (mut policy_puts, mut policy_deletes) = policy;
-    policy_puts.sort_by_key(|(k, _)| put_order(k));
-    policy_deletes.sort_by_key(delete_order);
+    let (policy_puts, policy_deletes) = policy;
     let (ipcache_puts, ipcache_deletes) = ipcache;
     let (endpoint_puts, endpoint_deletes) = changes(&old.endpoints, &new.endpoints);
     // A new interface goes in last: its endpoint's entries are then exactly
@@ -410,7 +445,7 @@ mod tests {
     /// ingress from `identity` on `protocol`/`port`: `Some(denies)`, or
     /// `None` for a miss.
     fn kernel_lookup(
-        policy: &BTreeMap<(u32, PolicyKey), PolicyValue>,
+        policy: impl Fn(&(u32, PolicyKey)) -> Option<PolicyValue>,
         identity: u32,
         protocol: u8,
         port: u16,
@@ -420,7 +455,7 @@ mod tests {
             .find_map(|identity| {
                 (72..=96).rev().find_map(|len: u32| {
                     let key = masked_key(identity, len, protocol, port);
-                    policy.get(&(len, key)).map(PolicyValue::denies)
+                    policy(&(len, key)).map(|v| v.denies())
                 })
             })
     }
@@ -498,11 +533,11 @@ mod tests {
             new in entries(),
         ) {
             let state = |policy: &BTreeMap<(u32, PolicyKey), PolicyValue>| KernelState {
-                policy: policy.clone(),
+                policy: policy.iter().map(|(k, v)| (*k, *v)).collect(),
                 ..Default::default()
             };
             let allowed = |policy: &BTreeMap<(u32, PolicyKey), PolicyValue>, identity, port| {
-                kernel_lookup(policy, identity, 6, port) == Some(false)
+                kernel_lookup(|k| policy.get(k).copied(), identity, 6, port) == Some(false)
             };
             let mut replay = old.clone();
             for op in diff(&state(&old), &state(&new)) {
@@ -580,7 +615,7 @@ mod tests {
             .get(&(128, addr))
             .or_else(|| state.ipcache.get(&(120, Addr16::from_v4([10, 0, 0, 0]))))
             .map_or(IdentityId::WORLD.0, |v| v.identity.0);
-        kernel_lookup(&state.policy, identity, 6, port) == Some(false)
+        kernel_lookup(|k| state.policy.get(k).copied(), identity, 6, port) == Some(false)
     }
 
     fn compact(state: &KernelState) -> String {
@@ -635,6 +670,54 @@ mod tests {
             }
             state.endpoints = new.endpoints.clone();
             proptest::prop_assert_eq!(state, new);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 300,
+            failure_persistence: None,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5a4e),
+            ..Default::default()
+        })]
+
+        /// Policy writes taken part by part, skipping the parts both states
+        /// share, are exactly those of one merge over all entries.
+        #[test]
+        fn policy_changes_by_part_equal_one_merge_over_all_entries(
+            old in proptest::collection::btree_map((0u32..4, 0u32..3, 0u32..4), 0u32..3, 0..30),
+            edits in proptest::collection::vec(((0u32..4, 0u32..3, 0u32..4), 0u32..4), 0..10),
+        ) {
+            let key = |(endpoint, identity, len): (u32, u32, u32)| {
+                (
+                    93 + len,
+                    PolicyKey::new(
+                        EndpointId(endpoint),
+                        IdentityId(identity * 10),
+                        Direction::Ingress,
+                        6,
+                        80,
+                    ),
+                )
+            };
+            let old: PolicyMap = old
+                .into_iter()
+                .map(|(k, v)| (key(k), PolicyValue::allow(RuleId(v))))
+                .collect();
+            let mut new = old.clone();
+            for (k, v) in edits {
+                match v {
+                    0 => { new.remove(&key(k)); }
+                    v => { new.insert(key(k), PolicyValue::allow(RuleId(v))); }
+                }
+            }
+            let flat = |m: &PolicyMap| -> BTreeMap<PolicyEntryKey, PolicyValue> {
+                m.iter().map(|(k, v)| (*k, *v)).collect()
+            };
+            let (mut puts, mut deletes) = changes(&flat(&old), &flat(&new));
+            puts.sort_by_key(|(k, _)| put_order(k));
+            deletes.sort_by_key(delete_order);
+            proptest::prop_assert_eq!(policy_changes(&old, &new), (puts, deletes));
         }
     }
 

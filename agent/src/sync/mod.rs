@@ -1,8 +1,12 @@
 //! From plan to kernel: `render` turns a [`DatapathPlan`] into the exact map
-//! entries it needs, `diff` orders the writes between two such states
+//! entries it needs (a kept [`Renderer`] renders again only the endpoints
+//! whose entries changed), `diff` orders the writes between two such states
 //! make-before-break, and `apply` (the only map writer) performs them;
 //! `hold` keeps deny entries back while an earlier build's programs may run;
-//! `pinned` reads the ids a previous agent left, for the compiler to take over.
+//! `pinned` reads the ids a previous agent left, for the compiler to take
+//! over; `waypoint` routes address moves the plain order cannot make safe.
+//! `POLICY` is held per endpoint ([`PolicyMap`]), so states share the parts
+//! of endpoints that did not change and the diff skips them.
 //!
 //! [`DatapathPlan`]: crate::policy::plan::DatapathPlan
 
@@ -10,10 +14,12 @@ pub mod apply;
 pub mod diff;
 pub mod hold;
 pub mod pinned;
+pub mod policy_map;
 pub mod render;
 pub mod waypoint;
 
 pub use apply::{ApplyReport, MapFull, MapWriter, Syncer, WriteError};
 pub use diff::{MapOp, PrefixLen, diff};
 pub use pinned::pinned_ids;
-pub use render::{KernelState, render};
+pub use policy_map::PolicyMap;
+pub use render::{KernelState, Renderer, render};

@@ -1,19 +1,25 @@
-//! Plan -> map entries (pure).
+//! Plan -> map entries (pure). A [`Renderer`] keeps each endpoint's policy
+//! entries between renders and renders again only the endpoints whose plan
+//! entries changed; [`render`] renders from nothing. Both give the same state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::ops::Bound;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use palisade_common::addr::{Addr16, V4_MAPPED_PREFIX_BITS};
 use palisade_common::endpoint::{
     EndpointInfo, FLAG_AUDIT, FLAG_EGRESS_ISOLATED, FLAG_INGRESS_ISOLATED, FLAG_SOURCE_PREFIXES,
 };
-use palisade_common::ids::RuleId;
+use palisade_common::ids::{EndpointId, IdentityId, RuleId};
 use palisade_common::ipcache::{IPCACHE_FLAG_HOST, IpcacheValue};
 use palisade_common::policy::{PolicyKey, PolicyValue};
 use palisade_common::source::{SOURCE_PREFIX_ENDPOINT_BITS, SourcePrefixKey};
+use palisade_common::verdict::Direction;
 
-use crate::policy::plan::{DatapathPlan, RuleKey};
+use super::policy_map::{PolicyMap, PolicyPart};
+use crate::policy::plan::{DatapathPlan, L4Match, RuleKey};
 use crate::state::PodRef;
 
 /// The entries of the maps the agent writes, exactly as the kernel holds them.
@@ -25,8 +31,8 @@ pub struct KernelState {
     pub endpoints: BTreeMap<u32, EndpointInfo>,
     /// `IPCACHE`: (prefix length, address) -> identity.
     pub ipcache: BTreeMap<(u32, Addr16), IpcacheValue>,
-    /// `POLICY`: (prefix length, key) -> rule.
-    pub policy: BTreeMap<(u32, PolicyKey), PolicyValue>,
+    /// `POLICY`: (prefix length, key) -> rule, by endpoint.
+    pub policy: PolicyMap,
     /// `SOURCE_PREFIXES`: (prefix length, key), present = allowed.
     pub source_prefixes: BTreeMap<(u32, SourcePrefixKey), ()>,
 }
@@ -51,9 +57,75 @@ pub fn prefix_key(net: &IpNet) -> (u32, Addr16) {
 }
 
 /// Renders a plan for the interfaces that carry its endpoints. Endpoints
-/// without an interface are not written (their pod has no programs yet).
+/// without an interface are not written (their pod has no programs yet);
+/// their policy entries are.
 pub fn render(plan: &DatapathPlan, interfaces: &BTreeMap<PodRef, u32>) -> KernelState {
-    let mut state = KernelState::default();
+    Renderer::default().render(plan, interfaces)
+}
+
+/// Renders plans, keeping each endpoint's policy entries (and the plan
+/// entries they came from) for the next render.
+#[derive(Debug, Default)]
+pub struct Renderer {
+    parts: HashMap<EndpointId, Rendered>,
+}
+
+/// One endpoint's plan entries and the `POLICY` part rendered from them.
+#[derive(Debug)]
+struct Rendered {
+    rules: Vec<(RuleKey, RuleId)>,
+    denies: Vec<(RuleKey, RuleId)>,
+    part: Arc<PolicyPart>,
+}
+
+impl Renderer {
+    /// What [`render`] gives for `plan`; an endpoint's policy part is
+    /// rendered again only when its entries differ from the last render's.
+    pub fn render(
+        &mut self,
+        plan: &DatapathPlan,
+        interfaces: &BTreeMap<PodRef, u32>,
+    ) -> KernelState {
+        let mut state = KernelState::default();
+        render_endpoints(plan, interfaces, &mut state);
+        state.ipcache = render_ipcache(plan);
+        let mut kept = HashMap::with_capacity(self.parts.len());
+        for endpoint in endpoints_with_entries(plan) {
+            let rules = || entries_of(&plan.rules, endpoint).map(|(k, v)| (*k, *v));
+            let denies = || entries_of(&plan.denies, endpoint).map(|(k, v)| (*k, *v));
+            let rendered = match self.parts.remove(&endpoint) {
+                Some(r)
+                    if r.rules.iter().copied().eq(rules())
+                        && r.denies.iter().copied().eq(denies()) =>
+                {
+                    r
+                }
+                _ => {
+                    let rules: Vec<_> = rules().collect();
+                    let denies: Vec<_> = denies().collect();
+                    let part = Arc::new(render_part(&rules, &denies));
+                    Rendered {
+                        rules,
+                        denies,
+                        part,
+                    }
+                }
+            };
+            state
+                .policy
+                .set_part(endpoint.0, Arc::clone(&rendered.part));
+            kept.insert(endpoint, rendered);
+        }
+        self.parts = kept;
+        state
+    }
+}
+
+fn render_endpoints(
+    plan: &DatapathPlan,
+    interfaces: &BTreeMap<PodRef, u32>,
+    state: &mut KernelState,
+) {
     for (pod, ep) in &plan.endpoints {
         let Some(&ifindex) = interfaces.get(pod) else {
             continue;
@@ -88,10 +160,12 @@ pub fn render(plan: &DatapathPlan, interfaces: &BTreeMap<PodRef, u32>) -> Kernel
             },
         );
     }
-    // Both maps are collected from vectors, which `BTreeMap` sorts and builds
-    // in bulk (the kernel keys do not sort like the plan's).
-    state.ipcache = plan
-        .ipcache
+}
+
+fn render_ipcache(plan: &DatapathPlan) -> BTreeMap<(u32, Addr16), IpcacheValue> {
+    // Collected from an iterator, which `BTreeMap` sorts and builds in bulk
+    // (the kernel keys do not sort like the plan's).
+    plan.ipcache
         .iter()
         .map(|(net, identity)| {
             let is_host = net.prefix_len() == net.max_prefix_len()
@@ -103,18 +177,62 @@ pub fn render(plan: &DatapathPlan, interfaces: &BTreeMap<PodRef, u32>) -> Kernel
             };
             (prefix_key(net), value)
         })
-        .collect();
-    // Several plan entries can cover one kernel key: a deny before an allow,
-    // then the lowest rule id (the order `lookup::evaluate` reads them in).
+        .collect()
+}
+
+/// The smallest key of an endpoint's entries.
+fn first_key(endpoint: EndpointId) -> RuleKey {
+    RuleKey {
+        endpoint,
+        direction: Direction::Ingress,
+        identity: IdentityId(0),
+        l4: L4Match::Any,
+    }
+}
+
+/// One endpoint's entries of `entries` (which sorts by endpoint first).
+fn entries_of(
+    entries: &BTreeMap<RuleKey, RuleId>,
+    endpoint: EndpointId,
+) -> impl Iterator<Item = (&RuleKey, &RuleId)> {
+    entries
+        .range(first_key(endpoint)..)
+        .take_while(move |(k, _)| k.endpoint == endpoint)
+}
+
+/// The endpoints with allow or deny entries, ascending.
+fn endpoints_with_entries(plan: &DatapathPlan) -> Vec<EndpointId> {
+    let mut out = Vec::new();
+    for entries in [&plan.rules, &plan.denies] {
+        let mut next = entries.keys().next().map(|k| k.endpoint);
+        while let Some(endpoint) = next {
+            out.push(endpoint);
+            next = endpoint.0.checked_add(1).and_then(|n| {
+                entries
+                    .range((Bound::Included(first_key(EndpointId(n))), Bound::Unbounded))
+                    .next()
+                    .map(|(k, _)| k.endpoint)
+            });
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The `POLICY` entries of one endpoint's allow and deny entries. Several
+/// plan entries can cover one kernel key: a deny before an allow, then the
+/// lowest rule id (the order `lookup::evaluate` reads them in).
+fn render_part(rules: &[(RuleKey, RuleId)], denies: &[(RuleKey, RuleId)]) -> PolicyPart {
     let mut policy: Vec<((u32, PolicyKey), bool, RuleId)> = Vec::new();
-    for (entries, allow) in [(&plan.rules, true), (&plan.denies, false)] {
+    for (entries, allow) in [(rules, true), (denies, false)] {
         for (key, rule) in entries {
             policy.extend(policy_keys(key).into_iter().map(|k| (k, allow, *rule)));
         }
     }
     policy.sort_unstable();
     policy.dedup_by(|later, first| later.0 == first.0);
-    state.policy = policy
+    policy
         .into_iter()
         .map(|(k, allow, rule)| {
             let value = if allow {
@@ -124,8 +242,7 @@ pub fn render(plan: &DatapathPlan, interfaces: &BTreeMap<PodRef, u32>) -> Kernel
             };
             (k, value)
         })
-        .collect();
-    state
+        .collect()
 }
 
 /// The LPM entries of one rule key.
@@ -192,12 +309,153 @@ mod tests {
                 protocol,
                 0,
             );
-            state.policy[&(palisade_common::policy::PREFIX_ANY_PORT, k)]
+            *state
+                .policy
+                .get(&(palisade_common::policy::PREFIX_ANY_PORT, k))
+                .expect("an entry")
         };
         assert_eq!(state.policy.len(), 2, "{:?}", state.policy);
         assert_eq!(value(6), PolicyValue::deny(RuleId(9)));
         assert_eq!(value(17), PolicyValue::deny(RuleId::NONE));
         assert!(value(17).denies() && value(17).credited() == RuleId::NONE);
+    }
+
+    /// Plan entries of endpoint `endpoint`: (direction, identity, L4 kind,
+    /// rule, deny?) picked from a small space.
+    fn endpoint_entries(
+        endpoint: u32,
+    ) -> impl proptest::strategy::Strategy<Value = Vec<(RuleKey, RuleId, bool)>> {
+        use crate::policy::plan::L4Match;
+        use proptest::prelude::*;
+        let entry = (any::<bool>(), 0u32..3, 0u8..4, 1u32..4, any::<bool>());
+        proptest::collection::vec(entry, 0..6).prop_map(move |entries| {
+            entries
+                .into_iter()
+                .map(|(egress, identity, l4, rule, deny)| {
+                    let l4 = match l4 {
+                        0 => L4Match::Any,
+                        1 => L4Match::Protocol(6),
+                        2 => L4Match::Ports {
+                            protocol: 6,
+                            first: 80,
+                            last: 80,
+                        },
+                        _ => L4Match::Ports {
+                            protocol: 6,
+                            first: 8000,
+                            last: 8099,
+                        },
+                    };
+                    let key = RuleKey {
+                        endpoint: EndpointId(endpoint),
+                        direction: if egress {
+                            Direction::Egress
+                        } else {
+                            Direction::Ingress
+                        },
+                        identity: IdentityId(identity * 20),
+                        l4,
+                    };
+                    (key, RuleId(rule), deny)
+                })
+                .collect()
+        })
+    }
+
+    /// Plans over endpoints 1-4, each step choosing for every endpoint one
+    /// of its two entry sets (or none) and whether it has an interface.
+    fn plans()
+    -> impl proptest::strategy::Strategy<Value = Vec<(DatapathPlan, BTreeMap<PodRef, u32>, Vec<u8>)>>
+    {
+        use crate::policy::plan::EndpointPlan;
+        use proptest::prelude::*;
+        let variants = (1u32..=4)
+            .map(|e| (endpoint_entries(e), endpoint_entries(e)))
+            .collect::<Vec<_>>();
+        let steps =
+            proptest::collection::vec(proptest::collection::vec((0u8..3, any::<bool>()), 4), 1..6);
+        (variants, steps).prop_map(|(variants, steps)| {
+            steps
+                .into_iter()
+                .map(|choices| {
+                    let mut plan = DatapathPlan::default();
+                    let mut interfaces = BTreeMap::new();
+                    for (e, (&(choice, attached), (a, b))) in
+                        choices.iter().zip(&variants).enumerate()
+                    {
+                        let pod = PodRef {
+                            namespace: "t".into(),
+                            name: format!("p{e}"),
+                        };
+                        plan.endpoints.insert(
+                            pod.clone(),
+                            EndpointPlan {
+                                id: EndpointId(e as u32 + 1),
+                                ipv4: None,
+                                ipv6: None,
+                                ingress_isolated: true,
+                                egress_isolated: choice == 1,
+                                audit: false,
+                                source_prefixes: Vec::new(),
+                                policies: Vec::new(),
+                            },
+                        );
+                        if attached {
+                            interfaces.insert(pod, 10 + e as u32);
+                        }
+                        let entries = match choice {
+                            0 => a.as_slice(),
+                            1 => b.as_slice(),
+                            _ => &[],
+                        };
+                        for (key, rule, deny) in entries {
+                            let map = if *deny {
+                                &mut plan.denies
+                            } else {
+                                &mut plan.rules
+                            };
+                            let slot = map.entry(*key).or_insert(*rule);
+                            *slot = (*slot).min(*rule);
+                        }
+                    }
+                    let chosen = choices.iter().map(|(c, _)| *c).collect();
+                    (plan, interfaces, chosen)
+                })
+                .collect()
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 300,
+            failure_persistence: None,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x7e4d),
+            ..Default::default()
+        })]
+
+        /// A renderer kept across plans renders each exactly as a render
+        /// from nothing does, and keeps (shares) the policy part of every
+        /// endpoint whose entries did not change.
+        #[test]
+        fn a_kept_renderer_renders_what_a_render_from_nothing_does(steps in plans()) {
+            let mut renderer = Renderer::default();
+            let mut previous: Option<(KernelState, Vec<u8>)> = None;
+            for (plan, interfaces, chosen) in steps {
+                let state = renderer.render(&plan, &interfaces);
+                proptest::prop_assert_eq!(&state, &render(&plan, &interfaces));
+                if let Some((before, was)) = &previous {
+                    for e in 0..4u32 {
+                        let same = was[e as usize] == chosen[e as usize];
+                        if let (true, Some(a), Some(b)) =
+                            (same, before.policy.part(e + 1), state.policy.part(e + 1))
+                        {
+                            proptest::prop_assert!(Arc::ptr_eq(a, b), "endpoint {} rendered again", e + 1);
+                        }
+                    }
+                }
+                previous = Some((state, chosen));
+            }
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ use palisade_common::ids::IdentityId;
 use palisade_common::ipcache::IpcacheValue;
 use palisade_common::policy::{PolicyKey, PolicyValue};
 
+use super::policy_map::PolicyMap;
 use super::render::KernelState;
 
 /// The intermediate states of a transition with waypoints.
@@ -39,8 +40,6 @@ pub struct Route {
     /// identities the addresses go to, and the addresses still on them.
     pub after: KernelState,
 }
-
-type PolicyMap = BTreeMap<(u32, PolicyKey), PolicyValue>;
 
 /// One map's entries to put (added or changed) and keys to delete.
 pub type Changes<K, V> = (Vec<(K, V)>, Vec<K>);

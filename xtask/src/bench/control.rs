@@ -29,18 +29,19 @@ use palisade_agent::source::K8sObject;
 use palisade_agent::source::manifests;
 use palisade_agent::state::ClusterState;
 use palisade_agent::state::PodRef;
-use palisade_agent::sync::{Syncer, render};
+use palisade_agent::sync::{Renderer, Syncer};
 use palisade_tests::{BpffsDir, ChildGuard};
 use serde_json::{Value, json};
 
 use super::{fmt_num, median, percentile};
 
-pub(super) const NAMESPACES: usize = 100;
+/// Namespaces of the synthetic cluster, unless a point says otherwise.
+const NAMESPACES: usize = 100;
 const APPS: usize = 20;
 const PODS_PER_NODE: usize = 100;
 pub(super) const NODE: &str = "node0";
 
-pub const GRID_PODS: [usize; 3] = [1_000, 10_000, 50_000];
+pub const GRID_PODS: [usize; 4] = [1_000, 10_000, 50_000, 100_000];
 pub const GRID_POLICIES: [usize; 3] = [100, 1_000, 5_000];
 /// A child compile taking longer than this is killed and reported as skipped.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -50,7 +51,11 @@ pub(super) struct Gen {
     pub(super) pods: usize,
     pub(super) policies: usize,
     pub(super) cluster_policies: usize,
+    pub(super) namespaces: usize,
 }
+
+/// Issue 18's scale point: 100k pods x 10k policies in 1k namespaces.
+const SCALE: (usize, usize, usize) = (100_000, 10_000, 1_000);
 
 /// Rules per generated ClusterNetworkPolicy (the CRD's maximum per direction
 /// is 25; these are 13 ingress and 12 egress).
@@ -70,15 +75,15 @@ impl Gen {
                "metadata": {"name": format!("ns{n}"), "labels": {"team": format!("t{}", n % 10)}}})
     }
 
-    fn app_of(i: usize) -> usize {
-        (i / NAMESPACES) % APPS
+    fn app_of(self, i: usize) -> usize {
+        (i / self.namespaces) % APPS
     }
 
     fn pod(self, i: usize, app: usize) -> Value {
         let ip = format!("10.{}.{}.{}", 64 + (i >> 16), (i >> 8) & 255, i & 255);
         let tier = ["web", "api", "db"][i % 3];
         json!({"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": format!("p{i}"), "namespace": format!("ns{}", i % NAMESPACES),
+               "metadata": {"name": format!("p{i}"), "namespace": format!("ns{}", i % self.namespaces),
                             "labels": {"app": format!("app{app}"), "tier": tier}},
                "spec": {"nodeName": format!("node{}", self.node_of(i)),
                         "containers": [{"name": "c", "image": "x",
@@ -86,11 +91,11 @@ impl Gen {
                "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
     }
 
-    fn policy(j: usize, port: u16) -> Value {
+    fn policy(self, j: usize, port: u16) -> Value {
         json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-               "metadata": {"name": format!("pol{j}"), "namespace": format!("ns{}", j % NAMESPACES)},
+               "metadata": {"name": format!("pol{j}"), "namespace": format!("ns{}", j % self.namespaces)},
                "spec": {
-                 "podSelector": {"matchLabels": {"app": format!("app{}", (j / NAMESPACES) % APPS)}},
+                 "podSelector": {"matchLabels": {"app": format!("app{}", (j / self.namespaces) % APPS)}},
                  "policyTypes": ["Ingress", "Egress"],
                  "ingress": [
                    {"from": [{"podSelector": {"matchLabels": {"tier": "web"}}}],
@@ -159,7 +164,7 @@ impl Gen {
 
     /// Spreads each node's pods over namespaces and apps.
     fn node_of(self, i: usize) -> usize {
-        (i / NAMESPACES + i) % self.nodes()
+        (i / self.namespaces + i) % self.nodes()
     }
 
     fn is_local(self, i: usize) -> bool {
@@ -174,7 +179,7 @@ impl Gen {
             .enumerate()
             .map(|(k, i)| {
                 let pod = PodRef {
-                    namespace: format!("ns{}", i % NAMESPACES),
+                    namespace: format!("ns{}", i % self.namespaces),
                     name: format!("p{i}"),
                 };
                 (pod, 1000 + k as u32)
@@ -185,9 +190,9 @@ impl Gen {
     /// The cluster as JSON `List` documents of up to 1,000 objects each, in
     /// the order an initial list would bring them.
     pub(super) fn lists(self) -> Result<Vec<String>> {
-        let namespaces = (0..NAMESPACES).map(Self::namespace);
-        let pods = (0..self.pods).map(|i| self.pod(i, Self::app_of(i)));
-        let policies = (0..self.policies).map(|j| Self::policy(j, 8080));
+        let namespaces = (0..self.namespaces).map(Self::namespace);
+        let pods = (0..self.pods).map(|i| self.pod(i, self.app_of(i)));
+        let policies = (0..self.policies).map(|j| self.policy(j, 8080));
         let cluster_policies = (0..self.cluster_policies).map(|k| Self::cluster_policy(k, 0));
         let all: Vec<Value> = namespaces
             .chain(pods)
@@ -250,6 +255,10 @@ pub fn compile_child(spec: &str) -> Result<()> {
         pods: next()?,
         policies: next()?,
         cluster_policies: next()?,
+        namespaces: match next()? {
+            0 => NAMESPACES,
+            n => n,
+        },
     };
     let t = Instant::now();
     let state = g.state()?;
@@ -274,7 +283,7 @@ pub fn compile_child(spec: &str) -> Result<()> {
         "{}",
         json!({
             "pods": g.pods, "policies": g.policies, "cluster_policies": g.cluster_policies,
-            "nodes": g.nodes(),
+            "namespaces": g.namespaces, "nodes": g.nodes(),
             "build_state_s": build_s, "compile_cold_s": cold_s, "compile_warm_s": median(&warm),
             "rss_state_kib": rss_state, "hwm_build_kib": hwm_build, "hwm_compile_kib": hwm_compile,
             "endpoints": plan.endpoints.len(), "rules": plan.rules.len(), "denies": plan.denies.len(),
@@ -285,9 +294,14 @@ pub fn compile_child(spec: &str) -> Result<()> {
 }
 
 /// Runs one child compile, killing it after [`CHILD_TIMEOUT`].
-fn child(pods: usize, policies: usize, cluster_policies: usize) -> Result<Option<Value>> {
+fn child(
+    pods: usize,
+    policies: usize,
+    cluster_policies: usize,
+    namespaces: usize,
+) -> Result<Option<Value>> {
     let exe = std::env::current_exe()?;
-    let spec = format!("{pods}x{policies}x{cluster_policies}");
+    let spec = format!("{pods}x{policies}x{cluster_policies}x{namespaces}");
     let mut guard = ChildGuard::spawn(
         Command::new(exe)
             .args(["bench", "--compile-child", &spec])
@@ -339,6 +353,7 @@ fn events(quick: bool, cluster_policies: usize) -> Result<Value> {
         pods: 10_000,
         policies: 1_000,
         cluster_policies,
+        namespaces: NAMESPACES,
     };
     let (per_kind, policy_events) = if quick { (5, 5) } else { (100, 100) };
     let mut state = g.state()?;
@@ -364,10 +379,12 @@ fn events(quick: bool, cluster_policies: usize) -> Result<Value> {
     let interfaces = g.interfaces();
     let mut compiler = Compiler::new();
     let mut syncer = Syncer::default();
+    // Kept across events, as the agent's reconciler keeps it.
+    let mut renderer = Renderer::default();
     let t = Instant::now();
     let plan = compiler.compile(&state, NODE);
     let compile_s = t.elapsed().as_secs_f64();
-    let kernel = render(&plan, &interfaces);
+    let kernel = renderer.render(&plan, &interfaces);
     let report = syncer.apply(&mut dp.maps, &kernel)?;
     ensure!(
         report.complete(),
@@ -391,7 +408,7 @@ fn events(quick: bool, cluster_policies: usize) -> Result<Value> {
     for k in 0..per_kind {
         for (kind, list) in [("pod_label_local", &locals), ("pod_label_remote", &remotes)] {
             let i = list[(k * 37) % list.len()];
-            let app = (Gen::app_of(i) + 1 + k) % APPS;
+            let app = (g.app_of(i) + 1 + k) % APPS;
             queue.push((kind, one(g.pod(i, app))?));
         }
     }
@@ -399,14 +416,14 @@ fn events(quick: bool, cluster_policies: usize) -> Result<Value> {
     let selecting: Vec<usize> = (0..g.policies)
         .filter(|&j| {
             locals.iter().any(|&i| {
-                i % NAMESPACES == j % NAMESPACES && Gen::app_of(i) == (j / NAMESPACES) % APPS
+                i % g.namespaces == j % g.namespaces && g.app_of(i) == (j / g.namespaces) % APPS
             })
         })
         .collect();
     ensure!(!selecting.is_empty(), "no policy selects a local pod");
     for k in 0..policy_events {
         let j = selecting[(k * 7) % selecting.len()];
-        queue.push(("policy_update", one(Gen::policy(j, 8081 + k as u16))?));
+        queue.push(("policy_update", one(g.policy(j, 8081 + k as u16))?));
     }
     for k in 0..if cluster_policies > 0 {
         policy_events
@@ -423,7 +440,7 @@ fn events(quick: bool, cluster_policies: usize) -> Result<Value> {
         let t1 = Instant::now();
         let plan = compiler.compile(&state, NODE);
         let t2 = Instant::now();
-        let kernel = render(&plan, &interfaces);
+        let kernel = renderer.render(&plan, &interfaces);
         let t3 = Instant::now();
         let report = syncer.apply(&mut dp.maps, &kernel)?;
         let t4 = Instant::now();
@@ -489,20 +506,26 @@ pub fn run(quick: bool) -> Result<Value> {
         (&GRID_PODS, &GRID_POLICIES)
     };
     let mut grid = Vec::new();
-    let mut points: Vec<(usize, usize, usize)> = Vec::new();
+    let mut points: Vec<(usize, usize, usize, usize)> = Vec::new();
     for &p in pods {
-        points.extend(policies.iter().map(|&q| (p, q, 0)));
+        points.extend(policies.iter().map(|&q| (p, q, 0, NAMESPACES)));
     }
-    points.push((10_000, 1_000, CNPS));
-    for (p, q, c) in points {
+    points.push((10_000, 1_000, CNPS, NAMESPACES));
+    if !quick {
+        points.push((SCALE.0, SCALE.1, 0, SCALE.2));
+    }
+    for (p, q, c, n) in points {
         {
-            match child(p, q, c)? {
+            match child(p, q, c, n)? {
                 Some(v) => {
-                    let cnp = if c > 0 {
+                    let mut cnp = if c > 0 {
                         format!(" + {c} cnp")
                     } else {
                         String::new()
                     };
+                    if n != NAMESPACES {
+                        cnp += &format!(" in {n} namespaces");
+                    }
                     println!(
                         "  {p:>6} pods x {q:>5} policies{cnp}: compile {:.0} ms (warm {:.0} ms), peak RSS {:.0} MiB ({:.0} MiB state)",
                         v["compile_cold_s"].as_f64().unwrap_or(0.0) * 1e3,
@@ -518,7 +541,7 @@ pub fn run(quick: bool) -> Result<Value> {
                         CHILD_TIMEOUT.as_secs()
                     );
                     grid.push(
-                        json!({"pods": p, "policies": q, "cluster_policies": c, "skipped": true}),
+                        json!({"pods": p, "policies": q, "cluster_policies": c, "namespaces": n, "skipped": true}),
                     );
                 }
             }
@@ -598,10 +621,14 @@ pub fn summary(result: &Value) -> String {
             continue;
         }
         let f = |k: &str| g[k].as_f64().unwrap_or(f64::NAN);
-        let policies = match g["cluster_policies"].as_u64() {
+        let mut policies = match g["cluster_policies"].as_u64() {
             Some(c) if c > 0 => format!("{} + {c} cnp", g["policies"]),
             _ => g["policies"].to_string(),
         };
+        match g["namespaces"].as_u64() {
+            Some(n) if n != NAMESPACES as u64 => policies += &format!(" in {n} namespaces"),
+            _ => {}
+        }
         md += &format!(
             "| {} | {} | {} | {} | {:.1}x | {} | {} | {} | {} | {} |\n",
             g["pods"],
@@ -695,6 +722,7 @@ pub fn summary(result: &Value) -> String {
             verdict(cnp_p99, 10.0, "ms"),
         );
     }
+    md += &issue_18_targets(result, &grid);
     let p99 = lat["events"]["all"]["total_ms"]["p99"]
         .as_f64()
         .unwrap_or(f64::NAN);
@@ -707,5 +735,87 @@ pub fn summary(result: &Value) -> String {
             format!("MISSED by {} ms", fmt_num(p99 - 100.0))
         }
     );
+    md
+}
+
+/// Issue 18's control-plane targets (10x the first budgets).
+fn issue_18_targets(result: &Value, grid: &[Value]) -> String {
+    let verdict = |v: f64, target: f64, unit: &str| {
+        if v < target {
+            "met".to_string()
+        } else {
+            format!("MISSED by {} {unit}", fmt_num(v - target))
+        }
+    };
+    let mut md = String::new();
+    let lat = &result["latency"]["events"];
+    let replan_p99 = ["pod_label_local", "pod_label_remote"]
+        .iter()
+        .filter_map(|k| lat[k]["compile_ms_p99"].as_f64())
+        .fold(f64::NAN, f64::max);
+    md += &format!(
+        "- one pod's label change re-planned at 10k pods: {} ms p99 (issue 18: < 2 ms): {}\n",
+        fmt_num(replan_p99),
+        verdict(replan_p99, 2.0, "ms")
+    );
+    let p99 = lat["all"]["total_ms"]["p99"].as_f64().unwrap_or(f64::NAN);
+    md += &format!(
+        "- event to maps written at 10k pods: {} ms p99 (issue 18: < 5 ms): {}\n",
+        fmt_num(p99),
+        verdict(p99, 5.0, "ms")
+    );
+    let point = |pods: usize, policies: usize, namespaces: usize| {
+        grid.iter().find(|g| {
+            g["pods"] == pods
+                && g["policies"] == policies
+                && g["cluster_policies"].as_u64().unwrap_or(0) == 0
+                && g["namespaces"].as_u64().unwrap_or(NAMESPACES as u64) == namespaces as u64
+                && g["skipped"] != true
+        })
+    };
+    if let Some(g) = point(SCALE.0, SCALE.1, SCALE.2) {
+        let ms = g["compile_cold_s"].as_f64().unwrap_or(f64::NAN) * 1e3;
+        let mib = g["hwm_compile_kib"].as_f64().unwrap_or(f64::NAN) / 1024.0;
+        let per_pod = g["rss_state_kib"].as_f64().unwrap_or(f64::NAN) * 1024.0 / SCALE.0 as f64;
+        md += &format!(
+            "- full compile {}k pods x {}k policies x {}k namespaces: {} ms (issue 18: < 1 s): {}; \
+             peak RSS {} MiB (< 1 GiB): {}; resident after building the state: {} bytes/pod \
+             (the whole process over its pods, policies included)\n",
+            SCALE.0 / 1000,
+            SCALE.1 / 1000,
+            SCALE.2 / 1000,
+            fmt_num(ms),
+            verdict(ms, 1000.0, "ms"),
+            fmt_num(mib),
+            verdict(mib, 1024.0, "MiB"),
+            fmt_num(per_pod),
+        );
+    }
+    if let (Some(small), Some(big)) = (
+        point(10_000, 100, NAMESPACES),
+        point(100_000, 100, NAMESPACES),
+    ) {
+        let kib = |g: &Value| g["rss_state_kib"].as_f64().unwrap_or(f64::NAN);
+        let per_pod = (kib(big) - kib(small)) * 1024.0 / 90_000.0;
+        md += &format!(
+            "- cluster state per pod (10k -> 100k pods, 100 policies): {} bytes/pod\n",
+            fmt_num(per_pod)
+        );
+    }
+    let cnp = &result["latency_cnp"]["events"];
+    if cnp.is_object() {
+        let f = |kind: &str, q: &str| cnp[kind][q].as_f64().unwrap_or(f64::NAN);
+        let replan = f("cnp_update", "compile_ms_p99");
+        md += &format!(
+            "- with {CNPS} ClusterNetworkPolicies: one CNP change re-planned {} ms p99 (< 10 ms): {}; \
+             a local pod's label change re-planned {} ms p99; render p50 {} ms (CNP change)\n",
+            fmt_num(replan),
+            verdict(replan, 10.0, "ms"),
+            fmt_num(
+                f("pod_label_local", "compile_ms_p99").max(f("pod_label_remote", "compile_ms_p99"))
+            ),
+            fmt_num(f("cnp_update", "render_ms_p50")),
+        );
+    }
     md
 }

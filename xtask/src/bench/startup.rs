@@ -26,19 +26,21 @@ use palisade_agent::sync::{Syncer, pinned_ids, render};
 use palisade_tests::BpffsDir;
 use serde_json::{Value, json};
 
-use super::control::{Gen, NAMESPACES, NODE, parse_list};
+use super::control::{Gen, NODE, parse_list};
 
-/// (pods, policies) of each point.
-const POINTS: [(usize, usize); 2] = [(10_000, 1_000), (100_000, 10_000)];
+/// (pods, policies, namespaces) of each point: the control suite's latency
+/// cluster and issue 18's scale point.
+const POINTS: [(usize, usize, usize); 2] = [(10_000, 1_000, 100), (100_000, 10_000, 1_000)];
 
 pub fn run(quick: bool) -> Result<Value> {
     let points = if quick { &POINTS[..1] } else { &POINTS[..] };
     let mut results = Vec::new();
-    for &(pods, policies) in points {
+    for &(pods, policies, namespaces) in points {
         let g = Gen {
             pods,
             policies,
             cluster_policies: 0,
+            namespaces,
         };
         let r = measure(g).with_context(|| format!("{pods} pods x {policies} policies"))?;
         println!(
@@ -126,7 +128,7 @@ fn measure(g: Gen) -> Result<Value> {
                          "total_s": parse_s + state_s + adopt_s + compile_s + apply_s,
                          "writes": report.writes, "ids_moved": moved});
     Ok(
-        json!({"pods": g.pods, "policies": g.policies, "namespaces": NAMESPACES,
+        json!({"pods": g.pods, "policies": g.policies, "namespaces": g.namespaces,
               "start": start, "restart": restart}),
     )
 }
@@ -151,15 +153,16 @@ fn first_plan(
 /// The Markdown table of a run.
 pub fn summary(result: &Value) -> String {
     let mut md = String::from(
-        "## Startup and restart\n\n| pods | policies | start: parse | state | load | compile | apply | **total** | writes | restart: parse | state | adopt pins | compile | apply | **total** | writes |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "## Startup and restart\n\n| pods | policies | namespaces | start: parse | state | load | compile | apply | **total** | writes | restart: parse | state | adopt pins | compile | apply | **total** | writes |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let ms = |v: &Value| format!("{:.0}", v.as_f64().unwrap_or(f64::NAN) * 1e3);
     for p in result["points"].as_array().into_iter().flatten() {
         let (s, r) = (&p["start"], &p["restart"]);
         md += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | **{}** | {} | {} | {} | {} | {} | {} | **{}** | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | **{}** | {} | {} | {} | {} | {} | {} | **{}** | {} |\n",
             p["pods"],
             p["policies"],
+            p["namespaces"],
             ms(&s["parse_s"]),
             ms(&s["state_s"]),
             ms(&s["load_s"]),
