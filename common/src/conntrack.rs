@@ -203,7 +203,7 @@ pub const CT_FLAG_AUDITED: u32 = 1 << 4;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtValue {
-    /// Last packet, `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE).
+    /// Last packet, CLOCK_MONOTONIC_COARSE ns ([`crate::clock`]).
     pub last_seen_ns: u64,
     /// The policy revision that last allowed this flow.
     pub revision: Revision,

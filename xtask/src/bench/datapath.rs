@@ -525,6 +525,7 @@ fn building_blocks(bench: &Bench, frame: &[u8], repeat: u32, rounds: usize) -> R
     let progs = [
         ("bpf_ktime_get_ns", raw::helper_call(5)),
         ("bpf_ktime_get_coarse_ns", raw::helper_call(160)),
+        ("bpf_jiffies64", raw::helper_call(118)),
         ("lru_hash_lookup_44B_key", raw::map_access(&lru44, 44, None)),
         ("lru_hash_lookup_20B_key", raw::map_access(&lru20, 20, None)),
         ("lru_hash_lookup_16B_key", raw::map_access(&lru16, 16, None)),
