@@ -71,7 +71,11 @@ impl ClockBase {
         if self.tick_ns == 0 || self.offset_ns == 0 {
             return None;
         }
-        Some(jiffies.wrapping_mul(self.tick_ns).wrapping_add(self.offset_ns))
+        Some(
+            jiffies
+                .wrapping_mul(self.tick_ns)
+                .wrapping_add(self.offset_ns),
+        )
     }
 
     /// The frame that asks `clock_anchor` to anchor with `tick_ns`.

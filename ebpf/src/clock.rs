@@ -66,10 +66,7 @@ pub fn anchor(ctx: &TcContext) -> i32 {
         };
         let jiffies = bpf_jiffies64();
         let ns = bpf_ktime_get_coarse_ns();
-        core::ptr::write_volatile(
-            &mut (*base).offset_ns,
-            ClockBase::offset(tick, jiffies, ns),
-        );
+        core::ptr::write_volatile(&mut (*base).offset_ns, ClockBase::offset(tick, jiffies, ns));
         outcome
     }
 }

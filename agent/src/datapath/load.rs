@@ -106,7 +106,9 @@ impl Datapath {
                 tick_ns,
                 "programs' clock re-anchored with the tick an earlier load set, not this reading"
             ),
-            Err(error) => tracing::warn!(%error, "programs' clock not anchored; they call the clock helper"),
+            Err(error) => {
+                tracing::warn!(%error, "programs' clock not anchored; they call the clock helper")
+            }
         }
         let maps = Maps::take(&mut ebpf, caps)?;
         let mut datapath = Datapath {

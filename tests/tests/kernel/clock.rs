@@ -58,12 +58,11 @@ fn stamp(h: &Harness, local_port: u16) -> (u64, u64, u64) {
         "syn out",
     );
     let after = coarse_ns();
-    let entry = h
-        .dp
-        .maps
-        .conntrack_v4
-        .get(&flow(local_port), 0)
-        .expect("the SYN opened an entry");
+    let entry =
+        h.dp.maps
+            .conntrack_v4
+            .get(&flow(local_port), 0)
+            .expect("the SYN opened an entry");
     (before, entry.last_seen_ns, after)
 }
 
