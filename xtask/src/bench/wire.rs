@@ -13,7 +13,8 @@
 //!   endpoint, and a set of (source address . protocol . port) per endpoint.
 //! * `lin-N` (N in [`LINEAR_RULES`]): the same rules as a linear chain, one
 //!   rule per allow after `ct state established,related accept` (the form
-//!   iptables-based enforcers generate), so every new connection walks it.
+//!   iptables-based enforcers generate), the client's rule last, so every new
+//!   connection walks the whole chain.
 //!
 //! Configurations are interleaved round by round and each figure is the
 //! median over rounds; ratios compare configurations of the same run.
@@ -296,10 +297,12 @@ fn proto(p: u8) -> &'static str {
 }
 
 impl<'a> NftGuard<'a> {
-    /// The rules as a linear chain: one rule per allow, walked in order.
+    /// The rules as a linear chain: one rule per allow, walked in order, the
+    /// client's last (the worst case: every new connection walks them all).
     fn install_linear(node: &'a Node, server: &Pod, rules: &[Allow]) -> Result<NftGuard<'a>> {
         let chain: Vec<String> = rules
             .iter()
+            .rev()
             .map(|r| {
                 format!(
                     "\t\tip saddr {} meta l4proto {} th dport {} accept\n",
