@@ -261,7 +261,9 @@ mod tests {
         assert_eq!(words, fields);
         let words = |a: Addr16| {
             let b = a.0;
-            core::array::from_fn(|i| u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]))
+            core::array::from_fn(|i| {
+                u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+            })
         };
         let v6 = CtKeyV6::from_words(
             0x0102_0304,

@@ -21,9 +21,7 @@ use palisade_common::{
 
 use crate::{
     conntrack::{self, Entry},
-    parse::{
-        ETH_HLEN, Fragment, IPPROTO_TCP, IPPROTO_UDP, Packet, ipv6_address_words, load_u32,
-    },
+    parse::{ETH_HLEN, Fragment, IPPROTO_TCP, IPPROTO_UDP, Packet, ipv6_address_words, load_u32},
     stats, verdict,
 };
 

@@ -6,7 +6,9 @@
 use aya::maps::{Array, Map, MapData};
 use palisade_agent::datapath::{coarse_tick_ns, maps_dir};
 use palisade_common::clock::{CLOCK_INDEX, ClockBase};
-use palisade_common::conntrack::{CT_FLAG_ORIGIN_EGRESS, CtKeyV4, CtValue, TIMEOUT_TCP_SYN_NS};
+use palisade_common::conntrack::{
+    CT_FLAG_CLOSING, CT_FLAG_ORIGIN_EGRESS, CtKeyV4, CtValue, TIMEOUT_TCP_CLOSING_NS,
+};
 use palisade_common::ids::RuleId;
 use palisade_common::maps;
 use palisade_common::verdict::Direction;
@@ -134,11 +136,13 @@ fn entries_stamped_with_the_coarse_clock_by_an_earlier_build_keep_their_age() {
     let reply = to_pod(PEER_V4.into())
         .tcp(80, 40000, TcpFlags::SYN | TcpFlags::ACK)
         .build();
+    // Closing entries: their 10 s timeout lets "expired" be a time after boot
+    // even on a VM that booted seconds ago.
     let entry = |last_seen_ns| CtValue {
         last_seen_ns,
         revision,
         rule: RuleId::NONE,
-        flags: CT_FLAG_ORIGIN_EGRESS,
+        flags: CT_FLAG_ORIGIN_EGRESS | CT_FLAG_CLOSING,
         _pad: 0,
     };
     // What a build that called `bpf_ktime_get_coarse_ns` wrote: fresh...
@@ -147,14 +151,13 @@ fn entries_stamped_with_the_coarse_clock_by_an_earlier_build_keep_their_age() {
         .insert(flow(40000), entry(coarse_ns()), 0)
         .expect("write a fresh entry");
     h.assert_pass(Direction::Ingress, &reply, "reply of a fresh entry");
-    // ... and past its handshake timeout.
+    // ... and past its timeout.
+    let expired = coarse_ns()
+        .checked_sub(TIMEOUT_TCP_CLOSING_NS + 1_000_000_000)
+        .expect("up for longer than the closing timeout");
     h.dp.maps
         .conntrack_v4
-        .insert(
-            flow(40000),
-            entry(coarse_ns().saturating_sub(TIMEOUT_TCP_SYN_NS + 1_000_000_000)),
-            0,
-        )
+        .insert(flow(40000), entry(expired), 0)
         .expect("write an expired entry");
     h.assert_drop(Direction::Ingress, &reply, "reply of an expired entry");
 }
