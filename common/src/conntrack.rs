@@ -128,25 +128,33 @@ const _: () = assert!(core::mem::size_of::<CtKeyV6>() == 44);
 
 impl CtKeyV6 {
     /// The key from words as a program loads them from the packet, like
-    /// [`CtKeyV4::from_words`]; the addresses are already [`Addr16`]s.
+    /// [`CtKeyV4::from_words`]; each address is four words in packet byte
+    /// order (as [`Addr16::from_le_words`] takes them). Eleven word stores.
     #[inline(always)]
     pub const fn from_words(
         ifindex: u32,
         protocol: u8,
         ports: u32,
-        local: Addr16,
-        remote: Addr16,
+        local: [u32; 4],
+        remote: [u32; 4],
     ) -> Self {
-        CtKeyV6 {
+        let words: [u32; 11] = [
             ifindex,
-            protocol,
-            _pad0: 0,
-            _pad1: 0,
-            local_port_be: [ports.to_le_bytes()[0], ports.to_le_bytes()[1]],
-            remote_port_be: [ports.to_le_bytes()[2], ports.to_le_bytes()[3]],
-            local,
-            remote,
-        }
+            (protocol as u32).to_le(),
+            ports.to_le(),
+            local[0].to_le(),
+            local[1].to_le(),
+            local[2].to_le(),
+            local[3].to_le(),
+            remote[0].to_le(),
+            remote[1].to_le(),
+            remote[2].to_le(),
+            remote[3].to_le(),
+        ];
+        // SAFETY: `CtKeyV6` is `repr(C)`, 44 bytes of plain integers, byte
+        // arrays and `Addr16`s (4-byte aligned) without implicit padding;
+        // every bit pattern is valid.
+        unsafe { core::mem::transmute::<[u32; 11], CtKeyV6>(words) }
     }
 
     /// The key of a flow at endpoint `ifindex`; ports in host order.
@@ -203,7 +211,7 @@ pub const CT_FLAG_AUDITED: u32 = 1 << 4;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtValue {
-    /// Last packet, `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE).
+    /// Last packet, CLOCK_MONOTONIC_COARSE ns ([`crate::clock`]).
     pub last_seen_ns: u64,
     /// The policy revision that last allowed this flow.
     pub revision: Revision,
@@ -251,13 +259,27 @@ mod tests {
         );
         let fields = CtKeyV4::new(0x0102_0304, 6, local, remote, local_port, remote_port);
         assert_eq!(words, fields);
+        let words = |a: Addr16| {
+            let b = a.0;
+            core::array::from_fn(|i| {
+                u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+            })
+        };
         let v6 = CtKeyV6::from_words(
             0x0102_0304,
             6,
             ports,
-            Addr16::from_v4(local),
-            Addr16::from_v4(remote),
+            words(Addr16::from_v4(local)),
+            words(Addr16::from_v4(remote)),
         );
         assert_eq!(v6, fields.to_v6());
+        let (l6, r6) = (
+            Addr16([0xfd, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]),
+            Addr16([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 2, 3, 4, 5, 6, 7, 8, 9]),
+        );
+        assert_eq!(
+            CtKeyV6::from_words(7, 17, ports, words(l6), words(r6)),
+            CtKeyV6::new(7, 17, l6, r6, local_port, remote_port)
+        );
     }
 }

@@ -32,7 +32,7 @@ const _: () = assert!(core::mem::size_of::<FragKey>() == 44);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FragValue {
-    /// When the first fragment passed, `bpf_ktime_get_coarse_ns`.
+    /// When the first fragment passed, CLOCK_MONOTONIC_COARSE ns ([`crate::clock`]).
     pub first_seen_ns: u64,
 }
 

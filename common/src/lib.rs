@@ -13,12 +13,13 @@
 //! - [`ids`]: newtypes for every id stored in a map.
 //! - [`addr`]: the 16-byte address form (IPv4 as v4-mapped IPv6) used in keys.
 //! - one module per map: [`endpoint`], [`ipcache`], [`policy`], [`conntrack`],
-//!   [`fragment`], [`source`], [`stats`].
+//!   [`fragment`], [`source`], [`stats`], [`clock`].
 //! - [`verdict`]: [`verdict::Direction`] and [`verdict::DropReason`], the only list.
 //! - [`event`]: the ring-buffer record for denied and audited flows.
 #![no_std]
 
 pub mod addr;
+pub mod clock;
 pub mod conntrack;
 pub mod endpoint;
 pub mod event;

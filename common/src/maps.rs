@@ -36,8 +36,11 @@ pub const EVENTS: &str = "EVENTS";
 /// Per-CPU token bucket that rate-limits [`EVENTS`] in the kernel.
 pub const EVENT_RATE: &str = "EVENT_RATE";
 
+/// The programs' time base: jiffies anchored to the coarse clock ([`crate::clock`]).
+pub const CLOCK: &str = "CLOCK";
+
 /// Every map the programs declare, for pinning, inspection and cleanup.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 14] = [
     ENDPOINTS,
     IPCACHE,
     POLICY,
@@ -51,6 +54,7 @@ pub const ALL: [&str; 13] = [
     STATS,
     EVENTS,
     EVENT_RATE,
+    CLOCK,
 ];
 
 /// Default capacity of [`ENDPOINTS`] (local pods on one node).

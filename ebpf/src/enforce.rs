@@ -1,7 +1,7 @@
 //! The per-packet pipeline: conntrack -> endpoint (and, for what the pod
 //! sends, its source) -> ipcache -> policy -> verdict.
 
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
+use aya_ebpf::programs::TcContext;
 use palisade_common::{
     addr::Addr16,
     conntrack::CT_FLAG_AUDITED,
@@ -14,6 +14,7 @@ use palisade_common::{
 };
 
 use crate::{
+    clock,
     conntrack::{self, Flow},
     control, endpoint,
     established::{self, Fast},
@@ -96,9 +97,8 @@ pub fn enforce(ctx: &TcContext, direction: Direction) -> i32 {
     // SAFETY: `skb` is the context pointer the kernel passed to the program.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // Conntrack and fragment timeouts are seconds long, so the jiffy-resolution
-    // clock is precise enough, at half the cost of `bpf_ktime_get_ns`.
-    // SAFETY: a plain helper call without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // coarse clock is precise enough; derived from jiffies, it costs no call.
+    let now = clock::now();
     let (packet, kind) = match established::try_established(ctx, direction, ifindex, now, bytes) {
         Fast::Done(verdict) => return verdict,
         Fast::Missed(packet) => (packet, Kind::Untracked),

@@ -21,7 +21,7 @@ use palisade_common::{
 
 use crate::{
     conntrack::{self, Entry},
-    parse::{ETH_HLEN, Fragment, IPPROTO_TCP, IPPROTO_UDP, Packet, ipv6_addresses, load_u32},
+    parse::{ETH_HLEN, Fragment, IPPROTO_TCP, IPPROTO_UDP, Packet, ipv6_address_words, load_u32},
     stats, verdict,
 };
 
@@ -98,17 +98,28 @@ pub fn try_established(
             return Fast::Declined;
         }
         // SAFETY: inside the IPv6 header, checked just above.
-        let (payload_next, (src, dst)) =
-            unsafe { (load_u32::<{ ETH_HLEN + 4 }>(data), ipv6_addresses(data)) };
+        let payload_next = unsafe { load_u32::<{ ETH_HLEN + 4 }>(data) };
         // Any extension header makes `protocol` neither TCP nor UDP.
         let protocol = payload_next.to_le_bytes()[2];
         let Some(t) = transport::<IPV6_L4, { IPV6_L4 + 12 }>(data, end, protocol) else {
             return Fast::Declined;
         };
+        // Loaded only now, next to the key they go into: loaded before the
+        // transport checks, the eight words outlived the registers and were
+        // spilled and reloaded.
+        // SAFETY: inside the IPv6 header, checked above.
+        let (src, dst) = unsafe { ipv6_address_words(data) };
         let (local, remote, local_remote) = endpoint_relative(direction, src, dst, t.ports);
         let key = CtKeyV6::from_words(ifindex, protocol, local_remote, local, remote);
         let entry = conntrack::lookup_v6(&key, protocol, now);
-        return decide(entry, t, || (false, src, dst), direction, now, bytes);
+        let addresses = || {
+            (
+                false,
+                Addr16::from_le_words(src),
+                Addr16::from_le_words(dst),
+            )
+        };
+        return decide(entry, t, addresses, direction, now, bytes);
     }
     Fast::Declined
 }

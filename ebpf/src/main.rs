@@ -12,6 +12,7 @@
 #![no_main]
 #![feature(asm_experimental_arch)]
 
+mod clock;
 mod conntrack;
 mod control;
 mod endpoint;
@@ -45,6 +46,13 @@ pub fn palisade_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn pod_egress_control(ctx: TcContext) -> i32 {
     control::judge_sent(&ctx)
+}
+
+/// Anchors the programs' clock ([`clock`]); the agent runs it once per load
+/// with `BPF_PROG_TEST_RUN`. Never attached.
+#[classifier]
+pub fn clock_anchor(ctx: TcContext) -> i32 {
+    clock::anchor(&ctx)
 }
 
 /// Lets every packet continue and does nothing else: the floor that

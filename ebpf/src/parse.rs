@@ -269,21 +269,32 @@ pub unsafe fn load_u32<const OFFSET: usize>(data: usize) -> u32 {
 /// `data_end` that the verifier has seen.
 #[inline(always)]
 pub unsafe fn ipv6_addresses(data: usize) -> (Addr16, Addr16) {
+    // SAFETY: the caller's guarantee.
+    let (src, dst) = unsafe { ipv6_address_words(data) };
+    (Addr16::from_le_words(src), Addr16::from_le_words(dst))
+}
+
+/// The same as words in packet byte order (see [`Addr16::from_le_words`]).
+///
+/// # Safety
+/// As [`ipv6_addresses`].
+#[inline(always)]
+pub unsafe fn ipv6_address_words(data: usize) -> ([u32; 4], [u32; 4]) {
     // SAFETY: the caller's bounds check covers the whole header.
     unsafe {
         (
-            Addr16::from_le_words([
+            [
                 load_u32::<{ ETH_HLEN + 8 }>(data),
                 load_u32::<{ ETH_HLEN + 12 }>(data),
                 load_u32::<{ ETH_HLEN + 16 }>(data),
                 load_u32::<{ ETH_HLEN + 20 }>(data),
-            ]),
-            Addr16::from_le_words([
+            ],
+            [
                 load_u32::<{ ETH_HLEN + 24 }>(data),
                 load_u32::<{ ETH_HLEN + 28 }>(data),
                 load_u32::<{ ETH_HLEN + 32 }>(data),
                 load_u32::<{ ETH_HLEN + 36 }>(data),
-            ]),
+            ],
         )
     }
 }

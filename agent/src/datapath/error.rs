@@ -126,6 +126,21 @@ pub enum Error {
         /// What the map holds.
         limit: usize,
     },
+    /// The jiffy length (CLOCK_MONOTONIC_COARSE's resolution) could not be read.
+    #[error("reading the resolution of CLOCK_MONOTONIC_COARSE")]
+    ClockTick {
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `clock_anchor` refused to anchor the programs' clock.
+    #[error("clock_anchor refused a tick of {tick} ns (returned {outcome})")]
+    ClockAnchor {
+        /// The tick it was given.
+        tick: u64,
+        /// Its return code.
+        outcome: i32,
+    },
     /// Pinning or adopting a pinned link failed.
     #[error("link pin {path}")]
     LinkPin {
@@ -164,6 +179,8 @@ impl Error {
             Error::Pin { .. } => "pin",
             Error::LedgerTooLarge { .. } => "ledger_too_large",
             Error::LinkPin { .. } => "link_pin",
+            Error::ClockTick { .. } => "clock_tick",
+            Error::ClockAnchor { .. } => "clock_anchor",
         }
     }
 

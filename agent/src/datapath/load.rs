@@ -15,7 +15,8 @@ use super::error::Error;
 use super::maps::{Capacities, Maps};
 use super::mode::{AttachMode, Attachment};
 use super::object::{
-    OBJECT, OBJECT_EMBEDDED, PROG_POD_EGRESS, PROG_POD_EGRESS_CONTROL, PROG_POD_INGRESS,
+    OBJECT, OBJECT_EMBEDDED, PROG_CLOCK_ANCHOR, PROG_POD_EGRESS, PROG_POD_EGRESS_CONTROL,
+    PROG_POD_INGRESS,
 };
 
 /// Where and how big.
@@ -81,7 +82,12 @@ impl Datapath {
                 pins: maps_dir.clone(),
                 source: Box::new(source),
             })?;
-        for name in [PROG_POD_EGRESS_CONTROL, PROG_POD_EGRESS, PROG_POD_INGRESS] {
+        for name in [
+            PROG_POD_EGRESS_CONTROL,
+            PROG_POD_EGRESS,
+            PROG_POD_INGRESS,
+            PROG_CLOCK_ANCHOR,
+        ] {
             program_mut(&mut ebpf, name)?
                 .load()
                 .map_err(|source| Error::Program {
@@ -90,6 +96,20 @@ impl Datapath {
                 })?;
         }
         install_control_program(&mut ebpf)?;
+        // Before the maps are handed out, so every load re-anchors; a failure
+        // leaves the programs on the clock helper (slower, still correct).
+        match super::clock::anchor(&ebpf) {
+            Ok(super::clock::Anchored::Tick(tick_ns)) => {
+                tracing::debug!(tick_ns, "programs' clock anchored to jiffies");
+            }
+            Ok(super::clock::Anchored::KeptEarlierTick(tick_ns)) => tracing::warn!(
+                tick_ns,
+                "programs' clock re-anchored with the tick an earlier load set, not this reading"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "programs' clock not anchored; they call the clock helper")
+            }
+        }
         let maps = Maps::take(&mut ebpf, caps)?;
         let mut datapath = Datapath {
             ebpf,

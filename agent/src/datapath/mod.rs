@@ -6,6 +6,7 @@
 mod attach;
 mod bpffs;
 mod cleanup;
+mod clock;
 mod error;
 mod events;
 mod kernel;
@@ -20,6 +21,7 @@ pub mod view;
 pub use attach::interface_name;
 pub use bpffs::maps_dir;
 pub use cleanup::{CleanupReport, cleanup};
+pub use clock::{Anchored, coarse_tick_ns};
 pub use error::{Error, PinError};
 pub use events::{EventReader, monotonic_ns};
 pub use kernel::{AttachRequest, KernelError, KernelSupport, MINIMUM_KERNEL, default_attach_mode};

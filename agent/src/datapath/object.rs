@@ -10,3 +10,5 @@ pub(crate) const PROG_POD_EGRESS: &str = "palisade_egress";
 pub(crate) const PROG_POD_INGRESS: &str = "palisade_ingress";
 /// Reached from `palisade_egress` by a tail call through `CONTROL`; never attached.
 pub(crate) const PROG_POD_EGRESS_CONTROL: &str = "pod_egress_control";
+/// Anchors the programs' clock (`CLOCK`); run once per load, never attached.
+pub(crate) const PROG_CLOCK_ANCHOR: &str = "clock_anchor";

@@ -5,6 +5,7 @@
 
 mod audit;
 mod capacity;
+mod clock;
 mod conntrack;
 mod counters;
 mod deny;

@@ -84,6 +84,10 @@ pub struct Options {
     /// `cargo xtask test`'s VM tier).
     #[arg(long, value_name = "SERIES", value_parser = [crate::vm::kernel::SERIES])]
     kernel: Option<String>,
+    /// Wire: run client, server and iperf3 on one CPU (issue 18's "1-CPU
+    /// layout"), so a rate is 1 / the CPU cost of one transaction.
+    #[arg(long)]
+    one_cpu: bool,
     /// Internal: this is the release-mode measuring process.
     #[arg(long, hide = true)]
     inner: bool,
@@ -123,6 +127,9 @@ pub fn run(opts: Options) -> Result<()> {
         if opts.quick {
             cmd.arg("--quick");
         }
+        if opts.one_cpu {
+            cmd.arg("--one-cpu");
+        }
         eprintln!("bench: building and running the release-mode measuring process");
         return exec(&mut cmd);
     }
@@ -150,7 +157,7 @@ pub fn run(opts: Options) -> Result<()> {
         println!("\n== {} ==", suite.name());
         let mut result = match suite {
             Suite::Datapath => datapath::run(opts.quick)?,
-            Suite::Wire => wire::run(opts.quick)?,
+            Suite::Wire => wire::run(opts.quick, opts.one_cpu)?,
             Suite::Control => control::run(opts.quick)?,
             Suite::Startup => startup::run(opts.quick)?,
             Suite::All => unreachable!("expanded above"),

@@ -11,6 +11,10 @@
 //! * `nft-N`: the same rule list as an nftables table in the node namespace:
 //!   `ct state established,related accept`, a verdict map on the destination
 //!   endpoint, and a set of (source address . protocol . port) per endpoint.
+//! * `lin-N` (N in [`LINEAR_RULES`]): the same rules as a linear chain, one
+//!   rule per allow after `ct state established,related accept` (the form
+//!   iptables-based enforcers generate), the client's rule last, so every new
+//!   connection walks the whole chain.
 //!
 //! Configurations are interleaved round by round and each figure is the
 //! median over rounds; ratios compare configurations of the same run.
@@ -39,10 +43,13 @@ use super::{fmt_num, median};
 
 const PORT: u16 = 5201;
 pub const RULES: [usize; 3] = [1, 1_000, 10_000];
+/// Rule counts of the linear-chain configuration (slow to load and to walk).
+pub const LINEAR_RULES: [usize; 1] = [10_000];
 const CLIENT_ID: IdentityId = IdentityId(16);
 const SERVER_ID: IdentityId = IdentityId(17);
 const HOST_ID: IdentityId = IdentityId(15);
 const NFT_TABLE: &str = "plsd_bench";
+const NFT_LINEAR_TABLE: &str = "plsd_bench_linear";
 /// A node index no test uses, so the bed's addresses are recognisable.
 const NODE_INDEX: u8 = 211;
 
@@ -282,11 +289,41 @@ fn have_iperf3() -> bool {
 /// nftables rules in the node namespace, removed on drop.
 struct NftGuard<'a> {
     node: &'a Node,
+    table: &'static str,
+}
+
+fn proto(p: u8) -> &'static str {
+    if p == 17 { "udp" } else { "tcp" }
 }
 
 impl<'a> NftGuard<'a> {
+    /// The rules as a linear chain: one rule per allow, walked in order, the
+    /// client's last (the worst case: every new connection walks them all).
+    fn install_linear(node: &'a Node, server: &Pod, rules: &[Allow]) -> Result<NftGuard<'a>> {
+        let chain: Vec<String> = rules
+            .iter()
+            .rev()
+            .map(|r| {
+                format!(
+                    "\t\tip saddr {} meta l4proto {} th dport {} accept\n",
+                    r.ip,
+                    proto(r.protocol),
+                    r.port
+                )
+            })
+            .collect();
+        let script = format!(
+            "table inet {NFT_LINEAR_TABLE} {{\n\
+             \tchain ep_server {{\n{}\t\tdrop\n\t}}\n\
+             \tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;\n\
+             \t\tct state established,related accept\n\t\tip daddr {} jump ep_server\n\t}}\n}}\n",
+            chain.concat(),
+            server.ipv4()
+        );
+        Self::load(node, NFT_LINEAR_TABLE, &script)
+    }
+
     fn install(node: &'a Node, server: &Pod, rules: &[Allow]) -> Result<NftGuard<'a>> {
-        let proto = |p: u8| if p == 17 { "udp" } else { "tcp" };
         let elements: Vec<String> = rules
             .iter()
             .map(|r| format!("{} . {} . {}", r.ip, proto(r.protocol), r.port))
@@ -303,7 +340,11 @@ impl<'a> NftGuard<'a> {
             elements.join(", "),
             server.ipv4()
         );
-        let guard = NftGuard { node };
+        Self::load(node, NFT_TABLE, &script)
+    }
+
+    fn load(node: &'a Node, table: &'static str, script: &str) -> Result<NftGuard<'a>> {
+        let guard = NftGuard { node, table };
         let mut child = node
             .netns()
             .command("nft")
@@ -333,7 +374,7 @@ impl Drop for NftGuard<'_> {
             .node
             .netns()
             .command("nft")
-            .args(["delete", "table", "inet", NFT_TABLE])
+            .args(["delete", "table", "inet", self.table])
             .stderr(Stdio::null())
             .status();
     }
@@ -471,8 +512,16 @@ fn measure(client: &Pod, server: &Pod, secs: f64, iperf: bool, into: &mut Sample
     Ok(())
 }
 
-pub fn run(quick: bool) -> Result<Value> {
+pub fn run(quick: bool, one_cpu: bool) -> Result<Value> {
     let (secs, rounds) = if quick { (0.5, 1) } else { (1.0, 5) };
+    if one_cpu {
+        // This thread's affinity; the threads and processes it starts from
+        // here on (server thread, namespace helpers, iperf3) inherit it.
+        let mut set = nix::sched::CpuSet::new();
+        set.set(0)?;
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+            .context("pinning the wire benchmark to CPU 0")?;
+    }
     let iperf = have_iperf3();
     let node = Node::new(NODE_INDEX)?;
     let client = node.add_pod("client")?;
@@ -515,6 +564,10 @@ pub fn run(quick: bool) -> Result<Value> {
                     let _nft = NftGuard::install(&node, &server, list)?;
                     point(format!("nft-{n}"))?;
                 }
+                for (n, list) in order.iter().filter(|(n, _)| LINEAR_RULES.contains(n)) {
+                    let _lin = NftGuard::install_linear(&node, &server, list)?;
+                    point(format!("lin-{n}"))?;
+                }
             } else {
                 let mut pal = PalisadeGuard::attach(&node, &[&client, &server])?;
                 for (n, list) in &order {
@@ -538,9 +591,9 @@ pub fn run(quick: bool) -> Result<Value> {
     drop(client);
     drop(node);
     Ok(json!({
-        "suite": "wire", "seconds_per_point": secs, "rounds": rounds,
+        "suite": "wire", "seconds_per_point": secs, "rounds": rounds, "one_cpu": one_cpu,
         "bulk_tool": if iperf { "iperf3" } else { "built-in sender" },
-        "rules": RULES, "configs": configs,
+        "rules": RULES, "linear_rules": LINEAR_RULES, "configs": configs,
     }))
 }
 
@@ -551,6 +604,9 @@ pub fn metric(result: &Value, name: &str, metric: &str) -> f64 {
 
 pub fn summary(result: &Value) -> String {
     let mut md = String::from("## Wire (pod to pod on one virtual node)\n\n");
+    if result["one_cpu"].as_bool() == Some(true) {
+        md += "1-CPU layout: client, server and iperf3 pinned to CPU 0.\n\n";
+    }
     md += &format!(
         "Median of {} interleaved rounds (rule-count order reversed every other round, \
          the no-program baseline measured twice per round), {} s per point; bulk with {}. \
@@ -566,6 +622,9 @@ pub fn summary(result: &Value) -> String {
     for n in RULES {
         names.push(format!("palisade-{n}"));
         names.push(format!("nft-{n}"));
+        if LINEAR_RULES.contains(&n) {
+            names.push(format!("lin-{n}"));
+        }
     }
     for name in &names {
         md += &format!(
@@ -588,7 +647,18 @@ pub fn summary(result: &Value) -> String {
         }
         md += "\n";
     }
-    md += "\n(a = no program, b = Palisade, c = nftables; > 1 means Palisade is faster.)\n";
+    for n in LINEAR_RULES {
+        md += &format!(
+            "\nAgainst the linear chain (`lin-{n}`): RR b/lin {:.3}, CRR b/lin {:.3}, bulk b/lin {:.3}.\n",
+            metric(result, &format!("palisade-{n}"), "rr_tps")
+                / metric(result, &format!("lin-{n}"), "rr_tps"),
+            metric(result, &format!("palisade-{n}"), "crr_cps")
+                / metric(result, &format!("lin-{n}"), "crr_cps"),
+            metric(result, &format!("palisade-{n}"), "bulk_gbps")
+                / metric(result, &format!("lin-{n}"), "bulk_gbps"),
+        );
+    }
+    md += "\n(a = no program, b = Palisade, c = nftables sets; > 1 means Palisade is faster.)\n";
     let spread = |m: &str| {
         let s: Vec<f64> = result["configs"]["none"][m]
             .as_array()
