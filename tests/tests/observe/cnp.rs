@@ -624,6 +624,7 @@ fn explain_and_status_name_the_cluster_rules_that_decide_real_flows() {
         baseline["unsupported"][0]["field"],
         "spec.egress[0].to[0].domainNames"
     );
+    assert_eq!(baseline["unsupported"][0]["part"], "domain_names");
     assert_eq!(baseline["rejections"], json!([]));
     let scrape = bed.scrape();
     let gauge = |tier| {
@@ -634,6 +635,14 @@ fn explain_and_status_name_the_cluster_rules_that_decide_real_flows() {
         )
     };
     assert_eq!((gauge("admin"), gauge("baseline")), (2.0, 1.0));
+    assert_eq!(
+        value(
+            &scrape,
+            "palisade_cluster_network_policy_unsupported_fields",
+            &[("part", "domain_names")]
+        ),
+        1.0
+    );
 
     let out = cnp.cli(&["status", "--health-addr", AGENT_HEALTH]);
     let text = String::from_utf8_lossy(&out.stdout);
