@@ -22,7 +22,7 @@
 //!
 //! | module | job |
 //! | --- | --- |
-//! | [`netns`] | [`NetNs`]: a named namespace (`plsd-<tag>-<label>`) deleted on drop; run closures or commands inside it; [`unique_tag`]; [`leftovers`] / [`sweep_leftovers`] / [`sweep_leftovers_matching`] |
+//! | [`netns`] | [`NetNs`]: a named namespace (`plsd-<tag>-<label>`) deleted on drop; run closures or commands inside it; [`unique_tag`]; [`leftovers`] / [`orphaned_leftovers`] / [`sweep_leftovers`] / [`sweep_leftovers_matching`] |
 //! | [`bpffs`] | [`BpffsDir`]: `/sys/fs/bpf/palisade-test-<tag>`, mounted if needed, removed on drop |
 //! | [`node`] | [`Node`] and [`Pod`], Calico-style routing (veth per pod, proxy ARP, /32 and /128 routes) or a bridge ([`Layout`]); [`link_nodes`] |
 //! | [`servers`] | TCP/UDP/raw-SCTP echo [`Server`]s in a pod or node, stopped on drop |
@@ -66,7 +66,9 @@ pub mod wait;
 
 pub use bpffs::BpffsDir;
 pub use frames::{Frame, Ipv6Ext, TcpFlags};
-pub use netns::{NetNs, leftovers, sweep_leftovers, sweep_leftovers_matching, unique_tag};
+pub use netns::{
+    NetNs, leftovers, orphaned_leftovers, sweep_leftovers, sweep_leftovers_matching, unique_tag,
+};
 pub use node::{Layout, Node, Pod, link_nodes};
 pub use probes::{EchoConn, Outcome};
 pub use process::ChildGuard;

@@ -460,6 +460,17 @@ pub fn leftovers() -> Vec<String> {
     find_leftovers().iter().map(ToString::to_string).collect()
 }
 
+/// The [`leftovers`] whose owner has ended (or is this process): what a
+/// finished suite left behind. Another test run's live resources (other
+/// sessions on this machine) are not this suite's to report.
+pub fn orphaned_leftovers() -> Vec<String> {
+    find_leftovers()
+        .iter()
+        .filter(|item| !item.owner_alive())
+        .map(ToString::to_string)
+        .collect()
+}
+
 /// Removes what [`leftovers`] reports of processes that have ended: SIGKILLs
 /// the processes, deletes the namespace handles and removes the bpffs
 /// directories. Resources whose tag names a live process (another test run

@@ -441,6 +441,39 @@ fn sweep_removes_what_a_killed_run_left() {
     assert!(leftovers().iter().all(|l| !l.contains(tag.as_str())));
 }
 
+/// A live foreign owner's resources (another test run) are no leftovers of
+/// this one; an ended owner's, or this process's, are.
+#[test]
+fn orphaned_leftovers_leave_out_live_owners() {
+    palisade_tests::bpffs::ensure_bpffs().expect("bpffs");
+    let root = std::path::Path::new("/sys/fs/bpf");
+    // pid 1 lives as long as the machine; pid 0 never owns anything; ours
+    // counts as ended (a suite checks after its tests).
+    let live = root.join(format!(
+        "palisade-test-00001-{}",
+        palisade_tests::unique_tag()
+    ));
+    let ended = root.join(format!(
+        "palisade-test-00000-{}",
+        palisade_tests::unique_tag()
+    ));
+    let ours = BpffsDir::new().expect("bpffs dir");
+    for dir in [&live, &ended] {
+        std::fs::create_dir(dir).expect("bpffs dir");
+    }
+    let all = leftovers();
+    let orphaned = palisade_tests::orphaned_leftovers();
+    for dir in [&live, &ended] {
+        // A concurrent sweep may have taken the ended one already.
+        let _ = std::fs::remove_dir(dir);
+    }
+    let shown = |p: &std::path::Path| p.display().to_string();
+    assert!(all.contains(&shown(&live)) && all.contains(&shown(&ended)));
+    assert!(!orphaned.contains(&shown(&live)), "{orphaned:?}");
+    assert!(orphaned.contains(&shown(&ended)), "{orphaned:?}");
+    assert!(orphaned.contains(&shown(ours.path())), "{orphaned:?}");
+}
+
 #[test]
 fn bpffs_dir_is_on_bpffs_and_removed_on_drop() {
     let dir = BpffsDir::new().expect("bpffs dir");

@@ -76,7 +76,9 @@ fn host(object: &Path, args: &[String]) -> Result<()> {
     if result.is_ok() {
         result = tc_rerun(object, args);
     }
-    let left = palisade_tests::netns::leftovers();
+    // Only what this suite's processes (all ended now) left: other test runs
+    // on the machine may be live.
+    let left = palisade_tests::netns::orphaned_leftovers();
     if !left.is_empty() {
         let _ = palisade_tests::netns::sweep_leftovers();
         bail!("the test suite left these behind: {}", left.join(", "));

@@ -131,7 +131,11 @@ pub fn run(args: &StatusArgs) -> Result<(), super::Error> {
     let listed: Vec<&Rejection> = s
         .cluster_policies
         .iter()
-        .flat_map(|p| p.rejections.iter().chain(&p.unsupported))
+        .flat_map(|p| {
+            p.rejections
+                .iter()
+                .chain(p.unsupported.iter().map(|u| &u.rejection))
+        })
         .collect();
     let rejections: Vec<&Rejection> = s
         .rejections
@@ -179,10 +183,10 @@ fn print_cluster_policies(policies: &[ClusterPolicyStatus]) {
         for r in &p.rejections {
             println!("    rejected (fails closed): {}: {}", r.field, r.reason);
         }
-        for r in &p.unsupported {
+        for u in &p.unsupported {
             println!(
                 "    unsupported (matches nothing): {}: {}",
-                r.field, r.reason
+                u.rejection.field, u.rejection.reason
             );
         }
     }

@@ -12,6 +12,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use crate::state::cnp::Unsupported;
+
 /// `palisade_endpoints{state}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointState {
@@ -31,6 +33,13 @@ pub struct ErrorLabel {
 pub struct TierLabel {
     /// `admin` or `baseline`.
     pub tier: &'static str,
+}
+
+/// `palisade_cluster_network_policy_unsupported_fields{part}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnsupportedLabel {
+    /// `domain_names`.
+    pub part: &'static str,
 }
 
 /// Build information.
@@ -59,6 +68,8 @@ pub struct Metrics {
     pub policies: Gauge,
     /// ClusterNetworkPolicies known, by tier.
     pub cluster_policies: Family<TierLabel, Gauge>,
+    /// Unsupported fields of the ClusterNetworkPolicies known, by part.
+    pub unsupported: Family<UnsupportedLabel, Gauge>,
     /// Identities in the current plan.
     pub identities: Gauge,
     /// Validation failures in the current plan.
@@ -114,6 +125,19 @@ impl Metrics {
             "ClusterNetworkPolicies known to the agent, by tier (their rejected and unsupported fields count in palisade_rejections)",
             cluster_policies.clone(),
         );
+        let unsupported = Family::<UnsupportedLabel, Gauge>::default();
+        for part in Unsupported::ALL {
+            unsupported
+                .get_or_create(&UnsupportedLabel {
+                    part: part.as_label(),
+                })
+                .set(0);
+        }
+        registry.register(
+            "cluster_network_policy_unsupported_fields",
+            "Fields of ClusterNetworkPolicies that Palisade reads but does not enforce (they match nothing; the policy is partly unsupported), by part; listed in /status and `palisade status`, and counted in palisade_rejections too",
+            unsupported.clone(),
+        );
         let identities = Gauge::default();
         registry.register(
             "identities",
@@ -166,6 +190,7 @@ impl Metrics {
             endpoints,
             policies,
             cluster_policies,
+            unsupported,
             identities,
             rejections,
             source_lag_seconds,
@@ -208,6 +233,19 @@ impl Metrics {
             let n = s.cluster_policies.iter().filter(|p| p.is_in(tier)).count();
             self.cluster_policies
                 .get_or_create(&TierLabel { tier: label })
+                .set(n as i64);
+        }
+        for part in Unsupported::ALL {
+            let n = s
+                .cluster_policies
+                .iter()
+                .flat_map(|p| &p.unsupported)
+                .filter(|u| u.part == Some(part))
+                .count();
+            self.unsupported
+                .get_or_create(&UnsupportedLabel {
+                    part: part.as_label(),
+                })
                 .set(n as i64);
         }
         self.identities.set(s.identities as i64);
@@ -321,5 +359,54 @@ mod tests {
             text.contains(r#"palisade_cluster_network_policies{tier="baseline"} 1"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_unsupported_gauge_counts_the_typed_unsupported_parts() {
+        let metrics = Metrics::new();
+        let gauge = r#"palisade_cluster_network_policy_unsupported_fields{part="domain_names"}"#;
+        assert!(
+            metrics.render().contains(&format!("{gauge} 0")),
+            "exported at 0 from the start"
+        );
+        let part = |field: &str, part| super::super::UnsupportedStatus {
+            rejection: Rejection {
+                object: "ClusterNetworkPolicy egress".into(),
+                field: field.into(),
+                reason: "not supported".into(),
+            },
+            part,
+        };
+        let status = super::super::Status {
+            cluster_policies: vec![super::super::ClusterPolicyStatus {
+                name: "egress".into(),
+                tier: "Baseline".into(),
+                priority: 1,
+                ingress_rules: 0,
+                egress_rules: 2,
+                rejections: Vec::new(),
+                unsupported: vec![
+                    part(
+                        "spec.egress[0].to[0].domainNames",
+                        Some(Unsupported::DomainNames),
+                    ),
+                    part(
+                        "spec.egress[1].to[0].domainNames",
+                        Some(Unsupported::DomainNames),
+                    ),
+                    // From an agent that did not type its parts: not guessed.
+                    part("spec.egress[2].to[0].domainNames", None),
+                ],
+            }],
+            ..Default::default()
+        };
+        metrics.update(&status);
+        assert!(
+            metrics.render().contains(&format!("{gauge} 2")),
+            "{}",
+            metrics.render()
+        );
+        metrics.update(&super::super::Status::default());
+        assert!(metrics.render().contains(&format!("{gauge} 0")));
     }
 }

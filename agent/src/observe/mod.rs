@@ -9,4 +9,4 @@ pub mod ledger;
 pub mod metrics;
 pub mod status;
 
-pub use status::{ClusterPolicyStatus, EndpointStatus, SharedStatus, Status};
+pub use status::{ClusterPolicyStatus, EndpointStatus, SharedStatus, Status, UnsupportedStatus};

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::datapath::view::MapPressure;
 use crate::state::Rejection;
-use crate::state::cnp::{ClusterNetworkPolicy, Tier};
+use crate::state::cnp::{ClusterNetworkPolicy, Tier, Unsupported};
 
 /// One local endpoint.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -48,13 +48,36 @@ pub struct ClusterPolicyStatus {
     pub rejections: Vec<Rejection>,
     /// Parts Palisade reads but does not support (`domainNames` peers):
     /// they match nothing.
-    pub unsupported: Vec<Rejection>,
+    pub unsupported: Vec<UnsupportedStatus>,
+}
+
+/// An unsupported part of a ClusterNetworkPolicy: its rejection, and which
+/// part it is. The JSON is a [`Rejection`]'s with `part` added, so a CLI
+/// that knows only rejections still reads it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnsupportedStatus {
+    /// Object, field and reason.
+    #[serde(flatten)]
+    pub rejection: Rejection,
+    /// Which part (absent from an agent built before it was reported).
+    #[serde(default)]
+    pub part: Option<Unsupported>,
 }
 
 impl ClusterPolicyStatus {
     /// The status of a parsed policy.
     pub fn of(policy: &ClusterNetworkPolicy) -> ClusterPolicyStatus {
-        let (unsupported, rejections) = policy.rejections.iter().cloned().partition(is_unsupported);
+        let mut rejections = Vec::new();
+        let mut unsupported = Vec::new();
+        for r in &policy.rejections {
+            match policy.unsupported.iter().find(|u| u.field == r.field) {
+                Some(u) => unsupported.push(UnsupportedStatus {
+                    rejection: r.clone(),
+                    part: Some(u.part),
+                }),
+                None => rejections.push(r.clone()),
+            }
+        }
         ClusterPolicyStatus {
             name: policy.name.clone(),
             tier: format!("{:?}", policy.tier),
@@ -70,12 +93,6 @@ impl ClusterPolicyStatus {
     pub fn is_in(&self, tier: Tier) -> bool {
         self.tier == format!("{tier:?}")
     }
-}
-
-/// `domainNames` peers are the one part of the API that is valid but not
-/// enforced; their rejection names the field.
-fn is_unsupported(r: &Rejection) -> bool {
-    r.field.ends_with(".domainNames")
 }
 
 /// Everything the agent reports about itself.
@@ -270,7 +287,11 @@ mod cluster_policy_tests {
         assert_eq!((s.tier.as_str(), s.priority), ("Baseline", 30));
         assert!(s.is_in(Tier::Baseline) && !s.is_in(Tier::Admin));
         assert_eq!(s.unsupported.len(), 1, "{:?}", s.unsupported);
-        assert!(s.unsupported[0].field.ends_with("domainNames"));
+        assert_eq!(
+            s.unsupported[0].rejection.field,
+            "spec.egress[0].to[0].domainNames"
+        );
+        assert_eq!(s.unsupported[0].part, Some(Unsupported::DomainNames));
         assert_eq!(s.rejections.len(), 1, "{:?}", s.rejections);
         assert!(
             s.rejections[0].field.contains("networks"),
@@ -278,10 +299,60 @@ mod cluster_policy_tests {
             s.rejections
         );
         assert_eq!(s.ingress_rules, 0);
+        // The parser's marker decides, not the field's name: a rejection the
+        // parser did not mark stays a rejection.
+        let mut marked_by_name_only = policy.clone();
+        marked_by_name_only.rejections.push(Rejection {
+            object: "ClusterNetworkPolicy egress-guard".into(),
+            field: "spec.egress[7].to[0].domainNames".into(),
+            reason: "some validation failure".into(),
+        });
+        let s2 = ClusterPolicyStatus::of(&marked_by_name_only);
+        assert_eq!((s2.rejections.len(), s2.unsupported.len()), (2, 1));
         assert!(
             s.egress_rules >= 2,
             "the Deny rules stay: {}",
             s.egress_rules
+        );
+    }
+
+    #[test]
+    fn status_json_stays_readable_across_versions() {
+        let object: api::ClusterNetworkPolicy = serde_json::from_value(json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha2",
+            "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": "docs"},
+            "spec": {
+                "tier": "Admin",
+                "priority": 3,
+                "subject": {"namespaces": {}},
+                "egress": [{"action": "Accept", "to": [{"domainNames": ["docs.example.com"]}]}],
+            },
+        }))
+        .expect("object");
+        let status =
+            ClusterPolicyStatus::of(&ClusterNetworkPolicy::from_k8s(&object).expect("parses"));
+        let encoded = serde_json::to_value(&status).expect("encodes");
+        assert_eq!(encoded["unsupported"][0]["part"], "domain_names");
+        // An older CLI reads the unsupported parts as plain rejections.
+        let old: Vec<Rejection> =
+            serde_json::from_value(encoded["unsupported"].clone()).expect("as rejections");
+        assert_eq!(old, [status.unsupported[0].rejection.clone()]);
+        // This CLI reads an older agent's, which has no `part`.
+        let mut older = encoded.clone();
+        older["unsupported"][0]
+            .as_object_mut()
+            .expect("object")
+            .remove("part");
+        let read: ClusterPolicyStatus = serde_json::from_value(older).expect("decodes");
+        assert_eq!(read.unsupported[0].part, None);
+        assert_eq!(
+            read.unsupported[0].rejection,
+            status.unsupported[0].rejection
+        );
+        assert_eq!(
+            serde_json::from_value::<ClusterPolicyStatus>(encoded).expect("round trip"),
+            status
         );
     }
 }

@@ -160,6 +160,41 @@ pub struct ClusterNetworkPolicy {
     pub egress: Vec<Rule>,
     /// Validation failures and unsupported parts.
     pub rejections: Vec<Rejection>,
+    /// Which of [`ClusterNetworkPolicy::rejections`] are unsupported parts
+    /// (valid, but matching nothing) rather than validation failures.
+    #[serde(default)]
+    pub unsupported: Vec<UnsupportedField>,
+}
+
+/// A part of the API Palisade reads but does not enforce: it matches nothing,
+/// and the policy is reported as partly unsupported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unsupported {
+    /// A `domainNames` egress peer (experimental channel).
+    DomainNames,
+}
+
+impl Unsupported {
+    /// Every part, for metrics exported at 0.
+    pub const ALL: [Unsupported; 1] = [Unsupported::DomainNames];
+
+    /// Metric label value.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Unsupported::DomainNames => "domain_names",
+        }
+    }
+}
+
+/// Where a policy uses an unsupported part; the rejection with the same
+/// `field` says so in words.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnsupportedField {
+    /// E.g. `spec.egress[0].to[1].domainNames`.
+    pub field: String,
+    /// Which part.
+    pub part: Unsupported,
 }
 
 impl ClusterNetworkPolicy {
@@ -184,6 +219,7 @@ impl ClusterNetworkPolicy {
         let mut v = Validator {
             object: format!("ClusterNetworkPolicy {name}"),
             rejections: Vec::new(),
+            unsupported: Vec::new(),
             degraded: false,
         };
         let spec = &cnp.spec;
@@ -218,6 +254,7 @@ impl ClusterNetworkPolicy {
             ingress,
             egress,
             rejections: v.rejections,
+            unsupported: v.unsupported,
         };
         if v.degraded {
             for rules in [&mut policy.ingress, &mut policy.egress] {
@@ -295,6 +332,7 @@ enum PeerRead {
 struct Validator {
     object: String,
     rejections: Vec<Rejection>,
+    unsupported: Vec<UnsupportedField>,
     /// The subject, tier or priority could not be read.
     degraded: bool,
 }
@@ -306,6 +344,15 @@ impl Validator {
             field: field.into(),
             reason: reason.into(),
         });
+    }
+
+    /// Reports an unsupported part at `field` (a rejection marked as such).
+    fn unsupported(&mut self, field: String, part: Unsupported, reason: String) {
+        self.unsupported.push(UnsupportedField {
+            field: field.clone(),
+            part,
+        });
+        self.reject(field, reason);
     }
 
     fn tier(&mut self, tier: &str) -> Tier {
@@ -549,8 +596,9 @@ impl Validator {
                 .map_or(PeerRead::Invalid, |s| PeerRead::Peer(Peer::Nodes(s))),
             PeerField::Networks(cidrs) => self.networks(&path, cidrs),
             PeerField::DomainNames(names) => {
-                self.reject(
+                self.unsupported(
                     path,
+                    Unsupported::DomainNames,
                     format!(
                         "domainNames peers ({}) are not supported by Palisade: this peer matches nothing",
                         names.join(", ")

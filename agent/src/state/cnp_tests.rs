@@ -200,6 +200,19 @@ fn domain_names_match_nothing_and_say_so() {
     assert_eq!(p.egress[0].action, Action::Deny);
     assert_eq!(fields(&p), ["spec.egress[0].to[0].domainNames"]);
     assert!(p.rejections[0].reason.contains("not supported"));
+    assert_eq!(
+        p.unsupported,
+        [UnsupportedField {
+            field: "spec.egress[0].to[0].domainNames".into(),
+            part: Unsupported::DomainNames,
+        }],
+        "the rejection is marked as an unsupported part"
+    );
+    // A validation failure is not one.
+    let bad = parse(spec(
+        json!({"action": "Deny", "to": [{"networks": ["10.0.0.0/33"]}]}),
+    ));
+    assert!(!bad.rejections.is_empty() && bad.unsupported.is_empty());
 }
 
 #[test]

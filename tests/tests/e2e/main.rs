@@ -8,3 +8,4 @@ mod fixture;
 mod readiness;
 mod spoofing;
 mod upgrade;
+mod upgrade_cnp;

@@ -154,7 +154,7 @@ fn an_agent_upgrade_drops_no_packet_of_an_established_flow_and_keeps_denying() {
 }
 
 /// Sets every flag when dropped (also while unwinding from a failed assert).
-struct Release<'a>(&'a [&'a AtomicBool]);
+pub(crate) struct Release<'a>(pub(crate) &'a [&'a AtomicBool]);
 
 impl Drop for Release<'_> {
     fn drop(&mut self) {

@@ -2,6 +2,7 @@
 //! real packets, and what `/metrics`, `/flows`, `/status` and `palisade flows`
 //! report about them. Needs root and the embedded object (`cargo xtask test`).
 
+mod cnp;
 mod fixture;
 mod flows;
 mod metrics;
