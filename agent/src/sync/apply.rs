@@ -10,6 +10,7 @@
 use palisade_common::endpoint::FLAG_FAIL_CLOSED;
 use palisade_common::endpoint::{FLAG_EGRESS_ISOLATED, FLAG_INGRESS_ISOLATED, IfIndex};
 use palisade_common::ids::Revision;
+use palisade_common::policy::PolicyValue;
 
 use super::diff::{MapOp, diff};
 use super::hold::hold_denies;
@@ -101,11 +102,16 @@ impl Syncer {
     /// A syncer for maps that already hold `current` (read back from pinned
     /// maps after a restart), at `revision`.
     pub fn adopt(current: KernelState, revision: Revision) -> Syncer {
+        // Pinned deny entries were written by an agent whose gate was open:
+        // every link it left runs programs that read them. Holding then would
+        // only judge held endpoints by pinned entries against a rewritten
+        // ipcache (a peer on an identity the pins never knew falls to ANY).
+        let hold_denies = !current.policy.values().any(PolicyValue::denies);
         Syncer {
             current,
             revision,
             recheck_flows: true,
-            hold_denies: true,
+            hold_denies,
         }
     }
 
@@ -414,6 +420,32 @@ mod tests {
             "every write after the first full one finds the isolated endpoint closed"
         );
         assert!(!maps.endpoints[&OPEN].has(FLAG_FAIL_CLOSED));
+    }
+
+    #[test]
+    fn pins_holding_deny_entries_open_the_gate_at_once() {
+        // The agent that wrote deny entries had every link on its programs.
+        let mut pinned = target(1);
+        let key = PolicyKey::new(EndpointId(1), IdentityId(5), Direction::Ingress, 6, 22);
+        pinned
+            .policy
+            .insert((96, key), PolicyValue::deny(RuleId(2)));
+        let mut next = target(2);
+        let other = PolicyKey::new(EndpointId(1), IdentityId(6), Direction::Ingress, 6, 22);
+        next.policy
+            .insert((96, other), PolicyValue::deny(RuleId(3)));
+        let mut maps = FakeMaps {
+            policy_room: 8,
+            ..Default::default()
+        };
+        let mut syncer = Syncer::adopt(pinned, Revision(3));
+        let report = syncer.apply(&mut maps, &next).expect("apply");
+        assert_eq!(report.held, 0, "nothing held");
+        assert_eq!(syncer.current(), &next);
+        // The control: allow-only pins may come from a build without denies.
+        let mut syncer = Syncer::adopt(target(1), Revision(3));
+        let report = syncer.apply(&mut maps, &next).expect("apply");
+        assert_eq!(report.held, 1, "the endpoint with deny entries is held");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The upgrade gate (pure): programs of an earlier build read every `POLICY`
 //! entry as an allow, so while one of them may still run on a link no deny
-//! entry is written. Endpoints whose target has deny entries are held: their
+//! entry is written. Pins that already hold deny entries open the gate at
+//! once (`Syncer::adopt`): the agent that wrote them had its own gate open. Endpoints whose target has deny entries are held: their
 //! `ENDPOINTS` value and all their `POLICY` and `SOURCE_PREFIXES` entries stay
 //! as the kernel holds them. Absent stays absent (old programs then drop as
 //! `endpoint_unknown`, closed); present stays present (the earlier build's
