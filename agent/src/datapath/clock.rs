@@ -4,7 +4,6 @@
 //! coarse clock. Until that has run the programs call the clock helper, so a
 //! failure here costs speed, never correctness.
 
-use aya::Ebpf;
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use palisade_common::clock::{ANCHOR_KEPT_TICK, ANCHOR_OK, ClockBase};
 
@@ -34,18 +33,11 @@ pub fn coarse_tick_ns() -> std::io::Result<u64> {
         .saturating_add(res.tv_nsec as u64))
 }
 
-/// Anchors the clock now (re-anchoring one a previous load anchored).
-pub(crate) fn anchor(ebpf: &Ebpf) -> Result<Anchored, Error> {
+/// Anchors the clock now with the object's anchor program (re-anchoring
+/// one a previous load anchored).
+pub(crate) fn anchor(prog: &SchedClassifier) -> Result<Anchored, Error> {
     let name = PROG_CLOCK_ANCHOR;
     let tick = coarse_tick_ns().map_err(|source| Error::ClockTick { source })?;
-    let prog: &SchedClassifier = ebpf
-        .program(name)
-        .ok_or(Error::ProgramMissing { name })?
-        .try_into()
-        .map_err(|source| Error::Program {
-            name,
-            source: Box::new(source),
-        })?;
     let frame = ClockBase::anchor_frame(tick);
     let outcome = prog
         .test_run(TestRunOptions {

@@ -98,7 +98,7 @@ impl Datapath {
         install_control_program(&mut ebpf)?;
         // Before the maps are handed out, so every load re-anchors; a failure
         // leaves the programs on the clock helper (slower, still correct).
-        match super::clock::anchor(&ebpf) {
+        match program(&ebpf, PROG_CLOCK_ANCHOR).and_then(super::clock::anchor) {
             Ok(super::clock::Anchored::Tick(tick_ns)) => {
                 tracing::debug!(tick_ns, "programs' clock anchored to jiffies");
             }
@@ -153,14 +153,7 @@ impl Datapath {
 
     /// One of the object's classifiers, by name.
     fn program(&self, name: &'static str) -> Result<&SchedClassifier, Error> {
-        self.ebpf
-            .program(name)
-            .ok_or(Error::ProgramMissing { name })?
-            .try_into()
-            .map_err(|source| Error::Program {
-                name,
-                source: Box::new(source),
-            })
+        program(&self.ebpf, name)
     }
 
     /// The kernel's id of program `name`, to check attachments.
@@ -199,6 +192,20 @@ fn install_control_program(ebpf: &mut Ebpf) -> Result<(), Error> {
     control
         .set(maps::CONTROL_PROGRAM_INDEX, &fd, 0)
         .map_err(|e| Error::map(maps::CONTROL, e))
+}
+
+/// One of `ebpf`'s classifiers, by name.
+pub(crate) fn program<'a>(
+    ebpf: &'a Ebpf,
+    name: &'static str,
+) -> Result<&'a SchedClassifier, Error> {
+    ebpf.program(name)
+        .ok_or(Error::ProgramMissing { name })?
+        .try_into()
+        .map_err(|source| Error::Program {
+            name,
+            source: Box::new(source),
+        })
 }
 
 pub(crate) fn program_mut<'a>(
