@@ -24,12 +24,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install the prerequisites (apt packages, nightly rust-src, bpf-linker,
-    /// virtme-ng and the 6.1 kernel for the VM tier); idempotent.
+    /// virtme-ng and the 6.1 and 5.15 kernels for the VM tier); idempotent.
     Setup(setup::Options),
     /// Build the eBPF object and the agent (with the object embedded).
     Build(build::Options),
     /// Run every test: unit, kernel (BPF_PROG_TEST_RUN) and end-to-end, then the
-    /// kernel and end-to-end tiers again in a VM on the 6.1 kernel. Needs root.
+    /// kernel and end-to-end tiers again in a VM on the 6.1 and the 5.15 kernel. Needs root.
     Test(test::Options),
     /// Show enforcement on a virtual node: reachability before and after policies. Needs root.
     Demo(demo::Options),

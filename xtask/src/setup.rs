@@ -1,6 +1,6 @@
 //! Installs what `../shared/TOOLCHAIN.md`-verified builds need, skipping what is
 //! already there: apt packages, nightly with rust-src, bpf-linker 0.13.0
-//! against LLVM 22; and for the VM tier qemu, virtme-ng and the 6.1 kernel
+//! against LLVM 22; and for the VM tier qemu, virtme-ng and the 6.1 and 5.15 kernels
 //! ([`crate::vm`]). A second run only checks.
 
 use std::process::Command;
@@ -23,8 +23,10 @@ const APT_PACKAGES: &[&str] = &[
     "nftables",
 ];
 /// Debian packages the VM tier needs: virtme-ng runs qemu, busybox, depmod
-/// and udevd (without which it never finds its output ports).
+/// and udevd (without which it never finds its output ports); curl fetches
+/// the 5.15 kernel.
 const VM_APT_PACKAGES: &[&str] = &[
+    "curl",
     "qemu-system-x86",
     "busybox-static",
     "kmod",
@@ -79,12 +81,10 @@ fn missing_vm() -> Vec<String> {
     if !vm::vng::installed() {
         out.push(format!("virtme-ng {}", vm::vng::VERSION));
     }
-    if vm::kernel::cached().is_none() {
-        out.push(format!(
-            "a {} kernel under {}",
-            vm::kernel::SERIES,
-            vm::kernel::CACHE
-        ));
+    for series in vm::kernel::Series::ALL {
+        if series.cached().is_none() {
+            out.push(format!("a {series} kernel under {}", vm::kernel::CACHE));
+        }
     }
     out
 }
@@ -163,7 +163,9 @@ fn ensure_vm() -> Result<()> {
         println!("setup: vm: installed {}", pkgs.join(" "));
     }
     println!("setup: vm: {}", vm::vng::ensure()?);
-    println!("setup: vm: {}", vm::kernel::ensure()?);
+    for series in vm::kernel::Series::ALL {
+        println!("setup: vm: {}", series.ensure()?);
+    }
     let still = missing_vm();
     if !still.is_empty() {
         bail!("setup could not install: {}", still.join("; "));

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: every host tier, a second pass of the end-to-end tier
 //! with the agent attaching by netlink tc filters, then the VM tier on
-//! the 6.1 kernel ([`crate::vm::tier`]); and a check that nothing was left behind.
+//! the 6.1 and 5.15 kernels ([`crate::vm::tier`]); and a check that nothing was left behind.
 
 use std::path::Path;
 
@@ -13,12 +13,16 @@ use crate::vm;
 
 #[derive(Args)]
 pub struct Options {
-    /// Skip the VM tier (the tests on the 6.1 kernel).
+    /// Skip the VM tier (the kernel and end-to-end tests on the 6.1 and 5.15 kernels).
     #[arg(long, conflicts_with = "vm_only")]
     no_vm: bool,
     /// Run only the VM tier.
     #[arg(long)]
     vm_only: bool,
+    /// Run the VM tier on this kernel series only (repeat for several;
+    /// default: every series, 6.1 then 5.15).
+    #[arg(long = "kernel", value_name = "SERIES", conflicts_with = "no_vm")]
+    kernels: Vec<vm::kernel::Series>,
     /// Extra arguments for `cargo test` (e.g. a test name filter after `--`);
     /// the VM tier honours `--test NAME` and everything after `--`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -43,7 +47,12 @@ pub fn run(opts: Options) -> Result<()> {
     }
     if !opts.no_vm {
         let selection = vm::tier::select(&opts.args);
-        if let Err(e) = vm::tier::run(&object, &selection) {
+        let kernels = if opts.kernels.is_empty() {
+            vm::kernel::Series::ALL.to_vec()
+        } else {
+            opts.kernels.clone()
+        };
+        if let Err(e) = vm::tier::run(&object, &selection, &kernels) {
             failures.push(format!("{e:#}"));
         }
         // Also after a failing run: nothing of the VM may outlive it.

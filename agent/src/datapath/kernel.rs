@@ -12,7 +12,7 @@ use aya::util::KernelVersion;
 use super::mode::AttachMode;
 
 /// The oldest kernel with everything below (the coarse clock came last, in
-/// 5.11); 6.1 LTS is the oldest one tested.
+/// 5.11); 5.15 LTS is the oldest one tested.
 pub const MINIMUM_KERNEL: &str = "5.11";
 
 /// The attach mode the operator asked for (`--attach`).

@@ -17,8 +17,9 @@
 //! binary once more per data point (`--compile-child`) so each compile's peak
 //! RSS is measured in a fresh process.
 //!
-//! `--kernel 6.1` runs that release binary inside a VM on the 6.1 kernel
-//! instead ([`crate::vm`]); its results go to `target/vm/bench/out/results`.
+//! `--kernel 6.1` (or `5.15`) runs that release binary inside a VM on that
+//! kernel instead ([`crate::vm`]); its results go to
+//! `target/vm/bench-<series>/out/results`.
 
 mod control;
 mod datapath;
@@ -82,8 +83,8 @@ pub struct Options {
     replot: bool,
     /// Run inside a VM booted on this kernel series (datapath only; see
     /// `cargo xtask test`'s VM tier).
-    #[arg(long, value_name = "SERIES", value_parser = [crate::vm::kernel::SERIES])]
-    kernel: Option<String>,
+    #[arg(long, value_name = "SERIES")]
+    kernel: Option<vm::kernel::Series>,
     /// Wire: run client, server and iperf3 on one CPU (issue 18's "1-CPU
     /// layout"), so a rate is 1 / the CPU cost of one transaction.
     #[arg(long)]
@@ -114,8 +115,10 @@ pub fn run(opts: Options) -> Result<()> {
         return replot();
     }
     require_root("cargo xtask bench")?;
-    if opts.kernel.is_some() && !opts.inner {
-        return in_vm(&opts);
+    if let Some(series) = opts.kernel
+        && !opts.inner
+    {
+        return in_vm(&opts, series);
     }
     if !opts.inner {
         let object = build_ebpf()?;
@@ -186,7 +189,7 @@ pub fn run(opts: Options) -> Result<()> {
 }
 
 /// The measuring process in a VM: built here, run there, its output printed here.
-fn in_vm(opts: &Options) -> Result<()> {
+fn in_vm(opts: &Options, series: vm::kernel::Series) -> Result<()> {
     ensure!(
         opts.suite == Suite::Datapath,
         "--kernel runs only the datapath suite (the others measure more than the kernel)"
@@ -197,7 +200,8 @@ fn in_vm(opts: &Options) -> Result<()> {
             .args(["build", "--release", "--quiet", "-p", "xtask"])
             .env(OBJECT_ENV, &object),
     )?;
-    let results = vm::session::dir("bench").join("out/results");
+    let name = format!("bench-{series}");
+    let results = vm::session::dir(&name).join("out/results");
     let mut argv = vec![
         crate::build::target_dir()
             .join("release/xtask")
@@ -223,7 +227,7 @@ fn in_vm(opts: &Options) -> Result<()> {
             VM_TIMEOUT
         },
     };
-    let session = vm::session::run("bench", &workspace_root(), std::slice::from_ref(&job))?;
+    let session = vm::session::run(&name, series, &workspace_root(), std::slice::from_ref(&job))?;
     let done = &session.jobs[0];
     if done.log.exists() {
         vm::session::print_file(&done.log);

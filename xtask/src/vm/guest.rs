@@ -10,8 +10,9 @@ use std::fmt::Write;
 use std::path::Path;
 use std::time::Duration;
 
-/// Loaded before any job: what the test bed and the agent use on 6.1, where
-/// Debian builds them as modules (the host kernel has them built in).
+/// Loaded before any job: what the test bed and the agent use on 6.1 and
+/// 5.15, where Debian and Ubuntu build them as modules (the host kernel has
+/// them built in).
 const MODULES: &[&str] = &["veth", "sch_ingress", "cls_bpf", "nf_conntrack", "sctp"];
 
 /// A command to run inside the VM.

@@ -1,7 +1,7 @@
-//! The VM tier: tests and benchmarks on Debian's 6.1 LTS kernel, the oldest
-//! Palisade supports, booted under qemu by virtme-ng.
+//! The VM tier: tests and benchmarks on the LTS kernels most clusters run
+//! (Debian 12's 6.1, Ubuntu 22.04's 5.15), booted under qemu by virtme-ng.
 //!
-//! - [`kernel`]: the newest `linux-image-6.1.0-*-amd64`, unpacked into a cache.
+//! - [`kernel`]: those kernels, unpacked into a cache.
 //! - [`vng`]: virtme-ng, pinned, in its own venv.
 //! - [`guest`]: the script the VM runs; [`launch`]: one boot under a watchdog,
 //!   nothing left running; [`session`]: jobs in, exits and logs out.

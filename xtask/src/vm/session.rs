@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::guest::{self, Job};
-use super::kernel::{self, Kernel};
+use super::kernel::{CACHE, Kernel, Series};
 use super::launch::{self, End};
 use super::vng;
 use crate::build::target_dir;
@@ -50,13 +50,9 @@ pub fn dir(name: &str) -> PathBuf {
 }
 
 /// The kernel and vng, or an error naming what is missing.
-fn prerequisites() -> Result<Kernel> {
-    let kernel = kernel::cached().with_context(|| {
-        format!(
-            "no {} kernel unpacked under {} (run `cargo xtask setup`)",
-            kernel::SERIES,
-            kernel::CACHE
-        )
+fn prerequisites(series: Series) -> Result<Kernel> {
+    let kernel = series.cached().with_context(|| {
+        format!("no {series} kernel unpacked under {CACHE} (run `cargo xtask setup`)")
     })?;
     if !vng::installed() {
         bail!(
@@ -67,9 +63,10 @@ fn prerequisites() -> Result<Kernel> {
     Ok(kernel)
 }
 
-/// Boots the kernel, runs `jobs` in order from `cwd`, and returns what each did.
-pub fn run(name: &str, cwd: &Path, jobs: &[Job]) -> Result<Session> {
-    let kernel = prerequisites()?;
+/// Boots a kernel of `series`, runs `jobs` in order from `cwd`, and returns
+/// what each did.
+pub fn run(name: &str, series: Series, cwd: &Path, jobs: &[Job]) -> Result<Session> {
+    let kernel = prerequisites(series)?;
     let dir = dir(name);
     let out = dir.join("out");
     // tmp: what a killed vng left last time.

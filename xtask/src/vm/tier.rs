@@ -1,6 +1,6 @@
 //! `cargo xtask test`'s VM tier: the kernel and end-to-end test binaries the
-//! host built run unchanged in one VM booted on the 6.1 kernel (the guest's
-//! root is the host's, shared read-only).
+//! host built run unchanged in one VM per kernel series (6.1, then 5.15; the
+//! guest's root is the host's, shared read-only).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::guest::Job;
+use super::kernel::Series;
 use super::session::{self, JobResult, Session};
 use crate::build::{OBJECT_ENV, target_dir};
 use crate::exec::{cargo, workspace_root};
@@ -113,8 +114,10 @@ pub fn select(args: &[String]) -> Selection {
     }
 }
 
-/// Runs the selected tiers in the VM; fails when any test fails or the VM does.
-pub fn run(object: &Path, selection: &Selection) -> Result<()> {
+/// Runs the selected tiers in one VM per kernel of `kernels`, in turn (each
+/// VM takes both CPUs); fails when any test fails or a VM does, after every
+/// kernel had its run.
+pub fn run(object: &Path, selection: &Selection, kernels: &[Series]) -> Result<()> {
     if selection.tiers.is_empty() {
         eprintln!("vm: the arguments select no test that runs in the VM");
         return Ok(());
@@ -153,8 +156,18 @@ pub fn run(object: &Path, selection: &Selection) -> Result<()> {
         .collect();
     // Where cargo runs a package's test binaries.
     let cwd = workspace_root().join("tests");
-    let session = session::run("test", &cwd, &jobs)?;
-    report(&session)
+    let mut failed = Vec::new();
+    for &series in kernels {
+        let outcome = session::run(&format!("test-{series}"), series, &cwd, &jobs)
+            .and_then(|session| report(&session));
+        if let Err(e) = outcome {
+            failed.push(format!("{e:#}"));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(())
 }
 
 /// Prints each tier's output and a summary; fails if any tier failed.
