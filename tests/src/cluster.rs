@@ -66,6 +66,8 @@ struct GhostPod {
     labels: BTreeMap<String, String>,
     ports: Vec<PortSpec>,
     ips: [IpAddr; 2],
+    /// `spec.hostNetwork`: `ips` are then its node's.
+    host_network: bool,
 }
 
 /// One running agent.
@@ -126,6 +128,15 @@ pub fn palisade_binary() -> Result<PathBuf> {
     )
 }
 
+/// A pod object's addresses, as its status reports them.
+enum PodNetwork<'a> {
+    /// Sandbox being set up: the kubelet has not reported addresses yet.
+    Pending,
+    Own(&'a [IpAddr; 2]),
+    /// `hostNetwork: true`, with its node's addresses.
+    Host(&'a [IpAddr; 2]),
+}
+
 /// Appends one Pod document.
 #[expect(
     clippy::too_many_arguments,
@@ -139,14 +150,19 @@ fn pod_yaml(
     labels: &BTreeMap<String, String>,
     annotations: &BTreeMap<String, String>,
     ports: &[PortSpec],
-    ips: Option<&[IpAddr; 2]>,
+    network: PodNetwork,
 ) {
     let _ = write!(
         out,
-        "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels:{}  annotations:{}spec:\n  nodeName: {}\n  containers:\n  - name: main\n    image: none\n    ports:",
+        "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels:{}  annotations:{}spec:\n  nodeName: {}\n{}  containers:\n  - name: main\n    image: none\n    ports:",
         yaml_map(4, labels),
         yaml_map(4, annotations),
-        Cluster::node_name(node)
+        Cluster::node_name(node),
+        if matches!(network, PodNetwork::Host(_)) {
+            "  hostNetwork: true\n"
+        } else {
+            ""
+        }
     );
     if ports.is_empty() {
         out.push_str(" []\n");
@@ -163,16 +179,15 @@ fn pod_yaml(
             }
         }
     }
-    match ips {
-        Some(ips) => {
+    match network {
+        PodNetwork::Own(ips) | PodNetwork::Host(ips) => {
             let _ = write!(
                 out,
                 "status:\n  phase: Running\n  podIP: {}\n  podIPs:\n  - ip: {}\n  - ip: {}\n",
                 ips[0], ips[0], ips[1]
             );
         }
-        // Sandbox being set up: the kubelet has not reported addresses yet.
-        None => out.push_str("status:\n  phase: Pending\n"),
+        PodNetwork::Pending => out.push_str("status:\n  phase: Pending\n"),
     }
 }
 
@@ -421,7 +436,11 @@ impl Cluster {
         let mut out = String::new();
         for p in &self.pods {
             let ips = p.pod.ips();
-            let ips = p.report_ips.then_some(&ips);
+            let network = if p.report_ips {
+                PodNetwork::Own(&ips)
+            } else {
+                PodNetwork::Pending
+            };
             pod_yaml(
                 &mut out,
                 &p.namespace,
@@ -430,7 +449,7 @@ impl Cluster {
                 &p.labels,
                 &p.annotations,
                 &p.ports,
-                ips,
+                network,
             );
         }
         for g in &self.ghosts {
@@ -442,7 +461,11 @@ impl Cluster {
                 &g.labels,
                 &BTreeMap::new(),
                 &g.ports,
-                Some(&g.ips),
+                if g.host_network {
+                    PodNetwork::Host(&g.ips)
+                } else {
+                    PodNetwork::Own(&g.ips)
+                },
             );
         }
         self.write_file("10-pods.yaml", &out)
@@ -459,6 +482,37 @@ impl Cluster {
         labels: &[(&str, &str)],
         ports: &[PortSpec],
         ips: [IpAddr; 2],
+    ) -> Result<()> {
+        self.push_ghost(node, namespace, name, labels, ports, ips, false)
+    }
+
+    /// Adds a running `hostNetwork: true` pod object on `node`: its
+    /// addresses are the node's. Written with the other pods.
+    pub fn add_host_network_pod_object(
+        &mut self,
+        node: usize,
+        namespace: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<()> {
+        let at = &self.nodes[node];
+        let ips = [at.ipv4().into(), at.ipv6().into()];
+        self.push_ghost(node, namespace, name, labels, &[], ips, true)
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per field of the object"
+    )]
+    fn push_ghost(
+        &mut self,
+        node: usize,
+        namespace: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        ports: &[PortSpec],
+        ips: [IpAddr; 2],
+        host_network: bool,
     ) -> Result<()> {
         if self
             .pods
@@ -481,6 +535,7 @@ impl Cluster {
                 .collect(),
             ports: ports.to_vec(),
             ips,
+            host_network,
         });
         self.write_pods()
     }

@@ -18,6 +18,8 @@ pub use crate::model::{Case, Family, Proto, Reachability, in_ip_block};
 pub const NAMESPACES: [&str; 3] = ["x", "y", "z"];
 pub const PODS: [&str; 3] = ["a", "b", "c"];
 pub const PORTS: [u16; 2] = [80, 81];
+/// The matrix's "namespace" of hosts without a Pod object ([`Fixture::add_outside_host`]).
+pub const OUTSIDE: &str = "outside";
 
 /// How long one probe may wait for its answer.
 pub const PROBE: Duration = Duration::from_millis(500);
@@ -189,6 +191,11 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("pod {ns}/{name}: {e:#}"))
             .pod
             .clone();
+        self.serve_and_probe(ns, name, pod);
+    }
+
+    /// Starts `pod`'s servers and puts it in the matrix as `ns/name`.
+    fn serve_and_probe(&mut self, ns: &str, name: &str, pod: Pod) {
         for port in PORTS {
             self.servers.push(pod.serve_tcp(port).expect("tcp server"));
             self.servers.push(pod.serve_udp(port).expect("udp server"));
@@ -203,6 +210,16 @@ impl Fixture {
             },
             pod,
         });
+    }
+
+    /// Adds `outside/<name>`: a host on `node`'s pod network with the
+    /// standard servers but no Pod object, so its addresses are no pod's
+    /// and no node's (the agent attaches nothing to it).
+    pub fn add_outside_host(&mut self, node: usize, name: &str) {
+        let host = self.cluster.nodes[node]
+            .add_pod(&format!("outside-{name}"))
+            .unwrap_or_else(|e| panic!("outside host {name}: {e:#}"));
+        self.serve_and_probe(OUTSIDE, name, host);
     }
 
     /// The bed pod of `ns/name`.

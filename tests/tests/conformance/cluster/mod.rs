@@ -12,6 +12,7 @@
 
 mod changes;
 mod nodes;
+mod outside;
 mod overlaps;
 mod peers;
 mod ports;

@@ -231,3 +231,56 @@ fn a_pods_own_node_reaches_it_whatever_a_cluster_network_policy_denies() {
     r.deny_ingress_to("x/*").deny_egress_from("x/*");
     fx.expect_for(&r, &[(Tcp, 80, V4), (Udp, 80, V6)]);
 }
+
+#[test]
+fn host_network_pods_are_not_matched_by_pod_or_namespace_peers() {
+    let mut fx = Fixture::builder().nodes(2, spread).build();
+    let _servers = serve_on_nodes(&fx);
+    // x/h runs on node 1's network: its addresses are node 1's.
+    let since = std::time::SystemTime::now();
+    fx.cluster
+        .add_host_network_pod_object(1, "x", "h", &[("pod", "h")])
+        .expect("host-network pod object");
+    fx.wait_applied(since);
+    let x_pods = "  - pods: {namespaceSelector: {matchLabels: {ns: x}}, podSelector: {}}\n  - namespaces: {matchLabels: {ns: x}}";
+    let policies = |and_node_1: &str| {
+        super::documents(&[
+            cnp(
+                "y-to-x",
+                "Admin",
+                10,
+                &format!(
+                    "subject:\n  namespaces: {{matchLabels: {{ns: y}}}}\negress:\n- action: Deny\n  to:\n{x_pods}{and_node_1}"
+                ),
+            ),
+            cnp(
+                "z-from-x",
+                "Admin",
+                10,
+                &format!(
+                    "subject:\n  namespaces: {{matchLabels: {{ns: z}}}}\ningress:\n- action: Deny\n  from:\n{x_pods}"
+                ),
+            ),
+        ])
+    };
+    fx.apply("host-network", &policies(""));
+    let on = [(Tcp, 80, V4), (Udp, 81, V4), (Sctp, 80, V4), (Tcp, 81, V6)];
+    // x's pods, x/h among them, are denied to y and from z's point of view;
+    // node 1 (x/h's addresses) is not, either way.
+    let mut cells = node_cells(&fx, true, &on);
+    cells.extend(node_cells(&fx, false, &on));
+    expect_cells(&fx, &cells, |_| true);
+    let mut r = fx.reach(true);
+    r.deny("y/*", "x/*").deny("x/*", "z/*");
+    fx.expect_for(&r, &[(Tcp, 80, V4), (Udp, 81, V6)]);
+
+    // Control: the same Deny naming node 1 does cut y from its addresses.
+    label_node(&mut fx, 1, &[("host", "h")]);
+    fx.apply(
+        "host-network",
+        &policies("\n  - nodes: {matchLabels: {host: h}}"),
+    );
+    expect_cells(&fx, &node_cells(&fx, true, &on), |c| {
+        !(c.pod.starts_with("y/") && c.node == 1)
+    });
+}
