@@ -17,6 +17,8 @@ pub(crate) mod fixtures;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
+mod proptests_api_tiers;
+#[cfg(test)]
 mod proptests_tiers;
 
 pub use compile::Compiler;
