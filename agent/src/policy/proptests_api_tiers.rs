@@ -30,7 +30,8 @@ use crate::state::{Direction, PodRef};
 /// The node every fixture pod runs on.
 const OWN_NODE: &str = "node-1";
 
-/// `protocols` the CRD accepts (absent sometimes).
+/// `protocols` the CRD accepts (absent sometimes), but now and then one
+/// just past its bounds: a range of one port, port 0 or 65536.
 fn valid_protocols() -> impl Strategy<Value = Option<Vec<api::Protocol>>> {
     let port = |number, range| api::ProtocolPort {
         destination_port: Some(api::Port { number, range }),
@@ -47,6 +48,11 @@ fn valid_protocols() -> impl Strategy<Value = Option<Vec<api::Protocol>>> {
             destination_named_port: Some(n.into()),
             ..Default::default()
         }),
+        1 => prop::sample::select(vec![(None, Some((80, 80))), (Some(0), None), (Some(65536), None), (None, Some((80, 65536)))])
+            .prop_map(move |(number, range)| api::Protocol {
+                tcp: Some(port(number, range.map(|(start, end)| api::PortRange { start, end }))),
+                ..Default::default()
+            }),
     ];
     proptest::option::weighted(0.6, proptest::collection::vec(one, 1..3))
 }
@@ -55,9 +61,11 @@ fn well_formed_action() -> impl Strategy<Value = String> {
     prop::sample::select(vec!["Accept", "Deny", "Pass", "Pass"]).prop_map(String::from)
 }
 
-/// A ClusterNetworkPolicy the CRD accepts but for its selectors (which are
-/// sometimes invalid): it makes more of the Pass rules and named ports
-/// that decide than [`super::proptests_tiers::cnp_strategy`]'s, most of whose rules are rejected.
+/// A ClusterNetworkPolicy the CRD accepts but for its selectors (sometimes
+/// invalid) and the port bounds of [`valid_protocols`]: it makes more of
+/// the Pass rules and named ports that decide than
+/// [`super::proptests_tiers::cnp_strategy`]'s, most of whose rules are
+/// rejected.
 fn well_formed_cnp_strategy() -> impl Strategy<Value = CnpObject> {
     let ingress = (
         rule_name(),
@@ -137,8 +145,8 @@ fn well_formed_cnp_strategy() -> impl Strategy<Value = CnpObject> {
 
 /// A tiered cluster (its ClusterNetworkPolicies from [`super::proptests_tiers::cnp_strategy`] and
 /// [`well_formed_cnp_strategy`]) without Services, and its number of pods;
-/// sometimes one of the two Nodes is the pods' own, sometimes a Node has an
-/// ExternalIP too.
+/// sometimes one of the two Nodes is the pods' own, sometimes one has an
+/// ExternalIP.
 fn cluster_strategy() -> impl Strategy<Value = (Vec<K8sObject>, usize)> {
     (
         tiered_cluster_strategy(),
@@ -166,13 +174,17 @@ fn cluster_strategy() -> impl Strategy<Value = (Vec<K8sObject>, usize)> {
                             n.metadata.name = Some(OWN_NODE.into());
                         }
                         if external && index == 0 {
+                            // Its address an ExternalIP, and an InternalIP
+                            // of the other family.
                             let status = n.status.get_or_insert_with(Default::default);
-                            status.addresses.get_or_insert_with(Vec::new).push(
-                                k8s_openapi::api::core::v1::NodeAddress {
-                                    type_: "ExternalIP".into(),
-                                    address: "fd00::99".into(),
-                                },
-                            );
+                            let addresses = status.addresses.get_or_insert_with(Vec::new);
+                            addresses
+                                .iter_mut()
+                                .for_each(|a| a.type_ = "ExternalIP".into());
+                            addresses.push(k8s_openapi::api::core::v1::NodeAddress {
+                                type_: "InternalIP".into(),
+                                address: "fd00::99".into(),
+                            });
                         }
                         K8sObject::Node(n)
                     }
