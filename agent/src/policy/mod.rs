@@ -13,6 +13,8 @@ mod tiered;
 pub mod tiers;
 
 #[cfg(test)]
+mod api_tiers_cases;
+#[cfg(test)]
 pub(crate) mod fixtures;
 #[cfg(test)]
 mod proptests;

@@ -234,7 +234,10 @@ fn flows(n_pods: usize, picks: &[Pick]) -> Vec<(IpAddr, IpAddr, u8, u16)> {
 /// The objects applied as the agent applies them and compiled with the
 /// pods' node's addresses as the host's; for every flow and end, lookup
 /// over the plan == the reading of the objects.
-fn agree(objs: &[K8sObject], flows: &[(IpAddr, IpAddr, u8, u16)]) -> Result<(), TestCaseError> {
+pub(super) fn agree(
+    objs: &[K8sObject],
+    flows: &[(IpAddr, IpAddr, u8, u16)],
+) -> Result<(), TestCaseError> {
     let read = eval::api::Objects::new(objs);
     let c = cluster(objs.to_vec());
     let host = read.node_addresses(OWN_NODE);
