@@ -476,6 +476,28 @@ fn an_unreadable_peer_matches_nothing_in_accept_and_everything_in_deny() {
             (A, OUTSIDE, 6, 80, true),
         ],
     );
+    for names in [
+        json!([]),
+        json!(["not a name"]),
+        json!(["example"]),
+        json!(["a..com"]),
+        json!(["*example.com"]),
+        json!(["-a.com"]),
+        json!(vec!["example.com"; 26]),
+    ] {
+        invalid_rule(
+            &format!("domain names {names}"),
+            json!({"action": "Deny", "to": [{"domainNames": names}]}),
+            &[(A, OUTSIDE, 6, 80, false)],
+        );
+    }
+    for name in ["*.example.com", "example.com.", "a.b", "x_y.example.com"] {
+        invalid_rule(
+            &format!("domain name {name}"),
+            json!({"action": "Deny", "to": [{"domainNames": [name]}]}),
+            &[(A, OUTSIDE, 6, 80, true)],
+        );
+    }
     invalid_rule(
         "a deny of domain names only matches nothing",
         json!({"action": "Deny", "to": [{"domainNames": ["example.com"]}]}),

@@ -271,7 +271,34 @@ fn peer_matches(objects: &Objects, peer: Peer<'_>, traffic: Traffic<'_>) -> Opti
             })
         });
     }
-    Some(false)
+    // domainNames: 1-25 names of the CRD's pattern, matching nothing.
+    let names = egress.domain_names.as_deref().unwrap_or_default();
+    ((1..=MAX_ITEMS).contains(&names.len()) && names.iter().all(|n| domain_name_valid(n)))
+        .then_some(false)
+}
+
+/// The CRD's pattern for a domain name, `^(\*\.)?([a-zA-z0-9]([-a-zA-Z0-9_]*[a-zA-Z0-9])?\.)+[a-zA-z0-9]([-a-zA-Z0-9_]*[a-zA-Z0-9])?\.?$`:
+/// an optional `*.`, two or more labels, an optional final dot. (`A-z`, as
+/// the CRD writes it, also admits `[\]^_` and a backtick first in a label.)
+fn domain_name_valid(name: &str) -> bool {
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let label_valid = |label: &str| {
+        let chars: Vec<char> = label.chars().collect();
+        let first_ok = |c: char| c.is_ascii_digit() || ('A'..='z').contains(&c);
+        let inner_ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        match chars.as_slice() {
+            [] => false,
+            [first] => first_ok(*first),
+            [first, inner @ .., last] => {
+                first_ok(*first)
+                    && inner.iter().all(|c| inner_ok(*c))
+                    && last.is_ascii_alphanumeric()
+            }
+        }
+    };
+    let labels: Vec<&str> = name.split('.').collect();
+    labels.len() >= 2 && labels.iter().all(|l| label_valid(l))
 }
 
 /// Whether a peer names addresses (the CEL rule against named ports).
