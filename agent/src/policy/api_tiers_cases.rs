@@ -395,6 +395,11 @@ fn ill_formed_rules_match_nothing_if_accept_and_deny_all_otherwise() {
         ),
         ("no networks", json!({"to": [{"networks": []}]})),
         ("bad cidr", json!({"to": [{"networks": ["10.0.0.0/33"]}]})),
+        // A CIDR, but past the CRD's maxLength of 43.
+        (
+            "long cidr",
+            json!({"to": [{"networks": ["0.0.0.0/0", "0000:0000:0000:0000:0000:ffff:255.255.255.255/128"]}]}),
+        ),
         (
             "bad selector",
             json!({"to": [{"namespaces": {"matchExpressions": [{"key": "a", "operator": "In"}]}}]}),

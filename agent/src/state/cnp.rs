@@ -33,6 +33,8 @@ use super::selector::Selector;
 pub const MAX_ITEMS: usize = 25;
 /// The CRD's limit on a rule name.
 pub const MAX_RULE_NAME: usize = 100;
+/// The CRD's `maxLength` of a `networks` entry.
+pub const MAX_CIDR_LENGTH: usize = 43;
 /// The highest priority value.
 pub const MAX_PRIORITY: i32 = 1000;
 
@@ -641,6 +643,13 @@ impl Validator {
         let mut nets = Vec::new();
         for (k, cidr) in cidrs.iter().enumerate() {
             match cidr.parse::<IpNet>() {
+                Ok(_) if cidr.len() > MAX_CIDR_LENGTH => {
+                    self.reject(
+                        format!("{path}[{k}]"),
+                        format!("{cidr:?} is longer than {MAX_CIDR_LENGTH} characters"),
+                    );
+                    return PeerRead::Invalid;
+                }
                 Ok(net) => nets.push(net.trunc()),
                 Err(_) => {
                     self.reject(

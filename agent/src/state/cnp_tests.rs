@@ -252,6 +252,17 @@ fn domain_names_the_crd_refuses_are_unreadable_peers() {
 }
 
 #[test]
+fn a_cidr_past_the_crd_s_max_length_is_unreadable() {
+    let long = "0000:0000:0000:0000:0000:ffff:255.255.255.255/128";
+    assert!(long.len() > MAX_CIDR_LENGTH && long.parse::<ipnet::IpNet>().is_ok());
+    let p = parse(spec(
+        json!({"action": "Deny", "to": [{"networks": [long]}]}),
+    ));
+    assert_eq!(p.egress, vec![Rule::deny_all(0, None)]);
+    assert_eq!(fields(&p), ["spec.egress[0].to[0].networks[0]"]);
+}
+
+#[test]
 fn limits_follow_the_crd() {
     let rule = json!({"action": "Accept", "to": [{"nodes": {}}]});
     let p = parse(

@@ -259,7 +259,11 @@ fn peer_matches(objects: &Objects, peer: Peer<'_>, traffic: Traffic<'_>) -> Opti
         return Some(false);
     };
     if let Some(cidrs) = &egress.networks {
-        let nets: Option<Vec<IpNet>> = cidrs.iter().map(|c| c.parse().ok()).collect();
+        // The CRD: 1-25 entries, each a CIDR of at most 43 characters.
+        let nets: Option<Vec<IpNet>> = cidrs
+            .iter()
+            .map(|c| c.parse().ok().filter(|_| c.len() <= 43))
+            .collect();
         let nets = nets.filter(|n| (1..=MAX_ITEMS).contains(&n.len()))?;
         return Some(nets.iter().any(|n| n.contains(&traffic.remote)));
     }
