@@ -762,14 +762,13 @@ fn is_domain_name(name: &str) -> bool {
         if !(first.is_ascii_digit() || (b'A'..=b'z').contains(&first)) {
             return false;
         }
-        if let Some((&last, inner)) = rest.split_last() {
-            if !last.is_ascii_alphanumeric()
+        if let Some((&last, inner)) = rest.split_last()
+            && (!last.is_ascii_alphanumeric()
                 || !inner
                     .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
-            {
-                return false;
-            }
+                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_'))
+        {
+            return false;
         }
     }
     labels >= 2
