@@ -3,8 +3,9 @@
 //! - [`allowed`] reads the parsed policies of a [`ClusterState`] (services
 //!   and nodes included); the per-rule compiler tests check against it.
 //! - [`api::Objects`] reads the Kubernetes objects themselves (namespaces,
-//!   pods, NetworkPolicy specs) with none of `state`'s parsing or defaulting,
-//!   so the property tests compare the whole path, parsing included.
+//!   pods, NetworkPolicy and ClusterNetworkPolicy specs, Nodes) with none of
+//!   `state`'s parsing or defaulting, so the property tests compare the whole
+//!   path, parsing included.
 //!
 //! A connection from A to B on (protocol, port) is allowed when A's egress
 //! allows it (or A is not a pod, or not egress-isolated) and B's ingress
