@@ -278,7 +278,7 @@ pub(super) fn agree(
 }
 
 proptest! {
-    #![proptest_config(config(1000))]
+    #![proptest_config(config(600))]
 
     #[test]
     fn plan_lookup_agrees_with_the_api_reading_of_cluster_network_policies(
