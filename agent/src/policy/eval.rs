@@ -3,8 +3,9 @@
 //! - [`allowed`] reads the parsed policies of a [`ClusterState`] (services
 //!   and nodes included); the per-rule compiler tests check against it.
 //! - [`api::Objects`] reads the Kubernetes objects themselves (namespaces,
-//!   pods, NetworkPolicy specs) with none of `state`'s parsing or defaulting,
-//!   so the property tests compare the whole path, parsing included.
+//!   pods, NetworkPolicy and ClusterNetworkPolicy specs, Nodes) with none of
+//!   `state`'s parsing or defaulting, so the property tests compare the whole
+//!   path, parsing included.
 //!
 //! A connection from A to B on (protocol, port) is allowed when A's egress
 //! allows it (or A is not a pod, or not egress-isolated) and B's ingress
@@ -247,6 +248,11 @@ fn service_allows(
 /// the API leaves a choice: a policy with any invalid field still isolates
 /// what it selects but allows nothing; an invalid podSelector selects every
 /// pod of its namespace; an unknown policy type isolates both directions.
+///
+/// ClusterNetworkPolicies (policy.networking.k8s.io/v1alpha2) are read by
+/// [`api::cnp`] around NetworkPolicy's answer: Admin tier, NetworkPolicy,
+/// Baseline tier, allow. Not subject to either kind: a pod reaching its own
+/// address, and its Node's addresses reaching it.
 pub mod api {
     use std::collections::{BTreeMap, BTreeSet};
     use std::net::IpAddr;
@@ -258,19 +264,24 @@ pub mod api {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     use crate::source::K8sObject;
+    use crate::source::cnp::ClusterNetworkPolicy;
     use crate::state::Direction;
+
+    pub mod cnp;
 
     type Labels = BTreeMap<String, String>;
 
-    /// Namespaces, pods and NetworkPolicies as applied in order (a later
-    /// object with the same namespace and name replaces an earlier one).
-    /// Nodes and services are not read: the cluster has no node addresses
-    /// and no ClusterIPs.
+    /// Namespaces, pods, NetworkPolicies, Nodes and ClusterNetworkPolicies as
+    /// applied in order (a later object with the same namespace and name
+    /// replaces an earlier one). Services are not read: the cluster has no
+    /// ClusterIPs.
     #[derive(Debug, Default)]
     pub struct Objects {
         namespaces: BTreeMap<String, core::Namespace>,
         pods: BTreeMap<(String, String), core::Pod>,
         policies: BTreeMap<(String, String), net::NetworkPolicy>,
+        nodes: BTreeMap<String, core::Node>,
+        cluster_policies: BTreeMap<String, ClusterNetworkPolicy>,
     }
 
     fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
@@ -296,6 +307,12 @@ pub mod api {
                     }
                     K8sObject::NetworkPolicy(np) => {
                         read.policies.insert(key(&np.metadata), np.clone());
+                    }
+                    K8sObject::Node(n) => {
+                        read.nodes.insert(key(&n.metadata).1, n.clone());
+                    }
+                    K8sObject::ClusterNetworkPolicy(c) => {
+                        read.cluster_policies.insert(key(&c.metadata).1, c.clone());
                     }
                     other => panic!("the API reading does not read {other:?}"),
                 }
@@ -346,6 +363,11 @@ pub mod api {
             egress && ingress
         }
 
+        /// The InternalIP and ExternalIP addresses of the Node `name`.
+        pub fn node_addresses(&self, name: &str) -> BTreeSet<IpAddr> {
+            self.nodes.get(name).map(node_ips).unwrap_or_default()
+        }
+
         /// Whether the policies of `pod` allow traffic with `remote` in
         /// `direction` (`remote` is the source for ingress, the destination
         /// for egress; `port` is the destination port).
@@ -357,6 +379,36 @@ pub mod api {
             protocol: u8,
             port: u16,
         ) -> bool {
+            let own_node = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .is_some_and(|n| self.node_addresses(n).contains(&remote));
+            if pod_ips(pod).contains(&remote) || (direction == Direction::Ingress && own_node) {
+                return true;
+            }
+            let traffic = cnp::Traffic {
+                pod,
+                direction,
+                remote,
+                protocol,
+                port,
+            };
+            cnp::verdict(self, traffic, || {
+                self.network_policy(pod, direction, remote, protocol, port)
+            })
+        }
+
+        /// NetworkPolicy's answer: `None` when no policy isolates `pod` in
+        /// `direction`.
+        fn network_policy(
+            &self,
+            pod: &core::Pod,
+            direction: Direction,
+            remote: IpAddr,
+            protocol: u8,
+            port: u16,
+        ) -> Option<bool> {
             let default_spec = net::NetworkPolicySpec::default();
             let (pod_ns, _) = key(&pod.metadata);
             let pod_labels = pod.metadata.labels.clone().unwrap_or_default();
@@ -372,8 +424,8 @@ pub mod api {
                     .then_some((np.metadata.namespace.as_deref().unwrap_or_default(), spec))
                 })
                 .collect();
-            if applying.is_empty() || pod_ips(pod).contains(&remote) {
-                return true;
+            if applying.is_empty() {
+                return None;
             }
             let remote_pod = self.endpoint(remote);
             // Named ports are the server's: the destination's.
@@ -381,7 +433,7 @@ pub mod api {
                 Direction::Ingress => Some(pod),
                 Direction::Egress => remote_pod,
             };
-            applying
+            let allowed = applying
                 .iter()
                 .filter(|(_, spec)| valid(spec))
                 .flat_map(|(ns, spec)| rules(spec, direction).map(move |r| (*ns, r)))
@@ -397,7 +449,8 @@ pub mod api {
                             .flatten()
                             .any(|p| port_matches(p, server, protocol, port));
                     peer_ok && port_ok
-                })
+                });
+            Some(allowed)
         }
 
         fn namespace_labels(&self, name: &str) -> Labels {
@@ -456,6 +509,18 @@ pub mod api {
         listed
             .chain(single)
             .filter_map(|ip| ip.parse().ok())
+            .collect()
+    }
+
+    /// A Node's InternalIP and ExternalIP addresses.
+    fn node_ips(node: &core::Node) -> BTreeSet<IpAddr> {
+        node.status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+            .filter_map(|a| a.address.parse().ok())
             .collect()
     }
 

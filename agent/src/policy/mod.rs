@@ -13,9 +13,13 @@ mod tiered;
 pub mod tiers;
 
 #[cfg(test)]
+mod api_tiers_cases;
+#[cfg(test)]
 pub(crate) mod fixtures;
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod proptests_api_tiers;
 #[cfg(test)]
 mod proptests_tiers;
 

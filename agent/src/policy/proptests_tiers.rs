@@ -38,7 +38,7 @@ pub(super) fn node_object(n: usize, labels: &[(&str, &str)]) -> core::Node {
     node
 }
 
-fn namespaced_pods() -> impl Strategy<Value = api::NamespacedPods> {
+pub(super) fn namespaced_pods() -> impl Strategy<Value = api::NamespacedPods> {
     (
         proptest::option::of(selector_strategy()),
         selector_strategy(),
@@ -49,7 +49,7 @@ fn namespaced_pods() -> impl Strategy<Value = api::NamespacedPods> {
         })
 }
 
-fn subject() -> impl Strategy<Value = api::Subject> {
+pub(super) fn subject() -> impl Strategy<Value = api::Subject> {
     prop_oneof![
         3 => selector_strategy().prop_map(|s| api::Subject {
             namespaces: Some(s),
@@ -102,7 +102,7 @@ fn action() -> impl Strategy<Value = String> {
     ]
 }
 
-fn ingress_peer() -> impl Strategy<Value = api::IngressPeer> {
+pub(super) fn ingress_peer() -> impl Strategy<Value = api::IngressPeer> {
     prop_oneof![
         3 => selector_strategy().prop_map(|s| api::IngressPeer { namespaces: Some(s), pods: None }),
         3 => namespaced_pods().prop_map(|p| api::IngressPeer { namespaces: None, pods: Some(p) }),
@@ -110,7 +110,7 @@ fn ingress_peer() -> impl Strategy<Value = api::IngressPeer> {
     ]
 }
 
-fn egress_peer() -> impl Strategy<Value = api::EgressPeer> {
+pub(super) fn egress_peer() -> impl Strategy<Value = api::EgressPeer> {
     let cidrs = vec![
         "10.0.0.0/24",
         "10.0.0.0/30",
@@ -143,7 +143,7 @@ fn egress_peer() -> impl Strategy<Value = api::EgressPeer> {
     ]
 }
 
-fn rule_name() -> impl Strategy<Value = Option<String>> {
+pub(super) fn rule_name() -> impl Strategy<Value = Option<String>> {
     proptest::option::of(prop::sample::select(vec!["a", "b"]).prop_map(String::from))
 }
 
@@ -204,7 +204,7 @@ pub(super) fn cnp_strategy() -> impl Strategy<Value = CnpObject> {
 
 /// A cluster of NetworkPolicies and ClusterNetworkPolicies, two Nodes and
 /// sometimes a Service, and its number of pods.
-fn tiered_cluster_strategy() -> impl Strategy<Value = (Vec<K8sObject>, usize)> {
+pub(super) fn tiered_cluster_strategy() -> impl Strategy<Value = (Vec<K8sObject>, usize)> {
     (
         cluster_strategy(),
         proptest::collection::vec(cnp_strategy(), 1..5),

@@ -15,6 +15,8 @@
 //!
 //! `domainNames` peers are not supported: they match nothing, and the policy
 //! carries a rejection saying so (status, log and metric), never silence.
+//! One the CRD refuses (no names, more than 25, one not of its pattern) is
+//! an unreadable peer like any other.
 
 use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -31,6 +33,8 @@ use super::selector::Selector;
 pub const MAX_ITEMS: usize = 25;
 /// The CRD's limit on a rule name.
 pub const MAX_RULE_NAME: usize = 100;
+/// The CRD's `maxLength` of a `networks` entry.
+pub const MAX_CIDR_LENGTH: usize = 43;
 /// The highest priority value.
 pub const MAX_PRIORITY: i32 = 1000;
 
@@ -596,6 +600,25 @@ impl Validator {
                 .map_or(PeerRead::Invalid, |s| PeerRead::Peer(Peer::Nodes(s))),
             PeerField::Networks(cidrs) => self.networks(&path, cidrs),
             PeerField::DomainNames(names) => {
+                if names.is_empty() || names.len() > MAX_ITEMS {
+                    self.reject(
+                        &path,
+                        format!(
+                            "must hold 1-{MAX_ITEMS} domain names, holds {}; {closed}",
+                            names.len()
+                        ),
+                    );
+                    return PeerRead::Invalid;
+                }
+                if let Some((k, bad)) = names.iter().enumerate().find(|(_, n)| !is_domain_name(n)) {
+                    self.reject(
+                        format!("{path}[{k}]"),
+                        format!(
+                            "{bad:?} is not a domain name (optionally `*.`-prefixed); {closed}"
+                        ),
+                    );
+                    return PeerRead::Invalid;
+                }
                 self.unsupported(
                     path,
                     Unsupported::DomainNames,
@@ -620,6 +643,13 @@ impl Validator {
         let mut nets = Vec::new();
         for (k, cidr) in cidrs.iter().enumerate() {
             match cidr.parse::<IpNet>() {
+                Ok(_) if cidr.len() > MAX_CIDR_LENGTH => {
+                    self.reject(
+                        format!("{path}[{k}]"),
+                        format!("{cidr:?} is longer than {MAX_CIDR_LENGTH} characters"),
+                    );
+                    return PeerRead::Invalid;
+                }
                 Ok(net) => nets.push(net.trunc()),
                 Err(_) => {
                     self.reject(
@@ -713,6 +743,35 @@ impl Validator {
             }
         }
     }
+}
+
+/// The CRD's pattern for `domainNames` entries:
+/// `^(\*\.)?([a-zA-z0-9]([-a-zA-Z0-9_]*[a-zA-Z0-9])?\.)+[a-zA-z0-9]([-a-zA-Z0-9_]*[a-zA-Z0-9])?\.?$`
+/// (its `A-z` admits the ASCII punctuation between `Z` and `a` first in a
+/// label, so this does too: the API server accepts those names).
+fn is_domain_name(name: &str) -> bool {
+    let body = name.strip_prefix("*.").unwrap_or(name);
+    let body = body.strip_suffix('.').unwrap_or(body);
+    let mut labels = 0;
+    for label in body.split('.') {
+        labels += 1;
+        let bytes = label.as_bytes();
+        let Some((&first, rest)) = bytes.split_first() else {
+            return false;
+        };
+        if !(first.is_ascii_digit() || (b'A'..=b'z').contains(&first)) {
+            return false;
+        }
+        if let Some((&last, inner)) = rest.split_last()
+            && (!last.is_ascii_alphanumeric()
+                || !inner
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_'))
+        {
+            return false;
+        }
+    }
+    labels >= 2
 }
 
 #[cfg(test)]

@@ -216,6 +216,53 @@ fn domain_names_match_nothing_and_say_so() {
 }
 
 #[test]
+fn domain_names_the_crd_refuses_are_unreadable_peers() {
+    for names in [
+        json!([]),
+        json!(["not a name"]),
+        json!(["example"]),
+        json!(["a..com"]),
+        json!(["-a.com"]),
+        json!(["*example.com"]),
+        json!(vec!["example.com"; MAX_ITEMS + 1]),
+    ] {
+        let p = parse(spec(
+            json!({"action": "Deny", "to": [{"domainNames": names}]}),
+        ));
+        assert_eq!(p.egress, vec![Rule::deny_all(0, None)], "{names}");
+        assert!(p.unsupported.is_empty(), "{names}");
+        assert!(
+            fields(&p)[0].starts_with("spec.egress[0].to[0].domainNames"),
+            "{names}"
+        );
+    }
+    for name in [
+        "*.example.com",
+        "example.com.",
+        "a.b",
+        "x_y.example.com",
+        "_x.com",
+    ] {
+        let p = parse(spec(
+            json!({"action": "Deny", "to": [{"domainNames": [name]}]}),
+        ));
+        assert_eq!(p.egress[0].peers, Peers::Listed(Vec::new()), "{name}");
+        assert_eq!(p.unsupported.len(), 1, "{name}");
+    }
+}
+
+#[test]
+fn a_cidr_past_the_crd_s_max_length_is_unreadable() {
+    let long = "0000:0000:0000:0000:0000:ffff:255.255.255.255/128";
+    assert!(long.len() > MAX_CIDR_LENGTH && long.parse::<ipnet::IpNet>().is_ok());
+    let p = parse(spec(
+        json!({"action": "Deny", "to": [{"networks": [long]}]}),
+    ));
+    assert_eq!(p.egress, vec![Rule::deny_all(0, None)]);
+    assert_eq!(fields(&p), ["spec.egress[0].to[0].networks[0]"]);
+}
+
+#[test]
 fn limits_follow_the_crd() {
     let rule = json!({"action": "Accept", "to": [{"nodes": {}}]});
     let p = parse(
