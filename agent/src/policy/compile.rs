@@ -27,7 +27,10 @@ use super::identity::{Atom, AtomId, AtomTable, DescriptionCache, Identities};
 use super::identity_cache::{IdentityCache, IdentityChanges, Inputs};
 use super::ids::IdAllocator;
 use super::lookup::{ipcache_lookup, l4_matches};
-use super::plan::{ClusterRuleOrigin, DatapathPlan, EndpointPlan, L4Match, RuleKey, RuleOrigin};
+use super::plan::{
+    ClusterRuleOrigin, DatapathPlan, EndpointPlan, EntryPart, L4Match, PlanEntries, RuleKey,
+    RuleOrigin,
+};
 use super::tiered::{self, SelfFix, ServicePort, TierRule};
 use super::tiers::selects;
 use crate::state::ClusterState;
@@ -418,7 +421,7 @@ impl Compiler {
         endpoint_ids: &[EndpointId],
         ctx: &RuleContext<'_>,
         services: &[&Service],
-    ) -> (BTreeMap<RuleKey, RuleId>, BTreeMap<RuleKey, RuleId>) {
+    ) -> (PlanEntries, PlanEntries) {
         let groups = locals.groups();
         let mut used: HashSet<GroupKey> = HashSet::with_capacity(groups.len());
         let mut previous = std::mem::take(&mut self.stamps);
@@ -473,13 +476,12 @@ impl Compiler {
         }
         self.last_generation = last_generation;
         self.expansions.retain(|k, _| used.contains(k));
-        let mut order: Vec<&(EndpointId, Direction)> = self.stamps.keys().collect();
-        order.sort_unstable();
-        let gather = |part: fn(&Stamp) -> &[(RuleKey, RuleId)]| -> BTreeMap<RuleKey, RuleId> {
-            order
-                .iter()
-                .flat_map(|at| part(&self.stamps[*at]).iter().copied())
-                .collect()
+        let gather = |part: fn(&Stamp) -> &EntryPart| {
+            PlanEntries::from_parts(
+                self.stamps
+                    .iter()
+                    .map(|(at, stamp)| (*at, Arc::clone(part(stamp)))),
+            )
         };
         (gather(|s| &s.rules), gather(|s| &s.denies))
     }
@@ -588,10 +590,10 @@ struct Stamp {
     ips: Vec<IpAddr>,
     /// The group's Service entries.
     service: Arc<Vec<ServiceEntry>>,
-    /// Allow entries, sorted, the lowest rule per key.
-    rules: Vec<(RuleKey, RuleId)>,
-    /// Deny entries, sorted, the lowest rule per key.
-    denies: Vec<(RuleKey, RuleId)>,
+    /// Allow entries, sorted, the lowest rule per key (shared with the plans).
+    rules: EntryPart,
+    /// Deny entries, sorted, the lowest rule per key (shared with the plans).
+    denies: EntryPart,
 }
 
 impl Stamp {
@@ -645,8 +647,8 @@ impl Stamp {
             generation: expansion.generation,
             ips: ips.to_vec(),
             service,
-            rules: lowest_rule_per_key(rules),
-            denies: lowest_rule_per_key(denies),
+            rules: Arc::new(lowest_rule_per_key(rules)),
+            denies: Arc::new(lowest_rule_per_key(denies)),
         }
     }
 }

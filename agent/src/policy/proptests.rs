@@ -628,7 +628,7 @@ fn canonical(compiler: &Compiler, plan: &DatapathPlan) -> String {
     };
     let identities: BTreeSet<_> = plan.identities.keys().map(|i| canon(*i)).collect();
     let ipcache: BTreeMap<_, _> = plan.ipcache.iter().map(|(n, i)| (*n, canon(*i))).collect();
-    let entries = |m: &BTreeMap<super::plan::RuleKey, palisade_common::ids::RuleId>| {
+    let entries = |m: &super::plan::PlanEntries| {
         m.iter()
             .map(|(k, r)| ((k.endpoint, k.direction, canon(k.identity), k.l4), *r))
             .collect::<BTreeMap<_, _>>()
