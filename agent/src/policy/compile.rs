@@ -81,6 +81,10 @@ pub struct Compiler {
     descriptions: DescriptionCache,
     remote: IdentityCache,
     expansions: HashMap<GroupKey, Expansion>,
+    /// Tiered groups' decisions by rule content, kept across expansions.
+    memos: HashMap<GroupKey, tiered::Memo>,
+    /// Numbers ClusterNetworkPolicy rules by what their decisions read.
+    rule_contents: tiered::RuleContents,
     /// Each endpoint's entries per direction, as last stamped.
     stamps: HashMap<(EndpointId, Direction), Stamp>,
     /// The generation of the last expansion computed.
@@ -112,6 +116,8 @@ impl Compiler {
             descriptions: DescriptionCache::default(),
             remote: IdentityCache::default(),
             expansions: HashMap::new(),
+            memos: HashMap::new(),
+            rule_contents: tiered::RuleContents::default(),
             stamps: HashMap::new(),
             last_generation: 0,
             mark: None,
@@ -142,6 +148,7 @@ impl Compiler {
             self.descriptions = DescriptionCache::default();
             self.remote = IdentityCache::default();
             self.expansions.clear();
+            self.memos.clear();
             self.mark = None;
         }
         moved
@@ -293,6 +300,7 @@ impl Compiler {
                         }
                     };
                     let atoms = self.intern_cluster_peers(rule, table);
+                    let content = self.rule_contents.number(policy.tier, rule, id);
                     if d == Direction::Egress {
                         for port in rule.ports.iter().flatten() {
                             if let cnp::Port::Named(n) = port {
@@ -302,7 +310,7 @@ impl Compiler {
                             }
                         }
                     }
-                    index.cluster.insert((ci, d, ri), (id, atoms));
+                    index.cluster.insert((ci, d, ri), (id, atoms, content));
                 }
             }
         }
@@ -445,11 +453,13 @@ impl Compiler {
             if stale {
                 self.expansions.remove(&key);
             }
+            let memos = &mut self.memos;
             let expansion = self.expansions.entry(key.clone()).or_insert_with(|| {
                 last_generation += 1;
+                let memo = memos.entry(key.clone()).or_default();
                 Expansion {
                     generation: last_generation,
-                    ..ctx.expand(*d, pols, cnps, locals, pod)
+                    ..ctx.expand(*d, pols, cnps, locals, pod, memo)
                 }
             });
             used.insert(key);
@@ -476,6 +486,7 @@ impl Compiler {
         }
         self.last_generation = last_generation;
         self.expansions.retain(|k, _| used.contains(k));
+        self.memos.retain(|k, _| used.contains(k));
         let gather = |part: fn(&Stamp) -> &EntryPart| {
             PlanEntries::from_parts(
                 self.stamps
@@ -488,6 +499,7 @@ impl Compiler {
 
     /// Frees the ids this compile did not look up.
     fn finish_allocators(&mut self) {
+        self.rule_contents.finish();
         self.atoms.finish();
         self.identities.finish();
         self.endpoints.finish();
@@ -669,7 +681,7 @@ struct RuleIndex {
     atoms: HashMap<RuleAt, Vec<AtomId>>,
     /// ClusterNetworkPolicy rules by policy index, direction and position
     /// in that direction's list: their id (NONE for Pass) and atoms.
-    cluster: HashMap<RuleAt, (RuleId, Vec<AtomId>)>,
+    cluster: HashMap<RuleAt, (RuleId, Vec<AtomId>, u32)>,
     origins: BTreeMap<RuleId, RuleOrigin>,
 }
 
@@ -829,7 +841,7 @@ struct RuleContext<'a> {
     policies: &'a [&'a NetworkPolicy],
     rule_ids: &'a HashMap<RuleAt, RuleId>,
     rule_atoms: &'a HashMap<RuleAt, Vec<AtomId>>,
-    cluster_rules: &'a HashMap<RuleAt, (RuleId, Vec<AtomId>)>,
+    cluster_rules: &'a HashMap<RuleAt, (RuleId, Vec<AtomId>, u32)>,
     ids: &'a Identities,
     service_ports: &'a [ServicePort],
     services_fingerprint: u64,
@@ -845,6 +857,7 @@ impl RuleContext<'_> {
         cnps: &[usize],
         locals: &Locals<'_>,
         pod: &Pod,
+        memo: &mut tiered::Memo,
     ) -> Expansion {
         let network_policy = self.expand_network_policy(d, pols, pod);
         if cnps.is_empty() {
@@ -860,7 +873,7 @@ impl RuleContext<'_> {
         for &ci in cnps {
             let policy = locals.cluster_policies[ci];
             for (ri, rule) in policy.rules(d).iter().enumerate() {
-                let Some((id, atoms)) = self.cluster_rules.get(&(ci, d, ri)) else {
+                let Some((id, atoms, content)) = self.cluster_rules.get(&(ci, d, ri)) else {
                     continue;
                 };
                 out.atoms.extend(atoms.iter().copied());
@@ -877,6 +890,7 @@ impl RuleContext<'_> {
                     rule,
                     id: *id,
                     atoms,
+                    content: *content,
                 });
             }
         }
@@ -888,7 +902,7 @@ impl RuleContext<'_> {
             ids: self.ids,
             services: self.service_ports,
         };
-        let entries = group.entries();
+        let entries = group.entries(memo);
         out.entries = entries.allows;
         out.denies = entries.denies;
         out.self_fixes = entries.self_fixes;
@@ -1089,6 +1103,7 @@ impl Compiler {
     pub(crate) fn forget_history(&mut self) {
         self.remote = IdentityCache::default();
         self.expansions.clear();
+        self.memos.clear();
         self.stamps.clear();
         self.mark = None;
     }

@@ -36,6 +36,65 @@ pub(super) struct TierRule<'a> {
     pub(super) id: RuleId,
     /// The atoms of its listed peers.
     pub(super) atoms: &'a [AtomId],
+    /// Its [`RuleContents`] number: rules with the same number decide alike.
+    pub(super) content: u32,
+}
+
+/// What a rule's part of a decision reads besides which identities its
+/// peers hold: tier, action, credited id, ports, and whether it matches
+/// every address.
+type RuleContent = (Tier, Action, RuleId, Option<Vec<Port>>, bool);
+
+/// Numbers rule contents across compiles. A number is never given to other
+/// content, so a [`Memo`] keyed by numbers stays right; contents no compile
+/// looked up are forgotten at [`RuleContents::finish`].
+#[derive(Debug, Default)]
+pub(super) struct RuleContents {
+    numbers: HashMap<RuleContent, (u32, bool)>,
+    next: u32,
+}
+
+impl RuleContents {
+    /// The number of `rule`'s content as a rule of `tier` credited to `id`.
+    pub(super) fn number(&mut self, tier: Tier, rule: &Rule, id: RuleId) -> u32 {
+        let key = (
+            tier,
+            rule.action,
+            id,
+            rule.ports.clone(),
+            matches!(rule.peers, Peers::All),
+        );
+        let next = &mut self.next;
+        let slot = self.numbers.entry(key).or_insert_with(|| {
+            *next += 1;
+            (*next, true)
+        });
+        slot.1 = true;
+        slot.0
+    }
+
+    /// Forgets the contents not looked up since the last call.
+    pub(super) fn finish(&mut self) {
+        self.numbers.retain(|_, (_, seen)| std::mem::take(seen));
+    }
+}
+
+/// What decides an identity in a group, by content: the [`RuleContents`]
+/// numbers of the rules matching it in precedence order, its own
+/// NetworkPolicy entries and its egress named ports.
+type ContentKey = (Vec<u32>, Vec<(L4Match, RuleId)>, Vec<(String, u8, u16)>);
+
+/// A group's decisions and emissions kept across compiles, by content. It
+/// holds while the group's direction, NetworkPolicy isolation and ANY's
+/// NetworkPolicy entries (and, for ingress, its members' ports: part of the
+/// group's key) are the same.
+#[derive(Debug, Default)]
+pub(super) struct Memo {
+    context: Option<(Direction, Option<Vec<(L4Match, RuleId)>>)>,
+    decisions: HashMap<ContentKey, Decision>,
+    /// Emissions against [`Memo::any`]'s decision.
+    emitted: HashMap<ContentKey, Vec<(L4Match, Outcome)>>,
+    any: Option<Decision>,
 }
 
 /// A ClusterIP's service port with ready backends: its identity and the
@@ -96,8 +155,10 @@ pub(super) struct Group<'a> {
 }
 
 impl Group<'_> {
-    /// The group's allow and deny entries.
-    pub(super) fn entries(&self) -> TieredEntries {
+    /// The group's allow and deny entries. `memo` holds the decisions and
+    /// emissions of an earlier compile of the group; it is left holding
+    /// this compile's.
+    pub(super) fn entries(&self, memo: &mut Memo) -> TieredEntries {
         let targets: Vec<Vec<IdentityId>> = self.rules.iter().map(|r| self.targets(r)).collect();
         let named = self.named_holders();
         // What each identity's decision depends on; identities with equal
@@ -129,23 +190,85 @@ impl Group<'_> {
             signature.1.sort_unstable();
             signature.2.sort_unstable();
         }
+        // The distinct signatures, numbered (0: ANY's, no listed peer holds
+        // it), each with the first identity that has it.
+        let none = Signature::default();
+        let mut numbers: HashMap<&Signature, usize, BuildHasherDefault<IdHasher>> =
+            HashMap::default();
+        numbers.insert(&none, 0);
+        let mut distinct: Vec<(&Signature, IdentityId)> = vec![(&none, IdentityId::ANY)];
+        let mut number_of: IdMap<usize> = IdMap::default();
         let universe: BTreeSet<IdentityId> = signatures.keys().copied().collect();
-        let mut memo: HashMap<Signature, Decision> = HashMap::new();
-        let mut decision_of = |identity: IdentityId| -> Decision {
-            let (identity, signature) = match signatures.get(&identity) {
-                Some(s) => (identity, s.clone()),
-                None => (IdentityId::ANY, Signature::default()),
+        for identity in &universe {
+            let signature = &signatures[identity];
+            let n = *numbers.entry(signature).or_insert_with(|| {
+                distinct.push((signature, *identity));
+                distinct.len() - 1
+            });
+            number_of.insert(*identity, n);
+        }
+        let context = (
+            self.direction,
+            self.network_policy.map(|entries| {
+                let mut any: Vec<(L4Match, RuleId)> = entries
+                    .iter()
+                    .filter(|(i, _, _)| *i == IdentityId::ANY)
+                    .map(|(_, l4, r)| (*l4, *r))
+                    .collect();
+                any.sort_unstable();
+                any
+            }),
+        );
+        if memo.context.as_ref() != Some(&context) {
+            *memo = Memo {
+                context: Some(context),
+                ..Memo::default()
             };
-            memo.entry(signature)
-                .or_insert_with(|| self.decide(identity, &targets, &named))
-                .clone()
+        }
+        let all: Vec<bool> = self
+            .rules
+            .iter()
+            .map(|r| matches!(r.rule.peers, Peers::All))
+            .collect();
+        let keys: Vec<ContentKey> = distinct
+            .iter()
+            .map(|(signature, _)| {
+                let mut listed = signature.0.iter().peekable();
+                let mut contents = Vec::new();
+                for (i, rule) in self.rules.iter().enumerate() {
+                    if all[i] || listed.next_if_eq(&&i).is_some() {
+                        contents.push(rule.content);
+                    }
+                }
+                (contents, signature.1.clone(), signature.2.clone())
+            })
+            .collect();
+        let mut kept = Memo {
+            context: memo.context.take(),
+            ..Memo::default()
         };
-        let any = decision_of(IdentityId::ANY);
+        let decisions: Vec<Decision> = distinct
+            .iter()
+            .zip(&keys)
+            .map(|((_, identity), key)| {
+                let decision = memo
+                    .decisions
+                    .remove(key)
+                    .or_else(|| kept.decisions.get(key).cloned())
+                    .unwrap_or_else(|| self.decide(*identity, &targets, &named));
+                kept.decisions.insert(key.clone(), decision.clone());
+                decision
+            })
+            .collect();
+        let decision_of = |identity: IdentityId| -> &Decision {
+            &decisions[number_of.get(&identity).copied().unwrap_or(0)]
+        };
+        let any = decisions[0].clone();
         let mut out = TieredEntries::default();
         push(
             &mut out,
             IdentityId::ANY,
-            emit(&any, &Decision::constant(MISS)),
+            &emit(&any, &Decision::constant(MISS)),
         );
         let mut services: HashMap<IdentityId, Decision> = HashMap::new();
         if self.direction == Direction::Egress {
@@ -168,7 +291,7 @@ impl Group<'_> {
                 let outcome = denial.unwrap_or(Outcome::Allow(credited));
                 let decision = services
                     .entry(sp.identity)
-                    .or_insert_with(|| decision_of(sp.identity));
+                    .or_insert_with(|| decision_of(sp.identity).clone());
                 decision.set(sp.protocol, sp.port, outcome);
                 if !denied.is_empty() {
                     out.self_fixes.push(SelfFix {
@@ -181,18 +304,29 @@ impl Group<'_> {
                 }
             }
         }
-        let mut emitted: HashMap<Signature, Vec<(L4Match, Outcome)>> = HashMap::new();
+        if memo.any.as_ref() != Some(&any) {
+            memo.emitted.clear();
+        }
+        let mut emitted: Vec<Option<Vec<(L4Match, Outcome)>>> = vec![None; distinct.len()];
         for identity in universe.iter().filter(|i| !services.contains_key(i)) {
-            let signature = signatures.get(identity).cloned().unwrap_or_default();
-            let decision = decision_of(*identity);
-            let entries = emitted
-                .entry(signature)
-                .or_insert_with(|| emit(&decision, &any));
-            push(&mut out, *identity, entries.clone());
+            let n = number_of[identity];
+            let entries = emitted[n].get_or_insert_with(|| {
+                memo.emitted
+                    .remove(&keys[n])
+                    .unwrap_or_else(|| emit(&decisions[n], &any))
+            });
+            push(&mut out, *identity, entries);
         }
         for (identity, decision) in &services {
-            push(&mut out, *identity, emit(decision, &any));
+            push(&mut out, *identity, &emit(decision, &any));
         }
+        kept.emitted = keys
+            .into_iter()
+            .zip(emitted)
+            .filter_map(|(key, e)| Some((key, e?)))
+            .collect();
+        kept.any = Some(any);
+        *memo = kept;
         out
     }
 
@@ -355,6 +489,10 @@ impl Hasher for IdHasher {
         self.write_u64(u64::from(n));
     }
 
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
     fn write_u64(&mut self, n: u64) {
         self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
@@ -372,8 +510,8 @@ fn lowest_credited(a: RuleId, b: RuleId) -> RuleId {
     }
 }
 
-fn push(out: &mut TieredEntries, identity: IdentityId, entries: Vec<(L4Match, Outcome)>) {
-    for (l4, outcome) in entries {
+fn push(out: &mut TieredEntries, identity: IdentityId, entries: &[(L4Match, Outcome)]) {
+    for &(l4, outcome) in entries {
         match outcome {
             Outcome::Allow(r) => out.allows.push((identity, l4, r)),
             Outcome::Deny(r) => out.denies.push((identity, l4, r)),
