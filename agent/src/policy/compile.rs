@@ -457,9 +457,13 @@ impl Compiler {
             let expansion = self.expansions.entry(key.clone()).or_insert_with(|| {
                 last_generation += 1;
                 let memo = memos.entry(key.clone()).or_default();
+                let mut expansion = ctx.expand(*d, pols, cnps, locals, pod, memo);
+                // Sorted once here, so stamping a member needs no sort.
+                lowest_rule_per_entry(&mut expansion.entries);
+                lowest_rule_per_entry(&mut expansion.denies);
                 Expansion {
                     generation: last_generation,
-                    ..ctx.expand(*d, pols, cnps, locals, pod, memo)
+                    ..expansion
                 }
             });
             used.insert(key);
@@ -589,6 +593,40 @@ fn lowest_rule_per_key(mut entries: Vec<(RuleKey, RuleId)>) -> Vec<(RuleKey, Rul
     entries
 }
 
+/// A group's entries sorted by identity and L4, the lowest rule per pair:
+/// in the order of the keys they are stamped into.
+fn lowest_rule_per_entry(entries: &mut Vec<Entry>) {
+    entries.sort_unstable();
+    entries.dedup_by(|later, first| (later.0, later.1) == (first.0, first.1));
+}
+
+/// Two lists sorted by key with one entry a key, merged; where both have a
+/// key, the lower rule.
+fn merge_lowest(a: Vec<(RuleKey, RuleId)>, b: Vec<(RuleKey, RuleId)>) -> Vec<(RuleKey, RuleId)> {
+    if b.is_empty() {
+        return a;
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.0 == y.0 => {
+                let lower = x.1.min(y.1);
+                let key = x.0;
+                a.next();
+                b.next();
+                (key, lower)
+            }
+            (Some(x), Some(y)) => if x.0 < y.0 { a.next() } else { b.next() }.expect("peeked"),
+            (Some(_), None) => a.next().expect("peeked"),
+            (None, Some(_)) => b.next().expect("peeked"),
+            (None, None) => break,
+        };
+        out.push(next);
+    }
+    out
+}
+
 /// A Service ClusterIP entry of a NetworkPolicy-only egress group: identity,
 /// L4, rule credited, and the backends its rules deny.
 type ServiceEntry = (IdentityId, L4Match, RuleId, Vec<IpAddr>);
@@ -623,7 +661,8 @@ impl Stamp {
             identity,
             l4,
         };
-        let mut rules: Vec<(RuleKey, RuleId)> = expansion
+        // The expansion's entries are sorted with one a key: so are these.
+        let rules: Vec<(RuleKey, RuleId)> = expansion
             .entries
             .iter()
             .map(|(identity, l4, rule)| (stamp(*identity, *l4), *rule))
@@ -647,9 +686,9 @@ impl Stamp {
             .map(|(identity, l4, rule)| (stamp(*identity, *l4), *rule))
             .filter(|(k, _)| !fixes.iter().any(|(f, _)| f == k))
             .collect();
-        rules.extend(fixes);
+        let mut extra = fixes;
         // Denied backends that are the endpoint itself are allowed (self).
-        rules.extend(
+        extra.extend(
             service
                 .iter()
                 .filter(|(_, _, _, denied)| denied.iter().all(|a| ips.contains(a)))
@@ -659,8 +698,8 @@ impl Stamp {
             generation: expansion.generation,
             ips: ips.to_vec(),
             service,
-            rules: Arc::new(lowest_rule_per_key(rules)),
-            denies: Arc::new(lowest_rule_per_key(denies)),
+            rules: Arc::new(merge_lowest(rules, lowest_rule_per_key(extra))),
+            denies: Arc::new(denies),
         }
     }
 }
