@@ -11,7 +11,7 @@
 //! ANY's ([`super::l4fn::emit`]), so the kernel's fallback from the identity
 //! lookup to the ANY lookup is always right.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
@@ -95,6 +95,88 @@ pub(super) struct Memo {
     /// Emissions against [`Memo::any`]'s decision.
     emitted: HashMap<ContentKey, Vec<(L4Match, Outcome)>>,
     any: Option<Decision>,
+    numbering: Option<Numbering>,
+}
+
+/// What a group's [`Numbering`] is worked out from: the identities each
+/// rule's listed peers hold, NetworkPolicy's entries when it isolates the
+/// group, and the egress named ports' holders (sorted).
+#[derive(Debug, PartialEq, Eq)]
+struct NumberingInputs {
+    targets: Vec<Vec<IdentityId>>,
+    network_policy: Vec<Entry>,
+    named: Vec<((IdentityId, String, u8), u16)>,
+}
+
+/// Which identities share a signature.
+#[derive(Debug)]
+struct Numbering {
+    inputs: NumberingInputs,
+    /// The identities with a signature, ascending.
+    universe: Vec<IdentityId>,
+    /// Each one's index in `distinct`.
+    number_of: IdMap<usize>,
+    /// The distinct signatures (0: ANY's, no listed peer holds it), each
+    /// with the first identity that has it.
+    distinct: Vec<(Signature, IdentityId)>,
+}
+
+impl Numbering {
+    fn of(inputs: NumberingInputs) -> Numbering {
+        // What each identity's decision depends on; identities with equal
+        // signatures (most of them) share one decision and one emission.
+        let mut signatures: IdMap<Signature> = IdMap::default();
+        for (i, ids) in inputs.targets.iter().enumerate() {
+            for identity in ids {
+                signatures.entry(*identity).or_default().0.push(i);
+            }
+        }
+        for (identity, l4, rule) in &inputs.network_policy {
+            if *identity != IdentityId::ANY {
+                signatures
+                    .entry(*identity)
+                    .or_default()
+                    .1
+                    .push((*l4, *rule));
+            }
+        }
+        for ((identity, name, protocol), number) in &inputs.named {
+            signatures
+                .entry(*identity)
+                .or_default()
+                .2
+                .push((name.clone(), *protocol, *number));
+        }
+        signatures.remove(&IdentityId::ANY);
+        let mut universe: Vec<IdentityId> = signatures.keys().copied().collect();
+        universe.sort_unstable();
+        let mut numbers: HashMap<Signature, usize, BuildHasherDefault<IdHasher>> =
+            HashMap::default();
+        numbers.insert(Signature::default(), 0);
+        let mut distinct: Vec<(Signature, IdentityId)> =
+            vec![(Signature::default(), IdentityId::ANY)];
+        let mut number_of: IdMap<usize> = IdMap::default();
+        for identity in &universe {
+            let mut signature = signatures.remove(identity).unwrap_or_default();
+            signature.1.sort_unstable();
+            signature.2.sort_unstable();
+            let n = match numbers.get(&signature) {
+                Some(n) => *n,
+                None => {
+                    numbers.insert(signature.clone(), distinct.len());
+                    distinct.push((signature, *identity));
+                    distinct.len() - 1
+                }
+            };
+            number_of.insert(*identity, n);
+        }
+        Numbering {
+            inputs,
+            universe,
+            number_of,
+            distinct,
+        }
+    }
 }
 
 /// A ClusterIP's service port with ready backends: its identity and the
@@ -161,52 +243,26 @@ impl Group<'_> {
     pub(super) fn entries(&self, memo: &mut Memo) -> TieredEntries {
         let targets: Vec<Vec<IdentityId>> = self.rules.iter().map(|r| self.targets(r)).collect();
         let named = self.named_holders();
-        // What each identity's decision depends on; identities with equal
-        // signatures (most of them) share one decision and one emission.
-        let mut signatures: IdMap<Signature> = IdMap::default();
-        for (i, ids) in targets.iter().enumerate() {
-            for identity in ids {
-                signatures.entry(*identity).or_default().0.push(i);
-            }
-        }
-        for (identity, l4, rule) in self.network_policy.into_iter().flatten() {
-            if *identity != IdentityId::ANY {
-                signatures
-                    .entry(*identity)
-                    .or_default()
-                    .1
-                    .push((*l4, *rule));
-            }
-        }
-        for ((identity, name, protocol), number) in &named {
-            signatures
-                .entry(*identity)
-                .or_default()
-                .2
-                .push((name.clone(), *protocol, *number));
-        }
-        signatures.remove(&IdentityId::ANY);
-        for signature in signatures.values_mut() {
-            signature.1.sort_unstable();
-            signature.2.sort_unstable();
-        }
-        // The distinct signatures, numbered (0: ANY's, no listed peer holds
-        // it), each with the first identity that has it.
-        let none = Signature::default();
-        let mut numbers: HashMap<&Signature, usize, BuildHasherDefault<IdHasher>> =
-            HashMap::default();
-        numbers.insert(&none, 0);
-        let mut distinct: Vec<(&Signature, IdentityId)> = vec![(&none, IdentityId::ANY)];
-        let mut number_of: IdMap<usize> = IdMap::default();
-        let universe: BTreeSet<IdentityId> = signatures.keys().copied().collect();
-        for identity in &universe {
-            let signature = &signatures[identity];
-            let n = *numbers.entry(signature).or_insert_with(|| {
-                distinct.push((signature, *identity));
-                distinct.len() - 1
-            });
-            number_of.insert(*identity, n);
-        }
+        let mut named_list: Vec<((IdentityId, String, u8), u16)> =
+            named.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        named_list.sort_unstable();
+        let inputs = NumberingInputs {
+            targets,
+            network_policy: self
+                .network_policy
+                .map(<[Entry]>::to_vec)
+                .unwrap_or_default(),
+            named: named_list,
+        };
+        // A ClusterNetworkPolicy change that keeps its rules' peers leaves
+        // which identities share a signature as it was.
+        let numbering = match memo.numbering.take() {
+            Some(n) if n.inputs == inputs => n,
+            _ => Numbering::of(inputs),
+        };
+        let targets = &numbering.inputs.targets;
+        let distinct = &numbering.distinct;
+        let number_of = &numbering.number_of;
         let context = (
             self.direction,
             self.network_policy.map(|entries| {
@@ -255,7 +311,7 @@ impl Group<'_> {
                     .decisions
                     .remove(key)
                     .or_else(|| kept.decisions.get(key).cloned())
-                    .unwrap_or_else(|| self.decide(*identity, &targets, &named));
+                    .unwrap_or_else(|| self.decide(*identity, targets, &named));
                 kept.decisions.insert(key.clone(), decision.clone());
                 decision
             })
@@ -308,7 +364,11 @@ impl Group<'_> {
             memo.emitted.clear();
         }
         let mut emitted: Vec<Option<Vec<(L4Match, Outcome)>>> = vec![None; distinct.len()];
-        for identity in universe.iter().filter(|i| !services.contains_key(i)) {
+        for identity in numbering
+            .universe
+            .iter()
+            .filter(|i| !services.contains_key(i))
+        {
             let n = number_of[identity];
             let entries = emitted[n].get_or_insert_with(|| {
                 memo.emitted
@@ -326,6 +386,7 @@ impl Group<'_> {
             .filter_map(|(key, e)| Some((key, e?)))
             .collect();
         kept.any = Some(any);
+        kept.numbering = Some(numbering);
         *memo = kept;
         out
     }
@@ -480,7 +541,14 @@ struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
+        // Slices of integers (a signature's rule indices) come as one write.
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+        for b in chunks.remainder() {
             self.write_u64(u64::from(*b));
         }
     }
