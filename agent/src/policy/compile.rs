@@ -16,6 +16,7 @@
 //! The result is always the plan a compile from scratch gives (property test
 //! `incremental_compiles_equal_compiles_from_scratch`).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -206,6 +207,7 @@ impl Compiler {
             ids: &ids,
             services_fingerprint: fingerprint(&service_ports),
             service_ports: &service_ports,
+            cluster_targets: RefCell::default(),
         };
         let (rules, denies) = self.entries(cluster, &locals, &endpoint_ids, &ctx, &services);
         self.mark = Some(cluster.mark());
@@ -884,6 +886,9 @@ struct RuleContext<'a> {
     ids: &'a Identities,
     service_ports: &'a [ServicePort],
     services_fingerprint: u64,
+    /// Each ClusterNetworkPolicy rule's targets, worked out once a compile
+    /// (every group under the policy shares them).
+    cluster_targets: RefCell<HashMap<RuleAt, Arc<[IdentityId]>>>,
 }
 
 impl RuleContext<'_> {
@@ -924,11 +929,17 @@ impl RuleContext<'_> {
                         }
                     }
                 }
+                let targets = Arc::clone(
+                    self.cluster_targets
+                        .borrow_mut()
+                        .entry((ci, d, ri))
+                        .or_insert_with(|| tiered::targets(self.ids, atoms)),
+                );
                 rules.push(TierRule {
                     tier: policy.tier,
                     rule,
                     id: *id,
-                    atoms,
+                    targets,
                     content: *content,
                 });
             }

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use palisade_common::ids::{IdentityId, RuleId};
 
@@ -34,8 +35,8 @@ pub(super) struct TierRule<'a> {
     pub(super) rule: &'a Rule,
     /// The id credited with its hits (Accept and Deny rules).
     pub(super) id: RuleId,
-    /// The atoms of its listed peers.
-    pub(super) atoms: &'a [AtomId],
+    /// The identities its listed peers hold ([`targets`]).
+    pub(super) targets: Arc<[IdentityId]>,
     /// Its [`RuleContents`] number: rules with the same number decide alike.
     pub(super) content: u32,
 }
@@ -103,7 +104,7 @@ pub(super) struct Memo {
 /// group, and the egress named ports' holders (sorted).
 #[derive(Debug, PartialEq, Eq)]
 struct NumberingInputs {
-    targets: Vec<Vec<IdentityId>>,
+    targets: Vec<Arc<[IdentityId]>>,
     network_policy: Vec<Entry>,
     named: Vec<((IdentityId, String, u8), u16)>,
 }
@@ -127,7 +128,7 @@ impl Numbering {
         // signatures (most of them) share one decision and one emission.
         let mut signatures: IdMap<Signature> = IdMap::default();
         for (i, ids) in inputs.targets.iter().enumerate() {
-            for identity in ids {
+            for identity in ids.iter() {
                 signatures.entry(*identity).or_default().0.push(i);
             }
         }
@@ -241,7 +242,8 @@ impl Group<'_> {
     /// emissions of an earlier compile of the group; it is left holding
     /// this compile's.
     pub(super) fn entries(&self, memo: &mut Memo) -> TieredEntries {
-        let targets: Vec<Vec<IdentityId>> = self.rules.iter().map(|r| self.targets(r)).collect();
+        let targets: Vec<Arc<[IdentityId]>> =
+            self.rules.iter().map(|r| Arc::clone(&r.targets)).collect();
         let named = self.named_holders();
         let mut named_list: Vec<((IdentityId, String, u8), u16)> =
             named.iter().map(|(k, v)| (k.clone(), *v)).collect();
@@ -281,21 +283,19 @@ impl Group<'_> {
                 ..Memo::default()
             };
         }
-        let all: Vec<bool> = self
-            .rules
-            .iter()
-            .map(|r| matches!(r.rule.peers, Peers::All))
+        // Rules matching every address are in every key (usually none).
+        let all: Vec<usize> = (0..self.rules.len())
+            .filter(|&i| matches!(self.rules[i].rule.peers, Peers::All))
             .collect();
         let keys: Vec<ContentKey> = distinct
             .iter()
             .map(|(signature, _)| {
-                let mut listed = signature.0.iter().peekable();
-                let mut contents = Vec::new();
-                for (i, rule) in self.rules.iter().enumerate() {
-                    if all[i] || listed.next_if_eq(&&i).is_some() {
-                        contents.push(rule.content);
-                    }
+                let mut matching: Vec<usize> = signature.0.clone();
+                if !all.is_empty() {
+                    matching.extend(&all);
+                    matching.sort_unstable();
                 }
+                let contents = matching.iter().map(|&i| self.rules[i].content).collect();
                 (contents, signature.1.clone(), signature.2.clone())
             })
             .collect();
@@ -396,7 +396,7 @@ impl Group<'_> {
     fn decide(
         &self,
         identity: IdentityId,
-        targets: &[Vec<IdentityId>],
+        targets: &[Arc<[IdentityId]>],
         named: &HashMap<(IdentityId, String, u8), u16>,
     ) -> Decision {
         let tier = |tier: Tier| {
@@ -437,20 +437,6 @@ impl Group<'_> {
                 paint.complete(Outcome::Allow(RuleId::NONE))
             }
         }
-    }
-
-    /// The identities a rule's listed peers cover (sorted).
-    fn targets(&self, rule: &TierRule<'_>) -> Vec<IdentityId> {
-        let mut v: Vec<IdentityId> = rule
-            .atoms
-            .iter()
-            .filter_map(|a| self.ids.by_atom.get(a))
-            .flatten()
-            .copied()
-            .collect();
-        v.sort_unstable();
-        v.dedup();
-        v
     }
 
     /// Egress named ports of the rules: (identity, name, protocol) -> number.
@@ -520,6 +506,25 @@ impl Group<'_> {
         }));
         out
     }
+}
+
+/// The identities that atoms `atoms` (a rule's listed peers) hold, sorted.
+pub(super) fn targets(ids: &Identities, atoms: &[AtomId]) -> Arc<[IdentityId]> {
+    if let [atom] = atoms {
+        // `by_atom` lists are built in identity order.
+        let held = ids.by_atom.get(atom).map_or(&[][..], Vec::as_slice);
+        debug_assert!(held.windows(2).all(|w| w[0] < w[1]));
+        return held.into();
+    }
+    let mut v: Vec<IdentityId> = atoms
+        .iter()
+        .filter_map(|a| ids.by_atom.get(a))
+        .flatten()
+        .copied()
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v.into()
 }
 
 fn matches(rule: &Rule, targets: &[IdentityId], identity: IdentityId) -> bool {
