@@ -13,6 +13,10 @@
 //! [`Compiler`], and so is its work: identities are caught up from the
 //! state's journal of changes ([`super::identity_cache`]), and a group's
 //! expansion is reused until its policies or its atoms' identities change.
+//! A tiered group's decisions outlive its expansion: they are kept by the
+//! content of the rules each signature matches (`tiered::Memo`), so a
+//! re-expansion decides again only what a change touched. The plan's entries
+//! are the members' stamped parts, shared by pointer from plan to plan.
 //! The result is always the plan a compile from scratch gives (property test
 //! `incremental_compiles_equal_compiles_from_scratch`).
 

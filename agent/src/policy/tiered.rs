@@ -85,13 +85,17 @@ impl RuleContents {
 /// NetworkPolicy entries and its egress named ports.
 type ContentKey = (Vec<u32>, Vec<(L4Match, RuleId)>, Vec<(String, u8, u16)>);
 
+/// The direction and, when NetworkPolicy isolates the group, ANY's
+/// NetworkPolicy entries (sorted): what every decision of a group reads.
+type MemoContext = (Direction, Option<Vec<(L4Match, RuleId)>>);
+
 /// A group's decisions and emissions kept across compiles, by content. It
 /// holds while the group's direction, NetworkPolicy isolation and ANY's
 /// NetworkPolicy entries (and, for ingress, its members' ports: part of the
 /// group's key) are the same.
 #[derive(Debug, Default)]
 pub(super) struct Memo {
-    context: Option<(Direction, Option<Vec<(L4Match, RuleId)>>)>,
+    context: Option<MemoContext>,
     decisions: HashMap<ContentKey, Decision>,
     /// Emissions against [`Memo::any`]'s decision.
     emitted: HashMap<ContentKey, Vec<(L4Match, Outcome)>>,
