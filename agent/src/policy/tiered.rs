@@ -11,7 +11,7 @@
 //! ANY's ([`super::l4fn::emit`]), so the kernel's fallback from the identity
 //! lookup to the ANY lookup is always right.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -127,6 +127,127 @@ struct Numbering {
 }
 
 impl Numbering {
+    /// The numbering for `inputs`, from this one for other inputs: only
+    /// the identities whose rules, NetworkPolicy entries or named ports
+    /// differ are signed again (a new identity changes a few of them).
+    fn update(self, inputs: NumberingInputs) -> Numbering {
+        if self.inputs.targets.len() != inputs.targets.len() {
+            return Numbering::of(inputs);
+        }
+        let mut changed: BTreeSet<IdentityId> = BTreeSet::new();
+        for (old, new) in self.inputs.targets.iter().zip(&inputs.targets) {
+            if old != new {
+                symmetric_difference(old, new, &mut changed);
+            }
+        }
+        let np_of = |entries: &[Entry]| {
+            let mut by: BTreeMap<IdentityId, Vec<(L4Match, RuleId)>> = BTreeMap::new();
+            for (identity, l4, rule) in entries {
+                if *identity != IdentityId::ANY {
+                    by.entry(*identity).or_default().push((*l4, *rule));
+                }
+            }
+            for list in by.values_mut() {
+                list.sort_unstable();
+            }
+            by
+        };
+        let new_np = np_of(&inputs.network_policy);
+        if self.inputs.network_policy != inputs.network_policy {
+            changed.extend(differing_keys(&np_of(&self.inputs.network_policy), &new_np));
+        }
+        let named_of = |named: &[((IdentityId, String, u8), u16)]| {
+            let mut by: BTreeMap<IdentityId, Vec<(String, u8, u16)>> = BTreeMap::new();
+            for ((identity, name, protocol), number) in named {
+                by.entry(*identity)
+                    .or_default()
+                    .push((name.clone(), *protocol, *number));
+            }
+            for list in by.values_mut() {
+                list.sort_unstable();
+            }
+            by
+        };
+        let new_named = named_of(&inputs.named);
+        if self.inputs.named != inputs.named {
+            changed.extend(differing_keys(&named_of(&self.inputs.named), &new_named));
+        }
+        changed.remove(&IdentityId::ANY);
+        if changed.len() * 2 > self.universe.len() {
+            return Numbering::of(inputs);
+        }
+        let Numbering {
+            universe,
+            mut number_of,
+            distinct,
+            ..
+        } = self;
+        let mut numbers: HashMap<Signature, usize, BuildHasherDefault<IdHasher>> =
+            HashMap::default();
+        let mut signatures: Vec<Signature> = Vec::with_capacity(distinct.len());
+        for (n, (signature, _)) in distinct.into_iter().enumerate() {
+            numbers.insert(signature.clone(), n);
+            signatures.push(signature);
+        }
+        for identity in &changed {
+            let signature: Signature = (
+                (0..inputs.targets.len())
+                    .filter(|&i| inputs.targets[i].binary_search(identity).is_ok())
+                    .collect(),
+                new_np.get(identity).cloned().unwrap_or_default(),
+                new_named.get(identity).cloned().unwrap_or_default(),
+            );
+            if signature == Signature::default() {
+                number_of.remove(identity);
+                continue;
+            }
+            let n = *numbers.entry(signature.clone()).or_insert_with(|| {
+                signatures.push(signature);
+                signatures.len() - 1
+            });
+            number_of.insert(*identity, n);
+        }
+        let mut universe: Vec<IdentityId> = universe
+            .into_iter()
+            .filter(|i| !changed.contains(i))
+            .chain(
+                changed
+                    .iter()
+                    .copied()
+                    .filter(|i| number_of.contains_key(i)),
+            )
+            .collect();
+        universe.sort_unstable();
+        // Renumbered densely over the signatures some identity has, each
+        // with an identity that has it (ANY's stays 0).
+        let mut renumber: Vec<Option<usize>> = vec![None; signatures.len()];
+        renumber[0] = Some(0);
+        let mut representatives: Vec<IdentityId> = vec![IdentityId::ANY];
+        for identity in &universe {
+            let n = number_of[identity];
+            if renumber[n].is_none() {
+                renumber[n] = Some(representatives.len());
+                representatives.push(*identity);
+            }
+        }
+        let mut distinct: Vec<(Signature, IdentityId)> =
+            vec![(Signature::default(), IdentityId::ANY); representatives.len()];
+        for (n, signature) in signatures.into_iter().enumerate() {
+            if let Some(m) = renumber[n] {
+                distinct[m] = (signature, representatives[m]);
+            }
+        }
+        for n in number_of.values_mut() {
+            *n = renumber[*n].expect("every identity's signature is numbered");
+        }
+        Numbering {
+            inputs,
+            universe,
+            number_of,
+            distinct,
+        }
+    }
+
     fn of(inputs: NumberingInputs) -> Numbering {
         // What each identity's decision depends on; identities with equal
         // signatures (most of them) share one decision and one emission.
@@ -264,7 +385,8 @@ impl Group<'_> {
         // which identities share a signature as it was.
         let numbering = match memo.numbering.take() {
             Some(n) if n.inputs == inputs => n,
-            _ => Numbering::of(inputs),
+            Some(n) => n.update(inputs),
+            None => Numbering::of(inputs),
         };
         let targets = &numbering.inputs.targets;
         let distinct = &numbering.distinct;
@@ -577,6 +699,41 @@ impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
         self.0
     }
+}
+
+/// The identities in exactly one of two sorted lists (one merge).
+fn symmetric_difference(a: &[IdentityId], b: &[IdentityId], out: &mut BTreeSet<IdentityId>) {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Less => {
+                out.insert(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.insert(b[j]);
+                j += 1;
+            }
+        }
+    }
+    out.extend(&a[i..]);
+    out.extend(&b[j..]);
+}
+
+/// The keys whose values differ between two maps (or that one lacks).
+fn differing_keys<V: PartialEq>(
+    a: &BTreeMap<IdentityId, V>,
+    b: &BTreeMap<IdentityId, V>,
+) -> Vec<IdentityId> {
+    a.keys()
+        .chain(b.keys())
+        .filter(|k| a.get(k) != b.get(k))
+        .copied()
+        .collect()
 }
 
 /// The lower of two credited rules, a real rule before none.
