@@ -13,9 +13,14 @@
 //! [`Compiler`], and so is its work: identities are caught up from the
 //! state's journal of changes ([`super::identity_cache`]), and a group's
 //! expansion is reused until its policies or its atoms' identities change.
+//! A tiered group's decisions outlive its expansion: they are kept by the
+//! content of the rules each signature matches (`tiered::Memo`), so a
+//! re-expansion decides again only what a change touched. The plan's entries
+//! are the members' stamped parts, shared by pointer from plan to plan.
 //! The result is always the plan a compile from scratch gives (property test
 //! `incremental_compiles_equal_compiles_from_scratch`).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -27,7 +32,10 @@ use super::identity::{Atom, AtomId, AtomTable, DescriptionCache, Identities};
 use super::identity_cache::{IdentityCache, IdentityChanges, Inputs};
 use super::ids::IdAllocator;
 use super::lookup::{ipcache_lookup, l4_matches};
-use super::plan::{ClusterRuleOrigin, DatapathPlan, EndpointPlan, L4Match, RuleKey, RuleOrigin};
+use super::plan::{
+    ClusterRuleOrigin, DatapathPlan, EndpointPlan, EntryPart, L4Match, PlanEntries, RuleKey,
+    RuleOrigin,
+};
 use super::tiered::{self, SelfFix, ServicePort, TierRule};
 use super::tiers::selects;
 use crate::state::ClusterState;
@@ -78,6 +86,10 @@ pub struct Compiler {
     descriptions: DescriptionCache,
     remote: IdentityCache,
     expansions: HashMap<GroupKey, Expansion>,
+    /// Tiered groups' decisions by rule content, kept across expansions.
+    memos: HashMap<GroupKey, tiered::Memo>,
+    /// Numbers ClusterNetworkPolicy rules by what their decisions read.
+    rule_contents: tiered::RuleContents,
     /// Each endpoint's entries per direction, as last stamped.
     stamps: HashMap<(EndpointId, Direction), Stamp>,
     /// The generation of the last expansion computed.
@@ -109,6 +121,8 @@ impl Compiler {
             descriptions: DescriptionCache::default(),
             remote: IdentityCache::default(),
             expansions: HashMap::new(),
+            memos: HashMap::new(),
+            rule_contents: tiered::RuleContents::default(),
             stamps: HashMap::new(),
             last_generation: 0,
             mark: None,
@@ -139,6 +153,7 @@ impl Compiler {
             self.descriptions = DescriptionCache::default();
             self.remote = IdentityCache::default();
             self.expansions.clear();
+            self.memos.clear();
             self.mark = None;
         }
         moved
@@ -196,6 +211,7 @@ impl Compiler {
             ids: &ids,
             services_fingerprint: fingerprint(&service_ports),
             service_ports: &service_ports,
+            cluster_targets: RefCell::default(),
         };
         let (rules, denies) = self.entries(cluster, &locals, &endpoint_ids, &ctx, &services);
         self.mark = Some(cluster.mark());
@@ -290,6 +306,7 @@ impl Compiler {
                         }
                     };
                     let atoms = self.intern_cluster_peers(rule, table);
+                    let content = self.rule_contents.number(policy.tier, rule, id);
                     if d == Direction::Egress {
                         for port in rule.ports.iter().flatten() {
                             if let cnp::Port::Named(n) = port {
@@ -299,7 +316,7 @@ impl Compiler {
                             }
                         }
                     }
-                    index.cluster.insert((ci, d, ri), (id, atoms));
+                    index.cluster.insert((ci, d, ri), (id, atoms, content));
                 }
             }
         }
@@ -418,7 +435,7 @@ impl Compiler {
         endpoint_ids: &[EndpointId],
         ctx: &RuleContext<'_>,
         services: &[&Service],
-    ) -> (BTreeMap<RuleKey, RuleId>, BTreeMap<RuleKey, RuleId>) {
+    ) -> (PlanEntries, PlanEntries) {
         let groups = locals.groups();
         let mut used: HashSet<GroupKey> = HashSet::with_capacity(groups.len());
         let mut previous = std::mem::take(&mut self.stamps);
@@ -442,11 +459,17 @@ impl Compiler {
             if stale {
                 self.expansions.remove(&key);
             }
+            let memos = &mut self.memos;
             let expansion = self.expansions.entry(key.clone()).or_insert_with(|| {
                 last_generation += 1;
+                let memo = memos.entry(key.clone()).or_default();
+                let mut expansion = ctx.expand(*d, pols, cnps, locals, pod, memo);
+                // Sorted once here, so stamping a member needs no sort.
+                lowest_rule_per_entry(&mut expansion.entries);
+                lowest_rule_per_entry(&mut expansion.denies);
                 Expansion {
                     generation: last_generation,
-                    ..ctx.expand(*d, pols, cnps, locals, pod)
+                    ..expansion
                 }
             });
             used.insert(key);
@@ -473,19 +496,20 @@ impl Compiler {
         }
         self.last_generation = last_generation;
         self.expansions.retain(|k, _| used.contains(k));
-        let mut order: Vec<&(EndpointId, Direction)> = self.stamps.keys().collect();
-        order.sort_unstable();
-        let gather = |part: fn(&Stamp) -> &[(RuleKey, RuleId)]| -> BTreeMap<RuleKey, RuleId> {
-            order
-                .iter()
-                .flat_map(|at| part(&self.stamps[*at]).iter().copied())
-                .collect()
+        self.memos.retain(|k, _| used.contains(k));
+        let gather = |part: fn(&Stamp) -> &EntryPart| {
+            PlanEntries::from_parts(
+                self.stamps
+                    .iter()
+                    .map(|(at, stamp)| (*at, Arc::clone(part(stamp)))),
+            )
         };
         (gather(|s| &s.rules), gather(|s| &s.denies))
     }
 
     /// Frees the ids this compile did not look up.
     fn finish_allocators(&mut self) {
+        self.rule_contents.finish();
         self.atoms.finish();
         self.identities.finish();
         self.endpoints.finish();
@@ -575,6 +599,40 @@ fn lowest_rule_per_key(mut entries: Vec<(RuleKey, RuleId)>) -> Vec<(RuleKey, Rul
     entries
 }
 
+/// A group's entries sorted by identity and L4, the lowest rule per pair:
+/// in the order of the keys they are stamped into.
+fn lowest_rule_per_entry(entries: &mut Vec<Entry>) {
+    entries.sort_unstable();
+    entries.dedup_by(|later, first| (later.0, later.1) == (first.0, first.1));
+}
+
+/// Two lists sorted by key with one entry a key, merged; where both have a
+/// key, the lower rule.
+fn merge_lowest(a: Vec<(RuleKey, RuleId)>, b: Vec<(RuleKey, RuleId)>) -> Vec<(RuleKey, RuleId)> {
+    if b.is_empty() {
+        return a;
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.0 == y.0 => {
+                let lower = x.1.min(y.1);
+                let key = x.0;
+                a.next();
+                b.next();
+                (key, lower)
+            }
+            (Some(x), Some(y)) => if x.0 < y.0 { a.next() } else { b.next() }.expect("peeked"),
+            (Some(_), None) => a.next().expect("peeked"),
+            (None, Some(_)) => b.next().expect("peeked"),
+            (None, None) => break,
+        };
+        out.push(next);
+    }
+    out
+}
+
 /// A Service ClusterIP entry of a NetworkPolicy-only egress group: identity,
 /// L4, rule credited, and the backends its rules deny.
 type ServiceEntry = (IdentityId, L4Match, RuleId, Vec<IpAddr>);
@@ -588,10 +646,10 @@ struct Stamp {
     ips: Vec<IpAddr>,
     /// The group's Service entries.
     service: Arc<Vec<ServiceEntry>>,
-    /// Allow entries, sorted, the lowest rule per key.
-    rules: Vec<(RuleKey, RuleId)>,
-    /// Deny entries, sorted, the lowest rule per key.
-    denies: Vec<(RuleKey, RuleId)>,
+    /// Allow entries, sorted, the lowest rule per key (shared with the plans).
+    rules: EntryPart,
+    /// Deny entries, sorted, the lowest rule per key (shared with the plans).
+    denies: EntryPart,
 }
 
 impl Stamp {
@@ -609,7 +667,8 @@ impl Stamp {
             identity,
             l4,
         };
-        let mut rules: Vec<(RuleKey, RuleId)> = expansion
+        // The expansion's entries are sorted with one a key: so are these.
+        let rules: Vec<(RuleKey, RuleId)> = expansion
             .entries
             .iter()
             .map(|(identity, l4, rule)| (stamp(*identity, *l4), *rule))
@@ -633,9 +692,9 @@ impl Stamp {
             .map(|(identity, l4, rule)| (stamp(*identity, *l4), *rule))
             .filter(|(k, _)| !fixes.iter().any(|(f, _)| f == k))
             .collect();
-        rules.extend(fixes);
+        let mut extra = fixes;
         // Denied backends that are the endpoint itself are allowed (self).
-        rules.extend(
+        extra.extend(
             service
                 .iter()
                 .filter(|(_, _, _, denied)| denied.iter().all(|a| ips.contains(a)))
@@ -645,8 +704,8 @@ impl Stamp {
             generation: expansion.generation,
             ips: ips.to_vec(),
             service,
-            rules: lowest_rule_per_key(rules),
-            denies: lowest_rule_per_key(denies),
+            rules: Arc::new(merge_lowest(rules, lowest_rule_per_key(extra))),
+            denies: Arc::new(denies),
         }
     }
 }
@@ -667,7 +726,7 @@ struct RuleIndex {
     atoms: HashMap<RuleAt, Vec<AtomId>>,
     /// ClusterNetworkPolicy rules by policy index, direction and position
     /// in that direction's list: their id (NONE for Pass) and atoms.
-    cluster: HashMap<RuleAt, (RuleId, Vec<AtomId>)>,
+    cluster: HashMap<RuleAt, (RuleId, Vec<AtomId>, u32)>,
     origins: BTreeMap<RuleId, RuleOrigin>,
 }
 
@@ -827,10 +886,13 @@ struct RuleContext<'a> {
     policies: &'a [&'a NetworkPolicy],
     rule_ids: &'a HashMap<RuleAt, RuleId>,
     rule_atoms: &'a HashMap<RuleAt, Vec<AtomId>>,
-    cluster_rules: &'a HashMap<RuleAt, (RuleId, Vec<AtomId>)>,
+    cluster_rules: &'a HashMap<RuleAt, (RuleId, Vec<AtomId>, u32)>,
     ids: &'a Identities,
     service_ports: &'a [ServicePort],
     services_fingerprint: u64,
+    /// Each ClusterNetworkPolicy rule's targets, worked out once a compile
+    /// (every group under the policy shares them).
+    cluster_targets: RefCell<HashMap<RuleAt, Arc<[IdentityId]>>>,
 }
 
 impl RuleContext<'_> {
@@ -843,6 +905,7 @@ impl RuleContext<'_> {
         cnps: &[usize],
         locals: &Locals<'_>,
         pod: &Pod,
+        memo: &mut tiered::Memo,
     ) -> Expansion {
         let network_policy = self.expand_network_policy(d, pols, pod);
         if cnps.is_empty() {
@@ -858,7 +921,7 @@ impl RuleContext<'_> {
         for &ci in cnps {
             let policy = locals.cluster_policies[ci];
             for (ri, rule) in policy.rules(d).iter().enumerate() {
-                let Some((id, atoms)) = self.cluster_rules.get(&(ci, d, ri)) else {
+                let Some((id, atoms, content)) = self.cluster_rules.get(&(ci, d, ri)) else {
                     continue;
                 };
                 out.atoms.extend(atoms.iter().copied());
@@ -870,11 +933,18 @@ impl RuleContext<'_> {
                         }
                     }
                 }
+                let targets = Arc::clone(
+                    self.cluster_targets
+                        .borrow_mut()
+                        .entry((ci, d, ri))
+                        .or_insert_with(|| tiered::targets(self.ids, atoms)),
+                );
                 rules.push(TierRule {
                     tier: policy.tier,
                     rule,
                     id: *id,
-                    atoms,
+                    targets,
+                    content: *content,
                 });
             }
         }
@@ -886,7 +956,7 @@ impl RuleContext<'_> {
             ids: self.ids,
             services: self.service_ports,
         };
-        let entries = group.entries();
+        let entries = group.entries(memo);
         out.entries = entries.allows;
         out.denies = entries.denies;
         out.self_fixes = entries.self_fixes;
@@ -1087,6 +1157,7 @@ impl Compiler {
     pub(crate) fn forget_history(&mut self) {
         self.remote = IdentityCache::default();
         self.expansions.clear();
+        self.memos.clear();
         self.stamps.clear();
         self.mark = None;
     }

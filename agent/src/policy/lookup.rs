@@ -24,7 +24,7 @@ use palisade_common::ids::{IdentityId, RuleId};
 use palisade_common::policy::{PREFIX_ANY_PORT, PREFIX_FULL};
 use serde::{Deserialize, Serialize};
 
-use super::plan::{DatapathPlan, EndpointPlan, L4Match, RuleKey};
+use super::plan::{DatapathPlan, EndpointPlan, L4Match, PlanEntries};
 use crate::state::Direction;
 
 /// The first packet of a connection.
@@ -145,18 +145,14 @@ fn find_entry(
     protocol: u8,
     port: u16,
 ) -> Option<Result<RuleId, RuleId>> {
-    let lo = RuleKey {
-        endpoint: ep.id,
-        direction,
-        identity,
-        l4: L4Match::Any,
-    };
-    let matching = |entries: &'_ BTreeMap<RuleKey, RuleId>, deny: bool| {
-        entries
-            .range(lo..)
-            .take_while(|(k, _)| {
-                k.endpoint == ep.id && k.direction == direction && k.identity == identity
-            })
+    let matching = |entries: &'_ PlanEntries, deny: bool| {
+        let part = entries
+            .part(ep.id, direction)
+            .map_or(&[][..], |p| p.as_slice());
+        let first = part.partition_point(|(k, _)| k.identity < identity);
+        part[first..]
+            .iter()
+            .take_while(|(k, _)| k.identity == identity)
             .filter(|(k, _)| l4_matches(k.l4, protocol, port))
             .map(move |(k, r)| (std::cmp::Reverse(match_prefix_len(k.l4, port)), !deny, *r))
             .collect::<Vec<_>>()
@@ -220,6 +216,8 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use palisade_common::ids::EndpointId;
+
+    use crate::policy::plan::RuleKey;
 
     use super::*;
 

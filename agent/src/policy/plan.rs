@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::state::cnp::{Action, Tier};
 use crate::state::{Direction, PodRef, PolicyRef, Rejection};
 
+#[path = "plan_entries.rs"]
+mod entries;
+pub use entries::{EntryPart, PartKey, PlanEntries};
+
 /// Everything the datapath of one node needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatapathPlan {
@@ -29,16 +33,15 @@ pub struct DatapathPlan {
     #[serde(with = "as_pairs")]
     pub endpoints: BTreeMap<PodRef, EndpointPlan>,
     /// Allow entries. When several rules produce the same key, the lowest rule id wins.
-    #[serde(with = "as_pairs")]
-    pub rules: BTreeMap<RuleKey, RuleId>,
+    pub rules: PlanEntries,
     /// Deny entries, each with the rule credited with the drop
     /// ([`RuleId::NONE`]: no rule; what NetworkPolicy's isolation leaves
     /// denied where a broader entry would allow). The most specific entry of
     /// `rules` and `denies` together decides (see [`super::lookup`]); the
     /// compiler never puts one key in both, and where two entries land on one
     /// kernel key the deny wins. Only ClusterNetworkPolicy makes them.
-    #[serde(default, with = "as_pairs")]
-    pub denies: BTreeMap<RuleKey, RuleId>,
+    #[serde(default)]
+    pub denies: PlanEntries,
     /// Rule id -> where it comes from, for metrics and explain.
     pub rule_origins: BTreeMap<RuleId, RuleOrigin>,
     /// Policies (or parts of them) that failed validation: they still isolate the

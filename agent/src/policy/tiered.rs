@@ -11,9 +11,10 @@
 //! ANY's ([`super::l4fn::emit`]), so the kernel's fallback from the identity
 //! lookup to the ANY lookup is always right.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use palisade_common::ids::{IdentityId, RuleId};
 
@@ -34,8 +35,274 @@ pub(super) struct TierRule<'a> {
     pub(super) rule: &'a Rule,
     /// The id credited with its hits (Accept and Deny rules).
     pub(super) id: RuleId,
-    /// The atoms of its listed peers.
-    pub(super) atoms: &'a [AtomId],
+    /// The identities its listed peers hold ([`targets`]).
+    pub(super) targets: Arc<[IdentityId]>,
+    /// Its [`RuleContents`] number: rules with the same number decide alike.
+    pub(super) content: u32,
+}
+
+/// What a rule's part of a decision reads besides which identities its
+/// peers hold: tier, action, credited id, ports, and whether it matches
+/// every address.
+type RuleContent = (Tier, Action, RuleId, Option<Vec<Port>>, bool);
+
+/// Numbers rule contents across compiles. A number is never given to other
+/// content, so a [`Memo`] keyed by numbers stays right; contents no compile
+/// looked up are forgotten at [`RuleContents::finish`].
+#[derive(Debug, Default)]
+pub(super) struct RuleContents {
+    numbers: HashMap<RuleContent, (u32, bool)>,
+    next: u32,
+}
+
+impl RuleContents {
+    /// The number of `rule`'s content as a rule of `tier` credited to `id`.
+    pub(super) fn number(&mut self, tier: Tier, rule: &Rule, id: RuleId) -> u32 {
+        let key = (
+            tier,
+            rule.action,
+            id,
+            rule.ports.clone(),
+            matches!(rule.peers, Peers::All),
+        );
+        let next = &mut self.next;
+        let slot = self.numbers.entry(key).or_insert_with(|| {
+            *next += 1;
+            (*next, true)
+        });
+        slot.1 = true;
+        slot.0
+    }
+
+    /// Forgets the contents not looked up since the last call.
+    pub(super) fn finish(&mut self) {
+        self.numbers.retain(|_, (_, seen)| std::mem::take(seen));
+    }
+}
+
+/// What decides an identity in a group, by content: the [`RuleContents`]
+/// numbers of the rules matching it in precedence order, its own
+/// NetworkPolicy entries and its egress named ports.
+type ContentKey = (Vec<u32>, Vec<(L4Match, RuleId)>, Vec<(String, u8, u16)>);
+
+/// The direction and, when NetworkPolicy isolates the group, ANY's
+/// NetworkPolicy entries (sorted): what every decision of a group reads.
+type MemoContext = (Direction, Option<Vec<(L4Match, RuleId)>>);
+
+/// A group's decisions and emissions kept across compiles, by content. It
+/// holds while the group's direction, NetworkPolicy isolation and ANY's
+/// NetworkPolicy entries (and, for ingress, its members' ports: part of the
+/// group's key) are the same.
+#[derive(Debug, Default)]
+pub(super) struct Memo {
+    context: Option<MemoContext>,
+    decisions: HashMap<ContentKey, Decision>,
+    /// Emissions against [`Memo::any`]'s decision.
+    emitted: HashMap<ContentKey, Vec<(L4Match, Outcome)>>,
+    any: Option<Decision>,
+    numbering: Option<Numbering>,
+}
+
+/// What a group's [`Numbering`] is worked out from: the identities each
+/// rule's listed peers hold, NetworkPolicy's entries when it isolates the
+/// group, and the egress named ports' holders (sorted).
+#[derive(Debug, PartialEq, Eq)]
+struct NumberingInputs {
+    targets: Vec<Arc<[IdentityId]>>,
+    network_policy: Vec<Entry>,
+    named: Vec<((IdentityId, String, u8), u16)>,
+}
+
+/// Which identities share a signature.
+#[derive(Debug)]
+struct Numbering {
+    inputs: NumberingInputs,
+    /// The identities with a signature, ascending.
+    universe: Vec<IdentityId>,
+    /// Each one's index in `distinct`.
+    number_of: IdMap<usize>,
+    /// The distinct signatures (0: ANY's, no listed peer holds it), each
+    /// with the first identity that has it.
+    distinct: Vec<(Signature, IdentityId)>,
+}
+
+impl Numbering {
+    /// The numbering for `inputs`, from this one for other inputs: only
+    /// the identities whose rules, NetworkPolicy entries or named ports
+    /// differ are signed again (a new identity changes a few of them).
+    fn update(self, inputs: NumberingInputs) -> Numbering {
+        if self.inputs.targets.len() != inputs.targets.len() {
+            return Numbering::of(inputs);
+        }
+        let mut changed: BTreeSet<IdentityId> = BTreeSet::new();
+        for (old, new) in self.inputs.targets.iter().zip(&inputs.targets) {
+            if old != new {
+                symmetric_difference(old, new, &mut changed);
+            }
+        }
+        let np_of = |entries: &[Entry]| {
+            let mut by: BTreeMap<IdentityId, Vec<(L4Match, RuleId)>> = BTreeMap::new();
+            for (identity, l4, rule) in entries {
+                if *identity != IdentityId::ANY {
+                    by.entry(*identity).or_default().push((*l4, *rule));
+                }
+            }
+            for list in by.values_mut() {
+                list.sort_unstable();
+            }
+            by
+        };
+        let new_np = np_of(&inputs.network_policy);
+        if self.inputs.network_policy != inputs.network_policy {
+            changed.extend(differing_keys(&np_of(&self.inputs.network_policy), &new_np));
+        }
+        let named_of = |named: &[((IdentityId, String, u8), u16)]| {
+            let mut by: BTreeMap<IdentityId, Vec<(String, u8, u16)>> = BTreeMap::new();
+            for ((identity, name, protocol), number) in named {
+                by.entry(*identity)
+                    .or_default()
+                    .push((name.clone(), *protocol, *number));
+            }
+            for list in by.values_mut() {
+                list.sort_unstable();
+            }
+            by
+        };
+        let new_named = named_of(&inputs.named);
+        if self.inputs.named != inputs.named {
+            changed.extend(differing_keys(&named_of(&self.inputs.named), &new_named));
+        }
+        changed.remove(&IdentityId::ANY);
+        if changed.len() * 2 > self.universe.len() {
+            return Numbering::of(inputs);
+        }
+        let Numbering {
+            universe,
+            mut number_of,
+            distinct,
+            ..
+        } = self;
+        let mut numbers: HashMap<Signature, usize, BuildHasherDefault<IdHasher>> =
+            HashMap::default();
+        let mut signatures: Vec<Signature> = Vec::with_capacity(distinct.len());
+        for (n, (signature, _)) in distinct.into_iter().enumerate() {
+            numbers.insert(signature.clone(), n);
+            signatures.push(signature);
+        }
+        for identity in &changed {
+            let signature: Signature = (
+                (0..inputs.targets.len())
+                    .filter(|&i| inputs.targets[i].binary_search(identity).is_ok())
+                    .collect(),
+                new_np.get(identity).cloned().unwrap_or_default(),
+                new_named.get(identity).cloned().unwrap_or_default(),
+            );
+            if signature == Signature::default() {
+                number_of.remove(identity);
+                continue;
+            }
+            let n = *numbers.entry(signature.clone()).or_insert_with(|| {
+                signatures.push(signature);
+                signatures.len() - 1
+            });
+            number_of.insert(*identity, n);
+        }
+        let mut universe: Vec<IdentityId> = universe
+            .into_iter()
+            .filter(|i| !changed.contains(i))
+            .chain(
+                changed
+                    .iter()
+                    .copied()
+                    .filter(|i| number_of.contains_key(i)),
+            )
+            .collect();
+        universe.sort_unstable();
+        // Renumbered densely over the signatures some identity has, each
+        // with an identity that has it (ANY's stays 0).
+        let mut renumber: Vec<Option<usize>> = vec![None; signatures.len()];
+        renumber[0] = Some(0);
+        let mut representatives: Vec<IdentityId> = vec![IdentityId::ANY];
+        for identity in &universe {
+            let n = number_of[identity];
+            if renumber[n].is_none() {
+                renumber[n] = Some(representatives.len());
+                representatives.push(*identity);
+            }
+        }
+        let mut distinct: Vec<(Signature, IdentityId)> =
+            vec![(Signature::default(), IdentityId::ANY); representatives.len()];
+        for (n, signature) in signatures.into_iter().enumerate() {
+            if let Some(m) = renumber[n] {
+                distinct[m] = (signature, representatives[m]);
+            }
+        }
+        for n in number_of.values_mut() {
+            *n = renumber[*n].expect("every identity's signature is numbered");
+        }
+        Numbering {
+            inputs,
+            universe,
+            number_of,
+            distinct,
+        }
+    }
+
+    fn of(inputs: NumberingInputs) -> Numbering {
+        // What each identity's decision depends on; identities with equal
+        // signatures (most of them) share one decision and one emission.
+        let mut signatures: IdMap<Signature> = IdMap::default();
+        for (i, ids) in inputs.targets.iter().enumerate() {
+            for identity in ids.iter() {
+                signatures.entry(*identity).or_default().0.push(i);
+            }
+        }
+        for (identity, l4, rule) in &inputs.network_policy {
+            if *identity != IdentityId::ANY {
+                signatures
+                    .entry(*identity)
+                    .or_default()
+                    .1
+                    .push((*l4, *rule));
+            }
+        }
+        for ((identity, name, protocol), number) in &inputs.named {
+            signatures
+                .entry(*identity)
+                .or_default()
+                .2
+                .push((name.clone(), *protocol, *number));
+        }
+        signatures.remove(&IdentityId::ANY);
+        let mut universe: Vec<IdentityId> = signatures.keys().copied().collect();
+        universe.sort_unstable();
+        let mut numbers: HashMap<Signature, usize, BuildHasherDefault<IdHasher>> =
+            HashMap::default();
+        numbers.insert(Signature::default(), 0);
+        let mut distinct: Vec<(Signature, IdentityId)> =
+            vec![(Signature::default(), IdentityId::ANY)];
+        let mut number_of: IdMap<usize> = IdMap::default();
+        for identity in &universe {
+            let mut signature = signatures.remove(identity).unwrap_or_default();
+            signature.1.sort_unstable();
+            signature.2.sort_unstable();
+            let n = match numbers.get(&signature) {
+                Some(n) => *n,
+                None => {
+                    numbers.insert(signature.clone(), distinct.len());
+                    distinct.push((signature, *identity));
+                    distinct.len() - 1
+                }
+            };
+            number_of.insert(*identity, n);
+        }
+        Numbering {
+            inputs,
+            universe,
+            number_of,
+            distinct,
+        }
+    }
 }
 
 /// A ClusterIP's service port with ready backends: its identity and the
@@ -96,56 +363,94 @@ pub(super) struct Group<'a> {
 }
 
 impl Group<'_> {
-    /// The group's allow and deny entries.
-    pub(super) fn entries(&self) -> TieredEntries {
-        let targets: Vec<Vec<IdentityId>> = self.rules.iter().map(|r| self.targets(r)).collect();
+    /// The group's allow and deny entries. `memo` holds the decisions and
+    /// emissions of an earlier compile of the group; it is left holding
+    /// this compile's.
+    pub(super) fn entries(&self, memo: &mut Memo) -> TieredEntries {
+        let targets: Vec<Arc<[IdentityId]>> =
+            self.rules.iter().map(|r| Arc::clone(&r.targets)).collect();
         let named = self.named_holders();
-        // What each identity's decision depends on; identities with equal
-        // signatures (most of them) share one decision and one emission.
-        let mut signatures: IdMap<Signature> = IdMap::default();
-        for (i, ids) in targets.iter().enumerate() {
-            for identity in ids {
-                signatures.entry(*identity).or_default().0.push(i);
-            }
-        }
-        for (identity, l4, rule) in self.network_policy.into_iter().flatten() {
-            if *identity != IdentityId::ANY {
-                signatures
-                    .entry(*identity)
-                    .or_default()
-                    .1
-                    .push((*l4, *rule));
-            }
-        }
-        for ((identity, name, protocol), number) in &named {
-            signatures
-                .entry(*identity)
-                .or_default()
-                .2
-                .push((name.clone(), *protocol, *number));
-        }
-        signatures.remove(&IdentityId::ANY);
-        for signature in signatures.values_mut() {
-            signature.1.sort_unstable();
-            signature.2.sort_unstable();
-        }
-        let universe: BTreeSet<IdentityId> = signatures.keys().copied().collect();
-        let mut memo: HashMap<Signature, Decision> = HashMap::new();
-        let mut decision_of = |identity: IdentityId| -> Decision {
-            let (identity, signature) = match signatures.get(&identity) {
-                Some(s) => (identity, s.clone()),
-                None => (IdentityId::ANY, Signature::default()),
-            };
-            memo.entry(signature)
-                .or_insert_with(|| self.decide(identity, &targets, &named))
-                .clone()
+        let mut named_list: Vec<((IdentityId, String, u8), u16)> =
+            named.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        named_list.sort_unstable();
+        let inputs = NumberingInputs {
+            targets,
+            network_policy: self
+                .network_policy
+                .map(<[Entry]>::to_vec)
+                .unwrap_or_default(),
+            named: named_list,
         };
-        let any = decision_of(IdentityId::ANY);
+        // A ClusterNetworkPolicy change that keeps its rules' peers leaves
+        // which identities share a signature as it was.
+        let numbering = match memo.numbering.take() {
+            Some(n) if n.inputs == inputs => n,
+            Some(n) => n.update(inputs),
+            None => Numbering::of(inputs),
+        };
+        let targets = &numbering.inputs.targets;
+        let distinct = &numbering.distinct;
+        let number_of = &numbering.number_of;
+        let context = (
+            self.direction,
+            self.network_policy.map(|entries| {
+                let mut any: Vec<(L4Match, RuleId)> = entries
+                    .iter()
+                    .filter(|(i, _, _)| *i == IdentityId::ANY)
+                    .map(|(_, l4, r)| (*l4, *r))
+                    .collect();
+                any.sort_unstable();
+                any
+            }),
+        );
+        if memo.context.as_ref() != Some(&context) {
+            *memo = Memo {
+                context: Some(context),
+                ..Memo::default()
+            };
+        }
+        // Rules matching every address are in every key (usually none).
+        let all: Vec<usize> = (0..self.rules.len())
+            .filter(|&i| matches!(self.rules[i].rule.peers, Peers::All))
+            .collect();
+        let keys: Vec<ContentKey> = distinct
+            .iter()
+            .map(|(signature, _)| {
+                let mut matching: Vec<usize> = signature.0.clone();
+                if !all.is_empty() {
+                    matching.extend(&all);
+                    matching.sort_unstable();
+                }
+                let contents = matching.iter().map(|&i| self.rules[i].content).collect();
+                (contents, signature.1.clone(), signature.2.clone())
+            })
+            .collect();
+        let mut kept = Memo {
+            context: memo.context.take(),
+            ..Memo::default()
+        };
+        let decisions: Vec<Decision> = distinct
+            .iter()
+            .zip(&keys)
+            .map(|((_, identity), key)| {
+                let decision = memo
+                    .decisions
+                    .remove(key)
+                    .or_else(|| kept.decisions.get(key).cloned())
+                    .unwrap_or_else(|| self.decide(*identity, targets, &named));
+                kept.decisions.insert(key.clone(), decision.clone());
+                decision
+            })
+            .collect();
+        let decision_of = |identity: IdentityId| -> &Decision {
+            &decisions[number_of.get(&identity).copied().unwrap_or(0)]
+        };
+        let any = decisions[0].clone();
         let mut out = TieredEntries::default();
         push(
             &mut out,
             IdentityId::ANY,
-            emit(&any, &Decision::constant(MISS)),
+            &emit(&any, &Decision::constant(MISS)),
         );
         let mut services: HashMap<IdentityId, Decision> = HashMap::new();
         if self.direction == Direction::Egress {
@@ -168,7 +473,7 @@ impl Group<'_> {
                 let outcome = denial.unwrap_or(Outcome::Allow(credited));
                 let decision = services
                     .entry(sp.identity)
-                    .or_insert_with(|| decision_of(sp.identity));
+                    .or_insert_with(|| decision_of(sp.identity).clone());
                 decision.set(sp.protocol, sp.port, outcome);
                 if !denied.is_empty() {
                     out.self_fixes.push(SelfFix {
@@ -181,18 +486,34 @@ impl Group<'_> {
                 }
             }
         }
-        let mut emitted: HashMap<Signature, Vec<(L4Match, Outcome)>> = HashMap::new();
-        for identity in universe.iter().filter(|i| !services.contains_key(i)) {
-            let signature = signatures.get(identity).cloned().unwrap_or_default();
-            let decision = decision_of(*identity);
-            let entries = emitted
-                .entry(signature)
-                .or_insert_with(|| emit(&decision, &any));
-            push(&mut out, *identity, entries.clone());
+        if memo.any.as_ref() != Some(&any) {
+            memo.emitted.clear();
+        }
+        let mut emitted: Vec<Option<Vec<(L4Match, Outcome)>>> = vec![None; distinct.len()];
+        for identity in numbering
+            .universe
+            .iter()
+            .filter(|i| !services.contains_key(i))
+        {
+            let n = number_of[identity];
+            let entries = emitted[n].get_or_insert_with(|| {
+                memo.emitted
+                    .remove(&keys[n])
+                    .unwrap_or_else(|| emit(&decisions[n], &any))
+            });
+            push(&mut out, *identity, entries);
         }
         for (identity, decision) in &services {
-            push(&mut out, *identity, emit(decision, &any));
+            push(&mut out, *identity, &emit(decision, &any));
         }
+        kept.emitted = keys
+            .into_iter()
+            .zip(emitted)
+            .filter_map(|(key, e)| Some((key, e?)))
+            .collect();
+        kept.any = Some(any);
+        kept.numbering = Some(numbering);
+        *memo = kept;
         out
     }
 
@@ -201,7 +522,7 @@ impl Group<'_> {
     fn decide(
         &self,
         identity: IdentityId,
-        targets: &[Vec<IdentityId>],
+        targets: &[Arc<[IdentityId]>],
         named: &HashMap<(IdentityId, String, u8), u16>,
     ) -> Decision {
         let tier = |tier: Tier| {
@@ -242,20 +563,6 @@ impl Group<'_> {
                 paint.complete(Outcome::Allow(RuleId::NONE))
             }
         }
-    }
-
-    /// The identities a rule's listed peers cover (sorted).
-    fn targets(&self, rule: &TierRule<'_>) -> Vec<IdentityId> {
-        let mut v: Vec<IdentityId> = rule
-            .atoms
-            .iter()
-            .filter_map(|a| self.ids.by_atom.get(a))
-            .flatten()
-            .copied()
-            .collect();
-        v.sort_unstable();
-        v.dedup();
-        v
     }
 
     /// Egress named ports of the rules: (identity, name, protocol) -> number.
@@ -327,6 +634,25 @@ impl Group<'_> {
     }
 }
 
+/// The identities that atoms `atoms` (a rule's listed peers) hold, sorted.
+pub(super) fn targets(ids: &Identities, atoms: &[AtomId]) -> Arc<[IdentityId]> {
+    if let [atom] = atoms {
+        // `by_atom` lists are built in identity order.
+        let held = ids.by_atom.get(atom).map_or(&[][..], Vec::as_slice);
+        debug_assert!(held.windows(2).all(|w| w[0] < w[1]));
+        return held.into();
+    }
+    let mut v: Vec<IdentityId> = atoms
+        .iter()
+        .filter_map(|a| ids.by_atom.get(a))
+        .flatten()
+        .copied()
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v.into()
+}
+
 fn matches(rule: &Rule, targets: &[IdentityId], identity: IdentityId) -> bool {
     match &rule.peers {
         Peers::All => true,
@@ -346,13 +672,24 @@ struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
+        // Slices of integers (a signature's rule indices) come as one write.
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+        for b in chunks.remainder() {
             self.write_u64(u64::from(*b));
         }
     }
 
     fn write_u32(&mut self, n: u32) {
         self.write_u64(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
     }
 
     fn write_u64(&mut self, n: u64) {
@@ -364,6 +701,41 @@ impl Hasher for IdHasher {
     }
 }
 
+/// The identities in exactly one of two sorted lists (one merge).
+fn symmetric_difference(a: &[IdentityId], b: &[IdentityId], out: &mut BTreeSet<IdentityId>) {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Less => {
+                out.insert(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.insert(b[j]);
+                j += 1;
+            }
+        }
+    }
+    out.extend(&a[i..]);
+    out.extend(&b[j..]);
+}
+
+/// The keys whose values differ between two maps (or that one lacks).
+fn differing_keys<V: PartialEq>(
+    a: &BTreeMap<IdentityId, V>,
+    b: &BTreeMap<IdentityId, V>,
+) -> Vec<IdentityId> {
+    a.keys()
+        .chain(b.keys())
+        .filter(|k| a.get(k) != b.get(k))
+        .copied()
+        .collect()
+}
+
 /// The lower of two credited rules, a real rule before none.
 fn lowest_credited(a: RuleId, b: RuleId) -> RuleId {
     match (a, b) {
@@ -372,8 +744,8 @@ fn lowest_credited(a: RuleId, b: RuleId) -> RuleId {
     }
 }
 
-fn push(out: &mut TieredEntries, identity: IdentityId, entries: Vec<(L4Match, Outcome)>) {
-    for (l4, outcome) in entries {
+fn push(out: &mut TieredEntries, identity: IdentityId, entries: &[(L4Match, Outcome)]) {
+    for &(l4, outcome) in entries {
         match outcome {
             Outcome::Allow(r) => out.allows.push((identity, l4, r)),
             Outcome::Deny(r) => out.denies.push((identity, l4, r)),

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::ops::Bound;
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -12,14 +11,14 @@ use palisade_common::addr::{Addr16, V4_MAPPED_PREFIX_BITS};
 use palisade_common::endpoint::{
     EndpointInfo, FLAG_AUDIT, FLAG_EGRESS_ISOLATED, FLAG_INGRESS_ISOLATED, FLAG_SOURCE_PREFIXES,
 };
-use palisade_common::ids::{EndpointId, IdentityId, RuleId};
+use palisade_common::ids::{EndpointId, RuleId};
 use palisade_common::ipcache::{IPCACHE_FLAG_HOST, IpcacheValue};
 use palisade_common::policy::{PolicyKey, PolicyValue};
 use palisade_common::source::{SOURCE_PREFIX_ENDPOINT_BITS, SourcePrefixKey};
 use palisade_common::verdict::Direction;
 
 use super::policy_map::{PolicyMap, PolicyPart};
-use crate::policy::plan::{DatapathPlan, L4Match, RuleKey};
+use crate::policy::plan::{DatapathPlan, EntryPart, PlanEntries, RuleKey};
 use crate::state::PodRef;
 
 /// The entries of the maps the agent writes, exactly as the kernel holds them.
@@ -70,17 +69,21 @@ pub struct Renderer {
     parts: HashMap<EndpointId, Rendered>,
 }
 
-/// One endpoint's plan entries and the `POLICY` part rendered from them.
+/// One endpoint's plan parts and the `POLICY` part rendered from them.
 #[derive(Debug)]
 struct Rendered {
-    rules: Vec<(RuleKey, RuleId)>,
-    denies: Vec<(RuleKey, RuleId)>,
+    parts: EndpointParts,
     part: Arc<PolicyPart>,
 }
 
+/// An endpoint's allow and deny parts, ingress then egress.
+type EndpointParts = [Option<EntryPart>; 4];
+
 impl Renderer {
     /// What [`render`] gives for `plan`; an endpoint's policy part is
-    /// rendered again only when its entries differ from the last render's.
+    /// rendered again only when its plan parts differ from the last
+    /// render's (the compiler shares unchanged parts, so most compare by
+    /// pointer).
     pub fn render(
         &mut self,
         plan: &DatapathPlan,
@@ -91,24 +94,12 @@ impl Renderer {
         state.ipcache = render_ipcache(plan);
         let mut kept = HashMap::with_capacity(self.parts.len());
         for endpoint in endpoints_with_entries(plan) {
-            let rules = || entries_of(&plan.rules, endpoint).map(|(k, v)| (*k, *v));
-            let denies = || entries_of(&plan.denies, endpoint).map(|(k, v)| (*k, *v));
+            let parts = endpoint_parts(plan, endpoint);
             let rendered = match self.parts.remove(&endpoint) {
-                Some(r)
-                    if r.rules.iter().copied().eq(rules())
-                        && r.denies.iter().copied().eq(denies()) =>
-                {
-                    r
-                }
+                Some(r) if r.parts == parts => r,
                 _ => {
-                    let rules: Vec<_> = rules().collect();
-                    let denies: Vec<_> = denies().collect();
-                    let part = Arc::new(render_part(&rules, &denies));
-                    Rendered {
-                        rules,
-                        denies,
-                        part,
-                    }
+                    let part = Arc::new(render_part(&parts));
+                    Rendered { parts, part }
                 }
             };
             state
@@ -119,6 +110,17 @@ impl Renderer {
         self.parts = kept;
         state
     }
+}
+
+/// One endpoint's plan parts.
+fn endpoint_parts(plan: &DatapathPlan, endpoint: EndpointId) -> EndpointParts {
+    let part = |entries: &PlanEntries, d| entries.part(endpoint, d).cloned();
+    [
+        part(&plan.rules, Direction::Ingress),
+        part(&plan.rules, Direction::Egress),
+        part(&plan.denies, Direction::Ingress),
+        part(&plan.denies, Direction::Egress),
+    ]
 }
 
 fn render_endpoints(
@@ -180,41 +182,12 @@ fn render_ipcache(plan: &DatapathPlan) -> BTreeMap<(u32, Addr16), IpcacheValue> 
         .collect()
 }
 
-/// The smallest key of an endpoint's entries.
-fn first_key(endpoint: EndpointId) -> RuleKey {
-    RuleKey {
-        endpoint,
-        direction: Direction::Ingress,
-        identity: IdentityId(0),
-        l4: L4Match::Any,
-    }
-}
-
-/// One endpoint's entries of `entries` (which sorts by endpoint first).
-fn entries_of(
-    entries: &BTreeMap<RuleKey, RuleId>,
-    endpoint: EndpointId,
-) -> impl Iterator<Item = (&RuleKey, &RuleId)> {
-    entries
-        .range(first_key(endpoint)..)
-        .take_while(move |(k, _)| k.endpoint == endpoint)
-}
-
 /// The endpoints with allow or deny entries, ascending.
 fn endpoints_with_entries(plan: &DatapathPlan) -> Vec<EndpointId> {
-    let mut out = Vec::new();
-    for entries in [&plan.rules, &plan.denies] {
-        let mut next = entries.keys().next().map(|k| k.endpoint);
-        while let Some(endpoint) = next {
-            out.push(endpoint);
-            next = endpoint.0.checked_add(1).and_then(|n| {
-                entries
-                    .range((Bound::Included(first_key(EndpointId(n))), Bound::Unbounded))
-                    .next()
-                    .map(|(k, _)| k.endpoint)
-            });
-        }
-    }
+    let mut out: Vec<EndpointId> = [&plan.rules, &plan.denies]
+        .iter()
+        .flat_map(|entries| entries.parts().keys().map(|(e, _)| *e))
+        .collect();
     out.sort_unstable();
     out.dedup();
     out
@@ -223,10 +196,11 @@ fn endpoints_with_entries(plan: &DatapathPlan) -> Vec<EndpointId> {
 /// The `POLICY` entries of one endpoint's allow and deny entries. Several
 /// plan entries can cover one kernel key: a deny before an allow, then the
 /// lowest rule id (the order `lookup::evaluate` reads them in).
-fn render_part(rules: &[(RuleKey, RuleId)], denies: &[(RuleKey, RuleId)]) -> PolicyPart {
+fn render_part(parts: &EndpointParts) -> PolicyPart {
     let mut policy: Vec<((u32, PolicyKey), bool, RuleId)> = Vec::new();
-    for (entries, allow) in [(rules, true), (denies, false)] {
-        for (key, rule) in entries {
+    for (i, part) in parts.iter().enumerate() {
+        let allow = i < 2;
+        for (key, rule) in part.iter().flat_map(|p| p.iter()) {
             policy.extend(policy_keys(key).into_iter().map(|k| (k, allow, *rule)));
         }
     }
@@ -326,6 +300,7 @@ mod tests {
         endpoint: u32,
     ) -> impl proptest::strategy::Strategy<Value = Vec<(RuleKey, RuleId, bool)>> {
         use crate::policy::plan::L4Match;
+        use palisade_common::ids::IdentityId;
         use proptest::prelude::*;
         let entry = (any::<bool>(), 0u32..3, 0u8..4, 1u32..4, any::<bool>());
         proptest::collection::vec(entry, 0..6).prop_map(move |entries| {
@@ -414,8 +389,8 @@ mod tests {
                             } else {
                                 &mut plan.rules
                             };
-                            let slot = map.entry(*key).or_insert(*rule);
-                            *slot = (*slot).min(*rule);
+                            let lowest = map.get(key).map_or(*rule, |r| (*r).min(*rule));
+                            map.insert(*key, lowest);
                         }
                     }
                     let chosen = choices.iter().map(|(c, _)| *c).collect();

@@ -187,7 +187,7 @@ impl DatapathBed {
             plan.ipcache.insert(IpNet::from(ip), IdentityId(15));
             plan.host_addresses.insert(ip);
         }
-        plan.rules = self.rules.clone();
+        plan.rules = self.rules.clone().into();
         plan
     }
 
