@@ -459,13 +459,13 @@ fn ill_formed_rules_match_nothing_if_accept_and_deny_all_otherwise() {
 }
 
 #[test]
-fn an_unreadable_peer_matches_nothing_in_accept_and_everything_in_deny() {
-    // The other peers of an Accept rule still match (the agent's documented
-    // reading of the issue; see the report on the reference's wording).
+fn an_unreadable_peer_makes_accept_match_nothing_and_deny_everything() {
+    // The API reference: for Accept, "treat the rule as matching no
+    // traffic", so its other peers do not match either.
     invalid_rule(
         "accept with an empty peer",
         json!({"action": "Accept", "to": [{}, app("y")]}),
-        &[(A, B, 6, 80, true), (A, C, 6, 80, false)],
+        &[(A, B, 6, 80, false), (A, C, 6, 80, false)],
     );
     invalid_rule(
         "deny with an empty peer",

@@ -6,7 +6,9 @@
 //! [`Rejection`] naming the object and field, and the policy then fails
 //! closed, as the API reference asks for peers it cannot read:
 //!
-//! - an invalid `Accept` rule, or an invalid peer of one, matches nothing;
+//! - an invalid `Accept` rule matches no traffic, and so does one with an
+//!   invalid peer (the API reference: "treat the rule as matching no
+//!   traffic"), whatever its other peers;
 //! - an invalid `Deny` or `Pass` rule (a bad peer, port, action or limit)
 //!   becomes "deny all traffic" for the policy's subject in that direction;
 //! - an invalid subject, tier or priority leaves the policy *degraded*: it
@@ -499,8 +501,8 @@ impl Validator {
             self.reject(&peers_path, format!("more than {MAX_ITEMS} peers"));
             valid = false;
         }
-        // An Accept rule keeps its readable peers; a Deny or Pass rule with
-        // an unreadable peer denies everything.
+        // An unreadable peer makes an Accept rule match no traffic and a
+        // Deny or Pass rule deny everything.
         let mut peers = Vec::new();
         let mut peers_valid = true;
         for (j, peer) in view.peers.iter().enumerate() {
@@ -541,7 +543,7 @@ impl Validator {
         }
         match action {
             None => Some(Rule::deny_all(index, name)),
-            Some(Action::Accept) if !valid => None,
+            Some(Action::Accept) if !valid || !peers_valid => None,
             Some(Action::Accept) if peers.is_empty() => None,
             Some(Action::Accept) => Some(Rule {
                 index,
@@ -564,7 +566,7 @@ impl Validator {
     fn peer(&mut self, path: &str, peer: &PeerView<'_>, action: Option<Action>) -> PeerRead {
         let fields = peer.fields();
         let closed = match action {
-            Some(Action::Accept) => "failing closed: the peer matches nothing",
+            Some(Action::Accept) => "failing closed: the rule matches no traffic",
             _ => "failing closed: the rule denies all traffic",
         };
         let [(field, value)] = fields.as_slice() else {

@@ -113,12 +113,21 @@ fn an_empty_peer_matches_nothing_in_accept_and_everything_in_deny_and_pass() {
 }
 
 #[test]
-fn an_accept_rule_keeps_its_readable_peers_only() {
+fn an_accept_rule_with_an_unreadable_peer_matches_no_traffic() {
+    // The API reference: for an Accept rule, failing closed is "treat the
+    // rule as matching no traffic", so its readable peers go with it.
     let p = parse(spec(json!({"action": "Accept", "to": [
         {"networks": ["not-a-cidr"]}, {"namespaces": {"matchLabels": {"team": "a"}}}]})));
     assert_eq!(fields(&p), ["spec.egress[0].to[0].networks[0]"]);
+    assert!(p.egress.is_empty(), "{:?}", p.egress);
+    let empty = parse(spec(json!({"action": "Accept", "to": [
+        {}, {"namespaces": {"matchLabels": {"team": "a"}}}]})));
+    assert!(empty.egress.is_empty(), "{:?}", empty.egress);
+    // Control: the same rule without the unreadable peer stays.
+    let readable = parse(spec(json!({"action": "Accept", "to": [
+        {"namespaces": {"matchLabels": {"team": "a"}}}]})));
     assert_eq!(
-        p.egress[0].peers,
+        readable.egress[0].peers,
         Peers::Listed(vec![Peer::Pods(PodSet {
             namespaces: selector("team", "a"),
             pods: Selector::everything()

@@ -17,8 +17,8 @@
 //!   networks/nodes/domainNames peers) matches nothing if `Accept` and
 //!   denies all traffic if `Deny`, `Pass` or an unknown action;
 //! - an unreadable peer (not exactly one field, a bad selector or CIDR)
-//!   matches nothing in an `Accept` rule and makes a `Deny` or `Pass` rule
-//!   deny all traffic;
+//!   makes an `Accept` rule match no traffic (its other peers included) and
+//!   a `Deny` or `Pass` rule deny all traffic;
 //! - an unreadable subject, tier or priority: the policy covers every pod
 //!   (if the subject is unreadable), in the Admin tier (if the tier is) at
 //!   priority 0 (if the priority is); its `Accept` rules match nothing and
@@ -209,7 +209,8 @@ fn rule_action(
         .map(|p| peer_matches(objects, *p, traffic))
         .collect();
     let on_match = match action {
-        Action::Accept if degraded || !well_formed => return None,
+        // The reference: "treat the rule as matching no traffic".
+        Action::Accept if degraded || !well_formed || reads.contains(&None) => return None,
         Action::Accept => Action::Accept,
         _ if !well_formed || reads.contains(&None) => return Some(Action::Deny),
         // A degraded policy's Pass rules deny.
