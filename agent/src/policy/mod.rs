@@ -22,5 +22,7 @@ mod proptests;
 mod proptests_api_tiers;
 #[cfg(test)]
 mod proptests_tiers;
+#[cfg(test)]
+mod strategies;
 
 pub use compile::Compiler;

@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use crate::state::cnp::{Action, Tier};
 use crate::state::{Direction, PodRef, PolicyRef, Rejection};
 
-#[path = "plan_entries.rs"]
 mod entries;
 pub use entries::{EntryPart, PartKey, PlanEntries};
 

@@ -10,11 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use k8s_openapi::api::networking::v1 as net;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use palisade_common::ids::IdentityId;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed};
 
 use super::compile::Compiler;
 use super::eval;
@@ -22,68 +20,13 @@ use super::fixtures::*;
 use super::identity::Atom;
 use super::lookup::{Flow, evaluate};
 use super::plan::DatapathPlan;
+use super::strategies::{
+    CnpObject, cnp_strategy, config, label_strategy, node_object, selector_strategy,
+};
 use crate::state::{Direction, PodRef};
 use crate::{source::K8sObject, state::ClusterState};
 
 pub(super) const NAMESPACES: [&str; 3] = ["ns0", "ns1", "ns2"];
-
-pub(super) fn label_strategy() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
-    proptest::collection::vec(
-        (
-            prop::sample::select(vec!["app", "tier"]),
-            prop::sample::select(vec!["x", "y", "z"]),
-        ),
-        0..3,
-    )
-}
-
-pub(super) fn selector_strategy() -> impl Strategy<Value = LabelSelector> {
-    let expr = (
-        prop::sample::select(vec!["app", "tier", "team"]),
-        prop::sample::select(vec!["In", "NotIn", "Exists", "DoesNotExist"]),
-        proptest::collection::vec(prop::sample::select(vec!["x", "y", "z"]), 0..3),
-    )
-        .prop_map(|(k, op, vs)| {
-            // Mostly valid value counts; sometimes invalid ones (rejections).
-            let vs = match op {
-                "Exists" | "DoesNotExist" if vs.len() < 2 => Vec::new(),
-                "In" | "NotIn" if vs.is_empty() && k == "team" => vec!["x"],
-                _ => vs,
-            };
-            LabelSelectorRequirement {
-                key: k.into(),
-                operator: op.into(),
-                values: (!vs.is_empty()).then(|| vs.iter().map(|v| v.to_string()).collect()),
-            }
-        });
-    let random = (
-        proptest::collection::vec(
-            (
-                prop::sample::select(vec!["app", "tier"]),
-                prop::sample::select(vec!["x", "y", "z"]),
-            ),
-            0..2,
-        ),
-        proptest::collection::vec(expr, 0..2),
-    )
-        .prop_map(|(ml, ex)| LabelSelector {
-            match_labels: (!ml.is_empty()).then(|| {
-                ml.iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            }),
-            match_expressions: (!ex.is_empty()).then_some(ex),
-        });
-    // `{}` written with its fields absent, or present and empty.
-    let empty = prop_oneof![
-        Just(LabelSelector::default()),
-        Just(LabelSelector {
-            match_labels: Some(BTreeMap::new()),
-            match_expressions: Some(Vec::new()),
-        }),
-    ];
-    prop_oneof![1 => empty, 3 => random]
-}
 
 fn peer_strategy() -> impl Strategy<Value = net::NetworkPolicyPeer> {
     let cidrs = vec![
@@ -417,15 +360,6 @@ fn agree(objs: &[K8sObject], flows: &[(IpAddr, IpAddr, u8, u16)]) -> Result<(), 
     Ok(())
 }
 
-pub(super) fn config(cases: u32) -> Config {
-    Config {
-        cases,
-        failure_persistence: None,
-        rng_seed: RngSeed::Fixed(0x5a11_5ade),
-        ..Config::default()
-    }
-}
-
 proptest! {
     #![proptest_config(config(2000))]
 
@@ -466,7 +400,7 @@ enum Mutation {
     Service(usize, Vec<usize>),
     Host(usize),
     Locals(u8),
-    PutClusterPolicy(Box<super::proptests_tiers::CnpObject>),
+    PutClusterPolicy(Box<CnpObject>),
     DeleteClusterPolicy(usize),
     Node(usize, Vec<(&'static str, &'static str)>),
 }
@@ -483,7 +417,7 @@ fn mutation_strategy() -> impl Strategy<Value = Mutation> {
         1 => (0..2usize, proptest::collection::vec(0..10usize, 0..3)).prop_map(|(s, b)| Mutation::Service(s, b)),
         1 => (0..3usize).prop_map(Mutation::Host),
         1 => any::<u8>().prop_map(Mutation::Locals),
-        2 => super::proptests_tiers::cnp_strategy().prop_map(|c| Mutation::PutClusterPolicy(Box::new(c))),
+        2 => cnp_strategy().prop_map(|c| Mutation::PutClusterPolicy(Box::new(c))),
         1 => (0..5usize).prop_map(Mutation::DeleteClusterPolicy),
         1 => (0..2usize, label_strategy()).prop_map(|(n, l)| Mutation::Node(n, l)),
     ]
@@ -493,7 +427,7 @@ fn mutation_strategy() -> impl Strategy<Value = Mutation> {
 /// their rules name: what the tiered groups' memo is reused across.
 fn cluster_policy_mutation_strategy() -> impl Strategy<Value = Mutation> {
     prop_oneof![
-        5 => super::proptests_tiers::cnp_strategy().prop_map(|c| Mutation::PutClusterPolicy(Box::new(c))),
+        5 => cnp_strategy().prop_map(|c| Mutation::PutClusterPolicy(Box::new(c))),
         1 => (0..5usize).prop_map(Mutation::DeleteClusterPolicy),
         3 => (0..10usize, label_strategy()).prop_map(|(i, l)| Mutation::Relabel(i, l)),
         1 => (0..NAMESPACES.len(), label_strategy()).prop_map(|(n, l)| Mutation::RelabelNamespace(n, l)),
@@ -624,8 +558,7 @@ fn mutate(
             }
         }
         Mutation::Node(n, labels) => {
-            c.apply(&super::proptests_tiers::node_object(*n, labels).into())
-                .expect("node");
+            c.apply(&node_object(*n, labels).into()).expect("node");
         }
     }
 }

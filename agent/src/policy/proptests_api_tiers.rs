@@ -11,16 +11,16 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use proptest::prelude::*;
 
 use super::compile::Compiler;
 use super::eval;
 use super::fixtures::*;
 use super::lookup::{Flow, evaluate};
-use super::proptests::{addresses, config};
-use super::proptests_tiers::{
-    CnpObject, egress_peer, ingress_peer, rule_name, subject, tiered_cluster_strategy,
+use super::proptests::addresses;
+use super::proptests_tiers::tiered_cluster_strategy;
+use super::strategies::{
+    CnpObject, cnp_object, config, egress_peer, ingress_peer, rule_name, subject,
 };
 use crate::source::K8sObject;
 use crate::source::cnp as api;
@@ -64,7 +64,7 @@ fn well_formed_action() -> impl Strategy<Value = String> {
 /// A ClusterNetworkPolicy the CRD accepts but for its selectors (sometimes
 /// invalid) and the port bounds of [`valid_protocols`]: it makes more of
 /// the Pass rules and named ports that decide than
-/// [`super::proptests_tiers::cnp_strategy`]'s, most of whose rules are
+/// [`super::strategies::cnp_strategy`]'s, most of whose rules are
 /// rejected.
 fn well_formed_cnp_strategy() -> impl Strategy<Value = CnpObject> {
     let ingress = (
@@ -125,25 +125,12 @@ fn well_formed_cnp_strategy() -> impl Strategy<Value = CnpObject> {
         proptest::option::of(proptest::collection::vec(ingress, 1..3)),
         proptest::option::of(proptest::collection::vec(egress, 1..3)),
     )
-        .prop_map(
-            |(name, tier, priority, subject, ingress, egress)| CnpObject {
-                metadata: ObjectMeta {
-                    name: Some(name.into()),
-                    ..Default::default()
-                },
-                spec: api::ClusterNetworkPolicySpec {
-                    tier: tier.into(),
-                    priority,
-                    subject,
-                    ingress,
-                    egress,
-                },
-                status: None,
-            },
-        )
+        .prop_map(|(name, tier, priority, subject, ingress, egress)| {
+            cnp_object(name, tier, priority, subject, ingress, egress)
+        })
 }
 
-/// A tiered cluster (its ClusterNetworkPolicies from [`super::proptests_tiers::cnp_strategy`] and
+/// A tiered cluster (its ClusterNetworkPolicies from [`super::strategies::cnp_strategy`] and
 /// [`well_formed_cnp_strategy`]) without Services, and its number of pods;
 /// sometimes one of the two Nodes is the pods' own, sometimes one has an
 /// ExternalIP.
