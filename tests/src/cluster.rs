@@ -191,6 +191,14 @@ fn pod_yaml(
     }
 }
 
+/// Labels as the objects hold them.
+fn owned(labels: &[(&str, &str)]) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 fn yaml_map(indent: usize, map: &BTreeMap<String, String>) -> String {
     if map.is_empty() {
         return " {}\n".into();
@@ -263,10 +271,7 @@ impl Cluster {
 
     /// Replaces the labels of node `i`'s Node object and rewrites the nodes file.
     pub fn set_node_labels(&mut self, i: usize, labels: &[(&str, &str)]) -> Result<()> {
-        self.node_labels[i] = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        self.node_labels[i] = owned(labels);
         self.write_nodes()
     }
 
@@ -287,10 +292,7 @@ impl Cluster {
 
     /// Adds or relabels a namespace (also sets `kubernetes.io/metadata.name`).
     pub fn set_namespace(&mut self, name: &str, labels: &[(&str, &str)]) -> Result<()> {
-        let mut map: BTreeMap<String, String> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut map: BTreeMap<String, String> = owned(labels);
         map.insert("kubernetes.io/metadata.name".into(), name.into());
         self.namespaces.insert(name.into(), map);
         self.write_namespaces()
@@ -353,10 +355,7 @@ impl Cluster {
             namespace: namespace.into(),
             name: name.into(),
             node,
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            labels: owned(labels),
             ports: ports.to_vec(),
             pod,
             report_ips: true,
@@ -404,10 +403,7 @@ impl Cluster {
             .iter_mut()
             .find(|p| p.namespace == namespace && p.name == name)
             .with_context(|| format!("no pod {namespace}/{name}"))?;
-        pod.labels = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        pod.labels = owned(labels);
         self.write_pods()
     }
 
@@ -483,7 +479,15 @@ impl Cluster {
         ports: &[PortSpec],
         ips: [IpAddr; 2],
     ) -> Result<()> {
-        self.push_ghost(node, namespace, name, labels, ports, ips, false)
+        self.push_ghost(GhostPod {
+            namespace: namespace.into(),
+            name: name.into(),
+            node,
+            labels: owned(labels),
+            ports: ports.to_vec(),
+            ips,
+            host_network: false,
+        })
     }
 
     /// Adds a running `hostNetwork: true` pod object on `node`: its
@@ -496,47 +500,31 @@ impl Cluster {
         labels: &[(&str, &str)],
     ) -> Result<()> {
         let at = &self.nodes[node];
-        let ips = [at.ipv4().into(), at.ipv6().into()];
-        self.push_ghost(node, namespace, name, labels, &[], ips, true)
-    }
-
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one argument per field of the object"
-    )]
-    fn push_ghost(
-        &mut self,
-        node: usize,
-        namespace: &str,
-        name: &str,
-        labels: &[(&str, &str)],
-        ports: &[PortSpec],
-        ips: [IpAddr; 2],
-        host_network: bool,
-    ) -> Result<()> {
-        if self
-            .pods
-            .iter()
-            .any(|p| p.namespace == namespace && p.name == name)
-            || self
-                .ghosts
-                .iter()
-                .any(|g| g.namespace == namespace && g.name == name)
-        {
-            bail!("pod {namespace}/{name} exists already");
-        }
-        self.ghosts.push(GhostPod {
+        self.push_ghost(GhostPod {
             namespace: namespace.into(),
             name: name.into(),
             node,
-            labels: labels
+            labels: owned(labels),
+            ports: Vec::new(),
+            ips: [at.ipv4().into(), at.ipv6().into()],
+            host_network: true,
+        })
+    }
+
+    fn push_ghost(&mut self, ghost: GhostPod) -> Result<()> {
+        let (namespace, name) = (&ghost.namespace, &ghost.name);
+        if self
+            .pods
+            .iter()
+            .any(|p| &p.namespace == namespace && &p.name == name)
+            || self
+                .ghosts
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ports: ports.to_vec(),
-            ips,
-            host_network,
-        });
+                .any(|g| &g.namespace == namespace && &g.name == name)
+        {
+            bail!("pod {namespace}/{name} exists already");
+        }
+        self.ghosts.push(ghost);
         self.write_pods()
     }
 

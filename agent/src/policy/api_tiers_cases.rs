@@ -55,15 +55,7 @@ fn base() -> Vec<K8sObject> {
 }
 
 fn cnp(name: &str, spec: Value) -> K8sObject {
-    K8sObject::ClusterNetworkPolicy(
-        serde_json::from_value(json!({
-            "apiVersion": "policy.networking.k8s.io/v1alpha2",
-            "kind": "ClusterNetworkPolicy",
-            "metadata": {"name": name},
-            "spec": spec,
-        }))
-        .expect("a ClusterNetworkPolicy object"),
-    )
+    cluster_network_policy(name, spec)
 }
 
 /// Every pod of every namespace.

@@ -8,7 +8,9 @@ use super::*;
 use crate::policy::fixtures::{cluster, plan_all, plan_allows};
 use crate::policy::lookup::{Flow, Reason, evaluate};
 use crate::source::K8sObject;
-use crate::source::fixtures::{labels, namespace, namespaces, pod, policy, rule};
+use crate::source::fixtures::{
+    cluster_network_policy, labels, namespace, namespaces, pod, policy, rule,
+};
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
@@ -18,15 +20,7 @@ fn cnp(name: &str, tier: &str, priority: i32, subject: Value, rules: Value) -> K
     for (k, v) in rules.as_object().expect("rules object") {
         spec[k] = v.clone();
     }
-    K8sObject::ClusterNetworkPolicy(
-        serde_json::from_value(json!({
-            "apiVersion": "policy.networking.k8s.io/v1alpha2",
-            "kind": "ClusterNetworkPolicy",
-            "metadata": {"name": name},
-            "spec": spec,
-        }))
-        .expect("cnp object"),
-    )
+    cluster_network_policy(name, spec)
 }
 
 fn everyone() -> Value {
