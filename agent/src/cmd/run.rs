@@ -61,6 +61,9 @@ fn node_name(args: &RunArgs) -> Result<String, super::Error> {
     Ok(host.trim().to_string())
 }
 
+/// How long open HTTP connections may take to finish once the agent stops.
+const SERVER_DRAIN: Duration = Duration::from_secs(2);
+
 /// Runs the agent until SIGTERM or SIGINT. Pinned maps and links stay, so the
 /// node keeps enforcing while the agent is away; `palisade cleanup` removes them.
 pub async fn run(args: RunArgs) -> Result<(), super::Error> {
@@ -290,8 +293,13 @@ pub async fn run(args: RunArgs) -> Result<(), super::Error> {
         let _ = std::fs::remove_file(&args.cni_socket);
     }
     let _ = stop_tx.send(true);
-    for s in servers {
-        let _ = s.await;
+    // A scraper holding a request open must not hold up the exit (the
+    // kubelet's grace period is the only budget), so the servers get a bound.
+    for mut s in servers {
+        if tokio::time::timeout(SERVER_DRAIN, &mut s).await.is_err() {
+            tracing::warn!(after = ?SERVER_DRAIN, "HTTP connections still open; closing them");
+            s.abort();
+        }
     }
     tracing::info!(%attach, "stopped; the attached programs keep enforcing until `palisade cleanup`");
     result.map_err(Into::into)
