@@ -28,27 +28,24 @@ use std::sync::Arc;
 use palisade_common::ids::{EndpointId, IdentityId, RuleId};
 
 use super::adopt::{self, PinnedIds};
+use super::cluster_rules::{Allocators, ClusterRules, IndexedPolicy, RuleSlot};
 use super::identity::{Atom, AtomId, AtomTable, DescriptionCache, Identities};
 use super::identity_cache::{IdentityCache, IdentityChanges, Inputs};
 use super::ids::IdAllocator;
 use super::lookup::{ipcache_lookup, l4_matches};
 use super::plan::{
-    ClusterRuleOrigin, DatapathPlan, EndpointPlan, EntryPart, L4Match, PlanEntries, RuleKey,
-    RuleOrigin,
+    DatapathPlan, EndpointPlan, EntryPart, L4Match, PlanEntries, RuleKey, RuleOrigin,
 };
 use super::tiered::{self, SelfFix, ServicePort, TierRule};
-use super::tiers::selects;
+use super::tiers::selects_in;
 use crate::state::ClusterState;
-use crate::state::cnp::{self, Action, ClusterNetworkPolicy};
+use crate::state::cnp::{self, ClusterNetworkPolicy};
 use crate::state::journal::{Change, Mark};
 use crate::state::model::{
     ALLOWED_SOURCE_PREFIXES_ANNOTATION, ContainerPort, Pod, Protocol, Service, SourcePrefixes,
 };
-use crate::state::netpol::{IpBlock, NamespaceScope, NetworkPolicy, Peer, PodPeer, PortRef, Rule};
+use crate::state::netpol::{NetworkPolicy, Peer, PortRef, Rule};
 use crate::state::{Direction, PodRef, PolicyRef, Rejection};
-
-/// Key of a rule id: policy, direction, index in its rule list.
-type RuleSlot = (PolicyRef, Direction, u32);
 
 /// Endpoints sharing a direction, applying NetworkPolicies and
 /// ClusterNetworkPolicies (by name) and (for ingress) container ports get
@@ -75,6 +72,17 @@ struct Expansion {
     generation: u64,
 }
 
+/// What a group of endpoints keeps from compile to compile.
+#[derive(Debug, Default)]
+struct GroupCache {
+    /// Its entries, while still valid.
+    expansion: Option<Expansion>,
+    /// Its tiered decisions by rule content: they outlive expansions.
+    memo: tiered::Memo,
+    /// The last compile that had the group.
+    seen_in: u64,
+}
+
 /// Compiles plans, keeping ids stable across compiles and reusing what the
 /// changes since the previous compile leave valid.
 #[derive(Debug)]
@@ -85,11 +93,14 @@ pub struct Compiler {
     rules: IdAllocator<RuleSlot>,
     descriptions: DescriptionCache,
     remote: IdentityCache,
-    expansions: HashMap<GroupKey, Expansion>,
-    /// Tiered groups' decisions by rule content, kept across expansions.
-    memos: HashMap<GroupKey, tiered::Memo>,
+    /// Per group of endpoints, its expansion and tiered decisions.
+    groups: HashMap<GroupKey, GroupCache>,
+    /// Counts compiles: a group not seen in the latest one is dropped.
+    compiles: u64,
     /// Numbers ClusterNetworkPolicy rules by what their decisions read.
     rule_contents: tiered::RuleContents,
+    /// The last compile's ClusterNetworkPolicy rule index.
+    cluster_rules: ClusterRules,
     /// Each endpoint's entries per direction, as last stamped.
     stamps: HashMap<(EndpointId, Direction), Stamp>,
     /// The generation of the last expansion computed.
@@ -120,9 +131,10 @@ impl Compiler {
             rules: IdAllocator::new(1),
             descriptions: DescriptionCache::default(),
             remote: IdentityCache::default(),
-            expansions: HashMap::new(),
-            memos: HashMap::new(),
+            groups: HashMap::new(),
+            compiles: 0,
             rule_contents: tiered::RuleContents::default(),
+            cluster_rules: ClusterRules::default(),
             stamps: HashMap::new(),
             last_generation: 0,
             mark: None,
@@ -152,8 +164,7 @@ impl Compiler {
         if moved {
             self.descriptions = DescriptionCache::default();
             self.remote = IdentityCache::default();
-            self.expansions.clear();
-            self.memos.clear();
+            self.groups.clear();
             self.mark = None;
         }
         moved
@@ -196,7 +207,7 @@ impl Compiler {
         let cluster_policies = cluster.cluster_policies();
         let locals = Locals::new(&policies, &cluster_policies, cluster, pods);
         let mut table = AtomTable::default();
-        let rule_index = self.index_rules(&locals, &mut table);
+        let rule_index = self.index_rules(cluster, &locals, &mut table);
         let services = locals.egress_services(cluster);
         let ids = self.update_identities(cluster, &services, host, &mut table);
         let mut pod_rejections = Vec::new();
@@ -237,7 +248,12 @@ impl Compiler {
 
     /// Numbers the rules of every policy that selects a local pod and interns
     /// their peers' atoms (and egress port names) into `table`.
-    fn index_rules(&mut self, locals: &Locals<'_>, table: &mut AtomTable) -> RuleIndex {
+    fn index_rules(
+        &mut self,
+        cluster: &ClusterState,
+        locals: &Locals<'_>,
+        table: &mut AtomTable,
+    ) -> RuleIndex {
         let mut relevant: Vec<usize> = locals.applying.iter().flatten().copied().collect();
         relevant.sort_unstable();
         relevant.dedup();
@@ -265,14 +281,16 @@ impl Compiler {
                 }
             }
         }
-        self.index_cluster_rules(locals, table, &mut index);
+        self.index_cluster_rules(cluster, locals, table, &mut index);
         index
     }
 
     /// Numbers the Accept and Deny rules of every ClusterNetworkPolicy that
-    /// applies to a local pod and interns their peers' atoms.
+    /// applies to a local pod and interns their peers' atoms (kept from the
+    /// last compile for the policies that did not change since).
     fn index_cluster_rules(
         &mut self,
+        cluster: &ClusterState,
         locals: &Locals<'_>,
         table: &mut AtomTable,
         index: &mut RuleIndex,
@@ -280,78 +298,37 @@ impl Compiler {
         let mut relevant: Vec<usize> = locals.subjects.iter().flatten().copied().collect();
         relevant.sort_unstable();
         relevant.dedup();
-        for ci in relevant {
-            let policy = locals.cluster_policies[ci];
-            let policy_ref = PolicyRef {
-                namespace: String::new(),
-                name: policy.name.clone(),
-            };
-            for d in Direction::ALL {
-                for (ri, rule) in policy.rules(d).iter().enumerate() {
-                    let position = u32::try_from(rule.index).unwrap_or(u32::MAX);
-                    let id = match rule.action {
-                        Action::Pass => RuleId::NONE,
-                        Action::Accept | Action::Deny => {
-                            let id = RuleId(self.rules.get(&(policy_ref.clone(), d, position)));
-                            let origin = RuleOrigin {
-                                cluster: Some(ClusterRuleOrigin {
-                                    tier: policy.tier,
-                                    action: rule.action,
-                                    name: rule.name.clone(),
-                                }),
-                                ..RuleOrigin::network_policy(policy_ref.clone(), d, position)
-                            };
-                            index.origins.insert(id, origin);
-                            id
-                        }
-                    };
-                    let atoms = self.intern_cluster_peers(rule, table);
-                    let content = self.rule_contents.number(policy.tier, rule, id);
-                    if d == Direction::Egress {
-                        for port in rule.ports.iter().flatten() {
-                            if let cnp::Port::Named(n) = port {
-                                for protocol in Protocol::ALL {
-                                    table.egress_names.insert((n.clone(), protocol));
-                                }
-                            }
-                        }
-                    }
-                    index.cluster.insert((ci, d, ri), (id, atoms, content));
+        let changes: Option<Vec<&Change>> = self
+            .mark
+            .and_then(|m| cluster.changes_since(m))
+            .map(|c| c.collect());
+        let changed: Option<HashSet<&str>> = changes.map(|changes| {
+            changes
+                .into_iter()
+                .filter_map(|c| match c {
+                    Change::ClusterPolicy(name) => Some(name.as_str()),
+                    _ => None,
+                })
+                .collect()
+        });
+        let indexed = self.cluster_rules.index(
+            relevant.iter().map(|&ci| (ci, locals.cluster_policies[ci])),
+            changed.as_ref(),
+            &mut Allocators {
+                atoms: &mut self.atoms,
+                rules: &mut self.rules,
+                contents: &mut self.rule_contents,
+            },
+            table,
+        );
+        for (ci, policy) in indexed {
+            for rule in &policy.rules {
+                if let Some(origin) = &rule.origin {
+                    index.origins.insert(rule.id, origin.clone());
                 }
             }
+            index.cluster.insert(ci, policy);
         }
-    }
-
-    /// The atoms of a ClusterNetworkPolicy rule's listed peers.
-    fn intern_cluster_peers(&mut self, rule: &cnp::Rule, table: &mut AtomTable) -> Vec<AtomId> {
-        let cnp::Peers::Listed(peers) = &rule.peers else {
-            return Vec::new();
-        };
-        let mut atoms = Vec::new();
-        for peer in peers {
-            match peer {
-                cnp::Peer::Pods(set) => {
-                    let atom = Atom::Pods(PodPeer {
-                        namespaces: NamespaceScope::Selected(set.namespaces.clone()),
-                        pods: set.pods.clone(),
-                    });
-                    atoms.push(table.intern(&mut self.atoms, &atom));
-                }
-                cnp::Peer::Networks(nets) => {
-                    for net in nets {
-                        let atom = Atom::IpBlock(IpBlock {
-                            cidr: net.trunc(),
-                            except: Vec::new(),
-                        });
-                        atoms.push(table.intern(&mut self.atoms, &atom));
-                    }
-                }
-                cnp::Peer::Nodes(selector) => {
-                    atoms.push(table.intern(&mut self.atoms, &Atom::Nodes(selector.clone())));
-                }
-            }
-        }
-        atoms
     }
 
     /// The atoms of `rule`'s peers, in peer order.
@@ -437,7 +414,8 @@ impl Compiler {
         services: &[&Service],
     ) -> (PlanEntries, PlanEntries) {
         let groups = locals.groups();
-        let mut used: HashSet<GroupKey> = HashSet::with_capacity(groups.len());
+        self.compiles += 1;
+        let compile = self.compiles;
         let mut previous = std::mem::take(&mut self.stamps);
         let mut last_generation = self.last_generation;
         for ((d, pols, cnps, ports), members) in &groups {
@@ -452,17 +430,20 @@ impl Compiler {
                 ports.clone(),
             );
             let pod = locals.pods[members[0]];
-            let stale = self
-                .expansions
-                .get(&key)
+            let group = self.groups.entry(key).or_default();
+            group.seen_in = compile;
+            let stale = group
+                .expansion
+                .as_ref()
                 .is_some_and(|e| e.services.is_some_and(|f| f != ctx.services_fingerprint));
             if stale {
-                self.expansions.remove(&key);
+                group.expansion = None;
             }
-            let memos = &mut self.memos;
-            let expansion = self.expansions.entry(key.clone()).or_insert_with(|| {
+            let GroupCache {
+                expansion, memo, ..
+            } = group;
+            let expansion = expansion.get_or_insert_with(|| {
                 last_generation += 1;
-                let memo = memos.entry(key.clone()).or_default();
                 let mut expansion = ctx.expand(*d, pols, cnps, locals, pod, memo);
                 // Sorted once here, so stamping a member needs no sort.
                 lowest_rule_per_entry(&mut expansion.entries);
@@ -472,7 +453,6 @@ impl Compiler {
                     ..expansion
                 }
             });
-            used.insert(key);
             let service = Arc::new(if *d == Direction::Egress && cnps.is_empty() {
                 service_entries(cluster, services, ctx.ids, &expansion.entries)
             } else {
@@ -495,8 +475,7 @@ impl Compiler {
             }
         }
         self.last_generation = last_generation;
-        self.expansions.retain(|k, _| used.contains(k));
-        self.memos.retain(|k, _| used.contains(k));
+        self.groups.retain(|_, g| g.seen_in == compile);
         let gather = |part: fn(&Stamp) -> &EntryPart| {
             PlanEntries::from_parts(
                 self.stamps
@@ -558,7 +537,9 @@ impl Compiler {
             .and_then(|m| cluster.changes_since(m))
             .map(|c| c.collect());
         let Some(changed) = changed.filter(|_| !changes.rebuilt) else {
-            self.expansions.clear();
+            for group in self.groups.values_mut() {
+                group.expansion = None;
+            }
             return;
         };
         let mut policies: HashSet<&PolicyRef> = HashSet::new();
@@ -574,12 +555,17 @@ impl Compiler {
                 Change::Pod(_) | Change::Namespace(_) => {}
             }
         }
-        self.expansions.retain(|(_, pols, cnps, _), e| {
-            !pols.iter().any(|p| policies.contains(p))
-                && !cnps.iter().any(|c| cluster_policies.contains(c.as_str()))
-                && e.atoms.is_disjoint(&changes.atoms)
-                && e.names.is_disjoint(&changes.names)
-        });
+        for ((_, pols, cnps, _), group) in &mut self.groups {
+            let stale = group.expansion.as_ref().is_some_and(|e| {
+                pols.iter().any(|p| policies.contains(p))
+                    || cnps.iter().any(|c| cluster_policies.contains(c.as_str()))
+                    || !e.atoms.is_disjoint(&changes.atoms)
+                    || !e.names.is_disjoint(&changes.names)
+            });
+            if stale {
+                group.expansion = None;
+            }
+        }
     }
 }
 
@@ -724,9 +710,9 @@ type Groups = HashMap<(Direction, Vec<usize>, Vec<usize>, Vec<ContainerPort>), V
 struct RuleIndex {
     ids: HashMap<RuleAt, RuleId>,
     atoms: HashMap<RuleAt, Vec<AtomId>>,
-    /// ClusterNetworkPolicy rules by policy index, direction and position
-    /// in that direction's list: their id (NONE for Pass) and atoms.
-    cluster: HashMap<RuleAt, (RuleId, Vec<AtomId>, u32)>,
+    /// The rules of the ClusterNetworkPolicies that apply to a local pod,
+    /// by policy index.
+    cluster: HashMap<usize, Arc<IndexedPolicy>>,
     origins: BTreeMap<RuleId, RuleOrigin>,
 }
 
@@ -756,8 +742,9 @@ impl<'a> Locals<'a> {
         let subjects = pods
             .iter()
             .map(|pod| {
+                let namespace = cluster.namespace_labels(&pod.namespace);
                 (0..cluster_policies.len())
-                    .filter(|&ci| selects(cluster, &cluster_policies[ci].subject, pod))
+                    .filter(|&ci| selects_in(&cluster_policies[ci].subject, &namespace, pod))
                     .collect()
             })
             .collect();
@@ -886,7 +873,7 @@ struct RuleContext<'a> {
     policies: &'a [&'a NetworkPolicy],
     rule_ids: &'a HashMap<RuleAt, RuleId>,
     rule_atoms: &'a HashMap<RuleAt, Vec<AtomId>>,
-    cluster_rules: &'a HashMap<RuleAt, (RuleId, Vec<AtomId>, u32)>,
+    cluster_rules: &'a HashMap<usize, Arc<IndexedPolicy>>,
     ids: &'a Identities,
     service_ports: &'a [ServicePort],
     services_fingerprint: u64,
@@ -920,8 +907,13 @@ impl RuleContext<'_> {
         };
         for &ci in cnps {
             let policy = locals.cluster_policies[ci];
-            for (ri, rule) in policy.rules(d).iter().enumerate() {
-                let Some((id, atoms, content)) = self.cluster_rules.get(&(ci, d, ri)) else {
+            let Some(indexed) = self.cluster_rules.get(&ci) else {
+                continue;
+            };
+            for indexed in indexed.rules.iter().filter(|r| r.direction == d) {
+                let (ri, id, atoms) = (indexed.position, &indexed.id, &indexed.atoms);
+                // Indexed from this very policy, so always there.
+                let Some(rule) = policy.rules(d).get(ri) else {
                     continue;
                 };
                 out.atoms.extend(atoms.iter().copied());
@@ -944,7 +936,7 @@ impl RuleContext<'_> {
                     rule,
                     id: *id,
                     targets,
-                    content: *content,
+                    content: indexed.content,
                 });
             }
         }
@@ -1156,8 +1148,7 @@ impl Compiler {
     /// Makes the next compile start from nothing but the ids.
     pub(crate) fn forget_history(&mut self) {
         self.remote = IdentityCache::default();
-        self.expansions.clear();
-        self.memos.clear();
+        self.groups.clear();
         self.stamps.clear();
         self.mark = None;
     }

@@ -19,6 +19,8 @@ pub struct IdAllocator<K> {
     free: BTreeSet<u32>,
     /// Ids never to hand out (see [`IdAllocator::renumber`]).
     reserved: BTreeSet<u32>,
+    /// Ids held this compile without a lookup of their key ([`IdAllocator::hold`]).
+    held: Vec<u32>,
     generation: u64,
 }
 
@@ -37,6 +39,7 @@ impl<K: Hash + Eq + Clone> IdAllocator<K> {
             next: first,
             free: BTreeSet::new(),
             reserved: BTreeSet::new(),
+            held: Vec::new(),
             generation: 1,
         }
     }
@@ -71,6 +74,13 @@ impl<K: Hash + Eq + Clone> IdAllocator<K> {
         id
     }
 
+    /// Marks `id` used in this compile, as [`IdAllocator::get`] of its key
+    /// would, for a caller that looked it up in the previous compile (so it
+    /// is still live) and knows its key is unchanged.
+    pub fn hold(&mut self, id: u32) {
+        self.held.push(id);
+    }
+
     /// The id of `key` if it has one, without marking it used.
     pub fn peek(&self, key: &K) -> Option<u32> {
         self.ids.get(key).map(|s| s.id)
@@ -79,9 +89,11 @@ impl<K: Hash + Eq + Clone> IdAllocator<K> {
     /// Ends a compile: frees the ids of keys not used since the last call.
     pub fn finish(&mut self) {
         let generation = self.generation;
+        let mut held = std::mem::take(&mut self.held);
+        held.sort_unstable();
         let mut freed = Vec::new();
         self.ids.retain(|_, slot| {
-            let keep = slot.used_in == generation;
+            let keep = slot.used_in == generation || held.binary_search(&slot.id).is_ok();
             if !keep {
                 freed.push(slot.id);
             }
@@ -159,6 +171,21 @@ impl<K: Hash + Eq + Clone> IdAllocator<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_id_stays_live_and_an_unheld_one_is_freed() {
+        let mut a = IdAllocator::new(1);
+        let x = a.get(&"x");
+        let y = a.get(&"y");
+        a.finish();
+        a.hold(x);
+        a.finish(); // y freed, x held
+        assert_eq!(a.peek(&"x"), Some(x));
+        assert_eq!(a.peek(&"y"), None);
+        assert_eq!(a.get(&"z"), y);
+        a.finish(); // x neither used nor held
+        assert_eq!(a.peek(&"x"), None);
+    }
 
     #[test]
     fn ids_are_stable_while_used_and_reused_only_after_a_later_finish() {

@@ -52,6 +52,8 @@ type RuleContent = (Tier, Action, RuleId, Option<Vec<Port>>, bool);
 #[derive(Debug, Default)]
 pub(super) struct RuleContents {
     numbers: HashMap<RuleContent, (u32, bool)>,
+    /// Numbers looked up in the previous compile and kept by number.
+    held: Vec<u32>,
     next: u32,
 }
 
@@ -74,9 +76,18 @@ impl RuleContents {
         slot.0
     }
 
-    /// Forgets the contents not looked up since the last call.
+    /// Keeps number `n`, looked up in the previous compile, as
+    /// [`RuleContents::number`] of its content would.
+    pub(super) fn hold(&mut self, n: u32) {
+        self.held.push(n);
+    }
+
+    /// Forgets the contents neither looked up nor held since the last call.
     pub(super) fn finish(&mut self) {
-        self.numbers.retain(|_, (_, seen)| std::mem::take(seen));
+        let mut held = std::mem::take(&mut self.held);
+        held.sort_unstable();
+        self.numbers
+            .retain(|_, (n, seen)| std::mem::take(seen) || held.binary_search(n).is_ok());
     }
 }
 
@@ -388,7 +399,6 @@ impl Group<'_> {
             Some(n) => n.update(inputs),
             None => Numbering::of(inputs),
         };
-        let targets = &numbering.inputs.targets;
         let distinct = &numbering.distinct;
         let number_of = &numbering.number_of;
         let context = (
@@ -413,7 +423,8 @@ impl Group<'_> {
         let all: Vec<usize> = (0..self.rules.len())
             .filter(|&i| matches!(self.rules[i].rule.peers, Peers::All))
             .collect();
-        let keys: Vec<ContentKey> = distinct
+        // The rules matching each signature, in precedence order.
+        let matching: Vec<Vec<usize>> = distinct
             .iter()
             .map(|(signature, _)| {
                 let mut matching: Vec<usize> = signature.0.clone();
@@ -421,6 +432,13 @@ impl Group<'_> {
                     matching.extend(&all);
                     matching.sort_unstable();
                 }
+                matching
+            })
+            .collect();
+        let keys: Vec<ContentKey> = distinct
+            .iter()
+            .zip(&matching)
+            .map(|((signature, _), matching)| {
                 let contents = matching.iter().map(|&i| self.rules[i].content).collect();
                 (contents, signature.1.clone(), signature.2.clone())
             })
@@ -432,12 +450,13 @@ impl Group<'_> {
         let decisions: Vec<Decision> = distinct
             .iter()
             .zip(&keys)
-            .map(|((_, identity), key)| {
+            .zip(&matching)
+            .map(|(((_, identity), key), matching)| {
                 let decision = memo
                     .decisions
                     .remove(key)
                     .or_else(|| kept.decisions.get(key).cloned())
-                    .unwrap_or_else(|| self.decide(*identity, targets, &named));
+                    .unwrap_or_else(|| self.decide(*identity, matching, &named));
                 kept.decisions.insert(key.clone(), decision.clone());
                 decision
             })
@@ -518,17 +537,17 @@ impl Group<'_> {
     }
 
     /// The tiered decision for `identity` (ANY: an address no listed peer
-    /// matches).
+    /// matches), which the rules `matching` (ascending) match.
     fn decide(
         &self,
         identity: IdentityId,
-        targets: &[Arc<[IdentityId]>],
+        matching: &[usize],
         named: &HashMap<(IdentityId, String, u8), u16>,
     ) -> Decision {
         let tier = |tier: Tier| {
             let mut paint = Paint::new();
-            for (rule, targets) in self.rules.iter().zip(targets) {
-                if rule.tier != tier || !matches(rule.rule, targets, identity) {
+            for rule in matching.iter().map(|&i| &self.rules[i]) {
+                if rule.tier != tier {
                     continue;
                 }
                 let step = match rule.rule.action {
@@ -651,13 +670,6 @@ pub(super) fn targets(ids: &Identities, atoms: &[AtomId]) -> Arc<[IdentityId]> {
     v.sort_unstable();
     v.dedup();
     v.into()
-}
-
-fn matches(rule: &Rule, targets: &[IdentityId], identity: IdentityId) -> bool {
-    match &rule.peers {
-        Peers::All => true,
-        Peers::Listed(_) => identity != IdentityId::ANY && targets.binary_search(&identity).is_ok(),
-    }
 }
 
 /// A map by identity. Building a group's signatures looks up an identity

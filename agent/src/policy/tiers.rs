@@ -22,6 +22,7 @@ use crate::state::Direction;
 use crate::state::Protocol;
 use crate::state::cnp::{Action, ClusterNetworkPolicy, Peer, Peers, PodSet, Port, Rule, Tier};
 use crate::state::model::Pod;
+use crate::state::selector::Labels;
 
 /// One direction of a connection as the pod at this end sees it.
 #[derive(Clone, Copy, Debug)]
@@ -158,11 +159,12 @@ fn tier<'a>(
 
 /// Whether `set` holds `pod` (host-network pods are never held).
 pub fn selects(cluster: &ClusterState, set: &PodSet, pod: &Pod) -> bool {
-    !pod.host_network
-        && set
-            .namespaces
-            .matches(&cluster.namespace_labels(&pod.namespace))
-        && set.pods.matches(&pod.labels)
+    selects_in(set, &cluster.namespace_labels(&pod.namespace), pod)
+}
+
+/// [`selects`], given the labels of `pod`'s namespace.
+pub fn selects_in(set: &PodSet, namespace_labels: &Labels, pod: &Pod) -> bool {
+    !pod.host_network && set.namespaces.matches(namespace_labels) && set.pods.matches(&pod.labels)
 }
 
 fn rule_matches(cluster: &ClusterState, rule: &Rule, traffic: Traffic<'_>) -> bool {

@@ -156,9 +156,10 @@ impl IdentityCache {
         self.keys.retain(|id, _| self.held.contains_key(id));
         self.named_atoms.retain(|_, (_, n)| *n > 0);
         // Keep every held id and named atom allocated (an id not looked up in
-        // a compile is freed at its end).
-        for key in self.keys.values() {
-            id_alloc.get(key);
+        // a compile is freed at its end). Every id here was allocated for its
+        // key and kept in every compile since.
+        for id in self.keys.keys() {
+            id_alloc.hold(id.0);
         }
         for (atom, _) in self.named_atoms.values() {
             table.intern(atom_alloc, atom);
