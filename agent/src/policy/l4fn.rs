@@ -299,14 +299,23 @@ fn split<T: Copy>(runs: &mut Runs<T>, at: u32) {
 }
 
 fn fill_range<T: Copy + PartialEq>(runs: &mut Runs<T>, first: u32, last: u32, value: T) {
+    // Already decided everywhere in the range: nothing to paint or split.
+    let lo = runs.partition_point(|(s, _)| *s <= first) - 1;
+    let hi = runs.partition_point(|(s, _)| *s <= last);
+    if runs[lo..hi].iter().all(|(_, v)| v.is_some()) {
+        return;
+    }
     split(runs, first);
     split(runs, last + 1);
-    for run in runs.iter_mut() {
-        if run.0 >= first && run.0 <= last && run.1.is_none() {
+    let lo = runs.partition_point(|(s, _)| *s < first);
+    let hi = runs.partition_point(|(s, _)| *s <= last);
+    for run in &mut runs[lo..hi] {
+        if run.1.is_none() {
             run.1 = Some(value);
         }
     }
-    *runs = merged(std::mem::take(runs));
+    // Joins adjacent runs of one value, in place (the first start stays).
+    runs.dedup_by(|later, earlier| later.1 == earlier.1);
 }
 
 /// Joins adjacent runs of one value.
