@@ -121,7 +121,7 @@ mod tests {
             ("10.0.0.9/32", 18),
             ("0.0.0.0/0", IdentityId::WORLD.0),
         ] {
-            plan.ipcache.insert(net(prefix), IdentityId(id));
+            std::sync::Arc::make_mut(&mut plan.ipcache).insert(net(prefix), IdentityId(id));
         }
         let pinned = PinnedIds {
             endpoints: BTreeMap::from([(pod("a"), EndpointId(2)), (pod("b"), EndpointId(1))]),

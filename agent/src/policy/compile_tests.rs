@@ -766,7 +766,7 @@ fn stable_ids_survive_recompile() {
     for (id, origin) in &first.rule_origins {
         assert_eq!(second.rule_origins.get(id), Some(origin));
     }
-    for (net, id) in &first.ipcache {
+    for (net, id) in first.ipcache.iter() {
         assert_eq!(second.ipcache.get(net), Some(id), "{net}");
     }
     let third = compiler.compile_for(&cluster(base()), |_| true, &BTreeSet::new());

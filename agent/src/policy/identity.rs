@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use palisade_common::ids::IdentityId;
@@ -117,7 +118,7 @@ impl AtomTable {
 #[derive(Debug, Default)]
 pub struct Identities {
     /// The ipcache.
-    pub ipcache: BTreeMap<IpNet, IdentityId>,
+    pub ipcache: Arc<BTreeMap<IpNet, IdentityId>>,
     /// Atom id -> identities satisfying it (sorted, deduplicated).
     pub by_atom: HashMap<AtomId, Vec<IdentityId>>,
     /// (port name, protocol) -> identities whose pods have it, with the number.
@@ -132,6 +133,9 @@ pub struct Identities {
 #[derive(Clone, Debug, Default)]
 pub struct DescriptionCache {
     by_id: HashMap<IdentityId, (Vec<AtomId>, String)>,
+    /// The last descriptions handed out: handed out again while no
+    /// identity came, went or changed its atoms.
+    last: Arc<BTreeMap<IdentityId, IdentityInfo>>,
 }
 
 impl DescriptionCache {
@@ -140,11 +144,12 @@ impl DescriptionCache {
         &mut self,
         ids: &Identities,
         table: &AtomTable,
-    ) -> BTreeMap<IdentityId, IdentityInfo> {
-        let mut out = BTreeMap::new();
+    ) -> Arc<BTreeMap<IdentityId, IdentityInfo>> {
+        let mut changed = self.by_id.len() != ids.atoms_of.len();
         for (id, atoms) in &ids.atoms_of {
             let fresh = self.by_id.get(id).is_none_or(|(k, _)| k != atoms);
             if fresh {
+                changed = true;
                 let parts: Vec<String> = atoms
                     .iter()
                     .filter_map(|a| table.atoms.get(a))
@@ -152,16 +157,21 @@ impl DescriptionCache {
                     .collect();
                 self.by_id.insert(*id, (atoms.clone(), parts.join("; ")));
             }
-            if let Some((_, d)) = self.by_id.get(id) {
-                out.insert(
-                    *id,
-                    IdentityInfo {
-                        description: d.clone(),
-                    },
-                );
-            }
         }
-        self.by_id.retain(|id, _| ids.atoms_of.contains_key(id));
-        out
+        if changed {
+            self.by_id.retain(|id, _| ids.atoms_of.contains_key(id));
+            self.last = Arc::new(
+                self.by_id
+                    .iter()
+                    .map(|(id, (_, d))| {
+                        let info = IdentityInfo {
+                            description: d.clone(),
+                        };
+                        (*id, info)
+                    })
+                    .collect(),
+            );
+        }
+        Arc::clone(&self.last)
     }
 }

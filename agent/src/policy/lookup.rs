@@ -250,8 +250,8 @@ mod tests {
     #[test]
     fn longest_prefix_decides_the_identity_and_unknown_is_world() {
         let mut plan = DatapathPlan::default();
-        plan.ipcache.insert(net("10.0.0.0/8"), IdentityId(16));
-        plan.ipcache.insert(net("10.1.0.0/16"), IdentityId(17));
+        std::sync::Arc::make_mut(&mut plan.ipcache).insert(net("10.0.0.0/8"), IdentityId(16));
+        std::sync::Arc::make_mut(&mut plan.ipcache).insert(net("10.1.0.0/16"), IdentityId(17));
         assert_eq!(
             ipcache_lookup(&plan.ipcache, "10.1.2.3".parse().expect("ip")),
             IdentityId(17)
@@ -269,7 +269,7 @@ mod tests {
     #[test]
     fn identity_rule_then_any_rule_and_port_ranges_are_inclusive() {
         let mut plan = DatapathPlan::default();
-        plan.ipcache.insert(net("10.9.0.0/16"), IdentityId(16));
+        std::sync::Arc::make_mut(&mut plan.ipcache).insert(net("10.9.0.0/16"), IdentityId(16));
         let e = ep();
         let key = |identity, l4| RuleKey {
             endpoint: e.id,
@@ -301,7 +301,7 @@ mod tests {
     #[test]
     fn deny_entries_decide_where_they_are_the_most_specific() {
         let mut plan = DatapathPlan::default();
-        plan.ipcache.insert(net("10.9.0.0/16"), IdentityId(16));
+        std::sync::Arc::make_mut(&mut plan.ipcache).insert(net("10.9.0.0/16"), IdentityId(16));
         let e = ep();
         let key = |identity, l4| RuleKey {
             endpoint: e.id,

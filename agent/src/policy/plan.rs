@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use palisade_common::ids::{EndpointId, IdentityId, RuleId};
@@ -18,11 +19,13 @@ pub use entries::{EntryPart, PartKey, PlanEntries};
 /// Everything the datapath of one node needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatapathPlan {
-    /// Allocated identities and what they stand for (for `explain` and status).
-    pub identities: BTreeMap<IdentityId, IdentityInfo>,
+    /// Allocated identities and what they stand for (for `explain` and
+    /// status). Shared with the compiler while they stay the same.
+    pub identities: Arc<BTreeMap<IdentityId, IdentityInfo>>,
     /// Remote prefix -> identity. Addresses under no prefix are WORLD.
-    #[serde(with = "as_pairs")]
-    pub ipcache: BTreeMap<IpNet, IdentityId>,
+    /// Shared with the compiler while it stays the same.
+    #[serde(with = "arc_pairs")]
+    pub ipcache: Arc<BTreeMap<IpNet, IdentityId>>,
     /// This node's own addresses (each also has an exact ipcache entry, with
     /// its ipBlock membership): connections from them to a pod are always
     /// allowed; connections to them are policed like any address.
@@ -238,6 +241,30 @@ mod as_pairs {
         Ok(Vec::<(K, V)>::deserialize(deserializer)?
             .into_iter()
             .collect())
+    }
+}
+
+/// [`as_pairs`] behind an `Arc`.
+mod arc_pairs {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &Arc<BTreeMap<K, V>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        super::as_pairs::serialize(map, serializer)
+    }
+
+    pub fn deserialize<'de, K, V, D>(deserializer: D) -> Result<Arc<BTreeMap<K, V>>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        super::as_pairs::deserialize(deserializer).map(Arc::new)
     }
 }
 

@@ -180,11 +180,11 @@ impl DatapathBed {
                 },
             );
             for ip in pod.ips() {
-                plan.ipcache.insert(IpNet::from(ip), identity(i));
+                std::sync::Arc::make_mut(&mut plan.ipcache).insert(IpNet::from(ip), identity(i));
             }
         }
         for ip in [IpAddr::V4(self.node.ipv4()), IpAddr::V6(self.node.ipv6())] {
-            plan.ipcache.insert(IpNet::from(ip), IdentityId(15));
+            std::sync::Arc::make_mut(&mut plan.ipcache).insert(IpNet::from(ip), IdentityId(15));
             plan.host_addresses.insert(ip);
         }
         plan.rules = self.rules.clone().into();

@@ -147,7 +147,7 @@ fn random_plan(rng: &mut Rng, round: u32) -> palisade_agent::policy::plan::Datap
     // The node's addresses: random identities, flagged as host.
     for node in ["10.0.255.1", "fd00::ff:1"] {
         let ip: IpAddr = node.parse().expect("node address");
-        plan.ipcache.insert(
+        std::sync::Arc::make_mut(&mut plan.ipcache).insert(
             IpNet::from(ip),
             identities[rng.below(identities.len() as u64) as usize],
         );

@@ -67,7 +67,7 @@ impl PlanBuilder {
             (IpAddr::V6(OTHER_V6), OTHER_ID),
             (IpAddr::V4(NODE_V4), NODE_ID),
         ] {
-            plan.ipcache.insert(IpNet::from(ip), id);
+            std::sync::Arc::make_mut(&mut plan.ipcache).insert(IpNet::from(ip), id);
         }
         plan.host_addresses.insert(IpAddr::V4(NODE_V4));
         PlanBuilder { plan }
@@ -158,8 +158,7 @@ impl PlanBuilder {
     }
 
     pub fn ipcache(mut self, net: &str, identity: IdentityId) -> Self {
-        self.plan
-            .ipcache
+        std::sync::Arc::make_mut(&mut self.plan.ipcache)
             .insert(net.parse().expect("test cidr"), identity);
         self
     }

@@ -110,7 +110,7 @@ fn plan(rules: usize, ipcache: usize) -> DatapathPlan {
         (IpAddr::V4(NODE_V4), NODE_ID),
     ];
     for (ip, id) in base {
-        plan.ipcache.insert(ip.into(), id);
+        std::sync::Arc::make_mut(&mut plan.ipcache).insert(ip.into(), id);
     }
     plan.host_addresses.insert(IpAddr::V4(NODE_V4));
     for j in 0..ipcache.saturating_sub(base.len()) as u32 {
@@ -123,7 +123,7 @@ fn plan(rules: usize, ipcache: usize) -> DatapathPlan {
             let a = 0x0a80_0000u32 + j;
             format!("{}/32", Ipv4Addr::from(a))
         };
-        plan.ipcache
+        std::sync::Arc::make_mut(&mut plan.ipcache)
             .insert(net.parse().expect("generated prefix parses"), identity);
     }
     plan.rules.insert(

@@ -444,16 +444,17 @@ impl PalisadeGuard {
                 },
             );
             for ip in p.ips() {
-                plan.ipcache.insert(ip.into(), id);
+                std::sync::Arc::make_mut(&mut plan.ipcache).insert(ip.into(), id);
             }
         }
         for ip in [IpAddr::V4(node.ipv4()), IpAddr::V6(node.ipv6())] {
-            plan.ipcache.insert(ip.into(), HOST_ID);
+            std::sync::Arc::make_mut(&mut plan.ipcache).insert(ip.into(), HOST_ID);
             plan.host_addresses.insert(ip);
         }
         for (i, r) in rules.iter().enumerate() {
             if r.identity != CLIENT_ID {
-                plan.ipcache.insert(IpAddr::V4(r.ip).into(), r.identity);
+                std::sync::Arc::make_mut(&mut plan.ipcache)
+                    .insert(IpAddr::V4(r.ip).into(), r.identity);
             }
             plan.rules.insert(
                 RuleKey {

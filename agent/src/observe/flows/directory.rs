@@ -322,7 +322,7 @@ mod tests {
                 policies: Vec::new(),
             },
         );
-        plan.ipcache
+        std::sync::Arc::make_mut(&mut plan.ipcache)
             .insert("10.0.0.1/32".parse().expect("net"), IdentityId(16));
         let key = |identity, l4| RuleKey {
             endpoint: EndpointId(3),

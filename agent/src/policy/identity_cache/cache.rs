@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use palisade_common::ids::IdentityId;
@@ -44,7 +45,7 @@ pub struct IdentityCache {
     /// Named-port atoms and how many pods hold each.
     pub(super) named_atoms: HashMap<AtomId, (Atom, usize)>,
     pub(super) layers: Layers,
-    pub(super) ipcache: BTreeMap<IpNet, IdentityId>,
+    pub(super) ipcache: Arc<BTreeMap<IpNet, IdentityId>>,
     /// Allocated identities and how many layer entries hold each.
     pub(super) held: HashMap<IdentityId, usize>,
     /// Allocated identities and how many ipcache entries have each.
@@ -173,7 +174,7 @@ impl IdentityCache {
         service_ips: BTreeMap<(String, String), Vec<(IpAddr, IdentityId)>>,
     ) -> Identities {
         let mut out = Identities {
-            ipcache: self.ipcache.clone(),
+            ipcache: Arc::clone(&self.ipcache),
             atoms_of: self.atoms_of.clone(),
             service_ips,
             ..Identities::default()

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use palisade_common::ids::IdentityId;
@@ -131,8 +132,8 @@ impl IdentityCache {
     pub(super) fn refresh(&mut self, net: IpNet) {
         let new = self.layers.resolve(&net);
         let old = match new {
-            Some(id) => self.ipcache.insert(net, id),
-            None => self.ipcache.remove(&net),
+            Some(id) => Arc::make_mut(&mut self.ipcache).insert(net, id),
+            None => Arc::make_mut(&mut self.ipcache).remove(&net),
         };
         if old == new {
             return;
