@@ -262,15 +262,13 @@ mod cluster_policy_tests {
     use serde_json::json;
 
     use super::*;
-    use crate::source::cnp as api;
+    use crate::source::fixtures::cluster_network_policy_object;
 
     #[test]
     fn a_cluster_policy_lists_its_rejections_and_unsupported_parts_apart() {
-        let object: api::ClusterNetworkPolicy = serde_json::from_value(json!({
-            "apiVersion": "policy.networking.k8s.io/v1alpha2",
-            "kind": "ClusterNetworkPolicy",
-            "metadata": {"name": "egress-guard"},
-            "spec": {
+        let object = cluster_network_policy_object(
+            "egress-guard",
+            json!({
                 "tier": "Baseline",
                 "priority": 30,
                 "subject": {"namespaces": {}},
@@ -279,9 +277,8 @@ mod cluster_policy_tests {
                     {"action": "Deny", "to": [{"networks": ["10.0.0.0/33"]}]},
                     {"action": "Deny", "to": [{"networks": ["10.9.0.0/16"]}]},
                 ],
-            },
-        }))
-        .expect("object");
+            }),
+        );
         let policy = ClusterNetworkPolicy::from_k8s(&object).expect("parses");
         let s = ClusterPolicyStatus::of(&policy);
         assert_eq!((s.tier.as_str(), s.priority), ("Baseline", 30));
@@ -318,18 +315,15 @@ mod cluster_policy_tests {
 
     #[test]
     fn status_json_stays_readable_across_versions() {
-        let object: api::ClusterNetworkPolicy = serde_json::from_value(json!({
-            "apiVersion": "policy.networking.k8s.io/v1alpha2",
-            "kind": "ClusterNetworkPolicy",
-            "metadata": {"name": "docs"},
-            "spec": {
+        let object = cluster_network_policy_object(
+            "docs",
+            json!({
                 "tier": "Admin",
                 "priority": 3,
                 "subject": {"namespaces": {}},
                 "egress": [{"action": "Accept", "to": [{"domainNames": ["docs.example.com"]}]}],
-            },
-        }))
-        .expect("object");
+            }),
+        );
         let status =
             ClusterPolicyStatus::of(&ClusterNetworkPolicy::from_k8s(&object).expect("parses"));
         let encoded = serde_json::to_value(&status).expect("encodes");

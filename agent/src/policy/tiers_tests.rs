@@ -4,7 +4,6 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::policy::fixtures::cluster;
-use crate::source::cnp as api;
 use crate::source::fixtures::{namespace, pod};
 
 const TCP: u8 = 6;
@@ -58,13 +57,7 @@ fn cnp(
     for (k, v) in rules.as_object().unwrap() {
         spec[k] = v.clone();
     }
-    let object: api::ClusterNetworkPolicy = serde_json::from_value(json!({
-        "apiVersion": "policy.networking.k8s.io/v1alpha2",
-        "kind": "ClusterNetworkPolicy",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .unwrap();
+    let object = crate::source::fixtures::cluster_network_policy_object(name, spec);
     ClusterNetworkPolicy::from_k8s(&object).unwrap()
 }
 

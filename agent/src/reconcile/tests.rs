@@ -230,16 +230,11 @@ fn initial_with_deny(web: K8sObject) -> SourceEvent {
         unreachable!("initial is a Replace")
     };
     kinds.extend(Kind::OPTIONAL);
-    let deny = serde_json::json!({
-        "apiVersion": "policy.networking.k8s.io/v1alpha2",
-        "kind": "ClusterNetworkPolicy",
-        "metadata": {"name": "no-ssh"},
-        "spec": {"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
+    objects.push(crate::source::fixtures::cluster_network_policy(
+        "no-ssh",
+        serde_json::json!({"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
                  "ingress": [{"action": "Deny", "from": [{"namespaces": {}}],
-                              "protocols": [{"tcp": {"destinationPort": {"number": 22}}}]}]},
-    });
-    objects.push(K8sObject::ClusterNetworkPolicy(
-        serde_json::from_value(deny).expect("a ClusterNetworkPolicy"),
+                              "protocols": [{"tcp": {"destinationPort": {"number": 22}}}]}]}),
     ));
     SourceEvent::Replace { kinds, objects }
 }

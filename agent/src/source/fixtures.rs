@@ -547,13 +547,19 @@ pub(crate) use objs;
 /// A ClusterNetworkPolicy object named `name` with `spec` written as the API
 /// serves it (JSON, so tests can also write what the CRD would refuse).
 pub fn cluster_network_policy(name: &str, spec: serde_json::Value) -> K8sObject {
-    K8sObject::ClusterNetworkPolicy(
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "policy.networking.k8s.io/v1alpha2",
-            "kind": "ClusterNetworkPolicy",
-            "metadata": {"name": name},
-            "spec": spec,
-        }))
-        .expect("a ClusterNetworkPolicy object"),
-    )
+    K8sObject::ClusterNetworkPolicy(cluster_network_policy_object(name, spec))
+}
+
+/// [`cluster_network_policy`]'s API object.
+pub fn cluster_network_policy_object(
+    name: &str,
+    spec: serde_json::Value,
+) -> super::cnp::ClusterNetworkPolicy {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2",
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("a ClusterNetworkPolicy object")
 }

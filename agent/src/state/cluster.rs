@@ -477,14 +477,11 @@ mod tests {
     }
 
     fn cnp(name: &str, priority: i32) -> crate::source::cnp::ClusterNetworkPolicy {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "policy.networking.k8s.io/v1alpha2",
-            "kind": "ClusterNetworkPolicy",
-            "metadata": {"name": name},
-            "spec": {"tier": "Admin", "priority": priority, "subject": {"namespaces": {}},
-                     "egress": [{"action": "Deny", "to": [{"domainNames": ["example.com"]}]}]},
-        }))
-        .unwrap()
+        crate::source::fixtures::cluster_network_policy_object(
+            name,
+            serde_json::json!({"tier": "Admin", "priority": priority, "subject": {"namespaces": {}},
+                     "egress": [{"action": "Deny", "to": [{"domainNames": ["example.com"]}]}]}),
+        )
     }
 
     #[test]

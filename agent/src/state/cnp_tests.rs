@@ -5,13 +5,7 @@ use serde_json::json;
 use super::*;
 
 fn parse(spec: serde_json::Value) -> ClusterNetworkPolicy {
-    let object: api::ClusterNetworkPolicy = serde_json::from_value(json!({
-        "apiVersion": "policy.networking.k8s.io/v1alpha2",
-        "kind": "ClusterNetworkPolicy",
-        "metadata": {"name": "p"},
-        "spec": spec,
-    }))
-    .expect("API object");
+    let object = crate::source::fixtures::cluster_network_policy_object("p", spec);
     ClusterNetworkPolicy::from_k8s(&object).expect("named")
 }
 

@@ -6,7 +6,6 @@ use serde_json::{Value, json};
 use super::*;
 use crate::policy::fixtures::*;
 use crate::source::K8sObject;
-use crate::source::cnp as api;
 
 fn key(ns: &str, n: &str) -> PodRef {
     PodRef {
@@ -43,14 +42,7 @@ fn cnp(name: &str, tier: &str, priority: i32, team: &str, rules: Value) -> K8sOb
     for (k, v) in rules.as_object().expect("rules object") {
         spec[k] = v.clone();
     }
-    let object: api::ClusterNetworkPolicy = serde_json::from_value(json!({
-        "apiVersion": "policy.networking.k8s.io/v1alpha2",
-        "kind": "ClusterNetworkPolicy",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .expect("a ClusterNetworkPolicy");
-    K8sObject::ClusterNetworkPolicy(object)
+    crate::source::fixtures::cluster_network_policy(name, spec)
 }
 
 fn from_team(name: Option<&str>, action: &str, team: &str, ports: Value) -> Value {
