@@ -10,12 +10,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use palisade_common::ids::RuleId;
+use palisade_common::ids::{IdentityId, RuleId};
 
-use super::identity::{Atom, AtomId, AtomTable};
+use super::identity::{Atom, AtomId, AtomTable, Identities};
 use super::ids::IdAllocator;
 use super::plan::{ClusterRuleOrigin, RuleOrigin};
-use super::tiered::RuleContents;
+use super::tiered::{self, RuleContents};
 use crate::state::cnp::{self, Action, ClusterNetworkPolicy};
 use crate::state::model::Protocol;
 use crate::state::netpol::{IpBlock, NamespaceScope, PodPeer};
@@ -209,4 +209,45 @@ fn policy_ref(policy: &ClusterNetworkPolicy) -> PolicyRef {
 
 fn position(index: usize) -> u32 {
     u32::try_from(index).unwrap_or(u32::MAX)
+}
+
+/// The identities each set of rule atoms holds ([`tiered::targets`]), kept
+/// from compile to compile while none of those atoms gains or loses an
+/// identity: a group comparing its rules' targets with its last ones then
+/// finds the same allocation and compares no identity.
+#[derive(Debug, Default)]
+pub(super) struct RuleTargets {
+    kept: HashMap<Arc<[AtomId]>, Arc<[IdentityId]>>,
+    used: HashMap<Arc<[AtomId]>, Arc<[IdentityId]>>,
+}
+
+impl RuleTargets {
+    /// Forgets the targets of atoms in `changed`; all of them when that is
+    /// unknown (`None`).
+    pub(super) fn forget(&mut self, changed: Option<&HashSet<AtomId>>) {
+        match changed {
+            Some(changed) => self
+                .kept
+                .retain(|atoms, _| atoms.iter().all(|a| !changed.contains(a))),
+            None => self.kept.clear(),
+        }
+    }
+
+    /// The targets of `atoms` under `ids`.
+    pub(super) fn of(&mut self, atoms: &Arc<[AtomId]>, ids: &Identities) -> Arc<[IdentityId]> {
+        if let Some(targets) = self.used.get(atoms) {
+            return Arc::clone(targets);
+        }
+        let targets = self
+            .kept
+            .remove(atoms)
+            .unwrap_or_else(|| tiered::targets(ids, atoms));
+        self.used.insert(Arc::clone(atoms), Arc::clone(&targets));
+        targets
+    }
+
+    /// Ends a compile: only the targets it looked up are kept.
+    pub(super) fn finish(&mut self) {
+        self.kept = std::mem::take(&mut self.used);
+    }
 }

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use palisade_common::ids::{EndpointId, IdentityId, RuleId};
 
 use super::adopt::{self, PinnedIds};
-use super::cluster_rules::{Allocators, ClusterRules, IndexedPolicy, RuleSlot};
+use super::cluster_rules::{Allocators, ClusterRules, IndexedPolicy, RuleSlot, RuleTargets};
 use super::identity::{Atom, AtomId, AtomTable, DescriptionCache, Identities};
 use super::identity_cache::{IdentityCache, IdentityChanges, Inputs};
 use super::ids::IdAllocator;
@@ -101,6 +101,8 @@ pub struct Compiler {
     rule_contents: tiered::RuleContents,
     /// The last compile's ClusterNetworkPolicy rule index.
     cluster_rules: ClusterRules,
+    /// Those rules' targets, while their atoms' identities stay the same.
+    cluster_targets: RuleTargets,
     /// Each endpoint's entries per direction, as last stamped.
     stamps: HashMap<(EndpointId, Direction), Stamp>,
     /// The generation of the last expansion computed.
@@ -135,6 +137,7 @@ impl Compiler {
             compiles: 0,
             rule_contents: tiered::RuleContents::default(),
             cluster_rules: ClusterRules::default(),
+            cluster_targets: RuleTargets::default(),
             stamps: HashMap::new(),
             last_generation: 0,
             mark: None,
@@ -222,9 +225,11 @@ impl Compiler {
             ids: &ids,
             services_fingerprint: fingerprint(&service_ports),
             service_ports: &service_ports,
-            cluster_targets: RefCell::default(),
+            cluster_targets: RefCell::new(std::mem::take(&mut self.cluster_targets)),
         };
         let (rules, denies) = self.entries(cluster, &locals, &endpoint_ids, &ctx, &services);
+        self.cluster_targets = ctx.cluster_targets.into_inner();
+        self.cluster_targets.finish();
         self.mark = Some(cluster.mark());
 
         let plan = DatapathPlan {
@@ -540,8 +545,10 @@ impl Compiler {
             for group in self.groups.values_mut() {
                 group.expansion = None;
             }
+            self.cluster_targets.forget(None);
             return;
         };
+        self.cluster_targets.forget(Some(&changes.atoms));
         let mut policies: HashSet<&PolicyRef> = HashSet::new();
         let mut cluster_policies: HashSet<&str> = HashSet::new();
         for change in changed {
@@ -877,9 +884,9 @@ struct RuleContext<'a> {
     ids: &'a Identities,
     service_ports: &'a [ServicePort],
     services_fingerprint: u64,
-    /// Each ClusterNetworkPolicy rule's targets, worked out once a compile
-    /// (every group under the policy shares them).
-    cluster_targets: RefCell<HashMap<RuleAt, Arc<[IdentityId]>>>,
+    /// ClusterNetworkPolicy rules' targets, worked out once a compile
+    /// (every group under the policy shares them) unless kept from the last.
+    cluster_targets: RefCell<RuleTargets>,
 }
 
 impl RuleContext<'_> {
@@ -925,12 +932,7 @@ impl RuleContext<'_> {
                         }
                     }
                 }
-                let targets = Arc::clone(
-                    self.cluster_targets
-                        .borrow_mut()
-                        .entry((ci, d, ri))
-                        .or_insert_with(|| tiered::targets(self.ids, atoms)),
-                );
+                let targets = self.cluster_targets.borrow_mut().of(atoms, self.ids);
                 rules.push(TierRule {
                     tier: policy.tier,
                     rule,

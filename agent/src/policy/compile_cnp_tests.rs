@@ -305,3 +305,34 @@ fn plan_all_with_ids_of(c: &ClusterState) -> DatapathPlan {
     compiler.forget_history();
     compiler.compile_for(c, |_| true, &Default::default())
 }
+
+#[test]
+fn a_pod_relabelled_into_a_cluster_policy_peer_is_decided_by_its_rule_on_the_next_compile() {
+    let deny_web = cnp(
+        "no-web",
+        "Admin",
+        1,
+        team("a"),
+        json!({"ingress": [{"action": "Deny", "from": [
+            {"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "web"}}}}
+        ]}]}),
+    );
+    let mut c = world(vec![deny_web]);
+    let relabel = |app: &str| -> K8sObject {
+        pod("client")
+            .ns("b")
+            .label("app", app)
+            .ip("10.0.1.1")
+            .into()
+    };
+    let mut compiler = Compiler::new();
+    let compile = |compiler: &mut Compiler, c: &ClusterState| {
+        compiler.compile_for(c, |_| true, &Default::default())
+    };
+    assert!(ingress(&compile(&mut compiler, &c), CLIENT, TCP, 80).allowed);
+    // Its rule's peer now holds the client: the kept rule's targets must not.
+    c.apply(&relabel("web")).expect("apply");
+    assert!(!ingress(&compile(&mut compiler, &c), CLIENT, TCP, 80).allowed);
+    c.apply(&relabel("client")).expect("apply");
+    assert!(ingress(&compile(&mut compiler, &c), CLIENT, TCP, 80).allowed);
+}
