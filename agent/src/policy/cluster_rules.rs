@@ -5,7 +5,9 @@
 //! rule's ports; with a hundred policies of 25 rules that is most of a
 //! re-plan. A policy the journal says is unchanged keeps last compile's
 //! work: its ids are still allocated (they were looked up then), so keeping
-//! them is one lookup per rule and one per distinct peer.
+//! them is one hold per rule and one table check per distinct peer. The
+//! rules' targets are kept the same way, until their atoms' identities
+//! change ([`RuleTargets`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
