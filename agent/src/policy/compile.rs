@@ -72,6 +72,14 @@ struct Expansion {
     generation: u64,
 }
 
+/// The NetworkPolicies and ClusterNetworkPolicies (by name) changed since
+/// the last compile.
+#[derive(Debug, Default)]
+struct ChangedPolicies<'c> {
+    policies: HashSet<&'c PolicyRef>,
+    cluster_policies: HashSet<&'c str>,
+}
+
 /// What a group of endpoints keeps from compile to compile.
 #[derive(Debug, Default)]
 struct GroupCache {
@@ -209,10 +217,11 @@ impl Compiler {
         let policies: Vec<&NetworkPolicy> = cluster.policies().collect();
         let cluster_policies = cluster.cluster_policies();
         let locals = Locals::new(&policies, &cluster_policies, cluster, pods);
+        let changed = self.changed_policies(cluster);
         let mut table = AtomTable::default();
-        let rule_index = self.index_rules(cluster, &locals, &mut table);
+        let rule_index = self.index_rules(changed.as_ref(), &locals, &mut table);
         let services = locals.egress_services(cluster);
-        let ids = self.update_identities(cluster, &services, host, &mut table);
+        let ids = self.update_identities(cluster, changed.as_ref(), &services, host, &mut table);
         let mut pod_rejections = Vec::new();
         let endpoints = self.plan_endpoints(cluster, &locals, &mut pod_rejections);
         let endpoint_ids: Vec<EndpointId> = endpoints.iter().map(|ep| ep.id).collect();
@@ -255,7 +264,7 @@ impl Compiler {
     /// their peers' atoms (and egress port names) into `table`.
     fn index_rules(
         &mut self,
-        cluster: &ClusterState,
+        changed: Option<&ChangedPolicies<'_>>,
         locals: &Locals<'_>,
         table: &mut AtomTable,
     ) -> RuleIndex {
@@ -286,7 +295,7 @@ impl Compiler {
                 }
             }
         }
-        self.index_cluster_rules(cluster, locals, table, &mut index);
+        self.index_cluster_rules(changed, locals, table, &mut index);
         index
     }
 
@@ -295,7 +304,7 @@ impl Compiler {
     /// last compile for the policies that did not change since).
     fn index_cluster_rules(
         &mut self,
-        cluster: &ClusterState,
+        changed: Option<&ChangedPolicies<'_>>,
         locals: &Locals<'_>,
         table: &mut AtomTable,
         index: &mut RuleIndex,
@@ -303,22 +312,9 @@ impl Compiler {
         let mut relevant: Vec<usize> = locals.subjects.iter().flatten().copied().collect();
         relevant.sort_unstable();
         relevant.dedup();
-        let changes: Option<Vec<&Change>> = self
-            .mark
-            .and_then(|m| cluster.changes_since(m))
-            .map(|c| c.collect());
-        let changed: Option<HashSet<&str>> = changes.map(|changes| {
-            changes
-                .into_iter()
-                .filter_map(|c| match c {
-                    Change::ClusterPolicy(name) => Some(name.as_str()),
-                    _ => None,
-                })
-                .collect()
-        });
         let indexed = self.cluster_rules.index(
             relevant.iter().map(|&ci| (ci, locals.cluster_policies[ci])),
-            changed.as_ref(),
+            changed.map(|c| &c.cluster_policies),
             &mut Allocators {
                 atoms: &mut self.atoms,
                 rules: &mut self.rules,
@@ -353,6 +349,7 @@ impl Compiler {
     fn update_identities(
         &mut self,
         cluster: &ClusterState,
+        changed: Option<&ChangedPolicies<'_>>,
         services: &[&Service],
         host: &BTreeSet<IpAddr>,
         table: &mut AtomTable,
@@ -367,7 +364,7 @@ impl Compiler {
             &mut self.atoms,
             &mut self.identities,
         );
-        self.forget_stale_expansions(cluster, changes);
+        self.forget_stale_expansions(changed, changes);
         ids
     }
 
@@ -533,14 +530,33 @@ impl Compiler {
         }
     }
 
+    /// The policies changed since the last compile, from the state's
+    /// journal; `None` when that is unknown (no last compile, or the journal
+    /// no longer reaches back to it).
+    fn changed_policies<'c>(&self, cluster: &'c ClusterState) -> Option<ChangedPolicies<'c>> {
+        let mut out = ChangedPolicies::default();
+        for change in self.mark.and_then(|m| cluster.changes_since(m))? {
+            match change {
+                Change::Policy(p) => {
+                    out.policies.insert(p);
+                }
+                Change::ClusterPolicy(name) => {
+                    out.cluster_policies.insert(name);
+                }
+                Change::Pod(_) | Change::Namespace(_) => {}
+            }
+        }
+        Some(out)
+    }
+
     /// Drops the expansions the changes since the last compile invalidate:
     /// those of changed policies and those whose atoms or egress port names
     /// gained or lost identities; all of them when that is unknown.
-    fn forget_stale_expansions(&mut self, cluster: &ClusterState, changes: IdentityChanges) {
-        let changed: Option<Vec<&Change>> = self
-            .mark
-            .and_then(|m| cluster.changes_since(m))
-            .map(|c| c.collect());
+    fn forget_stale_expansions(
+        &mut self,
+        changed: Option<&ChangedPolicies<'_>>,
+        changes: IdentityChanges,
+    ) {
         let Some(changed) = changed.filter(|_| !changes.rebuilt) else {
             for group in self.groups.values_mut() {
                 group.expansion = None;
@@ -549,19 +565,7 @@ impl Compiler {
             return;
         };
         self.cluster_targets.forget(Some(&changes.atoms));
-        let mut policies: HashSet<&PolicyRef> = HashSet::new();
-        let mut cluster_policies: HashSet<&str> = HashSet::new();
-        for change in changed {
-            match change {
-                Change::Policy(p) => {
-                    policies.insert(p);
-                }
-                Change::ClusterPolicy(name) => {
-                    cluster_policies.insert(name);
-                }
-                Change::Pod(_) | Change::Namespace(_) => {}
-            }
-        }
+        let (policies, cluster_policies) = (&changed.policies, &changed.cluster_policies);
         for ((_, pols, cnps, _), group) in &mut self.groups {
             let stale = group.expansion.as_ref().is_some_and(|e| {
                 pols.iter().any(|p| policies.contains(p))
