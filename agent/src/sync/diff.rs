@@ -23,7 +23,6 @@
 //! Traffic that both the old and the new state allow is allowed at every step;
 //! traffic both deny is denied at every step.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use palisade_common::addr::Addr16;
@@ -33,9 +32,10 @@ use palisade_common::ipcache::IpcacheValue;
 use palisade_common::policy::{PolicyKey, PolicyValue};
 use palisade_common::source::SourcePrefixKey;
 
+use super::changes::{Changes, changes};
 use super::policy_map::{PolicyEntryKey, PolicyMap, PolicyPart};
 use super::render::KernelState;
-use super::waypoint::{Changes, Route, route};
+use super::waypoint::{Route, route};
 
 /// How many leading bits of an LPM trie key an entry matches: of the
 /// (v4-mapped) address in `IPCACHE`, of the whole key in `POLICY` and
@@ -123,48 +123,6 @@ impl KernelState {
     }
 }
 
-/// Entries of `new` that `old` lacks or holds with another value, and keys
-/// of `old` that `new` lacks: one merge pass over both (key-ordered) maps.
-fn changes<K: Ord + Copy, V: PartialEq + Copy>(
-    old: &BTreeMap<K, V>,
-    new: &BTreeMap<K, V>,
-) -> Changes<K, V> {
-    let (mut puts, mut deletes) = (Vec::new(), Vec::new());
-    let mut o = old.iter().peekable();
-    let mut n = new.iter().peekable();
-    loop {
-        match (o.peek(), n.peek()) {
-            (None, None) => break,
-            (Some((ok, _)), None) => {
-                deletes.push(**ok);
-                o.next();
-            }
-            (None, Some((nk, nv))) => {
-                puts.push((**nk, **nv));
-                n.next();
-            }
-            (Some((ok, ov)), Some((nk, nv))) => match ok.cmp(nk) {
-                std::cmp::Ordering::Less => {
-                    deletes.push(**ok);
-                    o.next();
-                }
-                std::cmp::Ordering::Greater => {
-                    puts.push((**nk, **nv));
-                    n.next();
-                }
-                std::cmp::Ordering::Equal => {
-                    if ov != nv {
-                        puts.push((**nk, **nv));
-                    }
-                    o.next();
-                    n.next();
-                }
-            },
-        }
-    }
-    (puts, deletes)
-}
-
 /// The policy entries to put and to delete, each in write order. Parts the
 /// two states share are equal and skipped unread; the rest are merged part
 /// by part, so the result is what one merge over all entries gives.
@@ -192,6 +150,11 @@ fn policy_changes(old: &PolicyMap, new: &PolicyMap) -> PolicyChanges {
         puts.extend(p);
         deletes.extend(d);
     }
+    in_write_order((puts, deletes))
+}
+
+/// Policy puts in [`put_order`], deletes in [`delete_order`].
+fn in_write_order((mut puts, mut deletes): PolicyChanges) -> PolicyChanges {
     puts.sort_by_key(|(k, _)| put_order(k));
     deletes.sort_by_key(delete_order);
     (puts, deletes)
@@ -200,19 +163,71 @@ fn policy_changes(old: &PolicyMap, new: &PolicyMap) -> PolicyChanges {
 /// Policy puts and deletes.
 type PolicyChanges = (Vec<(PolicyEntryKey, PolicyValue)>, Vec<PolicyEntryKey>);
 
+/// The writes of one leg, each map's changes in write order.
+#[derive(Default)]
+struct Leg {
+    policy: PolicyChanges,
+    source_prefixes: Changes<(u32, SourcePrefixKey), ()>,
+    ipcache: Changes<(u32, Addr16), IpcacheValue>,
+    /// Interfaces whose endpoint changes.
+    changed_endpoints: Vec<(u32, EndpointInfo)>,
+    /// Interfaces that gain an endpoint.
+    new_endpoints: Vec<(u32, EndpointInfo)>,
+    /// Interfaces that lose theirs.
+    gone_endpoints: Vec<u32>,
+}
+
 pub fn diff(old: &KernelState, new: &KernelState) -> Vec<MapOp> {
     let policy = policy_changes(&old.policy, &new.policy);
     let ipcache = changes(&old.ipcache, &new.ipcache);
-    let mut ops = match route(old, new, &policy, &ipcache) {
-        None => writes(old, new, policy, ipcache),
-        Some(Route { before, after }) => {
-            let mut ops = Vec::new();
-            for (from, to) in [(old, &before), (&before, &after), (&after, new)] {
-                let policy = policy_changes(&from.policy, &to.policy);
-                let ipcache = changes(&from.ipcache, &to.ipcache);
-                ops.extend(writes(from, to, policy, ipcache));
-            }
-            ops
+    let route = route(old, new, &policy, &ipcache);
+    let (endpoint_puts, gone_endpoints) = changes(&old.endpoints, &new.endpoints);
+    // A new interface goes in last: its endpoint's entries are then exactly
+    // the new state's (a reused id may still hold stale ones until then).
+    let (changed_endpoints, new_endpoints) = endpoint_puts
+        .into_iter()
+        .partition(|(i, _)| old.endpoints.contains_key(i));
+    let plain = Leg {
+        policy,
+        source_prefixes: changes(&old.source_prefixes, &new.source_prefixes),
+        ipcache,
+        changed_endpoints,
+        new_endpoints,
+        gone_endpoints,
+    };
+    let mut ops = match route {
+        None => writes(plain),
+        Some(Route {
+            copies,
+            onto,
+            recopied,
+            dropped,
+        }) => {
+            // The addresses onto waypoints that answer as they did; every
+            // change but theirs, the waypoints' entries changing with the
+            // rest; the addresses on to where they go.
+            let to_waypoints = Leg {
+                policy: in_write_order((copies, Vec::new())),
+                ipcache: (onto, Vec::new()),
+                ..Leg::default()
+            };
+            let (mut puts, mut deletes) = plain.policy;
+            puts.extend(recopied.0);
+            deletes.extend(recopied.1);
+            let from_waypoints = Leg {
+                policy: in_write_order((Vec::new(), dropped)),
+                ipcache: plain.ipcache,
+                ..Leg::default()
+            };
+            let middle = Leg {
+                policy: in_write_order((puts, deletes)),
+                ipcache: Default::default(),
+                ..plain
+            };
+            [to_waypoints, middle, from_waypoints]
+                .into_iter()
+                .flat_map(writes)
+                .collect()
         }
     };
     if !ops.is_empty() {
@@ -221,23 +236,12 @@ pub fn diff(old: &KernelState, new: &KernelState) -> Vec<MapOp> {
     ops
 }
 
-/// The writes `old` -> `new` in the order of the module's doc, without the
-/// revision bump; `policy` in write order already.
-fn writes(
-    old: &KernelState,
-    new: &KernelState,
-    policy: PolicyChanges,
-    ipcache: Changes<(u32, Addr16), IpcacheValue>,
-) -> Vec<MapOp> {
-    let (policy_puts, policy_deletes) = policy;
-    let (ipcache_puts, ipcache_deletes) = ipcache;
-    let (endpoint_puts, endpoint_deletes) = changes(&old.endpoints, &new.endpoints);
-    // A new interface goes in last: its endpoint's entries are then exactly
-    // the new state's (a reused id may still hold stale ones until then).
-    let (changed_endpoints, new_endpoints): (Vec<_>, Vec<_>) = endpoint_puts
-        .into_iter()
-        .partition(|(i, _)| old.endpoints.contains_key(i));
-    let (prefix_puts, prefix_deletes) = changes(&old.source_prefixes, &new.source_prefixes);
+/// One leg's writes in the order of the module's doc, without the revision
+/// bump.
+fn writes(leg: Leg) -> Vec<MapOp> {
+    let (policy_puts, policy_deletes) = leg.policy;
+    let (ipcache_puts, ipcache_deletes) = leg.ipcache;
+    let (prefix_puts, prefix_deletes) = leg.source_prefixes;
     let mut ops = Vec::new();
     ops.extend(
         policy_puts
@@ -255,7 +259,7 @@ fn writes(
             .map(|((l, a), v)| MapOp::PutIpcache(PrefixLen(l), a, v)),
     );
     ops.extend(
-        changed_endpoints
+        leg.changed_endpoints
             .into_iter()
             .map(|(i, e)| MapOp::PutEndpoint(IfIndex(i), e)),
     );
@@ -275,12 +279,12 @@ fn writes(
             .map(|(l, k)| MapOp::DeleteSourcePrefix(PrefixLen(l), k)),
     );
     ops.extend(
-        new_endpoints
+        leg.new_endpoints
             .into_iter()
             .map(|(i, e)| MapOp::PutEndpoint(IfIndex(i), e)),
     );
     ops.extend(
-        endpoint_deletes
+        leg.gone_endpoints
             .into_iter()
             .map(|i| MapOp::DeleteEndpoint(IfIndex(i))),
     );
@@ -289,6 +293,8 @@ fn writes(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use palisade_common::endpoint::FLAG_INGRESS_ISOLATED;
     use palisade_common::ids::{EndpointId, IdentityId, RuleId};
     use palisade_common::verdict::Direction;
@@ -424,6 +430,65 @@ mod tests {
                 < position(&ops, |o| matches!(o, MapOp::DeleteSourcePrefix(..))),
             "{ops:?}"
         );
+    }
+
+    const MOVING_POD: [u8; 4] = [10, 0, 0, 1];
+
+    /// Endpoints 7 (10.0.0.1, on interface 3) and 8 (10.0.0.2, on 4); the
+    /// pod 10.0.0.1 on `identity`; `any` allows TCP `any_port` from
+    /// anywhere to endpoint `any`.
+    fn two_endpoints(identity: u32, any: u32, any_port: u16) -> KernelState {
+        let mut s = KernelState::default();
+        for (ifindex, id, host) in [(3, 7, 1), (4, 8, 2)] {
+            s.endpoints.insert(
+                ifindex,
+                EndpointInfo {
+                    id: EndpointId(id),
+                    flags: FLAG_INGRESS_ISOLATED,
+                    ipv4: Addr16::from_v4([10, 0, 0, host]),
+                    ipv6: Addr16::UNSPECIFIED,
+                },
+            );
+        }
+        s.ipcache.insert(
+            (128, Addr16::from_v4(MOVING_POD)),
+            IpcacheValue {
+                identity: IdentityId(identity),
+                flags: 0,
+            },
+        );
+        let key = PolicyKey::new(
+            EndpointId(any),
+            IdentityId::ANY,
+            Direction::Ingress,
+            6,
+            any_port,
+        );
+        s.policy.insert((128, key), PolicyValue::allow(RuleId(1)));
+        s
+    }
+
+    fn waypoint_writes(old: &KernelState, new: &KernelState) -> usize {
+        diff(old, new)
+            .iter()
+            .filter(|op| {
+                matches!(op, MapOp::PutIpcache(_, _, v) if v.identity.0 >= IdentityId::FIRST_WAYPOINT)
+            })
+            .count()
+    }
+
+    #[test]
+    fn a_pod_moving_while_its_own_endpoints_entries_change_needs_no_waypoint() {
+        // Endpoint 7 never reads its policy for its own address.
+        let (old, new) = (two_endpoints(20, 7, 80), two_endpoints(21, 7, 443));
+        assert_eq!(waypoint_writes(&old, &new), 0, "{:?}", diff(&old, &new));
+    }
+
+    #[test]
+    fn a_pod_moving_while_another_endpoints_entries_change_takes_a_waypoint() {
+        // Endpoint 8 reads 10.0.0.1 by its identity.
+        let (old, new) = (two_endpoints(20, 8, 80), two_endpoints(21, 8, 443));
+        assert_eq!(waypoint_writes(&old, &new), 1, "{:?}", diff(&old, &new));
     }
 
     #[test]
@@ -605,11 +670,15 @@ mod tests {
             })
     }
 
-    /// Whether endpoint 7 admits TCP `port` from 10.0.0.`host`: the
-    /// address's identity by longest prefix (WORLD without one), then the
-    /// policy lookups.
+    /// Whether endpoint 7 admits TCP `port` from 10.0.0.`host`: its own
+    /// address always (as the programs do); any other by the address's
+    /// identity by longest prefix (WORLD without one), then the policy
+    /// lookups.
     fn admits(state: &KernelState, host: u8, port: u16) -> bool {
         let addr = Addr16::from_v4([10, 0, 0, host]);
+        if state.endpoints[&3].is_own(&addr, true) {
+            return true;
+        }
         let identity = state
             .ipcache
             .get(&(128, addr))
@@ -644,14 +713,21 @@ mod tests {
             ..Default::default()
         })]
 
-        /// Addresses moving between identities whose entries change too:
-        /// every intermediate state agrees with the old and the new one
-        /// wherever they agree.
+        /// Addresses moving between identities whose entries change too,
+        /// the endpoint's own address among them or not: every intermediate
+        /// state agrees with the old and the new one wherever they agree.
+        /// The endpoint keeps its address (a pod's IPs do not change under
+        /// a live interface).
         #[test]
         fn every_intermediate_state_agrees_where_old_and_new_agree_as_addresses_move(
-            old in states(),
-            new in states(),
+            mut old in states(),
+            mut new in states(),
+            own in proptest::option::of(1u8..=5),
         ) {
+            let address = own.map_or(Addr16::UNSPECIFIED, |h| Addr16::from_v4([10, 0, 0, h]));
+            for state in [&mut old, &mut new] {
+                state.endpoints.get_mut(&3).expect("endpoint").ipv4 = address;
+            }
             let mut state = old.clone();
             for op in diff(&old, &new) {
                 state.apply(&op);

@@ -11,6 +11,7 @@
 //! [`DatapathPlan`]: crate::policy::plan::DatapathPlan
 
 pub mod apply;
+pub mod changes;
 pub mod diff;
 pub mod hold;
 pub mod pinned;
