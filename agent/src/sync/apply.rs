@@ -152,30 +152,43 @@ impl Syncer {
             ops.push(MapOp::BumpRevision);
         }
         self.recheck_flows = false;
-        for op in &ops {
-            // After a write found no room, the state in between is neither
-            // plan's: isolated endpoints stay closed through the rest.
-            let op = if report.map_full.is_empty() {
-                *op
-            } else {
-                closed(*op)
-            };
-            match self.write(maps, &op) {
-                Ok(()) => report.writes += 1,
-                Err(WriteError::Full { map }) => {
-                    if report.map_full.is_empty() {
-                        self.close_current(maps, &mut report)?;
-                    }
-                    report.map_full.push(MapFull { map, op });
+        // While every write lands, `self.current` is brought up to date only
+        // at the end (with `target`'s parts, shared with the renderer's):
+        // recording each write would copy every part it touches.
+        for (landed, op) in ops.iter().enumerate() {
+            if !report.map_full.is_empty() {
+                // After a write found no room, the state in between is
+                // neither plan's: isolated endpoints stay closed through
+                // the rest.
+                let op = closed(*op);
+                match self.write(maps, &op) {
+                    Ok(()) => report.writes += 1,
+                    Err(WriteError::Full { map }) => report.map_full.push(MapFull { map, op }),
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
+                continue;
+            }
+            match self.write_unrecorded(maps, op) {
+                Ok(()) => report.writes += 1,
+                Err(e) => {
+                    self.record(&ops[..landed]);
+                    let WriteError::Full { map } = e else {
+                        return Err(e);
+                    };
+                    self.close_current(maps, &mut report)?;
+                    report.map_full.push(MapFull { map, op: *op });
+                }
             }
         }
         if report.map_full.is_empty() {
             // Every write landed, so the kernel holds `target`: keep its
             // policy parts (shared with the renderer's), so that the next
             // diff skips the endpoints that do not change again.
-            debug_assert_eq!(&self.current, target);
+            debug_assert!({
+                let mut replay = self.current.clone();
+                ops.iter().for_each(|op| replay.apply(op));
+                &replay == target
+            });
             self.current = target.clone();
         } else {
             self.fail_closed(maps, target, &mut report)?;
@@ -229,16 +242,31 @@ impl Syncer {
         Ok(())
     }
 
+    /// Performs `op` and records it in `self.current`.
     fn write(&mut self, maps: &mut impl MapWriter, op: &MapOp) -> Result<(), WriteError> {
+        self.write_unrecorded(maps, op)?;
+        self.current.apply(op);
+        Ok(())
+    }
+
+    /// Performs `op`; the caller records it.
+    fn write_unrecorded(
+        &mut self,
+        maps: &mut impl MapWriter,
+        op: &MapOp,
+    ) -> Result<(), WriteError> {
         if let MapOp::BumpRevision = op {
             let next = Revision(self.revision.0.wrapping_add(1).max(1));
             maps.set_revision(next)?;
             self.revision = next;
             return Ok(());
         }
-        maps.write(op)?;
-        self.current.apply(op);
-        Ok(())
+        maps.write(op)
+    }
+
+    /// Records writes that landed unrecorded.
+    fn record(&mut self, landed: &[MapOp]) {
+        landed.iter().for_each(|op| self.current.apply(op));
     }
 }
 
