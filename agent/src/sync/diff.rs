@@ -179,7 +179,11 @@ struct Leg {
 
 pub fn diff(old: &KernelState, new: &KernelState) -> Vec<MapOp> {
     let policy = policy_changes(&old.policy, &new.policy);
-    let ipcache = changes(&old.ipcache, &new.ipcache);
+    let ipcache = if old.ipcache.shares(&new.ipcache) {
+        Changes::default()
+    } else {
+        changes(&old.ipcache, &new.ipcache)
+    };
     let route = route(old, new, &policy, &ipcache);
     let (endpoint_puts, gone_endpoints) = changes(&old.endpoints, &new.endpoints);
     // A new interface goes in last: its endpoint's entries are then exactly

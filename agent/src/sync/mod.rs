@@ -14,6 +14,7 @@ pub mod apply;
 pub mod changes;
 pub mod diff;
 pub mod hold;
+pub mod ipcache_map;
 pub mod pinned;
 pub mod policy_map;
 pub mod render;
@@ -21,6 +22,7 @@ pub mod waypoint;
 
 pub use apply::{ApplyReport, MapFull, MapWriter, Syncer, WriteError};
 pub use diff::{MapOp, PrefixLen, diff};
+pub use ipcache_map::IpcacheMap;
 pub use pinned::pinned_ids;
 pub use policy_map::PolicyMap;
 pub use render::{KernelState, Renderer, render};

@@ -2,21 +2,22 @@
 //! entries between renders and renders again only the endpoints whose plan
 //! entries changed; [`render`] renders from nothing. Both give the same state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use ipnet::IpNet;
 use palisade_common::addr::{Addr16, V4_MAPPED_PREFIX_BITS};
 use palisade_common::endpoint::{
     EndpointInfo, FLAG_AUDIT, FLAG_EGRESS_ISOLATED, FLAG_INGRESS_ISOLATED, FLAG_SOURCE_PREFIXES,
 };
-use palisade_common::ids::{EndpointId, RuleId};
+use palisade_common::ids::{EndpointId, IdentityId, RuleId};
 use palisade_common::ipcache::{IPCACHE_FLAG_HOST, IpcacheValue};
 use palisade_common::policy::{PolicyKey, PolicyValue};
 use palisade_common::source::{SOURCE_PREFIX_ENDPOINT_BITS, SourcePrefixKey};
 use palisade_common::verdict::Direction;
 
+use super::ipcache_map::IpcacheMap;
 use super::policy_map::{PolicyMap, PolicyPart};
 use crate::policy::plan::{DatapathPlan, EntryPart, PlanEntries, RuleKey};
 use crate::state::PodRef;
@@ -29,7 +30,7 @@ pub struct KernelState {
     /// `ENDPOINTS`: ifindex -> endpoint.
     pub endpoints: BTreeMap<u32, EndpointInfo>,
     /// `IPCACHE`: (prefix length, address) -> identity.
-    pub ipcache: BTreeMap<(u32, Addr16), IpcacheValue>,
+    pub ipcache: IpcacheMap,
     /// `POLICY`: (prefix length, key) -> rule, by endpoint.
     pub policy: PolicyMap,
     /// `SOURCE_PREFIXES`: (prefix length, key), present = allowed.
@@ -67,6 +68,20 @@ pub fn render(plan: &DatapathPlan, interfaces: &BTreeMap<PodRef, u32>) -> Kernel
 #[derive(Debug, Default)]
 pub struct Renderer {
     parts: HashMap<EndpointId, Rendered>,
+    ipcache: Option<RenderedIpcache>,
+}
+
+/// The last plan's ipcache and host addresses, and the `IPCACHE` entries
+/// rendered from them. The plan's ipcache is held weakly: a strong hold
+/// would make the compiler copy it on its next change. A weak one still
+/// keeps its allocation, so no other map can come to sit at its address,
+/// and `Arc::make_mut` moves a value that weak pointers see, so the map
+/// found there is the one rendered.
+#[derive(Debug)]
+struct RenderedIpcache {
+    plan: Weak<BTreeMap<IpNet, IdentityId>>,
+    host_addresses: BTreeSet<IpAddr>,
+    map: IpcacheMap,
 }
 
 /// One endpoint's plan parts and the `POLICY` part rendered from them.
@@ -91,7 +106,24 @@ impl Renderer {
     ) -> KernelState {
         let mut state = KernelState::default();
         render_endpoints(plan, interfaces, &mut state);
-        state.ipcache = render_ipcache(plan);
+        state.ipcache = match self.ipcache.take() {
+            // The compiler hands out the same ipcache while it stays the same.
+            Some(last)
+                if std::ptr::eq(last.plan.as_ptr(), Arc::as_ptr(&plan.ipcache))
+                    && last.host_addresses == plan.host_addresses =>
+            {
+                self.ipcache.insert(last).map.clone()
+            }
+            _ => {
+                let map = render_ipcache(plan);
+                self.ipcache = Some(RenderedIpcache {
+                    plan: Arc::downgrade(&plan.ipcache),
+                    host_addresses: plan.host_addresses.clone(),
+                    map: map.clone(),
+                });
+                map
+            }
+        };
         let mut kept = HashMap::with_capacity(self.parts.len());
         for endpoint in endpoints_with_entries(plan) {
             let parts = endpoint_parts(plan, endpoint);
@@ -164,7 +196,7 @@ fn render_endpoints(
     }
 }
 
-fn render_ipcache(plan: &DatapathPlan) -> BTreeMap<(u32, Addr16), IpcacheValue> {
+fn render_ipcache(plan: &DatapathPlan) -> IpcacheMap {
     // Collected from an iterator, which `BTreeMap` sorts and builds in bulk
     // (the kernel keys do not sort like the plan's).
     plan.ipcache
@@ -431,6 +463,32 @@ mod tests {
                 previous = Some((state, chosen));
             }
         }
+    }
+
+    #[test]
+    fn a_kept_renderer_shares_the_ipcache_until_the_plan_ipcache_or_the_host_addresses_change() {
+        let host: IpAddr = "10.0.0.9".parse().expect("address");
+        let mut plan = DatapathPlan {
+            ipcache: Arc::new(BTreeMap::from([(IpNet::from(host), IdentityId(20))])),
+            ..DatapathPlan::default()
+        };
+        let interfaces = BTreeMap::new();
+        let mut renderer = Renderer::default();
+        let first = renderer.render(&plan, &interfaces);
+        let again = renderer.render(&plan, &interfaces);
+        assert!(again.ipcache.shares(&first.ipcache));
+
+        plan.host_addresses.insert(host);
+        let hosted = renderer.render(&plan, &interfaces);
+        assert!(!hosted.ipcache.shares(&first.ipcache));
+        assert_eq!(hosted.ipcache, render(&plan, &interfaces).ipcache);
+        let key = prefix_key(&IpNet::from(host));
+        assert_eq!(hosted.ipcache[&key].flags, IPCACHE_FLAG_HOST);
+
+        // Changed in place, as the compiler changes it.
+        Arc::make_mut(&mut plan.ipcache).insert(IpNet::from(host), IdentityId(21));
+        let relabelled = renderer.render(&plan, &interfaces);
+        assert_eq!(relabelled.ipcache[&key].identity, IdentityId(21));
     }
 
     #[test]
