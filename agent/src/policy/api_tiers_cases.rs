@@ -488,18 +488,28 @@ fn an_unreadable_peer_makes_accept_match_nothing_and_deny_everything() {
             &[(A, OUTSIDE, 6, 80, false)],
         );
     }
+    // A readable name leaves the rule's other peers matching; an unreadable
+    // one makes the Accept rule match nothing.
     for name in ["*.example.com", "example.com.", "a.b", "x_y.example.com"] {
         invalid_rule(
             &format!("domain name {name}"),
-            json!({"action": "Deny", "to": [{"domainNames": [name]}]}),
-            &[(A, OUTSIDE, 6, 80, true)],
+            json!({"action": "Accept", "to": [{"domainNames": [name]}, app("y")]}),
+            &[(A, B, 6, 80, true), (A, C, 6, 80, false)],
         );
     }
     invalid_rule(
-        "a deny of domain names only matches nothing",
-        json!({"action": "Deny", "to": [{"domainNames": ["example.com"]}]}),
-        &[(A, OUTSIDE, 6, 80, true), (A, B, 6, 80, false)],
+        "domain name not a name",
+        json!({"action": "Accept", "to": [{"domainNames": ["not a name"]}, app("y")]}),
+        &[(A, B, 6, 80, false)],
     );
+    // The reference supports them in Accept rules only.
+    for action in ["Deny", "Pass"] {
+        invalid_rule(
+            &format!("a {action} of domain names denies all traffic"),
+            json!({"action": action, "to": [{"domainNames": ["example.com"]}, app("y")]}),
+            &[(A, OUTSIDE, 6, 80, false), (A, C, 6, 80, false)],
+        );
+    }
 }
 
 #[test]

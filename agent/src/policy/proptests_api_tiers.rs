@@ -321,7 +321,8 @@ fn the_api_tiered_strategy_makes_denies_passes_mixed_verdicts_and_invalid_object
     assert!(denies > 100, "{denies} deny entries over 200 clusters");
     assert!(passes > 50, "{passes} Pass rules");
     assert!(rejected > 50, "{rejected} policies with rejections");
-    assert!(unsupported > 10, "{unsupported} policies with domainNames");
+    // In Accept rules only: in Deny and Pass rules they are rejections.
+    assert!(unsupported > 5, "{unsupported} policies with domainNames");
     assert!(own_node > 50, "{own_node} clusters with the pods' own Node");
     assert!(
         allowed > 500 && dropped > 500,

@@ -18,7 +18,9 @@
 //! `domainNames` peers are not supported: they match nothing, and the policy
 //! carries a rejection saying so (status, log and metric), never silence.
 //! One the CRD refuses (no names, more than 25, one not of its pattern) is
-//! an unreadable peer like any other.
+//! an unreadable peer like any other, and so is one in a `Deny` or `Pass`
+//! rule (the API reference supports them only in `Accept` rules): matching
+//! nothing there would let through what the rule was written to stop.
 
 use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -618,6 +620,15 @@ impl Validator {
                         format!(
                             "{bad:?} is not a domain name (optionally `*.`-prefixed); {closed}"
                         ),
+                    );
+                    return PeerRead::Invalid;
+                }
+                if action != Some(Action::Accept) {
+                    // The API reference: "DomainNames is only supported for
+                    // Accept rules".
+                    self.reject(
+                        &path,
+                        format!("domainNames peers are only allowed in Accept rules; {closed}"),
                     );
                     return PeerRead::Invalid;
                 }

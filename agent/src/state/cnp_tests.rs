@@ -194,13 +194,13 @@ fn named_ports_do_not_combine_with_address_peers() {
 #[test]
 fn domain_names_match_nothing_and_say_so() {
     let p = parse(spec(
-        json!({"action": "Deny", "to": [{"domainNames": ["example.com"]}, {"nodes": {}}]}),
+        json!({"action": "Accept", "to": [{"domainNames": ["example.com"]}, {"nodes": {}}]}),
     ));
     assert_eq!(
         p.egress[0].peers,
         Peers::Listed(vec![Peer::Nodes(Selector::everything())])
     );
-    assert_eq!(p.egress[0].action, Action::Deny);
+    assert_eq!(p.egress[0].action, Action::Accept);
     assert_eq!(fields(&p), ["spec.egress[0].to[0].domainNames"]);
     assert!(p.rejections[0].reason.contains("not supported"));
     assert_eq!(
@@ -247,10 +247,36 @@ fn domain_names_the_crd_refuses_are_unreadable_peers() {
         "_x.com",
     ] {
         let p = parse(spec(
-            json!({"action": "Deny", "to": [{"domainNames": [name]}]}),
+            json!({"action": "Accept", "to": [{"domainNames": [name]}, {"nodes": {}}]}),
         ));
-        assert_eq!(p.egress[0].peers, Peers::Listed(Vec::new()), "{name}");
+        assert_eq!(
+            p.egress[0].peers,
+            Peers::Listed(vec![Peer::Nodes(Selector::everything())]),
+            "{name}"
+        );
         assert_eq!(p.unsupported.len(), 1, "{name}");
+    }
+}
+
+#[test]
+fn domain_names_in_deny_and_pass_rules_deny_all_traffic() {
+    // The API reference supports them in Accept rules only; matching
+    // nothing there would let through what the rule was written to stop.
+    for action in ["Deny", "Pass"] {
+        let p = parse(spec(
+            json!({"action": action, "to": [{"domainNames": ["example.com"]}, {"nodes": {}}]}),
+        ));
+        assert_eq!(p.egress, vec![Rule::deny_all(0, None)], "{action}");
+        assert_eq!(fields(&p), ["spec.egress[0].to[0].domainNames"], "{action}");
+        assert!(
+            p.rejections[0]
+                .reason
+                .contains("only allowed in Accept rules")
+        );
+        assert!(
+            p.unsupported.is_empty(),
+            "{action}: a rejection, not an unsupported part"
+        );
     }
 }
 

@@ -24,7 +24,9 @@
 //!   priority 0 (if the priority is); its `Accept` rules match nothing and
 //!   its `Pass` rules deny.
 //!
-//! `domainNames` peers match nothing. Named ports are the destination
+//! `domainNames` peers match nothing; in a `Deny` or `Pass` rule (the
+//! reference supports them only in `Accept` rules) the rule is ill-formed.
+//! Named ports are the destination
 //! pod's container port of that name and the traffic's protocol (never a
 //! node's); a `nodes` peer matches the selected Nodes' InternalIP and
 //! ExternalIP addresses; `networks` match any address, pods' too.
@@ -202,7 +204,9 @@ fn rule_action(
         && (1..=MAX_ITEMS).contains(&rule.peers.len())
         && rule.protocols.is_none_or(protocols_valid)
         && !(rule.protocols.is_some_and(has_named_port)
-            && rule.peers.iter().any(|p| names_addresses(*p)));
+            && rule.peers.iter().any(|p| names_addresses(*p)))
+        // The reference: "DomainNames is only supported for Accept rules".
+        && (action == Action::Accept || !rule.peers.iter().any(|p| names_domains(*p)));
     let reads: Vec<Option<bool>> = rule
         .peers
         .iter()
@@ -309,6 +313,11 @@ fn domain_name_valid(name: &str) -> bool {
 /// Whether a peer names addresses (the CEL rule against named ports).
 fn names_addresses(peer: Peer<'_>) -> bool {
     matches!(peer, Peer::Egress(e) if e.networks.is_some() || e.nodes.is_some() || e.domain_names.is_some())
+}
+
+/// Whether a peer names domains.
+fn names_domains(peer: Peer<'_>) -> bool {
+    matches!(peer, Peer::Egress(e) if e.domain_names.is_some())
 }
 
 fn has_named_port(protocols: &[api::Protocol]) -> bool {
