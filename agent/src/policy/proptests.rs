@@ -436,6 +436,20 @@ fn cluster_policy_mutation_strategy() -> impl Strategy<Value = Mutation> {
     ]
 }
 
+/// Changes that move pods (and their addresses) in and out of the peers
+/// and subjects of policies that stay as they are: what the kept rule index
+/// and its targets are reused across.
+fn pod_move_mutation_strategy() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        4 => (0..10usize, label_strategy()).prop_map(|(i, l)| Mutation::Relabel(i, l)),
+        2 => (0..10usize, pod_strategy()).prop_map(|(i, p)| Mutation::Replace(i, p)),
+        1 => (0..10usize, 0..10usize).prop_map(|(i, j)| Mutation::MoveIp(i, j)),
+        1 => (0..10usize).prop_map(Mutation::DeletePod),
+        1 => (0..NAMESPACES.len(), label_strategy()).prop_map(|(n, l)| Mutation::RelabelNamespace(n, l)),
+        1 => (0..2usize, label_strategy()).prop_map(|(n, l)| Mutation::Node(n, l)),
+    ]
+}
+
 /// Pod `i` as `pod_strategy` describes it, with IP index `ip`.
 pub(super) fn build_pod(i: usize, ip: usize, (ns, labels, v6, web, dns): &PodSpec) -> PodB {
     let mut p = pod(&format!("pod{i}"))
@@ -655,6 +669,44 @@ proptest! {
             let a = incremental.compile_for(&c, |_| true, &host);
             // A second compile of the same state reuses every part.
             prop_assert_eq!(&incremental.compile_for(&c, |_| true, &host), &a);
+            scratch.forget_history();
+            let b = scratch.compile_for(&c, |_| true, &host);
+            prop_assert_eq!(canonical(&incremental, &a), canonical(&scratch, &b), "after step {} ({:?})", step, m);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(1000))]
+
+    /// The same when the ClusterNetworkPolicies stay and only pods, their
+    /// addresses, namespaces and nodes change: every kept rule's targets
+    /// follow the identities that come and go under it.
+    #[test]
+    fn kept_cluster_policies_follow_moving_pods(
+        (objs, _n) in cluster_strategy(),
+        pods in proptest::collection::vec(pod_strategy(), 1..8),
+        cluster_policies in proptest::collection::vec(cnp_strategy(), 1..5),
+        steps in proptest::collection::vec(pod_move_mutation_strategy(), 1..16),
+    ) {
+        let mut c = cluster(objs.into_iter().filter(|o| !matches!(o, K8sObject::Pod(_))).collect());
+        let mut specs: Vec<Option<(PodSpec, usize)>> = Vec::new();
+        let mut host = BTreeSet::new();
+        let mut locals = u8::MAX;
+        for (i, p) in pods.into_iter().enumerate() {
+            mutate(&mut c, &mut specs, &mut host, &mut locals, &Mutation::Replace(i, p));
+        }
+        for cnp in cluster_policies {
+            let put = Mutation::PutClusterPolicy(Box::new(cnp));
+            mutate(&mut c, &mut specs, &mut host, &mut locals, &put);
+        }
+        let mut incremental = Compiler::new();
+        let mut scratch = Compiler::new();
+        for (step, m) in std::iter::once(None).chain(steps.iter().map(Some)).enumerate() {
+            if let Some(m) = m {
+                mutate(&mut c, &mut specs, &mut host, &mut locals, m);
+            }
+            let a = incremental.compile_for(&c, |_| true, &host);
             scratch.forget_history();
             let b = scratch.compile_for(&c, |_| true, &host);
             prop_assert_eq!(canonical(&incremental, &a), canonical(&scratch, &b), "after step {} ({:?})", step, m);
