@@ -139,7 +139,7 @@ impl Counters {
         }
     }
 
-    /// Counts the audited flows of a batch (see [`audit_labels`]).
+    /// Counts the audited flows of a batch (see `audit_labels`).
     pub fn on_flows(&self, batch: &[FlowRecord]) {
         let Ok(mut l) = self.ledger.lock() else {
             return;

@@ -8,7 +8,7 @@
 //! (its base); when ownership changes, the old owner's share is folded into a
 //! per-label total. A label's value is its folded total plus, for every id it
 //! owns now, the kernel value minus the base. The ledger is persisted (see
-//! [`super::store`]) after every change of ownership, so a restarted agent
+//! [`crate::datapath::ledger_store`]) after every change of ownership, so a restarted agent
 //! credits packets the kernel counted while it was away to the owners the
 //! kernel was still enforcing.
 //!

@@ -6,9 +6,9 @@
 //! previous agent's state), so the first apply writes only differences and
 //! enforcement never pauses across a restart.
 //!
-//! The parts, each testable alone: [`intake`] (which objects the source has
-//! listed), [`cni`] (the plugin's waiting ADDs and reported addresses),
-//! [`lifecycle`] (pure attach/retain/detach decisions), `enforce` (their
+//! The parts, each testable alone: `intake` (which objects the source has
+//! listed), `cni` (the plugin's waiting ADDs and reported addresses),
+//! `lifecycle` (pure attach/retain/detach decisions), `enforce` (their
 //! kernel calls), `publish` (the status), `pass` (one reconcile). The loop
 //! runs on tokio's clock only, so its tests pause time.
 

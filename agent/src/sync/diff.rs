@@ -3,14 +3,14 @@
 //! Order, make-before-break:
 //! 1. policy entries and allowed source prefixes added or changed (new allows
 //!    exist before anything uses them); policy entries of a remote identity
-//!    before ANY's, each the most specific first (see [`put_order`]);
+//!    before ANY's, each the most specific first (see `put_order`);
 //! 2. ipcache entries added or changed (addresses move to identities whose
 //!    allows are already in place);
 //! 3. endpoints changed (isolation switches on after its allows exist, and
 //!    switches off before they go);
 //! 4. ipcache entries removed; 5. policy entries and source prefixes removed
 //!    (policy: ANY's before a remote identity's, each the least specific
-//!    first, see [`delete_order`]);
+//!    first, see `delete_order`);
 //! 6. endpoints added (a new interface reads exactly the new entries);
 //! 7. endpoints removed;
 //! 8. the revision bump, last, so established flows are re-checked against the
