@@ -3,7 +3,8 @@
 
 use aya::Ebpf;
 use aya::maps::lpm_trie::Key;
-use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap, IterableMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf};
+use aya::sys::SyscallError;
 use palisade_common::addr::Addr16;
 use palisade_common::conntrack::{CtKeyV4, CtKeyV6, CtValue};
 use palisade_common::endpoint::{EndpointInfo, IfIndex};
@@ -19,7 +20,9 @@ use palisade_common::source::{SourcePrefixKey, SourcePrefixValue};
 use palisade_common::stats::{REVISION_INDEX, RuleCounter, StatCounter, StatIndex};
 use palisade_common::verdict::Direction;
 
+use super::batch;
 use super::error::Error;
+use crate::sync::apply::write_each;
 use crate::sync::{KernelState, MapOp, MapWriter, PrefixLen, WriteError};
 
 /// Map capacities. A full map fails closed (see `sync::apply`).
@@ -349,7 +352,130 @@ impl Maps {
     }
 }
 
+/// The kernel has no batch command for this map or run (then each op is
+/// written alone).
+struct Unbatched;
+
+impl Maps {
+    /// Writes a run of ops of one kind in one syscall: how many ops it got
+    /// through (an absent key a delete skips counts as done) and why it
+    /// stopped, if it did.
+    fn write_batch(&mut self, run: &[MapOp]) -> Result<(usize, Result<(), WriteError>), Unbatched> {
+        let (name, deleting, done) = match run.first() {
+            Some(MapOp::PutPolicy(..)) => {
+                let (keys, values): (Vec<_>, Vec<_>) = run
+                    .iter()
+                    .filter_map(|op| match *op {
+                        MapOp::PutPolicy(l, k, v) => Some((Key::new(l.0, k), v)),
+                        _ => None,
+                    })
+                    .unzip();
+                (
+                    names::POLICY,
+                    false,
+                    batch::update(self.policy.map(), &keys, &values),
+                )
+            }
+            Some(MapOp::DeletePolicy(..)) => {
+                let keys: Vec<_> = run
+                    .iter()
+                    .filter_map(|op| match *op {
+                        MapOp::DeletePolicy(l, k) => Some(Key::new(l.0, k)),
+                        _ => None,
+                    })
+                    .collect();
+                (names::POLICY, true, batch::delete(self.policy.map(), &keys))
+            }
+            Some(MapOp::PutIpcache(..)) => {
+                let (keys, values): (Vec<_>, Vec<_>) = run
+                    .iter()
+                    .filter_map(|op| match *op {
+                        MapOp::PutIpcache(l, a, v) => Some((Key::new(l.0, a), v)),
+                        _ => None,
+                    })
+                    .unzip();
+                (
+                    names::IPCACHE,
+                    false,
+                    batch::update(self.ipcache.map(), &keys, &values),
+                )
+            }
+            Some(MapOp::DeleteIpcache(..)) => {
+                let keys: Vec<_> = run
+                    .iter()
+                    .filter_map(|op| match *op {
+                        MapOp::DeleteIpcache(l, a) => Some(Key::new(l.0, a)),
+                        _ => None,
+                    })
+                    .collect();
+                (
+                    names::IPCACHE,
+                    true,
+                    batch::delete(self.ipcache.map(), &keys),
+                )
+            }
+            _ => return Err(Unbatched),
+        };
+        let Some(error) = done.error else {
+            return Ok((done.landed, Ok(())));
+        };
+        let errno = error.raw_os_error();
+        // ENOTSUPP (524), the kernel's own: a map type without the command.
+        if done.landed == 0 && matches!(errno, Some(libc::EINVAL | libc::EOPNOTSUPP | 524)) {
+            return Err(Unbatched);
+        }
+        if deleting && errno == Some(libc::ENOENT) {
+            return Ok((done.landed + 1, Ok(())));
+        }
+        let call = if deleting {
+            "bpf_map_delete_batch"
+        } else {
+            "bpf_map_update_batch"
+        };
+        let source = MapError::SyscallError(SyscallError {
+            call,
+            io_error: error,
+        });
+        Ok((
+            done.landed,
+            Err(Error::map(name, source).into_write_error()),
+        ))
+    }
+}
+
+/// How many ops from the first are of its kind.
+fn run_length(ops: &[MapOp]) -> usize {
+    let Some(first) = ops.first() else {
+        return 0;
+    };
+    let kind = std::mem::discriminant(first);
+    ops.iter()
+        .take_while(|op| std::mem::discriminant(*op) == kind)
+        .count()
+}
+
 impl MapWriter for Maps {
+    fn write_all(&mut self, ops: &[MapOp]) -> (usize, Result<(), WriteError>) {
+        let mut landed = 0;
+        while landed < ops.len() {
+            let run = &ops[landed..landed + run_length(&ops[landed..])];
+            let batched = if run.len() > 1 {
+                self.write_batch(run)
+            } else {
+                Err(Unbatched)
+            };
+            let (done, result) = match batched {
+                Ok(outcome) => outcome,
+                Err(Unbatched) => write_each(self, run),
+            };
+            landed += done;
+            if let Err(e) = result {
+                return (landed, Err(e));
+            }
+        }
+        (landed, Ok(()))
+    }
+
     fn write(&mut self, op: &MapOp) -> Result<(), WriteError> {
         match *op {
             MapOp::PutEndpoint(i, e) => self.put_endpoint(i, e),

@@ -4,6 +4,7 @@
 //! that talks to the kernel.
 
 mod attach;
+mod batch;
 mod bpffs;
 mod cleanup;
 mod clock;

@@ -23,6 +23,26 @@ pub trait MapWriter {
     fn write(&mut self, op: &MapOp) -> Result<(), WriteError>;
     /// Stores the policy revision the programs compare flows against.
     fn set_revision(&mut self, revision: Revision) -> Result<(), WriteError>;
+    /// Performs `ops` (puts and deletes) in order until one fails: how many
+    /// landed, and the failure. The real maps write runs of one kind in one
+    /// syscall.
+    fn write_all(&mut self, ops: &[MapOp]) -> (usize, Result<(), WriteError>)
+    where
+        Self: Sized,
+    {
+        write_each(self, ops)
+    }
+}
+
+/// Writes `ops` one at a time until one fails: how many landed, and the
+/// failure.
+pub fn write_each(maps: &mut impl MapWriter, ops: &[MapOp]) -> (usize, Result<(), WriteError>) {
+    for (landed, op) in ops.iter().enumerate() {
+        if let Err(e) = maps.write(op) {
+            return (landed, Err(e));
+        }
+    }
+    (ops.len(), Ok(()))
 }
 
 /// A map write the kernel refused.
@@ -155,29 +175,41 @@ impl Syncer {
         // While every write lands, `self.current` is brought up to date only
         // at the end (with `target`'s parts, shared with the renderer's):
         // recording each write would copy every part it touches.
-        for (landed, op) in ops.iter().enumerate() {
-            if !report.map_full.is_empty() {
-                // After a write found no room, the state in between is
-                // neither plan's: isolated endpoints stay closed through
-                // the rest.
-                let op = closed(*op);
-                match self.write(maps, &op) {
-                    Ok(()) => report.writes += 1,
-                    Err(WriteError::Full { map }) => report.map_full.push(MapFull { map, op }),
-                    Err(e) => return Err(e),
+        let mut next = 0;
+        while next < ops.len() && report.map_full.is_empty() {
+            let (landed, result) = match ops[next] {
+                MapOp::BumpRevision => {
+                    let result = self.write_unrecorded(maps, &ops[next]);
+                    (usize::from(result.is_ok()), result)
                 }
-                continue;
+                _ => {
+                    let end = ops[next..]
+                        .iter()
+                        .position(|op| matches!(op, MapOp::BumpRevision))
+                        .map_or(ops.len(), |p| next + p);
+                    maps.write_all(&ops[next..end])
+                }
+            };
+            report.writes += landed;
+            next += landed;
+            if let Err(e) = result {
+                self.record(&ops[..next]);
+                let WriteError::Full { map } = e else {
+                    return Err(e);
+                };
+                self.close_current(maps, &mut report)?;
+                report.map_full.push(MapFull { map, op: ops[next] });
+                next += 1;
             }
-            match self.write_unrecorded(maps, op) {
+        }
+        // After a write found no room, the state in between is neither
+        // plan's: isolated endpoints stay closed through the rest.
+        for op in &ops[next..] {
+            let op = closed(*op);
+            match self.write(maps, &op) {
                 Ok(()) => report.writes += 1,
-                Err(e) => {
-                    self.record(&ops[..landed]);
-                    let WriteError::Full { map } = e else {
-                        return Err(e);
-                    };
-                    self.close_current(maps, &mut report)?;
-                    report.map_full.push(MapFull { map, op: *op });
-                }
+                Err(WriteError::Full { map }) => report.map_full.push(MapFull { map, op }),
+                Err(e) => return Err(e),
             }
         }
         if report.map_full.is_empty() {

@@ -99,3 +99,65 @@ fn fail_closed_lifts_when_the_plan_fits_again() {
     assert_eq!(h.dropped(Direction::Ingress, DropReason::PolicyDenied), 1);
     assert_eq!(h.dropped(Direction::Ingress, DropReason::FailClosed), 0);
 }
+
+/// The syncer writes runs of puts and deletes in one batch syscall each: what
+/// it records as written must be what the kernel holds, after a batch that
+/// landed whole and after one the full map stopped part way.
+#[test]
+fn batched_writes_land_exactly_as_recorded_also_when_the_map_fills_mid_batch() {
+    let mut h = Harness::with_capacities(Capacities {
+        policy: 40,
+        ..Capacities::default()
+    });
+    let plan = |ports: std::ops::RangeInclusive<u16>| {
+        let mut plan = PlanBuilder::new().isolate(Direction::Ingress);
+        for port in ports {
+            plan = plan.allow(
+                Direction::Ingress,
+                PEER_ID,
+                L4Match::Ports {
+                    protocol: 6,
+                    first: port,
+                    last: port,
+                },
+                u32::from(port),
+            );
+        }
+        plan.build()
+    };
+    let read_back = |h: &Harness| h.dp.maps.read_state().expect("read the maps").0;
+
+    let report = h.apply(&plan(1..=30));
+    assert!(report.complete(), "{:?}", report.map_full);
+    assert_eq!(read_back(&h).policy.len(), 30);
+    assert_eq!(&read_back(&h), h.syncer.current());
+
+    // 31-60 go in before 1-30 go out: the batch of puts stops at the 40th
+    // entry, and the deletes after it still land (fail-closed).
+    let report = h.apply(&plan(31..=60));
+    assert!(!report.complete());
+    assert_eq!(report.map_full.len(), 20, "{:?}", report.map_full);
+    assert_eq!(read_back(&h).policy.len(), 10, "31-40 only");
+    assert_eq!(&read_back(&h), h.syncer.current());
+    h.assert_drop(
+        Direction::Ingress,
+        &to_pod(PEER_V4.into()).tcp(1, 31, TcpFlags::SYN).build(),
+        "a port of the new plan while it fails closed",
+    );
+
+    // A plan that fits again: the deletes of the run land too.
+    let report = h.apply(&plan(55..=60));
+    assert!(report.complete(), "{:?}", report.map_full);
+    assert_eq!(read_back(&h).policy.len(), 6);
+    assert_eq!(&read_back(&h), h.syncer.current());
+    h.assert_pass(
+        Direction::Ingress,
+        &to_pod(PEER_V4.into()).tcp(2, 55, TcpFlags::SYN).build(),
+        "a port of the plan that fits",
+    );
+    h.assert_drop(
+        Direction::Ingress,
+        &to_pod(PEER_V4.into()).tcp(3, 54, TcpFlags::SYN).build(),
+        "a port no plan allows now",
+    );
+}
