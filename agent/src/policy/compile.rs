@@ -418,7 +418,8 @@ impl Compiler {
         let groups = locals.groups();
         self.compiles += 1;
         let compile = self.compiles;
-        let mut previous = std::mem::take(&mut self.stamps);
+        let room = self.stamps.len();
+        let mut previous = std::mem::replace(&mut self.stamps, HashMap::with_capacity(room));
         let mut last_generation = self.last_generation;
         for ((d, pols, cnps, ports), members) in &groups {
             let key: GroupKey = (
