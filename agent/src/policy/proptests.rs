@@ -601,6 +601,73 @@ fn canonical(compiler: &Compiler, plan: &DatapathPlan) -> String {
     )
 }
 
+/// How [`incremental_equals_scratch`] compiles.
+#[derive(Clone, Copy)]
+struct Replay {
+    /// Only the pods the `Locals` mutations mark are local (else all are).
+    honour_locals: bool,
+    /// Also checks that a second compile of the same state gives the same
+    /// plan.
+    recompile: bool,
+}
+
+/// A cluster of `objs` (their pods left out) and `pods`, changed by `setup`
+/// and then by each of `steps`: before the steps and after each, the plan of
+/// the compiler kept across them, made canonical, is the plan of one that
+/// starts from nothing.
+fn incremental_equals_scratch(
+    objs: Vec<K8sObject>,
+    pods: Vec<PodSpec>,
+    setup: Vec<Mutation>,
+    steps: &[Mutation],
+    how: Replay,
+) -> Result<(), TestCaseError> {
+    let mut c = cluster(
+        objs.into_iter()
+            .filter(|o| !matches!(o, K8sObject::Pod(_)))
+            .collect(),
+    );
+    let mut specs: Vec<Option<(PodSpec, usize)>> = Vec::new();
+    let mut host = BTreeSet::new();
+    let mut locals = u8::MAX;
+    let pods = pods
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| Mutation::Replace(i, p));
+    for m in pods.chain(setup) {
+        mutate(&mut c, &mut specs, &mut host, &mut locals, &m);
+    }
+    let mut incremental = Compiler::new();
+    let mut scratch = Compiler::new();
+    for (step, m) in std::iter::once(None)
+        .chain(steps.iter().map(Some))
+        .enumerate()
+    {
+        if let Some(m) = m {
+            mutate(&mut c, &mut specs, &mut host, &mut locals, m);
+        }
+        let is_local = |p: &crate::state::Pod| {
+            let i: u32 = p.name.trim_start_matches("pod").parse().unwrap_or(0);
+            !how.honour_locals || locals & (1 << (i % 8)) != 0
+        };
+        let a = incremental.compile_for(&c, is_local, &host);
+        if how.recompile {
+            // A second compile of the same state reuses every part.
+            prop_assert_eq!(&incremental.compile_for(&c, is_local, &host), &a);
+        }
+        scratch.forget_history();
+        let b = scratch.compile_for(&c, is_local, &host);
+        prop_assert_eq!(
+            canonical(&incremental, &a),
+            canonical(&scratch, &b),
+            "after step {} ({:?})",
+            step,
+            m
+        );
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(config(400))]
 
@@ -612,28 +679,8 @@ proptest! {
         pods in proptest::collection::vec(pod_strategy(), 1..8),
         steps in proptest::collection::vec(mutation_strategy(), 1..12),
     ) {
-        let mut c = cluster(objs.into_iter().filter(|o| !matches!(o, K8sObject::Pod(_))).collect());
-        let mut specs: Vec<Option<(PodSpec, usize)>> = Vec::new();
-        let mut host = BTreeSet::new();
-        let mut locals = u8::MAX;
-        for (i, p) in pods.into_iter().enumerate() {
-            mutate(&mut c, &mut specs, &mut host, &mut locals, &Mutation::Replace(i, p));
-        }
-        let mut incremental = Compiler::new();
-        let mut scratch = Compiler::new();
-        for (step, m) in std::iter::once(None).chain(steps.iter().map(Some)).enumerate() {
-            if let Some(m) = m {
-                mutate(&mut c, &mut specs, &mut host, &mut locals, m);
-            }
-            let is_local = |p: &crate::state::Pod| {
-                let i: u32 = p.name.trim_start_matches("pod").parse().unwrap_or(0);
-                locals & (1 << (i % 8)) != 0
-            };
-            let a = incremental.compile_for(&c, is_local, &host);
-            scratch.forget_history();
-            let b = scratch.compile_for(&c, is_local, &host);
-            prop_assert_eq!(canonical(&incremental, &a), canonical(&scratch, &b), "after step {} ({:?})", step, m);
-        }
+        let how = Replay { honour_locals: true, recompile: false };
+        incremental_equals_scratch(objs, pods, Vec::new(), &steps, how)?;
     }
 }
 
@@ -653,26 +700,8 @@ proptest! {
         pods in proptest::collection::vec(pod_strategy(), 1..8),
         steps in proptest::collection::vec(cluster_policy_mutation_strategy(), 1..16),
     ) {
-        let mut c = cluster(objs.into_iter().filter(|o| !matches!(o, K8sObject::Pod(_))).collect());
-        let mut specs: Vec<Option<(PodSpec, usize)>> = Vec::new();
-        let mut host = BTreeSet::new();
-        let mut locals = u8::MAX;
-        for (i, p) in pods.into_iter().enumerate() {
-            mutate(&mut c, &mut specs, &mut host, &mut locals, &Mutation::Replace(i, p));
-        }
-        let mut incremental = Compiler::new();
-        let mut scratch = Compiler::new();
-        for (step, m) in std::iter::once(None).chain(steps.iter().map(Some)).enumerate() {
-            if let Some(m) = m {
-                mutate(&mut c, &mut specs, &mut host, &mut locals, m);
-            }
-            let a = incremental.compile_for(&c, |_| true, &host);
-            // A second compile of the same state reuses every part.
-            prop_assert_eq!(&incremental.compile_for(&c, |_| true, &host), &a);
-            scratch.forget_history();
-            let b = scratch.compile_for(&c, |_| true, &host);
-            prop_assert_eq!(canonical(&incremental, &a), canonical(&scratch, &b), "after step {} ({:?})", step, m);
-        }
+        let how = Replay { honour_locals: false, recompile: true };
+        incremental_equals_scratch(objs, pods, Vec::new(), &steps, how)?;
     }
 }
 
@@ -689,27 +718,11 @@ proptest! {
         cluster_policies in proptest::collection::vec(cnp_strategy(), 1..5),
         steps in proptest::collection::vec(pod_move_mutation_strategy(), 1..16),
     ) {
-        let mut c = cluster(objs.into_iter().filter(|o| !matches!(o, K8sObject::Pod(_))).collect());
-        let mut specs: Vec<Option<(PodSpec, usize)>> = Vec::new();
-        let mut host = BTreeSet::new();
-        let mut locals = u8::MAX;
-        for (i, p) in pods.into_iter().enumerate() {
-            mutate(&mut c, &mut specs, &mut host, &mut locals, &Mutation::Replace(i, p));
-        }
-        for cnp in cluster_policies {
-            let put = Mutation::PutClusterPolicy(Box::new(cnp));
-            mutate(&mut c, &mut specs, &mut host, &mut locals, &put);
-        }
-        let mut incremental = Compiler::new();
-        let mut scratch = Compiler::new();
-        for (step, m) in std::iter::once(None).chain(steps.iter().map(Some)).enumerate() {
-            if let Some(m) = m {
-                mutate(&mut c, &mut specs, &mut host, &mut locals, m);
-            }
-            let a = incremental.compile_for(&c, |_| true, &host);
-            scratch.forget_history();
-            let b = scratch.compile_for(&c, |_| true, &host);
-            prop_assert_eq!(canonical(&incremental, &a), canonical(&scratch, &b), "after step {} ({:?})", step, m);
-        }
+        let setup = cluster_policies
+            .into_iter()
+            .map(|cnp| Mutation::PutClusterPolicy(Box::new(cnp)))
+            .collect();
+        let how = Replay { honour_locals: false, recompile: false };
+        incremental_equals_scratch(objs, pods, setup, &steps, how)?;
     }
 }

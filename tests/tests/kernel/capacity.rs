@@ -2,12 +2,31 @@
 //! isolated endpoint denies everything but node and self traffic.
 
 use palisade_agent::datapath::Capacities;
-use palisade_agent::policy::plan::L4Match;
+use palisade_agent::policy::plan::{DatapathPlan, L4Match};
 use palisade_common::verdict::{Direction, DropReason};
 use palisade_tests::frames::TcpFlags;
 
 use crate::harness::*;
 use crate::protocols::to_pod;
+
+/// An ingress-isolated endpoint allowing `PEER_ID` each TCP port of `ports`
+/// (the port as rule id), `spacing` apart.
+fn allow_ports(ports: std::ops::RangeInclusive<u16>, spacing: u16) -> DatapathPlan {
+    let mut plan = PlanBuilder::new().isolate(Direction::Ingress);
+    for port in ports {
+        plan = plan.allow(
+            Direction::Ingress,
+            PEER_ID,
+            L4Match::Ports {
+                protocol: 6,
+                first: port * spacing,
+                last: port * spacing,
+            },
+            u32::from(port),
+        );
+    }
+    plan.build()
+}
 
 #[test]
 fn full_policy_map_fails_closed_and_is_reported() {
@@ -15,20 +34,7 @@ fn full_policy_map_fails_closed_and_is_reported() {
         policy: 4,
         ..Capacities::default()
     });
-    let mut plan = PlanBuilder::new().isolate(Direction::Ingress);
-    for port in 1..=10u16 {
-        plan = plan.allow(
-            Direction::Ingress,
-            PEER_ID,
-            L4Match::Ports {
-                protocol: 6,
-                first: port * 100,
-                last: port * 100,
-            },
-            u32::from(port),
-        );
-    }
-    let report = h.apply(&plan.build());
+    let report = h.apply(&allow_ports(1..=10, 100));
     assert!(!report.complete(), "map full must be reported");
     assert!(
         report.map_full.iter().any(|e| e.map == "POLICY"),
@@ -55,34 +61,8 @@ fn fail_closed_lifts_when_the_plan_fits_again() {
         policy: 4,
         ..Capacities::default()
     });
-    let mut big = PlanBuilder::new().isolate(Direction::Ingress);
-    for port in 1..=10u16 {
-        big = big.allow(
-            Direction::Ingress,
-            PEER_ID,
-            L4Match::Ports {
-                protocol: 6,
-                first: port,
-                last: port,
-            },
-            u32::from(port),
-        );
-    }
-    assert!(!h.apply(&big.build()).complete());
-    let small = PlanBuilder::new()
-        .isolate(Direction::Ingress)
-        .allow(
-            Direction::Ingress,
-            PEER_ID,
-            L4Match::Ports {
-                protocol: 6,
-                first: 1,
-                last: 1,
-            },
-            1,
-        )
-        .build();
-    let report = h.apply(&small);
+    assert!(!h.apply(&allow_ports(1..=10, 1)).complete());
+    let report = h.apply(&allow_ports(1..=1, 1));
     assert!(report.complete(), "{:?}", report.map_full);
     h.assert_pass(
         Direction::Ingress,
@@ -109,22 +89,7 @@ fn batched_writes_land_exactly_as_recorded_also_when_the_map_fills_mid_batch() {
         policy: 40,
         ..Capacities::default()
     });
-    let plan = |ports: std::ops::RangeInclusive<u16>| {
-        let mut plan = PlanBuilder::new().isolate(Direction::Ingress);
-        for port in ports {
-            plan = plan.allow(
-                Direction::Ingress,
-                PEER_ID,
-                L4Match::Ports {
-                    protocol: 6,
-                    first: port,
-                    last: port,
-                },
-                u32::from(port),
-            );
-        }
-        plan.build()
-    };
+    let plan = |ports| allow_ports(ports, 1);
     let read_back = |h: &Harness| h.dp.maps.read_state().expect("read the maps").0;
 
     let report = h.apply(&plan(1..=30));
