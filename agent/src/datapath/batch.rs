@@ -10,6 +10,10 @@ use aya::Pod;
 use aya::maps::MapData;
 use aya_obj::generated::{bpf_attr, bpf_cmd};
 
+/// The most elements one batch hands the kernel: a longer run is several
+/// batches, so one syscall stays short and its count fits the kernel's u32.
+pub(crate) const MAX_BATCH: usize = 4096;
+
 /// What a batch did.
 #[derive(Debug)]
 pub(crate) struct Done {
@@ -43,6 +47,7 @@ pub(crate) fn delete<K: Pod>(map: &MapData, keys: &[K]) -> Done {
 }
 
 fn run(cmd: bpf_cmd, map: &MapData, keys: *const u8, values: *const u8, count: usize) -> Done {
+    assert!(count <= MAX_BATCH, "a batch of {count} elements");
     let fd = map.fd().as_fd().as_raw_fd();
     // SAFETY: all-zero is a valid `bpf_attr` (a union of integer structs),
     // and zero is what the kernel requires of every field a command does not
@@ -54,7 +59,7 @@ fn run(cmd: bpf_cmd, map: &MapData, keys: *const u8, values: *const u8, count: u
     let rc = unsafe {
         attr.batch.keys = keys as u64;
         attr.batch.values = values as u64;
-        attr.batch.count = u32::try_from(count).unwrap_or(u32::MAX);
+        attr.batch.count = count as u32;
         attr.batch.map_fd = fd as u32;
         libc::syscall(
             libc::SYS_bpf,

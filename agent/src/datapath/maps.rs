@@ -361,6 +361,7 @@ impl Maps {
     /// through (an absent key a delete skips counts as done) and why it
     /// stopped, if it did.
     fn write_batch(&mut self, run: &[MapOp]) -> Result<(usize, Result<(), WriteError>), Unbatched> {
+        let run = &run[..run.len().min(batch::MAX_BATCH)];
         let (name, deleting, done) = match run.first() {
             Some(MapOp::PutPolicy(..)) => {
                 let (keys, values): (Vec<_>, Vec<_>) = run

@@ -126,3 +126,32 @@ fn batched_writes_land_exactly_as_recorded_also_when_the_map_fills_mid_batch() {
         "a port no plan allows now",
     );
 }
+
+/// A run longer than one batch goes in several, in order: all of it lands,
+/// and all of it goes again.
+#[test]
+fn runs_longer_than_one_batch_land_whole() {
+    let mut h = Harness::new();
+    let report = h.apply(&allow_ports(1..=10_000, 1));
+    assert!(report.complete(), "{:?}", report.map_full);
+    let held = h.dp.maps.read_state().expect("read the maps").0;
+    assert_eq!(held.policy.len(), h.syncer.current().policy.len());
+    assert!(held.policy.len() >= 10_000, "{}", held.policy.len());
+    assert_eq!(&held, h.syncer.current());
+    h.assert_pass(
+        Direction::Ingress,
+        &to_pod(PEER_V4.into()).tcp(1, 9_999, TcpFlags::SYN).build(),
+        "a port of the last batch",
+    );
+    let report = h.apply(&allow_ports(1..=1, 1));
+    assert!(report.complete(), "{:?}", report.map_full);
+    assert_eq!(
+        &h.dp.maps.read_state().expect("read the maps").0,
+        h.syncer.current()
+    );
+    h.assert_drop(
+        Direction::Ingress,
+        &to_pod(PEER_V4.into()).tcp(2, 9_999, TcpFlags::SYN).build(),
+        "a port whose entry went in a later batch of deletes",
+    );
+}
