@@ -396,6 +396,8 @@ enum Mutation {
     DeletePod(usize),
     RelabelNamespace(usize, Vec<(&'static str, &'static str)>),
     PutPolicy(Box<PolicyB>),
+    /// The policy's content under an existing policy's name.
+    RewritePolicy(usize, Box<PolicyB>),
     DeletePolicy(usize),
     Service(usize, Vec<usize>),
     Host(usize),
@@ -413,6 +415,7 @@ fn mutation_strategy() -> impl Strategy<Value = Mutation> {
         1 => (0..10usize).prop_map(Mutation::DeletePod),
         2 => (0..NAMESPACES.len(), label_strategy()).prop_map(|(n, l)| Mutation::RelabelNamespace(n, l)),
         2 => policy_strategy().prop_map(|p| Mutation::PutPolicy(Box::new(p))),
+        2 => (0..5usize, policy_strategy()).prop_map(|(k, p)| Mutation::RewritePolicy(k, Box::new(p))),
         1 => (0..5usize).prop_map(Mutation::DeletePolicy),
         1 => (0..2usize, proptest::collection::vec(0..10usize, 0..3)).prop_map(|(s, b)| Mutation::Service(s, b)),
         1 => (0..3usize).prop_map(Mutation::Host),
@@ -432,6 +435,7 @@ fn cluster_policy_mutation_strategy() -> impl Strategy<Value = Mutation> {
         3 => (0..10usize, label_strategy()).prop_map(|(i, l)| Mutation::Relabel(i, l)),
         1 => (0..NAMESPACES.len(), label_strategy()).prop_map(|(n, l)| Mutation::RelabelNamespace(n, l)),
         1 => policy_strategy().prop_map(|p| Mutation::PutPolicy(Box::new(p))),
+        1 => (0..5usize, policy_strategy()).prop_map(|(k, p)| Mutation::RewritePolicy(k, Box::new(p))),
         1 => (0..10usize, pod_strategy()).prop_map(|(i, p)| Mutation::Replace(i, p)),
     ]
 }
@@ -523,6 +527,16 @@ fn mutate(
         }
         Mutation::PutPolicy(p) => {
             c.apply(&(**p).clone().into()).expect("policy");
+        }
+        Mutation::RewritePolicy(k, p) => {
+            let keys: Vec<_> = c.policies().map(|p| p.policy_ref()).collect();
+            if !keys.is_empty() {
+                let key = &keys[k % keys.len()];
+                let mut p = (**p).clone();
+                p.0.metadata.namespace = Some(key.namespace.clone());
+                p.0.metadata.name = Some(key.name.clone());
+                c.apply(&p.into()).expect("policy");
+            }
         }
         Mutation::DeletePolicy(k) => {
             let keys: Vec<_> = c.policies().map(|p| p.policy_ref()).collect();
