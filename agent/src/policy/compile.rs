@@ -21,7 +21,7 @@
 //! `incremental_compiles_equal_compiles_from_scratch`).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -33,9 +33,9 @@ use super::identity::{Atom, AtomId, AtomTable, DescriptionCache, Identities};
 use super::identity_cache::{IdentityCache, IdentityChanges, Inputs};
 use super::ids::IdAllocator;
 use super::lookup::{ipcache_lookup, l4_matches};
-use super::plan::{
-    DatapathPlan, EndpointPlan, EntryPart, L4Match, PlanEntries, RuleKey, RuleOrigin,
-};
+use super::network_rules::{IndexedNetworkPolicy, NetworkRules};
+use super::origins::{Indexed, Origins};
+use super::plan::{DatapathPlan, EndpointPlan, EntryPart, L4Match, PlanEntries, RuleKey};
 use super::tiered::{self, SelfFix, ServicePort, TierRule};
 use super::tiers::selects_in;
 use crate::state::ClusterState;
@@ -44,7 +44,7 @@ use crate::state::journal::{Change, Mark};
 use crate::state::model::{
     ALLOWED_SOURCE_PREFIXES_ANNOTATION, ContainerPort, Pod, Protocol, Service, SourcePrefixes,
 };
-use crate::state::netpol::{NetworkPolicy, Peer, PortRef, Rule};
+use crate::state::netpol::{NetworkPolicy, PortRef, Rule};
 use crate::state::{Direction, PodRef, PolicyRef, Rejection};
 
 /// Endpoints sharing a direction, applying NetworkPolicies and
@@ -107,8 +107,12 @@ pub struct Compiler {
     compiles: u64,
     /// Numbers ClusterNetworkPolicy rules by what their decisions read.
     rule_contents: tiered::RuleContents,
+    /// The last compile's NetworkPolicy rule index.
+    network_rules: NetworkRules,
     /// The last compile's ClusterNetworkPolicy rule index.
     cluster_rules: ClusterRules,
+    /// The rule origins of those indices.
+    origins: Origins,
     /// Those rules' targets, while their atoms' identities stay the same.
     cluster_targets: RuleTargets,
     /// Each endpoint's entries per direction, as last stamped.
@@ -144,7 +148,9 @@ impl Compiler {
             groups: HashMap::new(),
             compiles: 0,
             rule_contents: tiered::RuleContents::default(),
+            network_rules: NetworkRules::default(),
             cluster_rules: ClusterRules::default(),
+            origins: Origins::default(),
             cluster_targets: RuleTargets::default(),
             stamps: HashMap::new(),
             last_generation: 0,
@@ -228,8 +234,7 @@ impl Compiler {
         let service_ports = locals.tiered_service_ports(cluster, &services, &ids);
         let ctx = RuleContext {
             policies: &policies,
-            rule_ids: &rule_index.ids,
-            rule_atoms: &rule_index.atoms,
+            network_rules: &rule_index.network,
             cluster_rules: &rule_index.cluster,
             ids: &ids,
             services_fingerprint: fingerprint(&service_ports),
@@ -253,15 +258,20 @@ impl Compiler {
                 .collect(),
             rules,
             denies,
-            rule_origins: rule_index.origins,
+            rule_origins: self.origins.update(
+                (rule_index.network.iter().flatten())
+                    .map(|p| Indexed::Network(Arc::clone(p)))
+                    .chain((rule_index.cluster.values()).map(|p| Indexed::Cluster(Arc::clone(p)))),
+            ),
             rejections: all_rejections(cluster, pod_rejections),
         };
         self.finish_allocators();
         plan
     }
 
-    /// Numbers the rules of every policy that selects a local pod and interns
-    /// their peers' atoms (and egress port names) into `table`.
+    /// Numbers the rules of every policy that applies to a local pod and
+    /// interns their peers' atoms (and egress port names) into `table`
+    /// (kept from the last compile for the policies that did not change).
     fn index_rules(
         &mut self,
         changed: Option<&ChangedPolicies<'_>>,
@@ -271,29 +281,19 @@ impl Compiler {
         let mut relevant: Vec<usize> = locals.applying.iter().flatten().copied().collect();
         relevant.sort_unstable();
         relevant.dedup();
-        let mut index = RuleIndex::default();
-        for &pi in &relevant {
-            let pol = locals.policies[pi];
-            for d in Direction::ALL {
-                for (ri, rule) in pol.allowing_rules(d).iter().enumerate() {
-                    let at = (pi, d, ri);
-                    let position = u32::try_from(ri).unwrap_or(u32::MAX);
-                    let id = RuleId(self.rules.get(&(pol.policy_ref(), d, position)));
-                    index.ids.insert(at, id);
-                    index.origins.insert(
-                        id,
-                        RuleOrigin::network_policy(pol.policy_ref(), d, position),
-                    );
-                    index.atoms.insert(at, self.intern_peers(rule, table));
-                    if d == Direction::Egress {
-                        for spec in rule.ports.iter().flatten() {
-                            if let Some(PortRef::Named(n)) = &spec.port {
-                                table.egress_names.insert((n.clone(), spec.protocol));
-                            }
-                        }
-                    }
-                }
-            }
+        let mut index = RuleIndex {
+            network: vec![None; locals.policies.len()],
+            cluster: HashMap::new(),
+        };
+        let indexed = self.network_rules.index(
+            relevant.iter().map(|&pi| (pi, locals.policies[pi])),
+            changed.map(|c| &c.policies),
+            &mut self.atoms,
+            &mut self.rules,
+            table,
+        );
+        for (pi, policy) in indexed {
+            index.network[pi] = Some(policy);
         }
         self.index_cluster_rules(changed, locals, table, &mut index);
         index
@@ -322,26 +322,7 @@ impl Compiler {
             },
             table,
         );
-        for (ci, policy) in indexed {
-            for rule in &policy.rules {
-                if let Some(origin) = &rule.origin {
-                    index.origins.insert(rule.id, origin.clone());
-                }
-            }
-            index.cluster.insert(ci, policy);
-        }
-    }
-
-    /// The atoms of `rule`'s peers, in peer order.
-    fn intern_peers(&mut self, rule: &Rule, table: &mut AtomTable) -> Vec<AtomId> {
-        rule.peers
-            .iter()
-            .flatten()
-            .map(|p| match p {
-                Peer::Pods(pp) => table.intern(&mut self.atoms, &Atom::Pods(pp.clone())),
-                Peer::IpBlock(b) => table.intern(&mut self.atoms, &Atom::IpBlock(b.clone())),
-            })
-            .collect()
+        index.cluster.extend(indexed);
     }
 
     /// Brings the remote identities up to date for the atoms of `table` and
@@ -708,10 +689,6 @@ impl Stamp {
     }
 }
 
-/// A rule by the index of its policy, its direction and its index in that
-/// direction's rule list.
-type RuleAt = (usize, Direction, usize);
-
 /// Local endpoints of one direction with the same applying policies and
 /// ClusterNetworkPolicies (by index) and (for ingress) container ports, and
 /// the local indices in each.
@@ -720,12 +697,12 @@ type Groups = HashMap<(Direction, Vec<usize>, Vec<usize>, Vec<ContainerPort>), V
 /// The rules of the policies that select a local pod.
 #[derive(Debug, Default)]
 struct RuleIndex {
-    ids: HashMap<RuleAt, RuleId>,
-    atoms: HashMap<RuleAt, Vec<AtomId>>,
+    /// The rules of the NetworkPolicies that apply to a local pod, by
+    /// policy index.
+    network: Vec<Option<Arc<IndexedNetworkPolicy>>>,
     /// The rules of the ClusterNetworkPolicies that apply to a local pod,
     /// by policy index.
     cluster: HashMap<usize, Arc<IndexedPolicy>>,
-    origins: BTreeMap<RuleId, RuleOrigin>,
 }
 
 /// The local endpoint pods and the policies selecting each.
@@ -883,8 +860,7 @@ enum Targets {
 /// What rule expansion needs.
 struct RuleContext<'a> {
     policies: &'a [&'a NetworkPolicy],
-    rule_ids: &'a HashMap<RuleAt, RuleId>,
-    rule_atoms: &'a HashMap<RuleAt, Vec<AtomId>>,
+    network_rules: &'a [Option<Arc<IndexedNetworkPolicy>>],
     cluster_rules: &'a HashMap<usize, Arc<IndexedPolicy>>,
     ids: &'a Identities,
     service_ports: &'a [ServicePort],
@@ -967,13 +943,12 @@ impl RuleContext<'_> {
     fn expand_network_policy(&self, d: Direction, pols: &[usize], pod: &Pod) -> Expansion {
         let mut out = Expansion::default();
         for &pi in pols {
-            for (ri, rule) in self.policies[pi].allowing_rules(d).iter().enumerate() {
-                let (Some(&id), Some(atoms)) = (
-                    self.rule_ids.get(&(pi, d, ri)),
-                    self.rule_atoms.get(&(pi, d, ri)),
-                ) else {
-                    continue;
-                };
+            let Some(indexed) = self.network_rules.get(pi).and_then(Option::as_ref) else {
+                continue;
+            };
+            let rules = self.policies[pi].allowing_rules(d);
+            for (rule, indexed) in rules.iter().zip(indexed.rules(d)) {
+                let (id, atoms) = (indexed.id, &indexed.atoms);
                 out.atoms.extend(atoms.iter().copied());
                 if d == Direction::Egress {
                     for spec in rule.ports.iter().flatten() {
@@ -1157,6 +1132,7 @@ impl Compiler {
         self.remote = IdentityCache::default();
         self.groups.clear();
         self.stamps.clear();
+        self.origins = Origins::default();
         self.mark = None;
     }
 

@@ -763,7 +763,7 @@ fn stable_ids_survive_recompile() {
     for (k, ep) in &first.endpoints {
         assert_eq!(second.endpoints[k].id, ep.id, "endpoint {k}");
     }
-    for (id, origin) in &first.rule_origins {
+    for (id, origin) in first.rule_origins.iter() {
         assert_eq!(second.rule_origins.get(id), Some(origin));
     }
     for (net, id) in first.ipcache.iter() {

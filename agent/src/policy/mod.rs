@@ -9,6 +9,8 @@ pub mod identity_cache;
 pub mod ids;
 pub mod l4fn;
 pub mod lookup;
+mod network_rules;
+mod origins;
 pub mod plan;
 mod tiered;
 pub mod tiers;

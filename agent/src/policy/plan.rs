@@ -45,7 +45,8 @@ pub struct DatapathPlan {
     #[serde(default)]
     pub denies: PlanEntries,
     /// Rule id -> where it comes from, for metrics and explain.
-    pub rule_origins: BTreeMap<RuleId, RuleOrigin>,
+    /// Shared with the compiler while its policies stay the same.
+    pub rule_origins: Arc<BTreeMap<RuleId, RuleOrigin>>,
     /// Policies (or parts of them) that failed validation: they still isolate the
     /// pods they select, but contribute no allow.
     pub rejections: Vec<Rejection>,

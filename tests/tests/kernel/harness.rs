@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use palisade_agent::datapath::{Capacities, Datapath, DatapathConfig};
@@ -122,7 +123,7 @@ impl PlanBuilder {
             },
             RuleId(rule),
         );
-        self.plan.rule_origins.insert(
+        Arc::make_mut(&mut self.plan.rule_origins).insert(
             RuleId(rule),
             RuleOrigin::network_policy(
                 PolicyRef {

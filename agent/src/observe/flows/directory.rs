@@ -201,6 +201,7 @@ fn protocol_name(p: u8) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
@@ -341,7 +342,7 @@ mod tests {
             .insert(key(IdentityId::ANY, port(6, 80)), RuleId(6));
         plan.denies
             .insert(key(IdentityId::ANY, port(6, 22)), RuleId::NONE);
-        plan.rule_origins.insert(
+        Arc::make_mut(&mut plan.rule_origins).insert(
             RuleId(5),
             RuleOrigin {
                 policy: PolicyRef {
@@ -357,7 +358,7 @@ mod tests {
                 }),
             },
         );
-        plan.rule_origins.insert(
+        Arc::make_mut(&mut plan.rule_origins).insert(
             RuleId(6),
             RuleOrigin::network_policy(
                 PolicyRef {
