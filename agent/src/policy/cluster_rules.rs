@@ -104,14 +104,7 @@ fn keep(indexed: &IndexedPolicy, alloc: &mut Allocators<'_>, table: &mut AtomTab
         }
         alloc.contents.hold(rule.content);
     }
-    for (id, atom) in &indexed.atoms {
-        if !table.atoms.contains_key(id) {
-            table.intern(alloc.atoms, atom);
-        }
-    }
-    table
-        .egress_names
-        .extend(indexed.egress_names.iter().cloned());
+    table.keep(alloc.atoms, &indexed.atoms, &indexed.egress_names);
 }
 
 /// Numbers `policy`'s rules and interns their peers.

@@ -10,9 +10,11 @@
 //! 4. Service ClusterIPs: allowed on a service port when every ready backend is.
 //!
 //! Ids (identities, endpoints, rules) are stable across compiles of the same
-//! [`Compiler`], and so is its work: identities are caught up from the
-//! state's journal of changes ([`super::identity_cache`]), and a group's
-//! expansion is reused until its policies or its atoms' identities change.
+//! [`Compiler`], and so is its work: a policy's rule index (and its rules'
+//! origins) is kept while the policy stays the same (`network_rules`,
+//! `cluster_rules`, `origins`), identities are caught up from the state's
+//! journal of changes ([`super::identity_cache`]), and a group's expansion
+//! is reused until its policies or its atoms' identities change.
 //! A tiered group's decisions outlive its expansion: they are kept by the
 //! content of the rules each signature matches (`tiered::Memo`), so a
 //! re-expansion decides again only what a change touched. The plan's entries

@@ -112,6 +112,23 @@ impl AtomTable {
         }
         id
     }
+
+    /// What a rule index kept from the last compile holds: its `atoms`
+    /// interned again (those not in the table yet, so this compile keeps
+    /// their ids) and its `egress_names`.
+    pub fn keep(
+        &mut self,
+        alloc: &mut IdAllocator<Atom>,
+        atoms: &[(AtomId, Atom)],
+        egress_names: &[(String, Protocol)],
+    ) {
+        for (id, atom) in atoms {
+            if !self.atoms.contains_key(id) {
+                self.intern(alloc, atom);
+            }
+        }
+        self.egress_names.extend(egress_names.iter().cloned());
+    }
 }
 
 /// Result of identity assignment.

@@ -100,14 +100,7 @@ fn keep(
     for rule in indexed.rules.iter().flatten() {
         rules.hold(rule.id.0);
     }
-    for (id, atom) in &indexed.atoms {
-        if !table.atoms.contains_key(id) {
-            table.intern(atoms, atom);
-        }
-    }
-    table
-        .egress_names
-        .extend(indexed.egress_names.iter().cloned());
+    table.keep(atoms, &indexed.atoms, &indexed.egress_names);
 }
 
 /// Numbers `policy`'s allowing rules and interns their peers.
