@@ -38,8 +38,8 @@ use super::lookup::{ipcache_lookup, l4_matches};
 use super::network_rules::{IndexedNetworkPolicy, NetworkRules};
 use super::origins::{Indexed, Origins};
 use super::plan::{DatapathPlan, EndpointPlan, EntryPart, L4Match, PlanEntries, RuleKey};
+use super::subjects::{SubjectChanges, Subjects};
 use super::tiered::{self, SelfFix, ServicePort, TierRule};
-use super::tiers::selects_in;
 use crate::state::ClusterState;
 use crate::state::cnp::{self, ClusterNetworkPolicy};
 use crate::state::journal::{Change, Mark};
@@ -74,12 +74,14 @@ struct Expansion {
     generation: u64,
 }
 
-/// The NetworkPolicies and ClusterNetworkPolicies (by name) changed since
-/// the last compile.
+/// The objects changed since the last compile: NetworkPolicies,
+/// ClusterNetworkPolicies, Pods and Namespaces (by name).
 #[derive(Debug, Default)]
-struct ChangedPolicies<'c> {
+struct Changed<'c> {
     policies: HashSet<&'c PolicyRef>,
     cluster_policies: HashSet<&'c str>,
+    pods: HashSet<&'c PodRef>,
+    namespaces: HashSet<&'c str>,
 }
 
 /// What a group of endpoints keeps from compile to compile.
@@ -115,6 +117,8 @@ pub struct Compiler {
     cluster_rules: ClusterRules,
     /// The rule origins of those indices.
     origins: Origins,
+    /// Which ClusterNetworkPolicies' subjects hold each local pod.
+    subjects: Subjects,
     /// Those rules' targets, while their atoms' identities stay the same.
     cluster_targets: RuleTargets,
     /// Each endpoint's entries per direction, as last stamped.
@@ -153,6 +157,7 @@ impl Compiler {
             network_rules: NetworkRules::default(),
             cluster_rules: ClusterRules::default(),
             origins: Origins::default(),
+            subjects: Subjects::default(),
             cluster_targets: RuleTargets::default(),
             stamps: HashMap::new(),
             last_generation: 0,
@@ -224,8 +229,21 @@ impl Compiler {
     ) -> DatapathPlan {
         let policies: Vec<&NetworkPolicy> = cluster.policies().collect();
         let cluster_policies = cluster.cluster_policies();
-        let locals = Locals::new(&policies, &cluster_policies, cluster, pods);
-        let changed = self.changed_policies(cluster);
+        let changed = self.changed(cluster);
+        let subjects = self.subjects.update(
+            cluster,
+            &cluster_policies,
+            &pods,
+            changed
+                .as_ref()
+                .map(|c| SubjectChanges {
+                    pods: &c.pods,
+                    namespaces: &c.namespaces,
+                    cluster_policies: &c.cluster_policies,
+                })
+                .as_ref(),
+        );
+        let locals = Locals::new(&policies, &cluster_policies, pods, subjects);
         let mut table = AtomTable::default();
         let rule_index = self.index_rules(changed.as_ref(), &locals, &mut table);
         let services = locals.egress_services(cluster);
@@ -276,7 +294,7 @@ impl Compiler {
     /// (kept from the last compile for the policies that did not change).
     fn index_rules(
         &mut self,
-        changed: Option<&ChangedPolicies<'_>>,
+        changed: Option<&Changed<'_>>,
         locals: &Locals<'_>,
         table: &mut AtomTable,
     ) -> RuleIndex {
@@ -306,7 +324,7 @@ impl Compiler {
     /// last compile for the policies that did not change since).
     fn index_cluster_rules(
         &mut self,
-        changed: Option<&ChangedPolicies<'_>>,
+        changed: Option<&Changed<'_>>,
         locals: &Locals<'_>,
         table: &mut AtomTable,
         index: &mut RuleIndex,
@@ -332,7 +350,7 @@ impl Compiler {
     fn update_identities(
         &mut self,
         cluster: &ClusterState,
-        changed: Option<&ChangedPolicies<'_>>,
+        changed: Option<&Changed<'_>>,
         services: &[&Service],
         host: &BTreeSet<IpAddr>,
         table: &mut AtomTable,
@@ -517,8 +535,8 @@ impl Compiler {
     /// The policies changed since the last compile, from the state's
     /// journal; `None` when that is unknown (no last compile, or the journal
     /// no longer reaches back to it).
-    fn changed_policies<'c>(&self, cluster: &'c ClusterState) -> Option<ChangedPolicies<'c>> {
-        let mut out = ChangedPolicies::default();
+    fn changed<'c>(&self, cluster: &'c ClusterState) -> Option<Changed<'c>> {
+        let mut out = Changed::default();
         for change in self.mark.and_then(|m| cluster.changes_since(m))? {
             match change {
                 Change::Policy(p) => {
@@ -527,7 +545,12 @@ impl Compiler {
                 Change::ClusterPolicy(name) => {
                     out.cluster_policies.insert(name);
                 }
-                Change::Pod(_) | Change::Namespace(_) => {}
+                Change::Pod(pod) => {
+                    out.pods.insert(pod);
+                }
+                Change::Namespace(name) => {
+                    out.namespaces.insert(name);
+                }
             }
         }
         Some(out)
@@ -536,11 +559,7 @@ impl Compiler {
     /// Drops the expansions the changes since the last compile invalidate:
     /// those of changed policies and those whose atoms or egress port names
     /// gained or lost identities; all of them when that is unknown.
-    fn forget_stale_expansions(
-        &mut self,
-        changed: Option<&ChangedPolicies<'_>>,
-        changes: IdentityChanges,
-    ) {
+    fn forget_stale_expansions(&mut self, changed: Option<&Changed<'_>>, changes: IdentityChanges) {
         let Some(changed) = changed.filter(|_| !changes.rebuilt) else {
             for group in self.groups.values_mut() {
                 group.expansion = None;
@@ -723,22 +742,15 @@ struct Locals<'a> {
 }
 
 impl<'a> Locals<'a> {
+    /// `subjects`: per pod of `pods`, the indices in `cluster_policies` of
+    /// those whose subject holds it, ascending.
     fn new(
         policies: &'a [&'a NetworkPolicy],
         cluster_policies: &'a [&'a ClusterNetworkPolicy],
-        cluster: &ClusterState,
         pods: Vec<&'a Pod>,
+        subjects: Vec<Vec<usize>>,
     ) -> Self {
         let applying = applying_policies(policies, &pods);
-        let subjects = pods
-            .iter()
-            .map(|pod| {
-                let namespace = cluster.namespace_labels(&pod.namespace);
-                (0..cluster_policies.len())
-                    .filter(|&ci| selects_in(&cluster_policies[ci].subject, &namespace, pod))
-                    .collect()
-            })
-            .collect();
         Locals {
             pods,
             policies,
@@ -1135,6 +1147,7 @@ impl Compiler {
         self.groups.clear();
         self.stamps.clear();
         self.origins = Origins::default();
+        self.subjects = Subjects::default();
         self.mark = None;
     }
 

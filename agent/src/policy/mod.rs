@@ -12,6 +12,7 @@ pub mod lookup;
 mod network_rules;
 mod origins;
 pub mod plan;
+mod subjects;
 mod tiered;
 pub mod tiers;
 
