@@ -896,10 +896,12 @@ impl RuleContext<'_> {
         pod: &Pod,
         memo: &mut tiered::Memo,
     ) -> Expansion {
-        let network_policy = self.expand_network_policy(d, pols, pod);
+        let mut network_policy = self.expand_network_policy(d, pols, pod);
         if cnps.is_empty() {
             return network_policy;
         }
+        // What the tiered decision reads (and diffs across compiles).
+        lowest_rule_per_entry(&mut network_policy.entries);
         let mut rules = Vec::new();
         let mut out = Expansion {
             atoms: network_policy.atoms.clone(),

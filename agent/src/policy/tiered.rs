@@ -151,21 +151,12 @@ impl Numbering {
                 symmetric_difference(old, new, &mut changed);
             }
         }
-        let np_of = |entries: &[Entry]| {
-            let mut by: BTreeMap<IdentityId, Vec<(L4Match, RuleId)>> = BTreeMap::new();
-            for (identity, l4, rule) in entries {
-                if *identity != IdentityId::ANY {
-                    by.entry(*identity).or_default().push((*l4, *rule));
-                }
-            }
-            for list in by.values_mut() {
-                list.sort_unstable();
-            }
-            by
-        };
-        let new_np = np_of(&inputs.network_policy);
         if self.inputs.network_policy != inputs.network_policy {
-            changed.extend(differing_keys(&np_of(&self.inputs.network_policy), &new_np));
+            differing_entries(
+                &self.inputs.network_policy,
+                &inputs.network_policy,
+                &mut changed,
+            );
         }
         let named_of = |named: &[((IdentityId, String, u8), u16)]| {
             let mut by: BTreeMap<IdentityId, Vec<(String, u8, u16)>> = BTreeMap::new();
@@ -205,7 +196,7 @@ impl Numbering {
                 (0..inputs.targets.len())
                     .filter(|&i| inputs.targets[i].binary_search(identity).is_ok())
                     .collect(),
-                new_np.get(identity).cloned().unwrap_or_default(),
+                entries_of(&inputs.network_policy, *identity),
                 new_named.get(identity).cloned().unwrap_or_default(),
             );
             if signature == Signature::default() {
@@ -364,7 +355,8 @@ pub(super) struct Group<'a> {
     pub(super) direction: Direction,
     /// The ClusterNetworkPolicy rules of this direction, in precedence order.
     pub(super) rules: &'a [TierRule<'a>],
-    /// NetworkPolicy's allow entries when it isolates the group, else `None`.
+    /// NetworkPolicy's allow entries when it isolates the group, else `None`:
+    /// sorted, one per identity and L4 match (its lowest rule).
     pub(super) network_policy: Option<&'a [Entry]>,
     /// A member (ingress named ports are its own).
     pub(super) pod: &'a Pod,
@@ -378,6 +370,10 @@ impl Group<'_> {
     /// emissions of an earlier compile of the group; it is left holding
     /// this compile's.
     pub(super) fn entries(&self, memo: &mut Memo) -> TieredEntries {
+        debug_assert!(
+            self.network_policy
+                .is_none_or(|e| e.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)))
+        );
         let targets: Vec<Arc<[IdentityId]>> =
             self.rules.iter().map(|r| Arc::clone(&r.targets)).collect();
         let named = self.named_holders();
@@ -734,6 +730,37 @@ fn symmetric_difference(a: &[IdentityId], b: &[IdentityId], out: &mut BTreeSet<I
     }
     out.extend(&a[i..]);
     out.extend(&b[j..]);
+}
+
+/// The identities whose entries differ between two sorted entry lists
+/// (one merge: an identity's entries differ exactly when one of them is in
+/// only one list).
+fn differing_entries(a: &[Entry], b: &[Entry], out: &mut BTreeSet<IdentityId>) {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Less => {
+                out.insert(a[i].0);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.insert(b[j].0);
+                j += 1;
+            }
+        }
+    }
+    out.extend(a[i..].iter().chain(&b[j..]).map(|e| e.0));
+}
+
+/// `identity`'s L4 matches and rules in a sorted entry list, sorted.
+fn entries_of(entries: &[Entry], identity: IdentityId) -> Vec<(L4Match, RuleId)> {
+    let first = entries.partition_point(|e| e.0 < identity);
+    let last = first + entries[first..].partition_point(|e| e.0 == identity);
+    entries[first..last].iter().map(|e| (e.1, e.2)).collect()
 }
 
 /// The keys whose values differ between two maps (or that one lacks).
