@@ -117,7 +117,7 @@ pub(super) struct Memo {
 /// What a group's [`Numbering`] is worked out from: the identities each
 /// rule's listed peers hold, NetworkPolicy's entries when it isolates the
 /// group, and the egress named ports' holders (sorted).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 struct NumberingInputs {
     targets: Vec<Arc<[IdentityId]>>,
     network_policy: Vec<Entry>,
@@ -145,19 +145,18 @@ impl Numbering {
         if self.inputs.targets.len() != inputs.targets.len() {
             return Numbering::of(inputs);
         }
+        // One merge per list: comparing the lists first would read them twice.
         let mut changed: BTreeSet<IdentityId> = BTreeSet::new();
         for (old, new) in self.inputs.targets.iter().zip(&inputs.targets) {
-            if old != new {
+            if !Arc::ptr_eq(old, new) {
                 symmetric_difference(old, new, &mut changed);
             }
         }
-        if self.inputs.network_policy != inputs.network_policy {
-            differing_entries(
-                &self.inputs.network_policy,
-                &inputs.network_policy,
-                &mut changed,
-            );
-        }
+        differing_entries(
+            &self.inputs.network_policy,
+            &inputs.network_policy,
+            &mut changed,
+        );
         let named_of = |named: &[((IdentityId, String, u8), u16)]| {
             let mut by: BTreeMap<IdentityId, Vec<(String, u8, u16)>> = BTreeMap::new();
             for ((identity, name, protocol), number) in named {
@@ -175,6 +174,10 @@ impl Numbering {
             changed.extend(differing_keys(&named_of(&self.inputs.named), &new_named));
         }
         changed.remove(&IdentityId::ANY);
+        if changed.is_empty() {
+            // Every identity's signature is as it was.
+            return Numbering { inputs, ..self };
+        }
         if changed.len() * 2 > self.universe.len() {
             return Numbering::of(inputs);
         }
@@ -391,7 +394,6 @@ impl Group<'_> {
         // A ClusterNetworkPolicy change that keeps its rules' peers leaves
         // which identities share a signature as it was.
         let numbering = match memo.numbering.take() {
-            Some(n) if n.inputs == inputs => n,
             Some(n) => n.update(inputs),
             None => Numbering::of(inputs),
         };
