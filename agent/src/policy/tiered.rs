@@ -149,13 +149,19 @@ impl Numbering {
         let mut changed: BTreeSet<IdentityId> = BTreeSet::new();
         for (old, new) in self.inputs.targets.iter().zip(&inputs.targets) {
             if !Arc::ptr_eq(old, new) {
-                symmetric_difference(old, new, &mut changed);
+                merge_differences(old, new, |identity| {
+                    changed.insert(*identity);
+                });
             }
         }
-        differing_entries(
+        // An identity's entries differ exactly when one of them is in only
+        // one of the (sorted) lists.
+        merge_differences(
             &self.inputs.network_policy,
             &inputs.network_policy,
-            &mut changed,
+            |entry| {
+                changed.insert(entry.0);
+            },
         );
         let named_of = |named: &[((IdentityId, String, u8), u16)]| {
             let mut by: BTreeMap<IdentityId, Vec<(String, u8, u16)>> = BTreeMap::new();
@@ -711,8 +717,9 @@ impl Hasher for IdHasher {
     }
 }
 
-/// The identities in exactly one of two sorted lists (one merge).
-fn symmetric_difference(a: &[IdentityId], b: &[IdentityId], out: &mut BTreeSet<IdentityId>) {
+/// Calls `differs` with each element that is in only one of two sorted
+/// lists (one merge).
+fn merge_differences<T: Ord>(a: &[T], b: &[T], mut differs: impl FnMut(&T)) {
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
         match a[i].cmp(&b[j]) {
@@ -721,41 +728,16 @@ fn symmetric_difference(a: &[IdentityId], b: &[IdentityId], out: &mut BTreeSet<I
                 j += 1;
             }
             std::cmp::Ordering::Less => {
-                out.insert(a[i]);
+                differs(&a[i]);
                 i += 1;
             }
             std::cmp::Ordering::Greater => {
-                out.insert(b[j]);
+                differs(&b[j]);
                 j += 1;
             }
         }
     }
-    out.extend(&a[i..]);
-    out.extend(&b[j..]);
-}
-
-/// The identities whose entries differ between two sorted entry lists
-/// (one merge: an identity's entries differ exactly when one of them is in
-/// only one list).
-fn differing_entries(a: &[Entry], b: &[Entry], out: &mut BTreeSet<IdentityId>) {
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Equal => {
-                i += 1;
-                j += 1;
-            }
-            std::cmp::Ordering::Less => {
-                out.insert(a[i].0);
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                out.insert(b[j].0);
-                j += 1;
-            }
-        }
-    }
-    out.extend(a[i..].iter().chain(&b[j..]).map(|e| e.0));
+    a[i..].iter().chain(&b[j..]).for_each(differs);
 }
 
 /// `identity`'s L4 matches and rules in a sorted entry list, sorted.
