@@ -30,6 +30,7 @@ use std::sync::Arc;
 use palisade_common::ids::{EndpointId, IdentityId, RuleId};
 
 use super::adopt::{self, PinnedIds};
+use super::changed::Changed;
 use super::cluster_rules::{Allocators, ClusterRules, IndexedPolicy, RuleSlot, RuleTargets};
 use super::identity::{Atom, AtomId, AtomTable, DescriptionCache, Identities};
 use super::identity_cache::{IdentityCache, IdentityChanges, Inputs};
@@ -38,11 +39,11 @@ use super::lookup::{ipcache_lookup, l4_matches};
 use super::network_rules::{IndexedNetworkPolicy, NetworkRules};
 use super::origins::{Indexed, Origins};
 use super::plan::{DatapathPlan, EndpointPlan, EntryPart, L4Match, PlanEntries, RuleKey};
-use super::subjects::{SubjectChanges, Subjects};
+use super::subjects::Subjects;
 use super::tiered::{self, SelfFix, ServicePort, TierRule};
 use crate::state::ClusterState;
 use crate::state::cnp::{self, ClusterNetworkPolicy};
-use crate::state::journal::{Change, Mark};
+use crate::state::journal::Mark;
 use crate::state::model::{
     ALLOWED_SOURCE_PREFIXES_ANNOTATION, ContainerPort, Pod, Protocol, Service, SourcePrefixes,
 };
@@ -72,16 +73,6 @@ struct Expansion {
     /// Distinct for every expansion a compiler computes: a member's stamp
     /// is valid while its group's expansion is the one it was stamped from.
     generation: u64,
-}
-
-/// The objects changed since the last compile: NetworkPolicies,
-/// ClusterNetworkPolicies, Pods and Namespaces (by name).
-#[derive(Debug, Default)]
-struct Changed<'c> {
-    policies: HashSet<&'c PolicyRef>,
-    cluster_policies: HashSet<&'c str>,
-    pods: HashSet<&'c PodRef>,
-    namespaces: HashSet<&'c str>,
 }
 
 /// What a group of endpoints keeps from compile to compile.
@@ -229,20 +220,10 @@ impl Compiler {
     ) -> DatapathPlan {
         let policies: Vec<&NetworkPolicy> = cluster.policies().collect();
         let cluster_policies = cluster.cluster_policies();
-        let changed = self.changed(cluster);
-        let subjects = self.subjects.update(
-            cluster,
-            &cluster_policies,
-            &pods,
-            changed
-                .as_ref()
-                .map(|c| SubjectChanges {
-                    pods: &c.pods,
-                    namespaces: &c.namespaces,
-                    cluster_policies: &c.cluster_policies,
-                })
-                .as_ref(),
-        );
+        let changed = Changed::since(cluster, self.mark);
+        let subjects = self
+            .subjects
+            .update(cluster, &cluster_policies, &pods, changed.as_ref());
         let locals = Locals::new(&policies, &cluster_policies, pods, subjects);
         let mut table = AtomTable::default();
         let rule_index = self.index_rules(changed.as_ref(), &locals, &mut table);
@@ -530,30 +511,6 @@ impl Compiler {
             }
             SourcePrefixes::Valid(prefixes) => prefixes.clone(),
         }
-    }
-
-    /// The policies changed since the last compile, from the state's
-    /// journal; `None` when that is unknown (no last compile, or the journal
-    /// no longer reaches back to it).
-    fn changed<'c>(&self, cluster: &'c ClusterState) -> Option<Changed<'c>> {
-        let mut out = Changed::default();
-        for change in self.mark.and_then(|m| cluster.changes_since(m))? {
-            match change {
-                Change::Policy(p) => {
-                    out.policies.insert(p);
-                }
-                Change::ClusterPolicy(name) => {
-                    out.cluster_policies.insert(name);
-                }
-                Change::Pod(pod) => {
-                    out.pods.insert(pod);
-                }
-                Change::Namespace(name) => {
-                    out.namespaces.insert(name);
-                }
-            }
-        }
-        Some(out)
     }
 
     /// Drops the expansions the changes since the last compile invalidate:

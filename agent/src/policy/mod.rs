@@ -1,5 +1,6 @@
 //! NetworkPolicy semantics and the compiler (pure: no I/O).
 pub mod adopt;
+mod changed;
 mod cluster_rules;
 pub mod compile;
 pub mod eval;

@@ -5,19 +5,13 @@
 //! local pod against the changed policies), not every pod against every
 //! policy.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
+use super::changed::Changed;
 use super::tiers::selects_in;
 use crate::state::cnp::ClusterNetworkPolicy;
 use crate::state::model::Pod;
 use crate::state::{ClusterState, PodRef};
-
-/// What changed since the last compile, as far as subjects read it.
-pub(super) struct SubjectChanges<'c> {
-    pub(super) pods: &'c HashSet<&'c PodRef>,
-    pub(super) namespaces: &'c HashSet<&'c str>,
-    pub(super) cluster_policies: &'c HashSet<&'c str>,
-}
 
 /// Per local pod, the names of the ClusterNetworkPolicies whose subject
 /// holds it, as of the last compile.
@@ -35,7 +29,7 @@ impl Subjects {
         cluster: &ClusterState,
         policies: &[&ClusterNetworkPolicy],
         pods: &[&Pod],
-        changes: Option<&SubjectChanges<'_>>,
+        changes: Option<&Changed<'_>>,
     ) -> Vec<Vec<usize>> {
         let mut previous = std::mem::take(&mut self.held);
         let index: HashMap<&str, usize> = (policies.iter().enumerate())
